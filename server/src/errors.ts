@@ -1,0 +1,80 @@
+/**
+ * The closed set of error codes fleetgate reports. Every transport (HTTP, MQTT, CLI) maps these
+ * once, in one place; nothing else invents codes. Adding a code means adding it here, to the
+ * HTTP mapping and to the docs.
+ */
+export const ERROR_CODES = [
+  // configuration and start-up
+  'CONFIG_INVALID',
+  'DATA_DIR_INVALID',
+  'CA_MATERIAL_INVALID',
+  'STORE_UNAVAILABLE',
+  // CSR policy (RFC 2986 requests checked before issuance)
+  'CSR_MALFORMED',
+  'CSR_SIGNATURE_INVALID',
+  'CSR_KEY_UNSUPPORTED',
+  'CSR_SUBJECT_INVALID',
+  'CSR_TOO_LARGE',
+  'CSR_KEY_REUSED',
+  // request shape
+  'BAD_REQUEST',
+  'BODY_TOO_LARGE',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'NOT_FOUND',
+  'REQUEST_TIMEOUT',
+  'RATE_LIMITED',
+  // authentication and authorization
+  'AUTH_REQUIRED',
+  'AUTH_INVALID',
+  'FORBIDDEN',
+  'TOKEN_INVALID',
+  'TOKEN_EXPIRED',
+  'TOKEN_USED',
+  'TOKEN_DEVICE_MISMATCH',
+  'CERT_REQUIRED',
+  'CERT_INVALID',
+  'CERT_REVOKED',
+  'CERT_EXPIRED',
+  'DEVICE_REVOKED',
+  // state
+  'DEVICE_NOT_FOUND',
+  'CERT_NOT_FOUND',
+  'CONFLICT',
+  // last resort: a bug, never an input problem
+  'INTERNAL',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && (ERROR_CODES as readonly string[]).includes(value);
+}
+
+/** An expected failure with a stable code. Anything else thrown is a bug (INTERNAL). */
+export class FleetgateError extends Error {
+  override readonly name = 'FleetgateError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function isFleetgateError(e: unknown): e is FleetgateError {
+  return e instanceof FleetgateError;
+}
+
+/**
+ * Result type for pure code paths (the CA policy pipeline) that must report a typed rejection
+ * without throwing.
+ */
+export type Result<T> = { ok: true; value: T } | { ok: false; error: FleetgateError };
+
+export const ok = <T>(value: T): Result<T> => ({ ok: true, value });
+export const fail = <T = never>(code: ErrorCode, message: string, details?: Record<string, unknown>): Result<T> => ({
+  ok: false,
+  error: new FleetgateError(code, message, details),
+});

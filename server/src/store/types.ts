@@ -1,0 +1,209 @@
+/**
+ * The persistence contract. Two backends implement it (PostgreSQL through postgres.js, embedded
+ * PGlite) over one migration set, and both pass the same contract suite
+ * (test/integration/store-contract.test.ts). Only store/ knows SQL; only store/pg imports postgres.
+ *
+ * Conventions: serials are lower-case hex without separators; times are Date; byte strings are
+ * Uint8Array; nothing here validates business rules (that is ca/ and enroll/), but every method
+ * is safe against any input (parameterised SQL only).
+ */
+
+export type CaRole = 'root' | 'issuing';
+
+export interface CaRecord {
+  role: CaRole;
+  /** SHA-256 of the certificate DER, lower-case hex. */
+  fingerprint: string;
+  subject: string;
+  certPem: string;
+  keyAlgorithm: string;
+  notBefore: Date;
+  notAfter: Date;
+  createdAt: Date;
+}
+
+export type IdentityKind = 'device' | 'service';
+export type DeviceStatus = 'active' | 'revoked';
+
+export interface DeviceRecord {
+  id: string;
+  kind: IdentityKind;
+  status: DeviceStatus;
+  createdAt: Date;
+  lastSeenAt: Date | null;
+  online: boolean;
+}
+
+export type CertStatus = 'valid' | 'revoked';
+
+/** RFC 5280 section 5.3.1 CRLReason codes (7 is unused by the RFC). */
+export type RevocationReason = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 8 | 9 | 10;
+
+export interface CertificateRecord {
+  serial: string;
+  deviceId: string;
+  subject: string;
+  notBefore: Date;
+  notAfter: Date;
+  status: CertStatus;
+  revokedAt: Date | null;
+  revocationReason: RevocationReason | null;
+  /** SHA-256 of the SubjectPublicKeyInfo DER, lower-case hex (detects key reuse on renewal). */
+  keyFingerprint: string;
+  der: Uint8Array;
+  issuedAt: Date;
+  /** Serial of the certificate this one renewed, if any. */
+  renewedFrom: string | null;
+}
+
+export interface NewCertificate {
+  serial: string;
+  deviceId: string;
+  subject: string;
+  notBefore: Date;
+  notAfter: Date;
+  keyFingerprint: string;
+  der: Uint8Array;
+  renewedFrom?: string | null;
+}
+
+export interface TokenRecord {
+  id: string;
+  deviceId: string;
+  /** SHA-256 of the secret, hex. The secret itself is never stored. */
+  tokenHash: string;
+  createdAt: Date;
+  expiresAt: Date;
+  usedAt: Date | null;
+  createdBy: string;
+}
+
+export interface NewToken {
+  id: string;
+  deviceId: string;
+  tokenHash: string;
+  expiresAt: Date;
+  createdBy: string;
+}
+
+export type TokenConsumeResult =
+  | { ok: true; token: TokenRecord }
+  | { ok: false; reason: 'unknown' | 'used' | 'expired' | 'device_mismatch' };
+
+export interface AuditEvent {
+  seq: number;
+  at: Date;
+  actor: string;
+  action: string;
+  subject: string | null;
+  details: Record<string, unknown>;
+  prevHash: string;
+  hash: string;
+}
+
+export interface NewAuditEvent {
+  actor: string;
+  action: string;
+  subject?: string | null;
+  details?: Record<string, unknown>;
+}
+
+export interface TicketKeyRecord {
+  id: string;
+  /** 48 bytes, the format Node's tls.Server#setTicketKeys expects. */
+  key: Uint8Array;
+  createdAt: Date;
+  expiresAt: Date;
+}
+
+export interface OperatorCredentialRecord {
+  id: string;
+  name: string;
+  tokenHash: string;
+  createdAt: Date;
+  revokedAt: Date | null;
+}
+
+/** Emitted after a change is committed; the broker subscribes to revocations. */
+export type StoreEvent =
+  | { type: 'revoked'; serial: string; deviceId: string; reason: RevocationReason; at: Date }
+  | { type: 'device-revoked'; deviceId: string; serials: string[]; at: Date };
+
+/**
+ * Operations available inside a transaction. Everything in the body commits or nothing does;
+ * events raised by the body are delivered only after commit.
+ */
+export interface StoreTx {
+  // CA material metadata (the keys themselves live in the data dir, 0600)
+  getCa(role: CaRole): Promise<CaRecord | null>;
+  putCa(rec: Omit<CaRecord, 'createdAt'>): Promise<void>;
+
+  // devices and services
+  upsertDevice(id: string, kind: IdentityKind): Promise<DeviceRecord>;
+  getDevice(id: string): Promise<DeviceRecord | null>;
+  listDevices(opts?: {
+    kind?: IdentityKind;
+    status?: DeviceStatus;
+    limit?: number;
+    offset?: number;
+  }): Promise<DeviceRecord[]>;
+  setDeviceStatus(id: string, status: DeviceStatus): Promise<void>;
+  /** Batched presence update from the broker. */
+  markSeen(entries: { deviceId: string; at: Date; online: boolean }[]): Promise<void>;
+
+  // certificates
+  insertCertificate(cert: NewCertificate): Promise<CertificateRecord>;
+  getCertificate(serial: string): Promise<CertificateRecord | null>;
+  listCertificates(deviceId: string): Promise<CertificateRecord[]>;
+  /** Valid (not revoked) certificates expiring before `before`. */
+  listExpiring(before: Date): Promise<CertificateRecord[]>;
+  /** Marks one certificate revoked; returns false if unknown or already revoked. */
+  revokeCertificate(serial: string, reason: RevocationReason, at: Date): Promise<boolean>;
+  /** Revokes every valid certificate of the device and marks it revoked; returns the serials. */
+  revokeDevice(deviceId: string, reason: RevocationReason, at: Date): Promise<string[]>;
+  /** All revoked certificates not yet past notAfter + `graceMs` (what a CRL / the broker needs). */
+  listRevoked(): Promise<{ serial: string; revokedAt: Date; reason: RevocationReason; notAfter: Date }[]>;
+
+  // enrollment tokens
+  insertTokens(tokens: NewToken[]): Promise<void>;
+  /**
+   * Atomically marks the token with this hash used, if it exists, is unused, unexpired at `now`
+   * and bound to `deviceId`. Exactly one concurrent caller can succeed.
+   */
+  consumeToken(tokenHash: string, deviceId: string, now: Date): Promise<TokenConsumeResult>;
+
+  // audit (append-only, hash-chained)
+  appendAudit(ev: NewAuditEvent): Promise<AuditEvent>;
+  listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEvent[]>;
+
+  // operator credentials
+  insertOperatorCredential(rec: Omit<OperatorCredentialRecord, 'createdAt' | 'revokedAt'>): Promise<void>;
+  findOperatorCredential(tokenHash: string): Promise<OperatorCredentialRecord | null>;
+  listOperatorCredentials(): Promise<OperatorCredentialRecord[]>;
+  revokeOperatorCredential(id: string, at: Date): Promise<boolean>;
+
+  // TLS ticket keys (shared by every broker process)
+  listTicketKeys(now: Date): Promise<TicketKeyRecord[]>;
+  insertTicketKey(rec: Omit<TicketKeyRecord, 'createdAt'>): Promise<void>;
+
+  /** Next CRL number (RFC 5280 5.2.3: monotonically increasing). */
+  nextCrlNumber(): Promise<bigint>;
+}
+
+export interface Store extends StoreTx {
+  readonly backend: 'postgres' | 'pglite';
+  /** Runs fn in one transaction (serialisable where races matter). */
+  transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
+  /** Subscribes to committed changes from any process sharing the database. */
+  onEvent(listener: (ev: StoreEvent) => void): () => void;
+  /** Cheap liveness probe. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OpenStoreOptions {
+  /** postgres:// URL; when absent the embedded PGlite database in `dataDir` is used. */
+  databaseUrl?: string | undefined;
+  /** Directory for the embedded database (required when databaseUrl is absent). */
+  pgliteDir?: string | undefined;
+}
