@@ -1,0 +1,43 @@
+import { loadConfig } from '../config.js';
+import { dataDirLayout, readOptional } from '../data-dir.js';
+import { FleetgateError } from '../errors.js';
+import type { Command } from './command.js';
+import { parseCommandArgs } from './command.js';
+import { EXIT_OK } from './output.js';
+
+export const caExportCommand: Command = {
+  path: ['ca', 'export'],
+  summary: 'print the CA bundle (root + issuing CA, PEM)',
+  help: `Usage: fleetgate ca export [--issuing-only | --root-only]
+
+Prints the PEM certificates devices and clients must trust: the root CA, then the issuing CA.
+Reads them from the data dir (FLEETGATE_DATA_DIR, default ./.fleetgate); never prints keys.
+
+Options:
+  --root-only      only the root CA certificate
+  --issuing-only   only the issuing CA certificate
+
+Example:
+  npx fleetgate ca export > ca.pem
+  openssl verify -CAfile ca.pem device.crt
+`,
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, {
+      'root-only': { type: 'boolean' },
+      'issuing-only': { type: 'boolean' },
+    });
+    const config = loadConfig();
+    const layout = dataDirLayout(config.dataDir);
+    const root = await readOptional(layout.rootCert);
+    const issuing = await readOptional(layout.issuingCert);
+    if (root === null || issuing === null) {
+      throw new FleetgateError(
+        'CA_MATERIAL_INVALID',
+        `no CA in ${layout.caDir}: start the server once (npm start) or set FLEETGATE_DATA_DIR`,
+      );
+    }
+    const parts = values['root-only'] ? [root] : values['issuing-only'] ? [issuing] : [root, issuing];
+    process.stdout.write(parts.map((p) => (p.endsWith('\n') ? p : `${p}\n`)).join(''));
+    return EXIT_OK;
+  },
+};

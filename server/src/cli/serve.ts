@@ -1,0 +1,65 @@
+import { CONFIG_VARIABLES, loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { startServer } from '../main.js';
+import type { Command } from './command.js';
+import { parseCommandArgs } from './command.js';
+import { colonHex, EXIT_OK, out, redactUrl } from './output.js';
+
+const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning} (default ${v.default})`).join('\n');
+
+export const serveCommand: Command = {
+  path: ['serve'],
+  summary: 'run the provisioning service (HTTPS API, EST, CRL, OCSP)',
+  help: `Usage: fleetgate serve
+
+Runs fleetgate in the foreground. On the first start it creates the data dir, the embedded
+database (unless DATABASE_URL is set) and a new root + issuing CA; later starts load them.
+Stops gracefully on SIGINT (Ctrl+C) or SIGTERM.
+
+Environment:
+${envHelp}
+`,
+  async run(argv) {
+    parseCommandArgs(argv, {});
+    const config = loadConfig();
+    const log = createLogger(config.logLevel);
+    const server = await startServer(config, log);
+
+    out(`fleetgate is running${server.caCreated ? ' (new CA created)' : ''}`);
+    out(`  API (HTTPS)   ${server.apiUrl}`);
+    out(`  EST           ${server.apiUrl}/.well-known/est/`);
+    out(`  data dir      ${config.dataDir}`);
+    out(
+      `  database      ${config.databaseUrl ? `PostgreSQL ${redactUrl(config.databaseUrl)}` : `embedded PGlite in ${server.layout.pgliteDir}`}`,
+    );
+    out(`  root CA       SHA256 ${colonHex(server.ca.rootFingerprint)}`);
+    out(`  issuing CA    SHA256 ${colonHex(server.ca.issuingFingerprint)}`);
+    out('  CA bundle     npx fleetgate ca export > ca.pem');
+    out('Press Ctrl+C to stop.');
+
+    return await new Promise<number>((resolve) => {
+      let stopping = false;
+      const stop = (signal: NodeJS.Signals) => {
+        if (stopping) {
+          out(`${signal} again: exiting now`);
+          process.exit(1);
+        }
+        stopping = true;
+        out(`${signal}: shutting down`);
+        server.close().then(
+          () => {
+            out('stopped');
+            log.flush();
+            resolve(EXIT_OK);
+          },
+          (e: unknown) => {
+            log.error({ err: e }, 'shutdown failed');
+            resolve(1);
+          },
+        );
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+  },
+};

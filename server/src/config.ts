@@ -1,0 +1,221 @@
+/**
+ * The one typed configuration of fleetgate: environment variables + defaults, validated once at
+ * start. A bad value stops start-up with one line naming the variable (ConfigError). Nothing else
+ * in the code base reads process.env for settings.
+ */
+import { isIP } from 'node:net';
+import path from 'node:path';
+import { FleetgateError } from './errors.js';
+
+export type CaKeyAlgorithmSetting = 'P-256' | 'P-384' | 'RSA-3072';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  /** Absolute path of the data dir: embedded DB, CA material, operator credential. */
+  dataDir: string;
+  /** PostgreSQL URL; undefined means the embedded PGlite database in the data dir. */
+  databaseUrl: string | undefined;
+  host: string;
+  apiPort: number;
+  mqttPort: number;
+  /** Base URL devices and relying parties use to reach the API (CRL DP, OCSP in certificates). */
+  publicUrl: string;
+  /** Extra DNS names / IP addresses for the API's TLS certificate (localhost, 127.0.0.1 always). */
+  serverNames: { dnsNames: string[]; ipAddresses: string[] };
+  caKeyAlgorithm: CaKeyAlgorithmSetting;
+  caName: string;
+  /** Device certificate validity (RFC 5280 notAfter - notBefore, before the 5 min backdate). */
+  certValidityDays: number;
+  /** Default lifetime of an enrollment token. */
+  tokenTtlMs: number;
+  logLevel: LogLevel;
+}
+
+export class ConfigError extends FleetgateError {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super('CONFIG_INVALID', `${variable} ${message}`, { variable });
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses "90s", "15m", "24h", "30d" or a bare number of seconds. Returns milliseconds or null. */
+export function parseDuration(value: string): number | null {
+  const m = /^(\d{1,9})(ms|s|m|h|d)?$/.exec(value.trim());
+  if (!m) return null;
+  const n = Number(m[1]);
+  const ms = n * (DURATION_UNITS[m[2] ?? 's'] ?? 1_000);
+  return ms > 0 ? ms : null;
+}
+
+function readString(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined) return undefined;
+  const v = raw.trim();
+  return v === '' ? undefined : v;
+}
+
+function readPort(env: Env, name: string, dflt: number): number {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) {
+    throw new ConfigError(name, `must be a port number 0-65535 (got ${JSON.stringify(v)})`);
+  }
+  return Number(v);
+}
+
+function readInt(env: Env, name: string, dflt: number, min: number, max: number): number {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+    throw new ConfigError(name, `must be a whole number from ${min} to ${max} (got ${JSON.stringify(v)})`);
+  }
+  return Number(v);
+}
+
+function readEnum<T extends string>(env: Env, name: string, allowed: readonly T[], dflt: T): T {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  if (!(allowed as readonly string[]).includes(v)) {
+    throw new ConfigError(name, `must be one of ${allowed.join(', ')} (got ${JSON.stringify(v)})`);
+  }
+  return v as T;
+}
+
+function readDuration(env: Env, name: string, dflt: number, maxMs: number): number {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  const ms = parseDuration(v);
+  if (ms === null || ms > maxMs) {
+    throw new ConfigError(name, `must be a duration like 90s, 15m, 24h or 30d (got ${JSON.stringify(v)})`);
+  }
+  return ms;
+}
+
+const HOSTNAME =
+  /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+function readHost(env: Env, name: string, dflt: string): string {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  if (isIP(v) === 0 && !HOSTNAME.test(v)) {
+    throw new ConfigError(name, `must be an IP address or host name (got ${JSON.stringify(v)})`);
+  }
+  return v;
+}
+
+function readServerNames(env: Env, name: string): Config['serverNames'] {
+  const v = readString(env, name);
+  const dnsNames: string[] = [];
+  const ipAddresses: string[] = [];
+  if (v === undefined) return { dnsNames, ipAddresses };
+  for (const part of v.split(',')) {
+    const item = part.trim();
+    if (item === '') continue;
+    if (isIP(item) !== 0) ipAddresses.push(item);
+    else if (HOSTNAME.test(item)) dnsNames.push(item.toLowerCase());
+    else
+      throw new ConfigError(
+        name,
+        `must be a comma-separated list of host names and IP addresses (bad entry ${JSON.stringify(item)})`,
+      );
+  }
+  return { dnsNames, ipAddresses };
+}
+
+function readDatabaseUrl(env: Env, name: string): string | undefined {
+  const v = readString(env, name);
+  if (v === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new ConfigError(name, 'must be a postgres:// or postgresql:// URL (not a valid URL)');
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
+    // Never echo the URL: it may carry a password.
+    throw new ConfigError(
+      name,
+      `must be a postgres:// or postgresql:// URL (got scheme ${JSON.stringify(url.protocol)})`,
+    );
+  }
+  return v;
+}
+
+function readPublicUrl(env: Env, name: string, dflt: string): string {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new ConfigError(name, `must be an http(s) URL (got ${JSON.stringify(v)})`);
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.search || url.hash || url.username) {
+    throw new ConfigError(
+      name,
+      `must be an http(s) URL without query, fragment or credentials (got ${JSON.stringify(v)})`,
+    );
+  }
+  return url.toString().replace(/\/+$/, '');
+}
+
+/** Reads and validates the whole configuration. Throws ConfigError on the first bad variable. */
+export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
+  const dataDirRaw = readString(env, 'FLEETGATE_DATA_DIR') ?? '.fleetgate';
+  if (dataDirRaw.includes('\0')) throw new ConfigError('FLEETGATE_DATA_DIR', 'must be a path');
+  const host = readHost(env, 'FLEETGATE_HOST', '127.0.0.1');
+  const apiPort = readPort(env, 'FLEETGATE_API_PORT', 8443);
+  const mqttPort = readPort(env, 'FLEETGATE_MQTT_PORT', 8883);
+  // Certificates name a URL that must work from the devices; a wildcard bind address is not one.
+  const advertisedHost = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
+  const hostForUrl = isIP(advertisedHost) === 6 ? `[${advertisedHost}]` : advertisedHost;
+  const caName = readString(env, 'FLEETGATE_CA_NAME') ?? 'fleetgate';
+  if (!/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/.test(caName)) {
+    throw new ConfigError('FLEETGATE_CA_NAME', 'must be 1-64 letters, digits, spaces, dots, dashes or underscores');
+  }
+  return {
+    dataDir: path.resolve(cwd, dataDirRaw),
+    databaseUrl: readDatabaseUrl(env, 'DATABASE_URL'),
+    host,
+    apiPort,
+    mqttPort,
+    publicUrl: readPublicUrl(env, 'FLEETGATE_PUBLIC_URL', `https://${hostForUrl}:${apiPort}`),
+    serverNames: readServerNames(env, 'FLEETGATE_SERVER_NAMES'),
+    caKeyAlgorithm: readEnum(env, 'FLEETGATE_CA_KEY_ALGORITHM', ['P-256', 'P-384', 'RSA-3072'] as const, 'P-256'),
+    caName,
+    certValidityDays: readInt(env, 'FLEETGATE_CERT_VALIDITY_DAYS', 30, 1, 825),
+    tokenTtlMs: readDuration(env, 'FLEETGATE_TOKEN_TTL', 24 * 3_600_000, 365 * 86_400_000),
+    logLevel: readEnum(
+      env,
+      'FLEETGATE_LOG_LEVEL',
+      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,
+      'info',
+    ),
+  };
+}
+
+/** The variables `loadConfig` reads, for `--help` texts and docs. */
+export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning: string }[] = [
+  { name: 'FLEETGATE_DATA_DIR', default: './.fleetgate', meaning: 'embedded DB, CA keys (0600), operator credential' },
+  { name: 'DATABASE_URL', default: '(unset: embedded PGlite)', meaning: 'PostgreSQL URL' },
+  { name: 'FLEETGATE_HOST', default: '127.0.0.1', meaning: 'bind address (0.0.0.0 to serve the network)' },
+  { name: 'FLEETGATE_API_PORT', default: '8443', meaning: 'HTTPS API, EST, CRL, OCSP' },
+  { name: 'FLEETGATE_MQTT_PORT', default: '8883', meaning: 'MQTT over mTLS' },
+  {
+    name: 'FLEETGATE_PUBLIC_URL',
+    default: 'https://<host>:<api port>',
+    meaning: 'base URL put in certificates (CRL, OCSP)',
+  },
+  { name: 'FLEETGATE_SERVER_NAMES', default: '(none)', meaning: 'extra DNS names/IPs for the server certificate' },
+  { name: 'FLEETGATE_CA_KEY_ALGORITHM', default: 'P-256', meaning: 'P-256, P-384 or RSA-3072 (first start only)' },
+  { name: 'FLEETGATE_CA_NAME', default: 'fleetgate', meaning: 'name in the CA subjects (first start only)' },
+  { name: 'FLEETGATE_CERT_VALIDITY_DAYS', default: '30', meaning: 'device certificate lifetime' },
+  { name: 'FLEETGATE_TOKEN_TTL', default: '24h', meaning: 'default enrollment token lifetime' },
+  { name: 'FLEETGATE_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace, silent' },
+];

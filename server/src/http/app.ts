@@ -1,0 +1,106 @@
+/**
+ * The HTTPS API: fastify over TLS 1.2/1.3 with the certificate our CA issued for this server.
+ * Client certificates are requested but optional (RFC 7030 3.3.2: re-enrollment authenticates
+ * with the current device certificate; everything else uses HTTP auth).
+ *
+ * This file wires the app and owns the one error handler; routes live in routes/*.ts.
+ */
+import { type FastifyInstance, type FastifyServerOptions, fastify } from 'fastify';
+import type { Logger } from 'pino';
+import { FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
+import { HTTP_STATUS } from './error-map.js';
+
+export interface HttpTls {
+  keyPem: string;
+  /** Server certificate followed by the issuing CA (the chain clients need). */
+  chainPem: string;
+  /** CAs whose client certificates the server accepts (the issuing CA). */
+  clientCaPem: string;
+}
+
+export interface HttpAppOptions {
+  tls: HttpTls;
+  log: Logger;
+  /** Largest request body accepted, bytes. EST bodies are a few KiB. */
+  bodyLimit?: number;
+  /** Whole-request deadline, ms (slow bodies get 408). */
+  requestTimeoutMs?: number;
+}
+
+/** Maps fastify's own errors (parsing, limits, validation) onto the closed error-code set. */
+function fromFastifyError(err: {
+  code?: string;
+  statusCode?: number;
+  validation?: unknown;
+  message: string;
+}): FleetgateError {
+  if (err.validation) return new FleetgateError('BAD_REQUEST', err.message);
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new FleetgateError('BODY_TOO_LARGE', 'request body is too large');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new FleetgateError(
+        err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'UNSUPPORTED_MEDIA_TYPE' : 'BAD_REQUEST',
+        err.message,
+      );
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new FleetgateError('BAD_REQUEST', 'request body is not valid JSON');
+    case 'FST_ERR_REQ_TIMEOUT':
+      return new FleetgateError('REQUEST_TIMEOUT', 'request took too long');
+    default:
+      break;
+  }
+  if (err.statusCode === 413) return new FleetgateError('BODY_TOO_LARGE', 'request body is too large');
+  if (err.statusCode === 415) return new FleetgateError('UNSUPPORTED_MEDIA_TYPE', err.message);
+  if (err.statusCode === 408) return new FleetgateError('REQUEST_TIMEOUT', 'request took too long');
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) {
+    return new FleetgateError('BAD_REQUEST', err.message);
+  }
+  return new FleetgateError('INTERNAL', 'internal error');
+}
+
+export function createHttpApp(opts: HttpAppOptions): FastifyInstance {
+  const serverOptions: FastifyServerOptions & { https: Record<string, unknown> } = {
+    loggerInstance: opts.log.child({ part: 'http' }),
+    disableRequestLogging: true,
+    bodyLimit: opts.bodyLimit ?? 64 * 1024,
+    requestTimeout: opts.requestTimeoutMs ?? 30_000,
+    connectionTimeout: 60_000,
+    return503OnClosing: true,
+    https: {
+      key: opts.tls.keyPem,
+      cert: opts.tls.chainPem,
+      ca: opts.tls.clientCaPem,
+      requestCert: true,
+      // Optional client certificates: the route decides (re-enrollment requires one).
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+      // Forward-secret AEAD suites only for TLS 1.2 (TLS 1.3 suites are all AEAD).
+      ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305',
+    },
+  };
+  const app = fastify(serverOptions) as unknown as FastifyInstance;
+
+  app.setErrorHandler((error, request, reply) => {
+    const fe = isFleetgateError(error) ? error : fromFastifyError(error as Parameters<typeof fromFastifyError>[0]);
+    const code = isErrorCode(fe.code) ? fe.code : 'INTERNAL';
+    const status = HTTP_STATUS[code];
+    if (code === 'INTERNAL') request.log.error({ err: error }, 'unhandled error');
+    else request.log.debug({ code }, fe.message);
+    if (code === 'AUTH_REQUIRED' && request.url.startsWith('/.well-known/est/')) {
+      // RFC 7030 3.2.3 / RFC 7235: stock EST clients wait for the Basic challenge.
+      void reply.header('WWW-Authenticate', 'Basic realm="fleetgate EST"');
+    }
+    void reply.status(status).send({ code, message: code === 'INTERNAL' ? 'internal error' : fe.message });
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    void reply
+      .status(404)
+      .send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });
+  });
+
+  return app;
+}

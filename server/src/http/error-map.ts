@@ -1,0 +1,40 @@
+/**
+ * The single mapping from fleetgate error codes to HTTP statuses. Every route throws
+ * FleetgateError; the error handler in app.ts is the only place that turns it into a response.
+ */
+import type { ErrorCode } from '../errors.js';
+
+export const HTTP_STATUS: Record<ErrorCode, number> = {
+  CONFIG_INVALID: 500,
+  DATA_DIR_INVALID: 500,
+  CA_MATERIAL_INVALID: 500,
+  STORE_UNAVAILABLE: 503,
+  CSR_MALFORMED: 400,
+  CSR_SIGNATURE_INVALID: 400,
+  CSR_KEY_UNSUPPORTED: 400,
+  CSR_SUBJECT_INVALID: 400,
+  CSR_TOO_LARGE: 413,
+  CSR_KEY_REUSED: 400,
+  BAD_REQUEST: 400,
+  BODY_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  NOT_FOUND: 404,
+  REQUEST_TIMEOUT: 408,
+  RATE_LIMITED: 429,
+  AUTH_REQUIRED: 401,
+  AUTH_INVALID: 401,
+  FORBIDDEN: 403,
+  TOKEN_INVALID: 401,
+  TOKEN_EXPIRED: 401,
+  TOKEN_USED: 401,
+  TOKEN_DEVICE_MISMATCH: 403,
+  CERT_REQUIRED: 401,
+  CERT_INVALID: 401,
+  CERT_REVOKED: 403,
+  CERT_EXPIRED: 401,
+  DEVICE_REVOKED: 403,
+  DEVICE_NOT_FOUND: 404,
+  CERT_NOT_FOUND: 404,
+  CONFLICT: 409,
+  INTERNAL: 500,
+};

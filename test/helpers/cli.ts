@@ -1,0 +1,122 @@
+/**
+ * Runs the real `fleetgate` CLI (the compiled bin, as users run it) in a child process.
+ * `npm test` builds first (pretest), so dist/ is current.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const FLEETGATE_BIN = path.join(REPO_ROOT, 'server/bin/fleetgate.js');
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A clean environment: no inherited FLEETGATE_* or DATABASE_URL unless given. */
+export function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith('FLEETGATE_') && k !== 'DATABASE_URL') env[k] = v;
+  }
+  env.FLEETGATE_LOG_LEVEL = 'warn';
+  for (const [k, v] of Object.entries(extra)) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  return env;
+}
+
+export function tempDir(prefix = 'fleetgate-test-'): string {
+  return mkdtempSync(path.join(tmpdir(), prefix));
+}
+
+export function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  opts: { timeoutMs?: number; input?: string } = {},
+): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [FLEETGATE_BIN, ...args], { env: cliEnv(env), cwd: REPO_ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(
+        new Error(`fleetgate ${args.join(' ')} did not finish in ${opts.timeoutMs ?? 60_000} ms\n${stdout}\n${stderr}`),
+      );
+    }, opts.timeoutMs ?? 60_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    if (opts.input !== undefined) child.stdin.end(opts.input);
+    else child.stdin.end();
+  });
+}
+
+export interface ServeHandle {
+  child: ChildProcess;
+  apiUrl: string;
+  banner: string;
+  stdout(): string;
+  stderr(): string;
+  /** Sends SIGTERM and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+/** Starts `fleetgate serve` and resolves once its banner is printed. */
+export function startServe(env: Record<string, string | undefined>, timeoutMs = 90_000): Promise<ServeHandle> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [FLEETGATE_BIN, 'serve'], {
+      env: cliEnv({ FLEETGATE_API_PORT: '0', FLEETGATE_MQTT_PORT: '0', ...env }),
+      cwd: REPO_ROOT,
+    });
+    let stdout = '';
+    let stderr = '';
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`serve did not start in ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+    }, timeoutMs);
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout.includes('Press Ctrl+C to stop.')) {
+        clearTimeout(timer);
+        const apiUrl = /API \(HTTPS\)\s+(\S+)/.exec(stdout)?.[1];
+        if (!apiUrl) return reject(new Error(`no API URL in banner:\n${stdout}`));
+        resolve({
+          child,
+          apiUrl,
+          banner: stdout,
+          stdout: () => stdout,
+          stderr: () => stderr,
+          stop: async (signal = 'SIGTERM') => {
+            if (child.exitCode === null) child.kill(signal);
+            return exited;
+          },
+        });
+      }
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (!stdout.includes('Press Ctrl+C to stop.')) {
+        reject(new Error(`serve exited with ${code} before starting\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+      }
+    });
+  });
+}

@@ -1,0 +1,109 @@
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, parseDuration } from '../../server/src/config.js';
+
+describe('loadConfig', () => {
+  it('has the documented defaults', () => {
+    const c = loadConfig({}, '/srv/app');
+    expect(c.dataDir).toBe(path.resolve('/srv/app/.fleetgate'));
+    expect(c.databaseUrl).toBeUndefined();
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.apiPort).toBe(8443);
+    expect(c.mqttPort).toBe(8883);
+    expect(c.publicUrl).toBe('https://127.0.0.1:8443');
+    expect(c.caKeyAlgorithm).toBe('P-256');
+    expect(c.certValidityDays).toBe(30);
+    expect(c.tokenTtlMs).toBe(24 * 3_600_000);
+    expect(c.logLevel).toBe('info');
+  });
+
+  it('reads every variable', () => {
+    const c = loadConfig(
+      {
+        FLEETGATE_DATA_DIR: '/var/lib/fg',
+        DATABASE_URL: 'postgres://u:p@db:5432/fg',
+        FLEETGATE_HOST: '0.0.0.0',
+        FLEETGATE_API_PORT: '9443',
+        FLEETGATE_MQTT_PORT: '9883',
+        FLEETGATE_SERVER_NAMES: 'Broker.example.com, 10.0.0.5 ,::1',
+        FLEETGATE_CA_KEY_ALGORITHM: 'RSA-3072',
+        FLEETGATE_CERT_VALIDITY_DAYS: '7',
+        FLEETGATE_TOKEN_TTL: '15m',
+        FLEETGATE_LOG_LEVEL: 'debug',
+      },
+      '/',
+    );
+    expect(c.dataDir).toBe('/var/lib/fg');
+    expect(c.databaseUrl).toBe('postgres://u:p@db:5432/fg');
+    // A wildcard bind is not an address devices can use: certificates name localhost.
+    expect(c.publicUrl).toBe('https://localhost:9443');
+    expect(c.serverNames).toEqual({ dnsNames: ['broker.example.com'], ipAddresses: ['10.0.0.5', '::1'] });
+    expect(c.caKeyAlgorithm).toBe('RSA-3072');
+    expect(c.certValidityDays).toBe(7);
+    expect(c.tokenTtlMs).toBe(15 * 60_000);
+  });
+
+  it('treats empty values as unset', () => {
+    expect(loadConfig({ FLEETGATE_API_PORT: '', DATABASE_URL: '  ' }).apiPort).toBe(8443);
+  });
+
+  const bad: [string, string][] = [
+    ['FLEETGATE_API_PORT', 'abc'],
+    ['FLEETGATE_API_PORT', '65536'],
+    ['FLEETGATE_API_PORT', '-1'],
+    ['FLEETGATE_MQTT_PORT', '1e3'],
+    ['FLEETGATE_HOST', 'not a host!'],
+    ['FLEETGATE_HOST', 'a'.repeat(300)],
+    ['DATABASE_URL', 'mysql://x@y/z'],
+    ['DATABASE_URL', 'not a url'],
+    ['FLEETGATE_CA_KEY_ALGORITHM', 'P-521'],
+    ['FLEETGATE_CERT_VALIDITY_DAYS', '0'],
+    ['FLEETGATE_CERT_VALIDITY_DAYS', '10000'],
+    ['FLEETGATE_CERT_VALIDITY_DAYS', '3.5'],
+    ['FLEETGATE_TOKEN_TTL', '24x'],
+    ['FLEETGATE_TOKEN_TTL', '0s'],
+    ['FLEETGATE_LOG_LEVEL', 'loud'],
+    ['FLEETGATE_PUBLIC_URL', 'ftp://x'],
+    ['FLEETGATE_PUBLIC_URL', 'https://u:p@x'],
+    ['FLEETGATE_SERVER_NAMES', 'ok.example,bad name'],
+    ['FLEETGATE_CA_NAME', 'x/../y'],
+    ['FLEETGATE_DATA_DIR', 'a\0b'],
+  ];
+  it.each(bad)('rejects %s=%j with an error naming the variable', (name, value) => {
+    let error: unknown;
+    try {
+      loadConfig({ [name]: value });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const ce = error as ConfigError;
+    expect(ce.code).toBe('CONFIG_INVALID');
+    expect(ce.variable).toBe(name);
+    expect(ce.message.startsWith(name)).toBe(true);
+    expect(ce.message).not.toContain('\n');
+  });
+
+  it('never echoes a database password in errors', () => {
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://user:s3cret@h/db' })).toThrow(/scheme/);
+    try {
+      loadConfig({ DATABASE_URL: 'mysql://user:s3cret@h/db' });
+    } catch (e) {
+      expect((e as Error).message).not.toContain('s3cret');
+    }
+  });
+});
+
+describe('parseDuration', () => {
+  it.each([
+    ['90', 90_000],
+    ['90s', 90_000],
+    ['250ms', 250],
+    ['15m', 900_000],
+    ['24h', 86_400_000],
+    ['30d', 2_592_000_000],
+  ])('%s -> %d ms', (input, ms) => expect(parseDuration(input)).toBe(ms));
+  it.each(['', 'h', '1.5h', '-1s', '1w', '9999999999s', '0'])('rejects %j', (input) =>
+    expect(parseDuration(input)).toBeNull(),
+  );
+});
