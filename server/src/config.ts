@@ -28,6 +28,10 @@ export interface Config {
   certValidityDays: number;
   /** Default lifetime of an enrollment token. */
   tokenTtlMs: number;
+  /** Whole-request deadline of the HTTPS API (slow or stalled bodies get 408). */
+  httpRequestTimeoutMs: number;
+  /** Whether re-enrollment may keep the old key (RFC 7030 4.2.2 allows it; a new key is better). */
+  allowKeyReuse: boolean;
   logLevel: LogLevel;
 }
 
@@ -85,6 +89,14 @@ function readEnum<T extends string>(env: Env, name: string, allowed: readonly T[
     throw new ConfigError(name, `must be one of ${allowed.join(', ')} (got ${JSON.stringify(v)})`);
   }
   return v as T;
+}
+
+function readBool(env: Env, name: string, dflt: boolean): boolean {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  if (/^(1|true|yes|on)$/i.test(v)) return true;
+  if (/^(0|false|no|off)$/i.test(v)) return false;
+  throw new ConfigError(name, `must be true or false (got ${JSON.stringify(v)})`);
 }
 
 function readDuration(env: Env, name: string, dflt: number, maxMs: number): number {
@@ -191,6 +203,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     caName,
     certValidityDays: readInt(env, 'FLEETGATE_CERT_VALIDITY_DAYS', 30, 1, 825),
     tokenTtlMs: readDuration(env, 'FLEETGATE_TOKEN_TTL', 24 * 3_600_000, 365 * 86_400_000),
+    httpRequestTimeoutMs: readDuration(env, 'FLEETGATE_HTTP_REQUEST_TIMEOUT', 30_000, 600_000),
+    allowKeyReuse: readBool(env, 'FLEETGATE_ALLOW_KEY_REUSE', false),
     logLevel: readEnum(
       env,
       'FLEETGATE_LOG_LEVEL',
@@ -217,5 +231,7 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   { name: 'FLEETGATE_CA_NAME', default: 'fleetgate', meaning: 'name in the CA subjects (first start only)' },
   { name: 'FLEETGATE_CERT_VALIDITY_DAYS', default: '30', meaning: 'device certificate lifetime' },
   { name: 'FLEETGATE_TOKEN_TTL', default: '24h', meaning: 'default enrollment token lifetime' },
+  { name: 'FLEETGATE_HTTP_REQUEST_TIMEOUT', default: '30s', meaning: 'deadline for a whole HTTP request' },
+  { name: 'FLEETGATE_ALLOW_KEY_REUSE', default: 'false', meaning: 'let re-enrollment keep the old key' },
   { name: 'FLEETGATE_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace, silent' },
 ];

@@ -40,6 +40,8 @@ export const ERROR_CODES = [
   'DEVICE_NOT_FOUND',
   'CERT_NOT_FOUND',
   'CONFLICT',
+  // a client (CLI, simulator) cannot reach the server
+  'SERVER_UNREACHABLE',
   // last resort: a bug, never an input problem
   'INTERNAL',
 ] as const;

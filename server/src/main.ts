@@ -1,6 +1,6 @@
 /**
- * The composition root: config -> store -> CA -> HTTPS API (+ MQTT broker) with graceful
- * shutdown. The only place that knows every part; parts know only what they are handed.
+ * The composition root: config -> store -> CA -> use cases -> HTTPS API (+ MQTT broker), with
+ * graceful shutdown. The only place that knows every part; parts know only what they are handed.
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -8,9 +8,14 @@ import { type CertificateAuthority, issueServerCertificate } from './ca/index.js
 import { loadOrCreateCa } from './ca-bootstrap.js';
 import type { Config } from './config.js';
 import { type DataDirLayout, prepareDataDir } from './data-dir.js';
+import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
 import { createHttpApp } from './http/app.js';
 import { registerEstRoutes } from './http/routes/est.js';
 import { registerHealthRoutes } from './http/routes/health.js';
+import { registerMetricsRoute } from './http/routes/metrics.js';
+import { registerOperatorApi } from './http/routes/operator-api.js';
+import { registerRevocationRoutes } from './http/routes/revocation.js';
+import { createMetrics } from './metrics.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -20,12 +25,15 @@ export interface RunningServer {
   store: Store;
   ca: CertificateAuthority;
   caCreated: boolean;
+  /** True when this start created the admin operator credential file. */
+  adminCreated: boolean;
   apiUrl: string;
   close(): Promise<void>;
 }
 
 /** Validity of the API's own TLS certificate; it is re-issued at every start. */
 const SERVER_CERT_DAYS = 90;
+const EXPIRING_SOON_MS = 7 * 86_400_000;
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const closers: (() => Promise<void>)[] = [];
@@ -37,6 +45,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         log.warn({ err: e }, 'error during shutdown');
       }
     }
+    closers.length = 0;
   };
   try {
     const layout = await prepareDataDir(config.dataDir);
@@ -54,19 +63,43 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
     log.info({ root: ca.rootFingerprint, issuing: ca.issuingFingerprint, created }, 'CA ready');
 
+    const metrics = createMetrics({
+      certsExpiringSoon: async () => (await store.listExpiring(new Date(Date.now() + EXPIRING_SOON_MS))).length,
+    });
+    const audit = createAudit({ store });
+    const provisioning = createProvisioning({
+      store,
+      ca,
+      audit,
+      observer: metrics.provisioning,
+      certValidityDays: config.certValidityDays,
+      tokenTtlMs: config.tokenTtlMs,
+      crlUrl: `${config.publicUrl}/crl`,
+      ocspUrl: `${config.publicUrl}/ocsp`,
+      allowKeyReuse: config.allowKeyReuse,
+    });
+    const revocation = createRevocation({ store, ca, audit, observer: metrics.provisioning });
+    closers.push(() => revocation.close());
+    const inventory = createInventory({ store });
+    const operators = createOperators({ store, audit });
+    const { created: adminCreated } = await operators.ensureAdmin(layout.operatorCredential);
+
     const serverCert = await issueServerCertificate(ca, {
       now: new Date(),
       dnsNames: config.serverNames.dnsNames,
       ipAddresses: config.serverNames.ipAddresses,
       validityDays: SERVER_CERT_DAYS,
     });
-
-    const app: FastifyInstance = createHttpApp({
+    const app: FastifyInstance = await createHttpApp({
       log,
+      requestTimeoutMs: config.httpRequestTimeoutMs,
       tls: { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, clientCaPem: ca.bundlePem },
     });
     registerHealthRoutes(app, { store });
-    registerEstRoutes(app, { ca });
+    registerEstRoutes(app, { ca, provisioning, observer: metrics.provisioning });
+    registerRevocationRoutes(app, { revocation });
+    registerMetricsRoute(app, metrics.registry);
+    await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
     await app.listen({ host: config.host, port: config.apiPort });
     closers.push(() => app.close());
     const address = app.server.address();
@@ -79,6 +112,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       store,
       ca,
       caCreated: created,
+      adminCreated,
       apiUrl: `https://${apiHost.includes(':') ? `[${apiHost}]` : apiHost}:${apiPort}`,
       close: closeAll,
     };

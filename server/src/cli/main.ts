@@ -5,10 +5,26 @@
 import { isFleetgateError } from '../errors.js';
 import { caExportCommand } from './ca-export.js';
 import type { Command } from './command.js';
+import { certsExpiringCommand, devicesListCommand, devicesShowCommand } from './devices.js';
+import { auditVerifyCommand, operatorCreateCommand, operatorListCommand, operatorRevokeCommand } from './operators.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, err, out, UsageError } from './output.js';
+import { revokeCommand } from './revoke.js';
 import { serveCommand } from './serve.js';
+import { tokenCreateCommand } from './tokens.js';
 
-export const COMMANDS: Command[] = [serveCommand, caExportCommand];
+export const COMMANDS: Command[] = [
+  serveCommand,
+  caExportCommand,
+  tokenCreateCommand,
+  devicesListCommand,
+  devicesShowCommand,
+  revokeCommand,
+  certsExpiringCommand,
+  operatorCreateCommand,
+  operatorListCommand,
+  operatorRevokeCommand,
+  auditVerifyCommand,
+];
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.path.join(' ').length));

@@ -5,6 +5,8 @@
  *
  * This file wires the app and owns the one error handler; routes live in routes/*.ts.
  */
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
 import { type FastifyInstance, type FastifyServerOptions, fastify } from 'fastify';
 import type { Logger } from 'pino';
 import { FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
@@ -61,7 +63,7 @@ function fromFastifyError(err: {
   return new FleetgateError('INTERNAL', 'internal error');
 }
 
-export function createHttpApp(opts: HttpAppOptions): FastifyInstance {
+export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstance> {
   const serverOptions: FastifyServerOptions & { https: Record<string, unknown> } = {
     loggerInstance: opts.log.child({ part: 'http' }),
     disableRequestLogging: true,
@@ -69,6 +71,8 @@ export function createHttpApp(opts: HttpAppOptions): FastifyInstance {
     requestTimeout: opts.requestTimeoutMs ?? 30_000,
     connectionTimeout: 60_000,
     return503OnClosing: true,
+    // Reject unknown properties instead of silently dropping them (hostile input gets a 400).
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
     https: {
       key: opts.tls.keyPem,
       cert: opts.tls.chainPem,
@@ -89,7 +93,7 @@ export function createHttpApp(opts: HttpAppOptions): FastifyInstance {
     const status = HTTP_STATUS[code];
     if (code === 'INTERNAL') request.log.error({ err: error }, 'unhandled error');
     else request.log.debug({ code }, fe.message);
-    if (code === 'AUTH_REQUIRED' && request.url.startsWith('/.well-known/est/')) {
+    if (status === 401 && request.url.startsWith('/.well-known/est/')) {
       // RFC 7030 3.2.3 / RFC 7235: stock EST clients wait for the Basic challenge.
       void reply.header('WWW-Authenticate', 'Basic realm="fleetgate EST"');
     }
@@ -102,5 +106,19 @@ export function createHttpApp(opts: HttpAppOptions): FastifyInstance {
       .send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });
   });
 
+  // OpenAPI document at /docs/json, browsable docs at /docs (routes registered after this).
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'fleetgate operator API',
+        version: '1',
+        description:
+          'Operator API of fleetgate. Devices use EST (RFC 7030) under /.well-known/est/; revocation is published at /crl and /ocsp.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
   return app;
 }

@@ -36,5 +36,6 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   DEVICE_NOT_FOUND: 404,
   CERT_NOT_FOUND: 404,
   CONFLICT: 409,
+  SERVER_UNREACHABLE: 502,
   INTERNAL: 500,
 };

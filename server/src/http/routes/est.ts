@@ -1,30 +1,148 @@
 /**
- * EST (RFC 7030) endpoints under /.well-known/est/. Transport only: the use cases live in enroll/.
+ * EST (RFC 7030) under /.well-known/est/. Transport only: parsing, auth extraction, encoding.
+ * The use cases are in enroll/.
  */
-import type { FastifyInstance } from 'fastify';
+import type { TLSSocket } from 'node:tls';
+import * as asn1js from 'asn1js';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CertificateAuthority } from '../../ca/index.js';
 import { certsOnly } from '../../ca/pkcs7.js';
+import type { ProvisioningObserver, ProvisioningService } from '../../enroll/types.js';
+import { FleetgateError, isFleetgateError } from '../../errors.js';
 
-/** RFC 7030 4.1.3: base64 body, application/pkcs7-mime, Content-Transfer-Encoding: base64. */
-export function pkcs7Base64(der: Uint8Array): string {
-  // RFC 2045 base64 with line breaks every 64 characters, as EST clients expect MIME.
-  return (
-    (
-      Buffer.from(der)
-        .toString('base64')
-        .match(/.{1,64}/g) ?? []
-    ).join('\r\n') + '\r\n'
-  );
+const EST_CSR_LIMIT = 16 * 1024;
+
+/** RFC 7030 4.1.3 / 4.2.3: base64 (RFC 2045 line length) of a DER message. */
+export function base64Body(der: Uint8Array): string {
+  return `${(
+    Buffer.from(der)
+      .toString('base64')
+      .match(/.{1,64}/g) ?? []
+  ).join('\r\n')}\r\n`;
 }
 
-export function registerEstRoutes(app: FastifyInstance, deps: { ca: CertificateAuthority }): void {
-  const cacerts = pkcs7Base64(
+/** Basic credentials (RFC 7617). Missing -> AUTH_REQUIRED; unparsable -> AUTH_INVALID. */
+export function parseBasicAuth(header: string | undefined): { user: string; password: string } {
+  if (header === undefined || header === '')
+    throw new FleetgateError('AUTH_REQUIRED', 'HTTP Basic authentication required');
+  const m = /^Basic[ ]+([A-Za-z0-9+/]+={0,2})$/i.exec(header.trim());
+  if (!m?.[1]) throw new FleetgateError('AUTH_INVALID', 'Authorization must be HTTP Basic (device id : token)');
+  const decoded = Buffer.from(m[1], 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon <= 0) throw new FleetgateError('AUTH_INVALID', 'Basic credentials must be "<device id>:<token>"');
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
+}
+
+/** A CSR body: DER bytes as sent, or the base64/PEM text RFC 7030 4.2.1 prescribes. */
+function csrFromBody(body: unknown): Uint8Array | string {
+  if (!Buffer.isBuffer(body) || body.length === 0) throw new FleetgateError('CSR_MALFORMED', 'empty request body');
+  // A DER SEQUENCE starts with 0x30; everything else is treated as text (base64 or PEM).
+  return body[0] === 0x30 ? new Uint8Array(body) : body.toString('latin1');
+}
+
+/** The TLS client certificate, if the client presented one. */
+function clientCertificate(request: FastifyRequest): Uint8Array | null {
+  const socket = request.raw.socket as TLSSocket;
+  if (typeof socket.getPeerCertificate !== 'function') return null;
+  const peer = socket.getPeerCertificate(false);
+  return peer && Buffer.isBuffer(peer.raw) && peer.raw.length > 0 ? new Uint8Array(peer.raw) : null;
+}
+
+/**
+ * RFC 7030 4.5.2 CSR attributes: we want a P-256 key (id-ecPublicKey with secp256r1) signed with
+ * ecdsa-with-SHA256. Other keys the policy accepts still work; this is the recommendation.
+ */
+function csrAttrsDer(): Uint8Array {
+  const seq = new asn1js.Sequence({
+    value: [
+      new asn1js.ObjectIdentifier({ value: '1.2.840.10045.4.3.2' }),
+      new asn1js.Sequence({
+        value: [
+          new asn1js.ObjectIdentifier({ value: '1.2.840.10045.2.1' }),
+          new asn1js.Set({ value: [new asn1js.ObjectIdentifier({ value: '1.2.840.10045.3.1.7' })] }),
+        ],
+      }),
+    ],
+  });
+  return new Uint8Array(seq.toBER(false));
+}
+
+export interface EstDeps {
+  ca: CertificateAuthority;
+  provisioning: ProvisioningService;
+  observer?: ProvisioningObserver | undefined;
+}
+
+export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
+  const cacerts = base64Body(
     certsOnly([deps.ca.issuingCert.rawData, deps.ca.rootCert.rawData].map((b) => new Uint8Array(b))),
   );
-  app.get('/.well-known/est/cacerts', async (_request, reply) => {
-    return reply
-      .header('Content-Type', 'application/pkcs7-mime')
-      .header('Content-Transfer-Encoding', 'base64')
-      .send(cacerts);
-  });
+  const csrattrs = base64Body(csrAttrsDer());
+
+  app.addContentTypeParser(
+    ['application/pkcs10'],
+    { parseAs: 'buffer', bodyLimit: EST_CSR_LIMIT },
+    (_req, body, done) => done(null, body),
+  );
+
+  const sendCert = (der: Uint8Array) => base64Body(certsOnly([der]));
+  const pkcs7Headers = {
+    'Content-Type': 'application/pkcs7-mime; smime-type=certs-only',
+    'Content-Transfer-Encoding': 'base64',
+  };
+  const est = (summary: string) => ({ tags: ['est'], summary });
+
+  app.get(
+    '/.well-known/est/cacerts',
+    { schema: est('RFC 7030 4.1: CA certificates (base64 PKCS#7 certs-only)') },
+    async (_request, reply) =>
+      reply.headers({ 'Content-Type': 'application/pkcs7-mime', 'Content-Transfer-Encoding': 'base64' }).send(cacerts),
+  );
+
+  app.get(
+    '/.well-known/est/csrattrs',
+    { schema: est('RFC 7030 4.5: CSR attributes the CA wants') },
+    async (_request, reply) =>
+      reply.headers({ 'Content-Type': 'application/csrattrs', 'Content-Transfer-Encoding': 'base64' }).send(csrattrs),
+  );
+
+  const observe = async <T>(kind: 'enroll' | 'reenroll', work: () => Promise<T>): Promise<T> => {
+    try {
+      const r = await work();
+      deps.observer?.enrollment(kind, 'ok');
+      return r;
+    } catch (e) {
+      deps.observer?.enrollment(kind, isFleetgateError(e) ? e.code : 'INTERNAL');
+      throw e;
+    }
+  };
+
+  app.post(
+    '/.well-known/est/simpleenroll',
+    { schema: est('RFC 7030 4.2.1: enroll (Basic auth device id:token, body base64 PKCS#10)') },
+    async (request, reply) => {
+      const result = await observe('enroll', async () => {
+        const { user, password } = parseBasicAuth(request.headers.authorization);
+        return deps.provisioning.enroll({ deviceId: user, token: password, csr: csrFromBody(request.body) });
+      });
+      return reply.headers(pkcs7Headers).send(sendCert(result.certificate.der));
+    },
+  );
+
+  app.post(
+    '/.well-known/est/simplereenroll',
+    { schema: est('RFC 7030 4.2.2: renew (TLS client certificate = current device cert)') },
+    async (request, reply) => {
+      const result = await observe('reenroll', async () => {
+        const cert = clientCertificate(request);
+        if (!cert)
+          throw new FleetgateError(
+            'CERT_REQUIRED',
+            're-enrollment needs the current device certificate as TLS client certificate',
+          );
+        return deps.provisioning.reenroll({ clientCertDer: cert, csr: csrFromBody(request.body) });
+      });
+      return reply.headers(pkcs7Headers).send(sendCert(result.certificate.der));
+    },
+  );
 }

@@ -1,0 +1,94 @@
+/**
+ * The provisioning use cases (enrollment, renewal, revocation, publication, operators, audit),
+ * as the transports see them. HTTP routes and the CLI call these; they call ca/ and store/.
+ * Every failure is a FleetgateError with a code from errors.ts.
+ */
+import type { IssuedCertificate } from '../ca/index.js';
+import type { ErrorCode } from '../errors.js';
+import type {
+  AuditEvent,
+  CertificateRecord,
+  DeviceRecord,
+  OperatorCredentialRecord,
+  RevocationReason,
+} from '../store/types.js';
+
+/** Who did something; audited as `${kind}:${id}`. */
+export interface Actor {
+  kind: 'operator' | 'device' | 'service' | 'system';
+  id: string;
+}
+
+export const actorString = (a: Actor): string => `${a.kind}:${a.id}`;
+
+export interface IssuedToken {
+  deviceId: string;
+  /** The secret, shown once; only its hash is stored. */
+  token: string;
+  expiresAt: Date;
+}
+
+export type TokenRequest = { deviceIds: string[] } | { count: number; prefix: string };
+
+export interface EnrollResult {
+  certificate: IssuedCertificate;
+  /** Issued certificate's issuer chain as DER: issuing CA, then root. */
+  chainDer: Uint8Array[];
+}
+
+/** What the use cases report for metrics; the composition root wires prom-client behind it. */
+export interface ProvisioningObserver {
+  enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode): void;
+  revoked(count: number): void;
+  crlPublished(thisUpdate: Date): void;
+}
+
+export interface ProvisioningService {
+  /** One-time enrollment tokens bound to device ids (or a factory batch P0001..PNNNN). */
+  createTokens(req: TokenRequest, opts: { ttlMs?: number; actor: Actor }): Promise<IssuedToken[]>;
+  /** RFC 7030 4.2.1 simpleenroll: authenticate with device id + token, issue from the CSR. */
+  enroll(req: { deviceId: string; token: string; csr: Uint8Array | string }): Promise<EnrollResult>;
+  /** RFC 7030 4.2.2 simplereenroll: authenticated by the current device certificate (DER). */
+  reenroll(req: { clientCertDer: Uint8Array; csr: Uint8Array | string }): Promise<EnrollResult>;
+  /** Issues a backend service credential from a CSR (CN = service name). */
+  issueService(req: { name: string; csr: Uint8Array | string; actor: Actor }): Promise<EnrollResult>;
+}
+
+export interface RevocationService {
+  /** Revokes every valid certificate of the device; durable before it returns. */
+  revokeDevice(deviceId: string, reason: RevocationReason, actor: Actor): Promise<{ serials: string[] }>;
+  revokeCertificate(serial: string, reason: RevocationReason, actor: Actor): Promise<void>;
+  /** The current CRL (RFC 5280), regenerated on every revocation and before nextUpdate. */
+  currentCrl(): Promise<{ der: Uint8Array; number: bigint; thisUpdate: Date; nextUpdate: Date }>;
+  /** RFC 6960 responder: request DER in, response DER out (malformed input gets malformedRequest). */
+  ocsp(requestDer: Uint8Array): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+export interface DeviceView extends DeviceRecord {
+  certificates: CertificateRecord[];
+  /** The newest valid, unexpired certificate, if any. */
+  current: CertificateRecord | null;
+}
+
+export interface InventoryService {
+  listDevices(opts?: { limit?: number; offset?: number; status?: 'active' | 'revoked' }): Promise<DeviceView[]>;
+  getDevice(id: string): Promise<DeviceView>;
+  expiring(withinDays: number): Promise<CertificateRecord[]>;
+}
+
+export interface OperatorService {
+  /** Creates the first admin credential and writes it (0600) to `file` if none exists yet. */
+  ensureAdmin(file: string): Promise<{ created: boolean }>;
+  /** Resolves a bearer token to an operator, or null. Constant-time comparison via hashes. */
+  authenticate(token: string): Promise<Actor | null>;
+  create(name: string, actor: Actor): Promise<{ id: string; name: string; token: string }>;
+  list(): Promise<Omit<OperatorCredentialRecord, 'tokenHash'>[]>;
+  revoke(id: string, actor: Actor): Promise<void>;
+}
+
+export interface AuditService {
+  record(actor: Actor, action: string, subject: string | null, details?: Record<string, unknown>): Promise<void>;
+  list(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEvent[]>;
+  verify(): Promise<{ ok: true; count: number } | { ok: false; count: number; brokenAtSeq: number; reason: string }>;
+}

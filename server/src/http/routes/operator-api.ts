@@ -1,0 +1,435 @@
+/**
+ * Operator API under /api/v1: bearer-token auth, TypeBox-validated requests and responses
+ * (documented at /docs). Thin: every handler is one use-case call plus JSON shaping.
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { CertificateAuthority } from '../../ca/index.js';
+import { parseDuration } from '../../config.js';
+import type {
+  Actor,
+  AuditService,
+  DeviceView,
+  InventoryService,
+  OperatorService,
+  ProvisioningService,
+  RevocationService,
+} from '../../enroll/types.js';
+import { FleetgateError } from '../../errors.js';
+import { parseRevocationReason, REVOCATION_REASON_NAMES, revocationReasonName } from '../../revocation-reasons.js';
+import type { CertificateRecord } from '../../store/types.js';
+
+export interface OperatorApiDeps {
+  ca: CertificateAuthority;
+  provisioning: ProvisioningService;
+  revocation: RevocationService;
+  inventory: InventoryService;
+  operators: OperatorService;
+  audit: AuditService;
+}
+
+const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
+const DeviceId = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'device id' });
+const Serial = Type.String({ pattern: '^[0-9a-fA-F]{1,40}$', description: 'certificate serial, hex' });
+const Reason = Type.Optional(
+  Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0, maximum: 10 })], {
+    description: `RFC 5280 reason: ${REVOCATION_REASON_NAMES.join(', ')} (or its number)`,
+  }),
+);
+
+const CertificateJson = Type.Object({
+  serial: Type.String(),
+  deviceId: Type.String(),
+  subject: Type.String(),
+  notBefore: Type.String({ format: 'date-time' }),
+  notAfter: Type.String({ format: 'date-time' }),
+  status: Type.String(),
+  revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  revocationReason: Type.Union([Type.String(), Type.Null()]),
+  renewedFrom: Type.Union([Type.String(), Type.Null()]),
+});
+const DeviceJson = Type.Object({
+  id: Type.String(),
+  kind: Type.String(),
+  status: Type.String(),
+  createdAt: Type.String({ format: 'date-time' }),
+  lastSeenAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  online: Type.Boolean(),
+  current: Type.Union([CertificateJson, Type.Null()]),
+  certificates: Type.Optional(Type.Array(CertificateJson)),
+});
+
+function certJson(c: CertificateRecord): Static<typeof CertificateJson> {
+  return {
+    serial: c.serial,
+    deviceId: c.deviceId,
+    subject: c.subject,
+    notBefore: c.notBefore.toISOString(),
+    notAfter: c.notAfter.toISOString(),
+    status: c.status,
+    revokedAt: c.revokedAt?.toISOString() ?? null,
+    revocationReason: c.revocationReason === null ? null : revocationReasonName(c.revocationReason),
+    renewedFrom: c.renewedFrom,
+  };
+}
+
+function deviceJson(d: DeviceView, withCerts: boolean): Static<typeof DeviceJson> {
+  return {
+    id: d.id,
+    kind: d.kind,
+    status: d.status,
+    createdAt: d.createdAt.toISOString(),
+    lastSeenAt: d.lastSeenAt?.toISOString() ?? null,
+    online: d.online,
+    current: d.current ? certJson(d.current) : null,
+    ...(withCerts ? { certificates: d.certificates.map(certJson) } : {}),
+  };
+}
+
+function reasonOf(value: string | number | undefined) {
+  const reason = parseRevocationReason(value);
+  if (reason === null) {
+    throw new FleetgateError('BAD_REQUEST', `reason must be one of ${REVOCATION_REASON_NAMES.join(', ')}`);
+  }
+  return reason;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    operator?: Actor;
+  }
+}
+
+function actorOf(request: FastifyRequest): Actor {
+  if (!request.operator) throw new FleetgateError('AUTH_REQUIRED', 'operator authentication required');
+  return request.operator;
+}
+
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
+
+export async function registerOperatorApi(app: FastifyInstance, deps: OperatorApiDeps): Promise<void> {
+  await app.register(
+    async (api) => {
+      api.addHook('onRequest', async (request) => {
+        const header = request.headers.authorization;
+        if (!header) throw new FleetgateError('AUTH_REQUIRED', 'send "Authorization: Bearer <operator token>"');
+        const m = /^Bearer[ ]+(\S{1,256})$/i.exec(header.trim());
+        const actor = m?.[1] ? await deps.operators.authenticate(m[1]) : null;
+        if (!actor) throw new FleetgateError('AUTH_INVALID', 'operator token is not valid');
+        request.operator = actor;
+      });
+
+      const tags = (t: string) => ({ tags: [t], security: [{ bearer: [] }] });
+
+      const TokenBody = Type.Object(
+        {
+          deviceId: Type.Optional(DeviceId),
+          deviceIds: Type.Optional(Type.Array(DeviceId, { minItems: 1, maxItems: 10_000 })),
+          count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
+          prefix: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,58}$' })),
+          ttl: Type.Optional(Type.String({ maxLength: 16, description: 'duration like 90s, 15m, 24h, 30d' })),
+        },
+        { additionalProperties: false },
+      );
+      const TokenList = Type.Object({
+        tokens: Type.Array(Type.Object({ deviceId: Type.String(), token: Type.String(), expiresAt: Type.String() })),
+      });
+      api.post<{ Body: Static<typeof TokenBody> }>(
+        '/tokens',
+        {
+          schema: {
+            ...tags('tokens'),
+            summary: 'Create one-time enrollment tokens (one device, a list, or a factory batch)',
+            body: TokenBody,
+            response: { 201: TokenList, ...errors },
+          },
+        },
+        async (request, reply) => {
+          const b = request.body;
+          const forms = [
+            b.deviceId !== undefined,
+            b.deviceIds !== undefined,
+            b.count !== undefined || b.prefix !== undefined,
+          ];
+          if (forms.filter(Boolean).length !== 1 || (b.count === undefined) !== (b.prefix === undefined)) {
+            throw new FleetgateError('BAD_REQUEST', 'give exactly one of deviceId, deviceIds, or count with prefix');
+          }
+          let ttlMs: number | undefined;
+          if (b.ttl !== undefined) {
+            const ms = parseDuration(b.ttl);
+            if (ms === null || ms > 365 * 86_400_000)
+              throw new FleetgateError('BAD_REQUEST', 'ttl must be a duration like 24h, at most 365d');
+            ttlMs = ms;
+          }
+          const req =
+            b.deviceId !== undefined
+              ? { deviceIds: [b.deviceId] }
+              : b.deviceIds !== undefined
+                ? { deviceIds: b.deviceIds }
+                : { count: b.count as number, prefix: b.prefix as string };
+          const tokens = await deps.provisioning.createTokens(req, {
+            actor: actorOf(request),
+            ...(ttlMs ? { ttlMs } : {}),
+          });
+          return reply.status(201).send({
+            tokens: tokens.map((t) => ({ deviceId: t.deviceId, token: t.token, expiresAt: t.expiresAt.toISOString() })),
+          });
+        },
+      );
+
+      const ListQuery = Type.Object(
+        {
+          status: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('revoked')])),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
+        },
+        { additionalProperties: false },
+      );
+      api.get<{ Querystring: Static<typeof ListQuery> }>(
+        '/devices',
+        {
+          schema: {
+            ...tags('devices'),
+            summary: 'List devices with their current certificate',
+            querystring: ListQuery,
+            response: { 200: Type.Object({ devices: Type.Array(DeviceJson) }), ...errors },
+          },
+        },
+        async (request) => {
+          const q = request.query;
+          const devices = await deps.inventory.listDevices({
+            limit: q.limit ?? 100,
+            offset: q.offset ?? 0,
+            ...(q.status ? { status: q.status } : {}),
+          });
+          return { devices: devices.map((d) => deviceJson(d, false)) };
+        },
+      );
+
+      const IdParams = Type.Object({ id: DeviceId });
+      api.get<{ Params: Static<typeof IdParams> }>(
+        '/devices/:id',
+        {
+          schema: {
+            ...tags('devices'),
+            summary: 'One device with all its certificates',
+            params: IdParams,
+            response: { 200: DeviceJson, ...errors },
+          },
+        },
+        async (request) => deviceJson(await deps.inventory.getDevice(request.params.id), true),
+      );
+
+      const RevokeBody = Type.Object({ reason: Reason }, { additionalProperties: false });
+      api.post<{ Params: Static<typeof IdParams>; Body: Static<typeof RevokeBody> }>(
+        '/devices/:id/revoke',
+        {
+          schema: {
+            ...tags('revocation'),
+            summary: 'Revoke every valid certificate of a device (durable before the answer)',
+            params: IdParams,
+            body: Type.Optional(RevokeBody),
+            response: { 200: Type.Object({ deviceId: Type.String(), revoked: Type.Array(Type.String()) }), ...errors },
+          },
+        },
+        async (request) => {
+          const reason = reasonOf(request.body?.reason);
+          const { serials } = await deps.revocation.revokeDevice(request.params.id, reason, actorOf(request));
+          return { deviceId: request.params.id, revoked: serials };
+        },
+      );
+
+      const SerialParams = Type.Object({ serial: Serial });
+      api.post<{ Params: Static<typeof SerialParams>; Body: Static<typeof RevokeBody> }>(
+        '/certificates/:serial/revoke',
+        {
+          schema: {
+            ...tags('revocation'),
+            summary: 'Revoke one certificate by serial',
+            params: SerialParams,
+            body: Type.Optional(RevokeBody),
+            response: { 200: Type.Object({ serial: Type.String(), status: Type.String() }), ...errors },
+          },
+        },
+        async (request) => {
+          const serial = request.params.serial.toLowerCase();
+          await deps.revocation.revokeCertificate(serial, reasonOf(request.body?.reason), actorOf(request));
+          return { serial, status: 'revoked' };
+        },
+      );
+
+      const ExpiringQuery = Type.Object(
+        { days: Type.Integer({ minimum: 1, maximum: 3650 }) },
+        { additionalProperties: false },
+      );
+      api.get<{ Querystring: Static<typeof ExpiringQuery> }>(
+        '/certificates/expiring',
+        {
+          schema: {
+            ...tags('certificates'),
+            summary: 'Valid certificates expiring within N days',
+            querystring: ExpiringQuery,
+            response: { 200: Type.Object({ certificates: Type.Array(CertificateJson) }), ...errors },
+          },
+        },
+        async (request) => ({ certificates: (await deps.inventory.expiring(request.query.days)).map(certJson) }),
+      );
+
+      const OperatorJson = Type.Object({
+        id: Type.String(),
+        name: Type.String(),
+        createdAt: Type.String(),
+        revokedAt: Type.Union([Type.String(), Type.Null()]),
+      });
+      api.get(
+        '/operators',
+        {
+          schema: {
+            ...tags('operators'),
+            summary: 'List operator credentials',
+            response: { 200: Type.Object({ operators: Type.Array(OperatorJson) }), ...errors },
+          },
+        },
+        async () => ({
+          operators: (await deps.operators.list()).map((o) => ({
+            id: o.id,
+            name: o.name,
+            createdAt: o.createdAt.toISOString(),
+            revokedAt: o.revokedAt?.toISOString() ?? null,
+          })),
+        }),
+      );
+      const OperatorBody = Type.Object(
+        { name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }) },
+        { additionalProperties: false },
+      );
+      api.post<{ Body: Static<typeof OperatorBody> }>(
+        '/operators',
+        {
+          schema: {
+            ...tags('operators'),
+            summary: 'Create an operator credential (the token is shown once)',
+            body: OperatorBody,
+            response: { 201: Type.Object({ id: Type.String(), name: Type.String(), token: Type.String() }), ...errors },
+          },
+        },
+        async (request, reply) =>
+          reply.status(201).send(await deps.operators.create(request.body.name, actorOf(request))),
+      );
+      const OperatorParams = Type.Object({
+        id: Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._-]+$' }),
+      });
+      api.delete<{ Params: Static<typeof OperatorParams> }>(
+        '/operators/:id',
+        {
+          schema: {
+            ...tags('operators'),
+            summary: 'Revoke an operator credential',
+            params: OperatorParams,
+            response: { 200: Type.Object({ id: Type.String(), status: Type.String() }), ...errors },
+          },
+        },
+        async (request) => {
+          await deps.operators.revoke(request.params.id, actorOf(request));
+          return { id: request.params.id, status: 'revoked' };
+        },
+      );
+
+      const AuditQuery = Type.Object(
+        {
+          afterSeq: Type.Optional(Type.Integer({ minimum: 0 })),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+        },
+        { additionalProperties: false },
+      );
+      api.get<{ Querystring: Static<typeof AuditQuery> }>(
+        '/audit',
+        {
+          schema: {
+            ...tags('audit'),
+            summary: 'Audit events in order',
+            querystring: AuditQuery,
+            response: {
+              200: Type.Object({
+                events: Type.Array(
+                  Type.Object({
+                    seq: Type.Integer(),
+                    at: Type.String(),
+                    actor: Type.String(),
+                    action: Type.String(),
+                    subject: Type.Union([Type.String(), Type.Null()]),
+                    details: Type.Record(Type.String(), Type.Unknown()),
+                    hash: Type.String(),
+                  }),
+                ),
+              }),
+              ...errors,
+            },
+          },
+        },
+        async (request) => {
+          const events = await deps.audit.list({
+            afterSeq: request.query.afterSeq ?? 0,
+            limit: request.query.limit ?? 100,
+          });
+          return {
+            events: events.map((e) => ({
+              seq: e.seq,
+              at: e.at.toISOString(),
+              actor: e.actor,
+              action: e.action,
+              subject: e.subject,
+              details: e.details,
+              hash: e.hash,
+            })),
+          };
+        },
+      );
+      api.get(
+        '/audit/verify',
+        {
+          schema: {
+            ...tags('audit'),
+            summary: 'Walk the hash chain and report the first broken link',
+            response: {
+              200: Type.Object({
+                ok: Type.Boolean(),
+                count: Type.Integer(),
+                brokenAtSeq: Type.Optional(Type.Integer()),
+                reason: Type.Optional(Type.String()),
+              }),
+              ...errors,
+            },
+          },
+        },
+        async () => deps.audit.verify(),
+      );
+
+      api.get(
+        '/ca',
+        {
+          schema: {
+            ...tags('ca'),
+            summary: 'The CA certificates and fingerprints',
+            response: {
+              200: Type.Object({
+                rootPem: Type.String(),
+                issuingPem: Type.String(),
+                rootFingerprint: Type.String(),
+                issuingFingerprint: Type.String(),
+              }),
+              ...errors,
+            },
+          },
+        },
+        async () => ({
+          rootPem: deps.ca.rootCert.toString('pem'),
+          issuingPem: deps.ca.issuingCert.toString('pem'),
+          rootFingerprint: deps.ca.rootFingerprint,
+          issuingFingerprint: deps.ca.issuingFingerprint,
+        }),
+      );
+    },
+    { prefix: '/api/v1' },
+  );
+}
