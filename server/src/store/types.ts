@@ -152,6 +152,7 @@ export interface StoreTx {
   markSeen(entries: { deviceId: string; at: Date; online: boolean }[]): Promise<void>;
 
   // certificates
+  /** The device must exist (upsertDevice first): else DEVICE_NOT_FOUND; a duplicate serial: CONFLICT. */
   insertCertificate(cert: NewCertificate): Promise<CertificateRecord>;
   getCertificate(serial: string): Promise<CertificateRecord | null>;
   listCertificates(deviceId: string): Promise<CertificateRecord[]>;
@@ -161,8 +162,14 @@ export interface StoreTx {
   revokeCertificate(serial: string, reason: RevocationReason, at: Date): Promise<boolean>;
   /** Revokes every valid certificate of the device and marks it revoked; returns the serials. */
   revokeDevice(deviceId: string, reason: RevocationReason, at: Date): Promise<string[]>;
-  /** All revoked certificates not yet past notAfter + `graceMs` (what a CRL / the broker needs). */
-  listRevoked(): Promise<{ serial: string; revokedAt: Date; reason: RevocationReason; notAfter: Date }[]>;
+  /**
+   * All revoked certificates not yet past notAfter + `graceMs` at `now` (what a CRL / the broker
+   * needs). Without `now` every revoked certificate is listed. Ordered by revokedAt.
+   */
+  listRevoked(opts?: {
+    now?: Date;
+    graceMs?: number;
+  }): Promise<{ serial: string; revokedAt: Date; reason: RevocationReason; notAfter: Date }[]>;
 
   // enrollment tokens
   insertTokens(tokens: NewToken[]): Promise<void>;

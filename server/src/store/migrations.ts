@@ -1,0 +1,190 @@
+/**
+ * One migration set for both backends (PGlite is PostgreSQL, so plain PostgreSQL DDL works on
+ * both). Append new migrations to the end; never edit one that has shipped.
+ */
+import { GENESIS_HASH } from './audit-hash.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** Everything the runner needs from a connection that is already inside a transaction. */
+export interface MigrationExecutor {
+  query(text: string, params?: readonly (string | number | null)[]): Promise<Record<string, unknown>[]>;
+  /** Runs a multi-statement script without parameters. */
+  exec(script: string): Promise<void>;
+}
+
+/**
+ * Key of the transaction-scoped advisory lock that serialises migration runs: several processes
+ * starting at once against one empty database must not race on CREATE TABLE. ASCII "fleetgat".
+ */
+export const MIGRATION_LOCK_KEY = '7380380329004556660';
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial schema',
+    sql: `
+CREATE TABLE ca_material (
+  role text PRIMARY KEY CHECK (role IN ('root', 'issuing')),
+  fingerprint text NOT NULL,
+  subject text NOT NULL,
+  cert_pem text NOT NULL,
+  key_algorithm text NOT NULL,
+  not_before timestamptz NOT NULL,
+  not_after timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE devices (
+  id text PRIMARY KEY,
+  kind text NOT NULL CHECK (kind IN ('device', 'service')),
+  status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'revoked')),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  last_seen_at timestamptz,
+  online boolean NOT NULL DEFAULT false
+);
+CREATE INDEX devices_kind_status_idx ON devices (kind, status, id);
+
+CREATE TABLE certificates (
+  serial text PRIMARY KEY,
+  device_id text NOT NULL REFERENCES devices (id),
+  subject text NOT NULL,
+  not_before timestamptz NOT NULL,
+  not_after timestamptz NOT NULL,
+  status text NOT NULL DEFAULT 'valid' CHECK (status IN ('valid', 'revoked')),
+  revoked_at timestamptz,
+  revocation_reason smallint CHECK (revocation_reason IN (0, 1, 2, 3, 4, 5, 6, 8, 9, 10)),
+  key_fingerprint text NOT NULL,
+  der bytea NOT NULL,
+  issued_at timestamptz NOT NULL DEFAULT now(),
+  renewed_from text,
+  -- a revoked row always says when and why; a valid one never does
+  CONSTRAINT certificates_revocation_consistent CHECK (
+    (status = 'revoked') = (revoked_at IS NOT NULL AND revocation_reason IS NOT NULL)
+    AND (status = 'valid') = (revoked_at IS NULL AND revocation_reason IS NULL)
+  )
+);
+CREATE INDEX certificates_device_idx ON certificates (device_id, issued_at);
+CREATE INDEX certificates_status_not_after_idx ON certificates (status, not_after);
+CREATE INDEX certificates_key_fingerprint_idx ON certificates (key_fingerprint);
+
+-- Tokens are not tied to the devices table: a factory batch is created before its devices exist.
+CREATE TABLE enrollment_tokens (
+  id text PRIMARY KEY,
+  device_id text NOT NULL,
+  token_hash text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz NOT NULL,
+  used_at timestamptz,
+  created_by text NOT NULL
+);
+CREATE UNIQUE INDEX enrollment_tokens_hash_idx ON enrollment_tokens (token_hash);
+CREATE INDEX enrollment_tokens_device_idx ON enrollment_tokens (device_id);
+
+CREATE TABLE audit_events (
+  seq bigint PRIMARY KEY CHECK (seq > 0),
+  at timestamptz NOT NULL,
+  actor text NOT NULL,
+  action text NOT NULL,
+  subject text,
+  details jsonb NOT NULL,
+  prev_hash text NOT NULL,
+  hash text NOT NULL
+);
+
+-- The chain head. Appends lock this row (SELECT ... FOR UPDATE) so concurrent appends from any
+-- number of processes form one linear chain.
+CREATE TABLE audit_head (
+  id smallint PRIMARY KEY CHECK (id = 1),
+  seq bigint NOT NULL,
+  hash text NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '${GENESIS_HASH}');
+
+-- Defence in depth against bugs: the log is append-only. (Someone with DDL rights can still
+-- disable this; the hash chain is what detects that.)
+CREATE FUNCTION audit_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'audit_events is append-only';
+END
+$$;
+CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
+  FOR EACH ROW EXECUTE FUNCTION audit_events_append_only();
+
+CREATE TABLE tls_ticket_keys (
+  id text PRIMARY KEY,
+  key bytea NOT NULL CHECK (octet_length(key) = 48),
+  created_at timestamptz NOT NULL DEFAULT now(),
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX tls_ticket_keys_expires_idx ON tls_ticket_keys (expires_at);
+
+CREATE TABLE operator_credentials (
+  id text PRIMARY KEY,
+  name text NOT NULL,
+  token_hash text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  revoked_at timestamptz
+);
+CREATE UNIQUE INDEX operator_credentials_hash_idx ON operator_credentials (token_hash);
+
+-- PostgreSQL refuses NOTIFY payloads of 8000 bytes or more. A larger event is parked here in
+-- the same transaction and the notification carries only its id; rows older than an hour are
+-- pruned on the next insert.
+CREATE TABLE event_outbox (
+  id bigserial PRIMARY KEY,
+  payload text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE crl_number (
+  id smallint PRIMARY KEY CHECK (id = 1),
+  value bigint NOT NULL CHECK (value >= 0)
+);
+INSERT INTO crl_number (id, value) VALUES (1, 0);
+`,
+  },
+];
+
+export const LATEST_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);
+
+export class SchemaTooNewError extends Error {
+  override readonly name = 'SchemaTooNewError';
+}
+
+/**
+ * Applies every pending migration. Must be called inside a transaction: the advisory lock is
+ * transaction-scoped and every migration commits together with its schema_migrations row, so a
+ * crash leaves either the old or the new schema, never half of one.
+ * Returns the versions applied (empty when the schema was already current).
+ */
+export async function runMigrations(ex: MigrationExecutor): Promise<number[]> {
+  // Taken before anything else, including creating schema_migrations: concurrent
+  // CREATE TABLE IF NOT EXISTS is not race-free in PostgreSQL.
+  await ex.query(`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+  await ex.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+  )`);
+  const rows = await ex.query('SELECT version FROM schema_migrations');
+  const applied = new Set(rows.map((r) => Number(r.version)));
+  const newest = Math.max(0, ...applied);
+  if (newest > LATEST_SCHEMA_VERSION) {
+    throw new SchemaTooNewError(
+      `database schema version ${newest} is newer than this fleetgate supports (${LATEST_SCHEMA_VERSION}); upgrade fleetgate`,
+    );
+  }
+  const done: number[] = [];
+  for (const m of [...MIGRATIONS].sort((a, b) => a.version - b.version)) {
+    if (applied.has(m.version)) continue;
+    await ex.exec(m.sql);
+    await ex.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+    done.push(m.version);
+  }
+  return done;
+}

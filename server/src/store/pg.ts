@@ -1,0 +1,146 @@
+/**
+ * PostgreSQL backend through postgres.js. The only module that imports `postgres`.
+ * Events travel through NOTIFY/LISTEN on EVENT_CHANNEL so every process sharing the database,
+ * this one included, sees them once committed.
+ */
+import postgres from 'postgres';
+import { FleetgateError } from '../errors.js';
+import { runMigrations, SchemaTooNewError } from './migrations.js';
+import {
+  EVENT_CHANNEL,
+  oneLine,
+  type Row,
+  type SqlDriver,
+  type SqlExecutor,
+  type SqlParam,
+  SqlStore,
+} from './sql-store.js';
+import type { Store } from './types.js';
+
+/** Seconds to wait for a connection before reporting STORE_UNAVAILABLE. */
+const CONNECT_TIMEOUT_S = 5;
+
+type Sql = postgres.Sql<Record<string, never>>;
+// postgres.js types its parameters more narrowly than the values it serialises; ours are all
+// plain scalars, Dates and Uint8Arrays, which it handles.
+type PgParams = Parameters<Sql['unsafe']>[1];
+
+function run<R extends Row>(sql: postgres.Sql | postgres.TransactionSql, text: string, params: readonly SqlParam[]) {
+  // prepare: statements are cached per connection, the texts here are a small fixed set.
+  return sql.unsafe(text, [...params] as PgParams, { prepare: params.length > 0 }) as unknown as Promise<R[]>;
+}
+
+/** The URL without its password, for messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable DATABASE_URL)';
+  }
+}
+
+class PgDriver implements SqlDriver {
+  readonly backend = 'postgres' as const;
+  readonly notifies = true;
+  constructor(private readonly sql: Sql) {}
+
+  async query<R extends Row = Row>(text: string, params: readonly SqlParam[] = []): Promise<R[]> {
+    return run<R>(this.sql, text, params);
+  }
+
+  async transaction<T>(fn: (ex: SqlExecutor) => Promise<T>): Promise<T> {
+    // Boxed because postgres.js's begin() return type unwraps arrays of promises.
+    const box = await this.sql.begin(async (tx) => ({
+      value: await fn({
+        query: <R extends Row = Row>(text: string, params: readonly SqlParam[] = []) => run<R>(tx, text, params),
+      }),
+    }));
+    return (box as { value: T }).value;
+  }
+
+  close(): Promise<void> {
+    // Give in-flight queries a moment, then cut; closes the LISTEN connection too.
+    return this.sql.end({ timeout: 5 });
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+export async function openPostgresStore(url: string): Promise<Store> {
+  const where = redactUrl(url);
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new FleetgateError(
+      'CONFIG_INVALID',
+      'DATABASE_URL is not a valid URL (expected postgres://user@host:port/db)',
+    );
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new FleetgateError('CONFIG_INVALID', `DATABASE_URL must start with postgres:// (got ${parsed.protocol}//)`);
+  }
+
+  const sql: Sql = postgres(url, {
+    connect_timeout: CONNECT_TIMEOUT_S,
+    max: 10,
+    // Idle pool connections are closed after a while; they are reopened on demand.
+    idle_timeout: 60,
+    // CREATE ... IF NOT EXISTS and friends raise NOTICEs; they are not worth a console line.
+    onnotice: () => undefined,
+    // No array or custom types are used: skip the type catalogue query on every connect.
+    fetch_types: false,
+    connection: { application_name: 'fleetgate' },
+  });
+  const fail = async (e: unknown, what: string): Promise<never> => {
+    await sql.end({ timeout: 0 }).catch(() => undefined);
+    if (e instanceof FleetgateError) throw e;
+    throw new FleetgateError('STORE_UNAVAILABLE', `PostgreSQL at ${where}: ${what}: ${oneLine(e)}`, undefined, {
+      cause: e,
+    });
+  };
+
+  try {
+    // Our own deadline on top of connect_timeout: a server that accepts the TCP connection and
+    // then says nothing must not hang start-up either.
+    await withTimeout(
+      run(sql, 'SELECT 1', []),
+      (CONNECT_TIMEOUT_S + 2) * 1000,
+      `no answer within ${CONNECT_TIMEOUT_S + 2} s`,
+    );
+  } catch (e) {
+    return fail(e, 'cannot connect');
+  }
+
+  try {
+    await sql.begin((tx) =>
+      runMigrations({
+        query: (text, params = []) => run(tx, text, params),
+        exec: async (script) => {
+          await tx.unsafe(script);
+        },
+      }),
+    );
+  } catch (e) {
+    return fail(e, e instanceof SchemaTooNewError ? 'schema check failed' : 'migration failed');
+  }
+
+  const driver = new PgDriver(sql);
+  const store = new SqlStore(driver);
+  try {
+    // Listening starts before openStore returns, so no event committed after that is missed.
+    // postgres.js keeps a dedicated connection for it and re-listens after reconnecting.
+    await sql.listen(EVENT_CHANNEL, (payload) => store.deliverPayload(payload));
+  } catch (e) {
+    return fail(e, 'cannot LISTEN for events');
+  }
+  return store;
+}

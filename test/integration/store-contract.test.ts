@@ -1,0 +1,906 @@
+/**
+ * One contract suite, run against every Store backend: embedded PGlite in a temp directory and
+ * PostgreSQL in a fresh database. Backend-specific behaviour (directory checks, cross-process
+ * events, connection failures) follows in its own blocks.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PGlite } from '@electric-sql/pglite';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isFleetgateError } from '../../server/src/errors.js';
+import { GENESIS_HASH, verifyAuditChain } from '../../server/src/store/audit-hash.js';
+import { openStore } from '../../server/src/store/index.js';
+import { LATEST_SCHEMA_VERSION } from '../../server/src/store/migrations.js';
+import type { NewCertificate, Store, StoreEvent } from '../../server/src/store/types.js';
+import { createTestDatabase, postgresAvailable } from '../helpers/pg.js';
+
+type Row = Record<string, unknown>;
+
+/** One empty database of some backend. */
+interface TestDb {
+  open(): Promise<Store>;
+  /** Raw SQL behind the store's back. On PGlite every store of this database must be closed. */
+  raw(text: string, params?: (string | number | null)[]): Promise<Row[]>;
+  dispose(): Promise<void>;
+}
+
+interface Backend {
+  name: 'pglite' | 'postgres';
+  createDb(): Promise<TestDb>;
+}
+
+const pgliteBackend: Backend = {
+  name: 'pglite',
+  async createDb() {
+    const root = await mkdtemp(path.join(tmpdir(), 'fleetgate-store-'));
+    const dir = path.join(root, 'db');
+    return {
+      open: () => openStore({ pgliteDir: dir }),
+      async raw(text, params = []) {
+        const db = await PGlite.create(dir);
+        try {
+          // exec (simple protocol) takes several statements, query (extended) takes parameters
+          if (params.length > 0) return (await db.query<Row>(text, params)).rows;
+          const results = await db.exec(text);
+          return (results.at(-1)?.rows ?? []) as Row[];
+        } finally {
+          await db.close();
+        }
+      },
+      dispose: () => rm(root, { recursive: true, force: true }),
+    };
+  },
+};
+
+const postgresBackend: Backend = {
+  name: 'postgres',
+  async createDb() {
+    const db = await createTestDatabase();
+    return {
+      open: () => openStore({ databaseUrl: db.url }),
+      async raw(text, params = []) {
+        const sql = postgres(db.url, { max: 1, onnotice: () => undefined });
+        try {
+          return [...(await sql.unsafe<Row[]>(text, params))];
+        } finally {
+          await sql.end({ timeout: 0 });
+        }
+      },
+      dispose: () => db.drop(),
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
+const serial = () => randomBytes(16).toString('hex');
+const sha = () => randomBytes(32).toString('hex');
+const DAY = 86_400_000;
+
+function newCert(deviceId: string, over: Partial<NewCertificate> = {}): NewCertificate {
+  return {
+    serial: serial(),
+    deviceId,
+    subject: `CN=${deviceId}`,
+    notBefore: new Date('2025-01-01T00:00:00.000Z'),
+    notAfter: new Date(Date.now() + 30 * DAY),
+    keyFingerprint: sha(),
+    der: new Uint8Array(randomBytes(64)),
+    ...over,
+  };
+}
+
+/** Records every event of a store and lets a test wait for a matching one. */
+function recorder(store: Store) {
+  const events: StoreEvent[] = [];
+  const waiters: { pred: (e: StoreEvent) => boolean; resolve: (e: StoreEvent) => void }[] = [];
+  const off = store.onEvent((ev) => {
+    events.push(ev);
+    for (const w of [...waiters]) {
+      if (w.pred(ev)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(ev);
+      }
+    }
+  });
+  return {
+    events,
+    off,
+    waitFor(pred: (e: StoreEvent) => boolean, timeoutMs = 10_000): Promise<StoreEvent> {
+      const hit = events.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('event did not arrive')), timeoutMs);
+        waiters.push({
+          pred,
+          resolve: (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        });
+      });
+    },
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err, `expected FleetgateError ${code}`).not.toBeNull();
+  expect(isFleetgateError(err) ? err.code : err).toBe(code);
+}
+
+const HOSTILE = [
+  `'; DROP TABLE devices; --`,
+  `" OR 1=1 --`,
+  `Robert'); DELETE FROM certificates WHERE ('1'='1`,
+  `back\\slash \\x00 $1 $$ $tag$ %s %_ ?`,
+  `/* comment */ ; SELECT pg_sleep(10);`,
+  `ünïcödé 🚀 ‮RTL‬ e\u0301 \u2028 line\nbreak\ttab`,
+  'x'.repeat(10_000),
+];
+
+// ---------------------------------------------------------------------------------------------
+// the contract
+
+function storeContract(backend: Backend): void {
+  describe(`Store contract: ${backend.name}`, () => {
+    let db: TestDb;
+    let store: Store;
+
+    beforeAll(async () => {
+      db = await backend.createDb();
+      store = await db.open();
+    });
+
+    afterAll(async () => {
+      await store?.close();
+      await db?.dispose();
+    });
+
+    it('reports its backend and answers ping', async () => {
+      expect(store.backend).toBe(backend.name);
+      await store.ping();
+    });
+
+    it('stores CA metadata per role, replacing on put', async () => {
+      expect(await store.getCa('root')).toBeNull();
+      const rec = {
+        role: 'root' as const,
+        fingerprint: sha(),
+        subject: 'CN=fleetgate root',
+        certPem: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n',
+        keyAlgorithm: 'ECDSA P-256',
+        notBefore: new Date('2025-01-01T00:00:00.000Z'),
+        notAfter: new Date('2035-01-01T00:00:00.000Z'),
+      };
+      await store.putCa(rec);
+      const got = await store.getCa('root');
+      expect(got).toMatchObject(rec);
+      expect(got?.createdAt).toBeInstanceOf(Date);
+      expect(await store.getCa('issuing')).toBeNull();
+      await store.putCa({ ...rec, fingerprint: sha(), subject: 'CN=rotated' });
+      expect((await store.getCa('root'))?.subject).toBe('CN=rotated');
+    });
+
+    it('upserts, reads and lists devices', async () => {
+      const id = uid('dev');
+      const created = await store.upsertDevice(id, 'device');
+      expect(created).toMatchObject({ id, kind: 'device', status: 'active', lastSeenAt: null, online: false });
+      expect(created.createdAt).toBeInstanceOf(Date);
+      // an existing device comes back unchanged
+      expect(await store.upsertDevice(id, 'service')).toEqual(created);
+      expect(await store.getDevice(id)).toEqual(created);
+      expect(await store.getDevice(uid('missing'))).toBeNull();
+
+      const svc = uid('svc');
+      await store.upsertDevice(svc, 'service');
+      const services = await store.listDevices({ kind: 'service' });
+      expect(services.map((d) => d.id)).toContain(svc);
+      expect(services.every((d) => d.kind === 'service')).toBe(true);
+
+      await store.setDeviceStatus(id, 'revoked');
+      expect((await store.getDevice(id))?.status).toBe('revoked');
+      const revoked = await store.listDevices({ status: 'revoked' });
+      expect(revoked.map((d) => d.id)).toContain(id);
+      expect(revoked.every((d) => d.status === 'revoked')).toBe(true);
+      await store.setDeviceStatus(id, 'active');
+      await expectCode(store.setDeviceStatus(uid('missing'), 'revoked'), 'DEVICE_NOT_FOUND');
+    });
+
+    it('pages devices in id order', async () => {
+      for (let i = 0; i < 5; i++) await store.upsertDevice(uid('page'), 'device');
+      const all = await store.listDevices();
+      expect(all.map((d) => d.id)).toEqual([...all.map((d) => d.id)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)));
+      expect(await store.listDevices({ limit: 2, offset: 1 })).toEqual(all.slice(1, 3));
+      expect(await store.listDevices({ limit: 0 })).toEqual([]);
+      expect(await store.listDevices({ offset: all.length })).toEqual([]);
+    });
+
+    it('marks presence in one batch, newest entry wins, unknown ids ignored', async () => {
+      const a = uid('seen');
+      const b = uid('seen');
+      const never = uid('seen');
+      await store.upsertDevice(a, 'device');
+      await store.upsertDevice(b, 'device');
+      await store.upsertDevice(never, 'device');
+      const t1 = new Date('2025-06-01T10:00:00.000Z');
+      const t2 = new Date('2025-06-01T10:00:05.000Z');
+      await store.markSeen([
+        { deviceId: a, at: t2, online: true },
+        { deviceId: a, at: t1, online: false }, // older, same batch: ignored
+        { deviceId: b, at: t1, online: true },
+        { deviceId: uid('ghost'), at: t1, online: true },
+      ]);
+      expect(await store.getDevice(a)).toMatchObject({ lastSeenAt: t2, online: true });
+      expect(await store.getDevice(b)).toMatchObject({ lastSeenAt: t1, online: true });
+      expect(await store.getDevice(never)).toMatchObject({ lastSeenAt: null, online: false });
+      // a stale batch does not move presence backwards
+      await store.markSeen([{ deviceId: a, at: t1, online: false }]);
+      expect(await store.getDevice(a)).toMatchObject({ lastSeenAt: t2, online: true });
+      await store.markSeen([{ deviceId: b, at: t2, online: false }]);
+      expect(await store.getDevice(b)).toMatchObject({ lastSeenAt: t2, online: false });
+      await store.markSeen([]);
+    });
+
+    it('inserts, reads and lists certificates with exact bytes and times', async () => {
+      const dev = uid('cert');
+      await store.upsertDevice(dev, 'device');
+      const first = newCert(dev, { notAfter: new Date('2030-01-01T12:34:56.789Z') });
+      const rec = await store.insertCertificate(first);
+      expect(rec).toMatchObject({
+        serial: first.serial,
+        deviceId: dev,
+        subject: first.subject,
+        notBefore: first.notBefore,
+        notAfter: first.notAfter,
+        status: 'valid',
+        revokedAt: null,
+        revocationReason: null,
+        keyFingerprint: first.keyFingerprint,
+        renewedFrom: null,
+      });
+      expect(rec.der).toBeInstanceOf(Uint8Array);
+      expect(Buffer.from(rec.der).equals(Buffer.from(first.der))).toBe(true);
+      expect(rec.issuedAt).toBeInstanceOf(Date);
+      const second = await store.insertCertificate(newCert(dev, { renewedFrom: first.serial }));
+      expect(second.renewedFrom).toBe(first.serial);
+
+      expect(await store.getCertificate(first.serial)).toEqual(rec);
+      expect(await store.getCertificate(serial())).toBeNull();
+      const list = await store.listCertificates(dev);
+      expect(list.map((c) => c.serial).sort()).toEqual([first.serial, second.serial].sort());
+      expect(await store.listCertificates(uid('nobody'))).toEqual([]);
+
+      // every byte value survives
+      const allBytes = new Uint8Array(256).map((_, i) => i);
+      const bin = await store.insertCertificate(newCert(dev, { der: allBytes }));
+      expect([...(await store.getCertificate(bin.serial))!.der]).toEqual([...allBytes]);
+    });
+
+    it('rejects a duplicate serial (CONFLICT) and an unknown device (DEVICE_NOT_FOUND)', async () => {
+      const dev = uid('dup');
+      await store.upsertDevice(dev, 'device');
+      const c = newCert(dev);
+      await store.insertCertificate(c);
+      await expectCode(store.insertCertificate({ ...c, keyFingerprint: sha() }), 'CONFLICT');
+      await expectCode(store.insertCertificate(newCert(uid('unknown'))), 'DEVICE_NOT_FOUND');
+    });
+
+    it('lists valid certificates expiring before a date', async () => {
+      const dev = uid('exp');
+      await store.upsertDevice(dev, 'device');
+      const base = Date.parse('2031-03-01T00:00:00.000Z');
+      const soon = await store.insertCertificate(newCert(dev, { notAfter: new Date(base + DAY) }));
+      const sooner = await store.insertCertificate(newCert(dev, { notAfter: new Date(base) }));
+      const later = await store.insertCertificate(newCert(dev, { notAfter: new Date(base + 10 * DAY) }));
+      const revoked = await store.insertCertificate(newCert(dev, { notAfter: new Date(base) }));
+      await store.revokeCertificate(revoked.serial, 1, new Date());
+      const mine = new Set([soon.serial, sooner.serial, later.serial, revoked.serial]);
+      const expiring = (await store.listExpiring(new Date(base + 2 * DAY))).filter((c) => mine.has(c.serial));
+      expect(expiring.map((c) => c.serial)).toEqual([sooner.serial, soon.serial]);
+      expect(expiring.every((c) => c.status === 'valid')).toBe(true);
+    });
+
+    it('revokes one certificate once and raises an event', async () => {
+      const rec = recorder(store);
+      const dev = uid('rev');
+      await store.upsertDevice(dev, 'device');
+      const c = await store.insertCertificate(newCert(dev));
+      const at = new Date('2025-07-01T08:00:00.123Z');
+      expect(await store.revokeCertificate(c.serial, 1, at)).toBe(true);
+      expect(await store.revokeCertificate(c.serial, 4, new Date())).toBe(false);
+      expect(await store.revokeCertificate(serial(), 1, at)).toBe(false);
+      expect(await store.getCertificate(c.serial)).toMatchObject({
+        status: 'revoked',
+        revokedAt: at,
+        revocationReason: 1,
+      });
+      const ev = await rec.waitFor((e) => e.type === 'revoked' && e.serial === c.serial);
+      expect(ev).toEqual({ type: 'revoked', serial: c.serial, deviceId: dev, reason: 1, at });
+      rec.off();
+    });
+
+    it('revokes a device: all valid certificates, the device, one event', async () => {
+      const rec = recorder(store);
+      const dev = uid('revdev');
+      await store.upsertDevice(dev, 'device');
+      const c1 = await store.insertCertificate(newCert(dev));
+      const c2 = await store.insertCertificate(newCert(dev));
+      const old = await store.insertCertificate(newCert(dev));
+      const oldAt = new Date('2025-01-02T00:00:00.000Z');
+      await store.revokeCertificate(old.serial, 4, oldAt);
+      const other = uid('bystander');
+      await store.upsertDevice(other, 'device');
+      const otherCert = await store.insertCertificate(newCert(other));
+
+      const at = new Date('2025-08-01T00:00:00.000Z');
+      const serials = await store.revokeDevice(dev, 9, at);
+      expect([...serials].sort()).toEqual([c1.serial, c2.serial].sort());
+      expect((await store.getDevice(dev))?.status).toBe('revoked');
+      for (const s of [c1.serial, c2.serial]) {
+        expect(await store.getCertificate(s)).toMatchObject({ status: 'revoked', revocationReason: 9, revokedAt: at });
+      }
+      // an earlier revocation keeps its own time and reason; other devices are untouched
+      expect(await store.getCertificate(old.serial)).toMatchObject({ revocationReason: 4, revokedAt: oldAt });
+      expect((await store.getCertificate(otherCert.serial))?.status).toBe('valid');
+      expect((await store.getDevice(other))?.status).toBe('active');
+
+      const ev = await rec.waitFor((e) => e.type === 'device-revoked' && e.deviceId === dev);
+      expect(ev.type === 'device-revoked' && [...ev.serials].sort()).toEqual([c1.serial, c2.serial].sort());
+      expect(ev.at).toEqual(at);
+
+      // again: nothing left to revoke, still a device-revoked event (listeners drop by id)
+      expect(await store.revokeDevice(dev, 9, at)).toEqual([]);
+      // an unknown device: nothing, and no event
+      expect(await store.revokeDevice(uid('ghost'), 9, at)).toEqual([]);
+      rec.off();
+    });
+
+    it('delivers events raised in a transaction only after commit, and none on rollback', async () => {
+      const rec = recorder(store);
+      const dev = uid('txev');
+      await store.upsertDevice(dev, 'device');
+      const committed = await store.insertCertificate(newCert(dev));
+      const rolledBack = await store.insertCertificate(newCert(dev));
+      const marker = await store.insertCertificate(newCert(dev));
+
+      await store.transaction(async (tx) => {
+        expect(await tx.revokeCertificate(committed.serial, 1, new Date())).toBe(true);
+        // give any premature delivery a chance to show up
+        await sleep(300);
+        expect(rec.events.some((e) => e.type === 'revoked' && e.serial === committed.serial)).toBe(false);
+      });
+      await rec.waitFor((e) => e.type === 'revoked' && e.serial === committed.serial);
+
+      const boom = new Error('roll back');
+      await expect(
+        store.transaction(async (tx) => {
+          expect(await tx.revokeCertificate(rolledBack.serial, 1, new Date())).toBe(true);
+          await tx.appendAudit({ actor: 'test', action: 'should.vanish' });
+          throw boom;
+        }),
+      ).rejects.toBe(boom);
+      expect((await store.getCertificate(rolledBack.serial))?.status).toBe('valid');
+      // events arrive in commit order: once the marker's event is here, a leaked one would be too
+      await store.revokeCertificate(marker.serial, 1, new Date());
+      await rec.waitFor((e) => e.type === 'revoked' && e.serial === marker.serial);
+      expect(rec.events.some((e) => e.type === 'revoked' && e.serial === rolledBack.serial)).toBe(false);
+      expect((await store.listAudit()).some((e) => e.action === 'should.vanish')).toBe(false);
+      rec.off();
+    });
+
+    it('commits or rolls back everything in a transaction', async () => {
+      const a = uid('tx');
+      const b = uid('tx');
+      const value = await store.transaction(async (tx) => {
+        await tx.upsertDevice(a, 'device');
+        await tx.insertCertificate(newCert(a));
+        return 42;
+      });
+      expect(value).toBe(42);
+      expect(await store.getDevice(a)).not.toBeNull();
+      await expect(
+        store.transaction(async (tx) => {
+          await tx.upsertDevice(b, 'device');
+          throw new Error('nope');
+        }),
+      ).rejects.toThrow('nope');
+      expect(await store.getDevice(b)).toBeNull();
+    });
+
+    it('unsubscribes listeners', async () => {
+      const got: StoreEvent[] = [];
+      const off = store.onEvent((e) => got.push(e));
+      off();
+      const rec = recorder(store);
+      const dev = uid('unsub');
+      await store.upsertDevice(dev, 'device');
+      const c = await store.insertCertificate(newCert(dev));
+      await store.revokeCertificate(c.serial, 0, new Date());
+      await rec.waitFor((e) => e.type === 'revoked' && e.serial === c.serial);
+      expect(got).toEqual([]);
+      rec.off();
+    });
+
+    it('lists revoked certificates, optionally dropping those long expired', async () => {
+      const dev = uid('crl');
+      await store.upsertDevice(dev, 'device');
+      const now = new Date('2032-01-10T00:00:00.000Z');
+      const expired = await store.insertCertificate(newCert(dev, { notAfter: new Date('2032-01-01T00:00:00.000Z') }));
+      const live = await store.insertCertificate(newCert(dev, { notAfter: new Date('2032-06-01T00:00:00.000Z') }));
+      const valid = await store.insertCertificate(newCert(dev, { notAfter: new Date('2032-06-01T00:00:00.000Z') }));
+      const at = new Date('2031-12-01T00:00:00.000Z');
+      await store.revokeCertificate(expired.serial, 3, at);
+      await store.revokeCertificate(live.serial, 5, at);
+
+      const all = await store.listRevoked();
+      const mine = all.filter((r) => [expired.serial, live.serial, valid.serial].includes(r.serial));
+      expect(mine).toEqual(
+        expect.arrayContaining([
+          { serial: expired.serial, revokedAt: at, reason: 3, notAfter: expired.notAfter },
+          { serial: live.serial, revokedAt: at, reason: 5, notAfter: live.notAfter },
+        ]),
+      );
+      expect(mine).toHaveLength(2);
+      const current = (await store.listRevoked({ now })).map((r) => r.serial);
+      expect(current).toContain(live.serial);
+      expect(current).not.toContain(expired.serial);
+      const withGrace = (await store.listRevoked({ now, graceMs: 30 * DAY })).map((r) => r.serial);
+      expect(withGrace).toEqual(expect.arrayContaining([live.serial, expired.serial]));
+    });
+
+    describe('enrollment tokens', () => {
+      const now = new Date('2025-05-01T00:00:00.000Z');
+      const later = new Date(now.getTime() + DAY);
+
+      it('consumes a token exactly once, bound to its device', async () => {
+        const dev = uid('tok');
+        const hash = sha();
+        await store.insertTokens([
+          { id: randomUUID(), deviceId: dev, tokenHash: hash, expiresAt: later, createdBy: 'op' },
+        ]);
+        const res = await store.consumeToken(hash, dev, now);
+        expect(res.ok).toBe(true);
+        if (res.ok) {
+          expect(res.token).toMatchObject({
+            deviceId: dev,
+            tokenHash: hash,
+            expiresAt: later,
+            usedAt: now,
+            createdBy: 'op',
+          });
+          expect(res.token.createdAt).toBeInstanceOf(Date);
+        }
+        expect(await store.consumeToken(hash, dev, now)).toEqual({ ok: false, reason: 'used' });
+      });
+
+      it('classifies unknown, expired and device-mismatch; a wrong device does not consume', async () => {
+        expect(await store.consumeToken(sha(), 'x', now)).toEqual({ ok: false, reason: 'unknown' });
+
+        const dev = uid('tok');
+        const expiredHash = sha();
+        const boundHash = sha();
+        await store.insertTokens([
+          { id: randomUUID(), deviceId: dev, tokenHash: expiredHash, expiresAt: now, createdBy: 'op' },
+          { id: randomUUID(), deviceId: dev, tokenHash: boundHash, expiresAt: later, createdBy: 'op' },
+        ]);
+        expect(await store.consumeToken(expiredHash, dev, now)).toEqual({ ok: false, reason: 'expired' });
+        expect(await store.consumeToken(boundHash, uid('intruder'), now)).toEqual({
+          ok: false,
+          reason: 'device_mismatch',
+        });
+        expect(await store.consumeToken(boundHash, `${dev} `, now)).toEqual({ ok: false, reason: 'device_mismatch' });
+        // still usable by the right device
+        expect((await store.consumeToken(boundHash, dev, now)).ok).toBe(true);
+      });
+
+      it('lets exactly one of 50 concurrent consumers win', async () => {
+        const dev = uid('race');
+        const hash = sha();
+        await store.insertTokens([
+          { id: randomUUID(), deviceId: dev, tokenHash: hash, expiresAt: later, createdBy: 'op' },
+        ]);
+        const results = await Promise.all(Array.from({ length: 50 }, () => store.consumeToken(hash, dev, now)));
+        expect(results.filter((r) => r.ok)).toHaveLength(1);
+        expect(results.filter((r) => !r.ok && r.reason === 'used')).toHaveLength(49);
+      });
+
+      it('inserts a batch atomically and rejects a duplicate hash', async () => {
+        const dev = uid('batch');
+        const batch = Array.from({ length: 100 }, (_, i) => ({
+          id: randomUUID(),
+          deviceId: `${dev}-${i}`,
+          tokenHash: sha(),
+          expiresAt: later,
+          createdBy: 'factory',
+        }));
+        await store.insertTokens(batch);
+        expect((await store.consumeToken(batch[99]!.tokenHash, `${dev}-99`, now)).ok).toBe(true);
+
+        const fresh = { id: randomUUID(), deviceId: dev, tokenHash: sha(), expiresAt: later, createdBy: 'op' };
+        const dup = { ...batch[0]!, id: randomUUID() };
+        await expectCode(store.insertTokens([fresh, dup]), 'CONFLICT');
+        expect(await store.consumeToken(fresh.tokenHash, dev, now)).toEqual({ ok: false, reason: 'unknown' });
+        await store.insertTokens([]);
+      });
+    });
+
+    describe('audit log', () => {
+      it('appends hash-chained events and lists them', async () => {
+        const before = await store.listAudit();
+        const first = await store.appendAudit({
+          actor: 'operator:alice',
+          action: 'device.revoke',
+          subject: 'dev-1',
+          details: { zeta: 1, alpha: { nested: [3, 'x', null, { b: true, a: false }] }, 'key with space': 'é' },
+        });
+        const second = await store.appendAudit({ actor: 'system', action: 'crl.publish' });
+        expect(first.seq).toBe(before.length + 1);
+        expect(second.seq).toBe(first.seq + 1);
+        expect(second.prevHash).toBe(first.hash);
+        expect(second.subject).toBeNull();
+        expect(second.details).toEqual({});
+        if (before.length === 0) expect(first.prevHash).toBe(GENESIS_HASH);
+
+        const listed = await store.listAudit({ afterSeq: first.seq - 1 });
+        expect(listed).toEqual([first, second]);
+        expect(await store.listAudit({ afterSeq: first.seq - 1, limit: 1 })).toEqual([first]);
+        expect(verifyAuditChain(await store.listAudit())).toEqual({ ok: true, count: second.seq });
+      });
+
+      it('keeps one linear chain under 50 concurrent appends', async () => {
+        const start = (await store.listAudit()).length;
+        const appended = await Promise.all(
+          Array.from({ length: 50 }, (_, i) =>
+            store.appendAudit({ actor: `worker-${i}`, action: 'load', details: { i, tag: uid('t') } }),
+          ),
+        );
+        const seqs = appended.map((e) => e.seq).sort((a, b) => a - b);
+        expect(seqs).toEqual(Array.from({ length: 50 }, (_, i) => start + i + 1));
+        const all = await store.listAudit();
+        expect(all).toHaveLength(start + 50);
+        expect(verifyAuditChain(all)).toEqual({ ok: true, count: start + 50 });
+      });
+
+      it('joins a surrounding transaction', async () => {
+        const dev = uid('auditx');
+        const ev = await store.transaction(async (tx) => {
+          await tx.upsertDevice(dev, 'device');
+          return tx.appendAudit({ actor: 'op', action: 'device.create', subject: dev });
+        });
+        const all = await store.listAudit({ afterSeq: ev.seq - 1 });
+        expect(all[0]).toEqual(ev);
+        expect(verifyAuditChain(await store.listAudit())).toMatchObject({ ok: true });
+      });
+    });
+
+    it('manages operator credentials', async () => {
+      const id = uid('opcred');
+      const hash = sha();
+      await store.insertOperatorCredential({ id, name: 'alice', tokenHash: hash });
+      const found = await store.findOperatorCredential(hash);
+      expect(found).toMatchObject({ id, name: 'alice', tokenHash: hash, revokedAt: null });
+      expect(found?.createdAt).toBeInstanceOf(Date);
+      expect(await store.findOperatorCredential(sha())).toBeNull();
+      expect((await store.listOperatorCredentials()).map((c) => c.id)).toContain(id);
+      await expectCode(store.insertOperatorCredential({ id: uid('opcred'), name: 'bob', tokenHash: hash }), 'CONFLICT');
+
+      const at = new Date('2025-09-09T09:09:09.009Z');
+      expect(await store.revokeOperatorCredential(id, at)).toBe(true);
+      expect(await store.revokeOperatorCredential(id, new Date())).toBe(false);
+      expect(await store.revokeOperatorCredential(uid('none'), at)).toBe(false);
+      expect((await store.findOperatorCredential(hash))?.revokedAt).toEqual(at);
+    });
+
+    it('stores TLS ticket keys, newest first, unexpired only', async () => {
+      const now = new Date('2040-01-01T00:00:00.000Z');
+      const mine = [uid('tk'), uid('tk'), uid('tk')];
+      const keys = mine.map(() => new Uint8Array(randomBytes(48)));
+      await store.insertTicketKey({ id: mine[0]!, key: keys[0]!, expiresAt: new Date(now.getTime() + DAY) });
+      await store.insertTicketKey({ id: mine[1]!, key: keys[1]!, expiresAt: new Date(now.getTime() + 2 * DAY) });
+      await store.insertTicketKey({ id: mine[2]!, key: keys[2]!, expiresAt: now }); // expired at `now`
+      const listed = (await store.listTicketKeys(now)).filter((k) => mine.includes(k.id));
+      expect(listed.map((k) => k.id)).toEqual([mine[1], mine[0]]);
+      expect([...listed[0]!.key]).toEqual([...keys[1]!]);
+      expect(listed[0]!.key).toHaveLength(48);
+      expect(listed[0]!.createdAt).toBeInstanceOf(Date);
+      await expectCode(store.insertTicketKey({ id: mine[0]!, key: keys[0]!, expiresAt: now }), 'CONFLICT');
+      await expect(store.insertTicketKey({ id: uid('tk'), key: new Uint8Array(47), expiresAt: now })).rejects.toThrow();
+    });
+
+    it('hands out strictly increasing CRL numbers, also concurrently', async () => {
+      const a = await store.nextCrlNumber();
+      const b = await store.nextCrlNumber();
+      expect(typeof a).toBe('bigint');
+      expect(b).toBe(a + 1n);
+      const many = await Promise.all(Array.from({ length: 20 }, () => store.nextCrlNumber()));
+      const sorted = [...many].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+      expect(new Set(many).size).toBe(20);
+      expect(sorted[0]).toBe(b + 1n);
+      expect(sorted[19]).toBe(b + 20n);
+      expect(await store.nextCrlNumber()).toBe(b + 21n);
+    });
+
+    it('stores hostile strings verbatim', async () => {
+      const rec = recorder(store);
+      for (const s of HOSTILE) {
+        const id = `${s}${uid('')}`;
+        await store.upsertDevice(id, 'device');
+        expect((await store.getDevice(id))?.id).toBe(id);
+        const c = await store.insertCertificate(newCert(id, { subject: s, keyFingerprint: s }));
+        expect(await store.getCertificate(c.serial)).toMatchObject({ subject: s, keyFingerprint: s, deviceId: id });
+        const hash = `${s}${sha()}`;
+        await store.insertTokens([
+          { id: s + sha(), deviceId: id, tokenHash: hash, expiresAt: new Date(Date.now() + DAY), createdBy: s },
+        ]);
+        const res = await store.consumeToken(hash, id, new Date());
+        expect(res.ok && res.token.createdBy).toBe(s);
+        await store.insertOperatorCredential({ id: s + sha(), name: s, tokenHash: hash });
+        expect((await store.findOperatorCredential(hash))?.name).toBe(s);
+        expect(await store.revokeDevice(id, 1, new Date())).toEqual([c.serial]);
+        // events carry them intact too (the 10,000-character id exceeds a NOTIFY payload)
+        const ev = await rec.waitFor((e) => e.type === 'device-revoked' && e.deviceId === id);
+        expect(ev.type === 'device-revoked' && ev.serials).toEqual([c.serial]);
+      }
+      rec.off();
+      const details = Object.fromEntries(HOSTILE.map((s, i) => [s.slice(0, 100), { i, s, arr: [s] }]));
+      const ev = await store.appendAudit({ actor: HOSTILE[0]!, action: HOSTILE[5]!, subject: HOSTILE[3]!, details });
+      const [back] = await store.listAudit({ afterSeq: ev.seq - 1, limit: 1 });
+      expect(back).toEqual(ev);
+      expect(back!.details).toEqual(details);
+      expect(verifyAuditChain(await store.listAudit())).toMatchObject({ ok: true });
+      // nothing was dropped or deleted along the way
+      await store.ping();
+      expect((await store.listDevices()).length).toBeGreaterThan(HOSTILE.length);
+    });
+
+    describe('with a fresh database', () => {
+      it('reopens with data intact; migrations are idempotent', async () => {
+        const fresh = await backend.createDb();
+        try {
+          const s1 = await fresh.open();
+          const dev = uid('persist');
+          await s1.upsertDevice(dev, 'service');
+          const c = await s1.insertCertificate(newCert(dev));
+          const ev = await s1.appendAudit({ actor: 'a', action: 'b', details: { k: [1, 2] } });
+          const crl = await s1.nextCrlNumber();
+          await s1.close();
+
+          const s2 = await fresh.open();
+          const s3 = backend.name === 'postgres' ? await fresh.open() : null; // open twice at once
+          expect((await s2.getDevice(dev))?.kind).toBe('service');
+          expect(await s2.getCertificate(c.serial)).toEqual(c);
+          expect(await s2.listAudit()).toEqual([ev]);
+          expect(await s2.nextCrlNumber()).toBe(crl + 1n);
+          await s3?.close();
+          await s2.close();
+
+          const versions = await fresh.raw('SELECT version FROM schema_migrations ORDER BY version');
+          expect(versions.map((r) => Number(r.version))).toEqual(
+            Array.from({ length: LATEST_SCHEMA_VERSION }, (_, i) => i + 1),
+          );
+        } finally {
+          await fresh.dispose();
+        }
+      });
+
+      it('detects a tampered audit row; the table refuses plain updates', async () => {
+        const fresh = await backend.createDb();
+        try {
+          const s1 = await fresh.open();
+          for (let i = 1; i <= 4; i++) await s1.appendAudit({ actor: 'op', action: `step-${i}`, details: { i } });
+          expect(verifyAuditChain(await s1.listAudit())).toEqual({ ok: true, count: 4 });
+          await s1.close();
+
+          await expect(fresh.raw(`UPDATE audit_events SET details = '{"i": 99}' WHERE seq = 2`)).rejects.toThrow(
+            /append-only/,
+          );
+          await expect(fresh.raw('DELETE FROM audit_events WHERE seq = 4')).rejects.toThrow(/append-only/);
+          // someone with DDL rights gets past the trigger; the chain still tells
+          await fresh.raw(
+            `ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only;
+             UPDATE audit_events SET details = '{"i": 99}' WHERE seq = 2;
+             ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only;`,
+          );
+          const s2 = await fresh.open();
+          const result = verifyAuditChain(await s2.listAudit());
+          expect(result).toMatchObject({ ok: false, brokenAtSeq: 2 });
+          await s2.close();
+        } finally {
+          await fresh.dispose();
+        }
+      });
+
+      it('closes without leaving handles behind', async () => {
+        const fresh = await backend.createDb();
+        try {
+          const kinds = ['TCPSocketWrap', 'Timeout', 'FSReqCallback'];
+          const counts = () => {
+            const c: Record<string, number> = Object.fromEntries(kinds.map((k) => [k, 0]));
+            for (const r of process.getActiveResourcesInfo()) if (r in c) c[r] = (c[r] ?? 0) + 1;
+            return c;
+          };
+          const leaked = (base: Record<string, number>) => kinds.filter((k) => (counts()[k] ?? 0) > (base[k] ?? 0));
+          const baseline = counts();
+          const s = await fresh.open();
+          await s.upsertDevice(uid('h'), 'device');
+          const off = s.onEvent(() => undefined);
+          await s.close();
+          off();
+          // sockets finish closing on the next turns of the event loop
+          for (let i = 0; i < 50 && leaked(baseline).length > 0; i++) await sleep(100);
+          expect(leaked(baseline)).toEqual([]);
+          await expect(s.ping()).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+        } finally {
+          await fresh.dispose();
+        }
+      });
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// run it
+
+storeContract(pgliteBackend);
+
+const pgOk = await postgresAvailable();
+describe.runIf(pgOk)('PostgreSQL', () => {
+  storeContract(postgresBackend);
+
+  describe('PostgreSQL specifics', () => {
+    it('survives five concurrent openStore calls on a fresh database', async () => {
+      const db = await createTestDatabase();
+      try {
+        const stores = await Promise.all(Array.from({ length: 5 }, () => openStore({ databaseUrl: db.url })));
+        expect(stores.every((s) => s.backend === 'postgres')).toBe(true);
+        await stores[0]!.upsertDevice('d', 'device');
+        expect(await stores[4]!.getDevice('d')).not.toBeNull();
+        await Promise.all(stores.map((s) => s.close()));
+      } finally {
+        await db.drop();
+      }
+    });
+
+    it('delivers events to other connections', async () => {
+      const db = await createTestDatabase();
+      const a = await openStore({ databaseUrl: db.url });
+      const b = await openStore({ databaseUrl: db.url });
+      try {
+        const recB = recorder(b);
+        const dev = uid('xproc');
+        await a.upsertDevice(dev, 'device');
+        const c = await a.insertCertificate(newCert(dev));
+        await a.revokeCertificate(c.serial, 1, new Date('2025-10-10T10:10:10.010Z'));
+        expect(await recB.waitFor((e) => e.type === 'revoked' && e.serial === c.serial)).toEqual({
+          type: 'revoked',
+          serial: c.serial,
+          deviceId: dev,
+          reason: 1,
+          at: new Date('2025-10-10T10:10:10.010Z'),
+        });
+        await a.revokeDevice(dev, 9, new Date());
+        await recB.waitFor((e) => e.type === 'device-revoked' && e.deviceId === dev);
+      } finally {
+        await a.close();
+        await b.close();
+        await db.drop();
+      }
+    });
+
+    it('splits device-revoked events that would exceed the NOTIFY payload limit', async () => {
+      const db = await createTestDatabase();
+      const s = await openStore({ databaseUrl: db.url });
+      try {
+        const rec = recorder(s);
+        const dev = uid('many');
+        await s.upsertDevice(dev, 'device');
+        const serials: string[] = [];
+        for (let i = 0; i < 400; i++) serials.push((await s.insertCertificate(newCert(dev))).serial);
+        const revoked = await s.revokeDevice(dev, 1, new Date());
+        expect(revoked).toHaveLength(400);
+        const seen = new Set<string>();
+        await rec.waitFor((e) => {
+          if (e.type === 'device-revoked' && e.deviceId === dev) for (const x of e.serials) seen.add(x);
+          return seen.size === 400;
+        });
+        expect([...seen].sort()).toEqual([...serials].sort());
+      } finally {
+        await s.close();
+        await db.drop();
+      }
+    });
+
+    it('reports a closed port as STORE_UNAVAILABLE', async () => {
+      const port = await new Promise<number>((resolve) => {
+        const srv = net.createServer();
+        srv.listen(0, '127.0.0.1', () => {
+          const p = (srv.address() as net.AddressInfo).port;
+          srv.close(() => resolve(p));
+        });
+      });
+      const err = await openStore({ databaseUrl: `postgres://postgres:secret@127.0.0.1:${port}/test` }).catch((e) => e);
+      expect(isFleetgateError(err) && err.code).toBe('STORE_UNAVAILABLE');
+      expect(err.message).not.toContain('\n');
+      expect(err.message).not.toContain('secret');
+      expect(err.message).toContain(String(port));
+    }, 15_000);
+
+    it('reports a server that never answers as STORE_UNAVAILABLE (connect timeout)', async () => {
+      const sockets = new Set<net.Socket>();
+      const srv = net.createServer((sock) => {
+        sockets.add(sock); // accept and say nothing
+        sock.on('error', () => undefined);
+      });
+      await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+      const port = (srv.address() as net.AddressInfo).port;
+      try {
+        const err = await openStore({ databaseUrl: `postgres://postgres@127.0.0.1:${port}/test` }).catch((e) => e);
+        expect(isFleetgateError(err) && err.code).toBe('STORE_UNAVAILABLE');
+      } finally {
+        for (const s of sockets) s.destroy();
+        await new Promise((resolve) => srv.close(resolve));
+      }
+    }, 30_000);
+
+    it('reports a missing database as STORE_UNAVAILABLE and a bad URL as CONFIG_INVALID', async () => {
+      const u = new URL(process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test');
+      u.pathname = `/fleetgate_no_such_db_${randomBytes(4).toString('hex')}`;
+      await expectCode(openStore({ databaseUrl: u.toString() }), 'STORE_UNAVAILABLE');
+      await expectCode(openStore({ databaseUrl: 'not a url' }), 'CONFIG_INVALID');
+      await expectCode(openStore({ databaseUrl: 'mysql://x@127.0.0.1/db' }), 'CONFIG_INVALID');
+    });
+  });
+});
+
+describe('PGlite specifics', () => {
+  it('refuses a damaged database directory instead of recreating it', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'fleetgate-corrupt-'));
+    try {
+      const dir = path.join(root, 'db');
+      const s = await openStore({ pgliteDir: dir });
+      await s.upsertDevice('survivor', 'device');
+      await s.close();
+      const control = path.join(dir, 'global', 'pg_control');
+      const garbage = randomBytes((await readFile(control)).length);
+      await writeFile(control, garbage);
+      await expectCode(openStore({ pgliteDir: dir }), 'DATA_DIR_INVALID');
+      // not silently replaced: the damaged file is still what we wrote, no fresh initdb happened
+      expect((await readFile(control)).equals(garbage)).toBe(true);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a foreign non-empty directory and a plain file', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'fleetgate-foreign-'));
+    try {
+      const dir = path.join(root, 'db');
+      await mkdir(dir);
+      await writeFile(path.join(dir, 'notes.txt'), 'mine');
+      await expectCode(openStore({ pgliteDir: dir }), 'DATA_DIR_INVALID');
+      expect(await readFile(path.join(dir, 'notes.txt'), 'utf8')).toBe('mine');
+
+      const file = path.join(root, 'file');
+      await writeFile(file, 'x');
+      await expectCode(openStore({ pgliteDir: file }), 'DATA_DIR_INVALID');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('needs a databaseUrl or a pgliteDir', async () => {
+    await expectCode(openStore({}), 'CONFIG_INVALID');
+  });
+});
