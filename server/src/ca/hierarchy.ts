@@ -1,0 +1,117 @@
+/**
+ * Creating a new two-level hierarchy: an offline-capable root and the online issuing CA that
+ * signs device certificates, CRLs and OCSP responses (RFC 5280 sections 4.2.1.3, 4.2.1.9).
+ */
+
+import { FleetgateError } from '../errors.js';
+import type { CaMaterial } from './authority.js';
+import { crypto } from './crypto.js';
+import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm, exportPkcs8Pem, generateKeyPair, signingAlgorithm } from './keys.js';
+import { caName } from './names.js';
+import { randomSerial } from './serial.js';
+import { CLOCK_SKEW_MS, DAY_MS } from './time.js';
+import * as x509 from './x509.js';
+
+export const DEFAULT_CA_NAME = 'fleetgate';
+export const DEFAULT_ROOT_VALIDITY_DAYS = 7300;
+export const DEFAULT_ISSUING_VALIDITY_DAYS = 1825;
+
+function configInvalid(message: string): FleetgateError {
+  return new FleetgateError('CONFIG_INVALID', message);
+}
+
+function checkDays(value: number, what: string): void {
+  if (!Number.isInteger(value) || value < 1 || value > 36_500) {
+    throw configInvalid(`${what} must be a whole number of days between 1 and 36500`);
+  }
+}
+
+/**
+ * Generates root and issuing CA keys and certificates. Throws FleetgateError CONFIG_INVALID for
+ * bad options (an operator mistake at start-up, not a per-request rejection).
+ */
+export async function createCaHierarchy(opts: {
+  algorithm: CaKeyAlgorithm;
+  name?: string;
+  now: Date;
+  rootValidityDays?: number;
+  issuingValidityDays?: number;
+}): Promise<CaMaterial> {
+  const name = opts.name ?? DEFAULT_CA_NAME;
+  const rootDays = opts.rootValidityDays ?? DEFAULT_ROOT_VALIDITY_DAYS;
+  const issuingDays = opts.issuingValidityDays ?? DEFAULT_ISSUING_VALIDITY_DAYS;
+  if (!CA_KEY_ALGORITHMS.includes(opts.algorithm)) {
+    throw configInvalid(`CA key algorithm must be one of ${CA_KEY_ALGORITHMS.join(', ')}`);
+  }
+  // ub-common-name is 64 (RFC 5280 Appendix A); " Issuing CA" is the longest suffix we add.
+  if (name.trim() !== name || name.length === 0 || name.length > 64 - ' Issuing CA'.length || /\p{Cc}/u.test(name)) {
+    throw configInvalid('CA name must be 1-53 printable characters without leading or trailing spaces');
+  }
+  checkDays(rootDays, 'rootValidityDays');
+  checkDays(issuingDays, 'issuingValidityDays');
+  if (Number.isNaN(opts.now.getTime())) throw configInvalid('now is not a valid date');
+
+  // Backdated like the leaves: a device whose clock runs a little behind must not see a CA that
+  // is "not yet valid" right after the first start.
+  const notBefore = new Date(opts.now.getTime() - CLOCK_SKEW_MS);
+  const rootNotAfter = new Date(opts.now.getTime() + rootDays * DAY_MS);
+  const issuingNotAfter = new Date(Math.min(opts.now.getTime() + issuingDays * DAY_MS, rootNotAfter.getTime()));
+
+  const rootKeys = await generateKeyPair(opts.algorithm);
+  const issuingKeys = await generateKeyPair(opts.algorithm);
+  const rootName = caName(name, `${name} Root CA`);
+  const issuingName = caName(name, `${name} Issuing CA`);
+  const rootSki = await x509.SubjectKeyIdentifierExtension.create(rootKeys.publicKey, false, crypto);
+
+  const root = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: randomSerial(),
+      subject: rootName,
+      issuer: rootName,
+      notBefore,
+      notAfter: rootNotAfter,
+      publicKey: rootKeys.publicKey,
+      signingKey: rootKeys.privateKey,
+      signingAlgorithm: signingAlgorithm(opts.algorithm),
+      extensions: [
+        // RFC 5280 4.2.1.9: MUST be critical in CA certificates; no pathLen on the root.
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        // RFC 5280 4.2.1.3: keyCertSign + cRLSign, critical.
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        // RFC 5280 4.2.1.2: SKI MUST appear in CA certificates. AKI MAY be omitted when self-signed (4.2.1.1).
+        rootSki,
+      ],
+    },
+    crypto,
+  );
+
+  const issuing = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: randomSerial(),
+      subject: issuingName,
+      issuer: rootName,
+      notBefore,
+      notAfter: issuingNotAfter,
+      publicKey: issuingKeys.publicKey,
+      signingKey: rootKeys.privateKey,
+      signingAlgorithm: signingAlgorithm(opts.algorithm),
+      extensions: [
+        // pathLenConstraint 0: the issuing CA signs end entities only (RFC 5280 4.2.1.9).
+        new x509.BasicConstraintsExtension(true, 0, true),
+        // digitalSignature too: it signs its own OCSP responses (RFC 6960 4.2.2.2, CA as responder).
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+          true,
+        ),
+        await x509.SubjectKeyIdentifierExtension.create(issuingKeys.publicKey, false, crypto),
+        new x509.AuthorityKeyIdentifierExtension(rootSki.keyId, false),
+      ],
+    },
+    crypto,
+  );
+
+  return {
+    root: { certPem: root.toString('pem'), keyPem: await exportPkcs8Pem(rootKeys.privateKey) },
+    issuing: { certPem: issuing.toString('pem'), keyPem: await exportPkcs8Pem(issuingKeys.privateKey) },
+  };
+}

@@ -1,0 +1,34 @@
+/**
+ * fleetgate's CA core: pure functions from inputs to certificates, CRLs and OCSP responses.
+ * No I/O, no configuration lookups, no transports (DESIGN.md, "ca/ is pure").
+ */
+export {
+  type CaMaterial,
+  type CertificateAuthority,
+  type KeyMaterial,
+  loadCertificateAuthority,
+} from './authority.js';
+export {
+  type CheckCsrOptions,
+  type CheckedCsr,
+  type CsrKeyAlgorithm,
+  checkCsr,
+  DEFAULT_MAX_CSR_BYTES,
+  MAX_RSA_BITS,
+  MIN_RSA_BITS,
+} from './csr-policy.js';
+export {
+  createCaHierarchy,
+  DEFAULT_CA_NAME,
+  DEFAULT_ISSUING_VALIDITY_DAYS,
+  DEFAULT_ROOT_VALIDITY_DAYS,
+} from './hierarchy.js';
+export { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from './keys.js';
+export {
+  type IssuedCertificate,
+  type IssueOptions,
+  issueIdentityCertificate,
+  issueServerCertificate,
+} from './profile.js';
+export { SERIAL_OCTETS } from './serial.js';
+export { CLOCK_SKEW_MS } from './time.js';

@@ -1,0 +1,167 @@
+/**
+ * Key algorithms: what the CA signs with, and what a subject key may be. Subject keys are
+ * classified from the SubjectPublicKeyInfo itself (RFC 5280 section 4.1.2.7; RFC 5480 for EC,
+ * RFC 8410 for Ed25519, RFC 8017 for RSA), before any crypto library is asked to import them.
+ */
+import * as asn1js from 'asn1js';
+import {
+  type CryptoKey,
+  type CryptoKeyPair,
+  type EcKeyImportParams,
+  type RsaHashedImportParams,
+  subtle,
+  toArrayBuffer,
+  toBytes,
+} from './crypto.js';
+import { encodePem } from './pem.js';
+
+export type CaKeyAlgorithm = 'P-256' | 'P-384' | 'RSA-3072';
+export const CA_KEY_ALGORITHMS: readonly CaKeyAlgorithm[] = ['P-256', 'P-384', 'RSA-3072'];
+
+const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
+const OID_RSA_ENCRYPTION = '1.2.840.113549.1.1.1';
+const OID_ED25519 = '1.3.101.112';
+const CURVES: Record<string, string> = {
+  '1.2.840.10045.3.1.7': 'P-256',
+  '1.3.132.0.34': 'P-384',
+  '1.3.132.0.35': 'P-521',
+  '1.3.132.0.10': 'secp256k1',
+};
+
+export type SpkiInfo =
+  | { kind: 'EC'; curve: string; curveOid: string }
+  | { kind: 'Ed25519' }
+  | { kind: 'RSA'; bits: number; exponentOk: boolean }
+  | { kind: 'other'; oid: string };
+
+/** Classifies a DER SubjectPublicKeyInfo. Returns null when it is not one. */
+export function classifySpki(spkiDer: Uint8Array): SpkiInfo | null {
+  const parsed = asn1js.fromBER(toArrayBuffer(spkiDer));
+  if (parsed.offset === -1 || parsed.offset !== spkiDer.byteLength) return null;
+  const spki = parsed.result;
+  if (!(spki instanceof asn1js.Sequence) || spki.valueBlock.value.length !== 2) return null;
+  const [algId, keyBits] = spki.valueBlock.value;
+  if (!(algId instanceof asn1js.Sequence) || !(keyBits instanceof asn1js.BitString)) return null;
+  const [oidNode, params] = algId.valueBlock.value;
+  if (!(oidNode instanceof asn1js.ObjectIdentifier)) return null;
+  const oid = oidNode.valueBlock.toString();
+  if (keyBits.valueBlock.unusedBits !== 0) return null;
+  const key = keyBits.valueBlock.valueHexView;
+  switch (oid) {
+    case OID_EC_PUBLIC_KEY: {
+      // RFC 5480 section 2.1.1: namedCurve is the only form allowed.
+      if (!(params instanceof asn1js.ObjectIdentifier)) return { kind: 'other', oid: `${oid} (explicit curve)` };
+      const curveOid = params.valueBlock.toString();
+      return { kind: 'EC', curve: CURVES[curveOid] ?? curveOid, curveOid };
+    }
+    case OID_ED25519:
+      // RFC 8410 section 3: parameters MUST be absent; the key is 32 octets.
+      if (params !== undefined || key.byteLength !== 32) return null;
+      return { kind: 'Ed25519' };
+    case OID_RSA_ENCRYPTION: {
+      const rsa = asn1js.fromBER(toArrayBuffer(key));
+      if (rsa.offset === -1 || !(rsa.result instanceof asn1js.Sequence)) return null;
+      const [n, e] = rsa.result.valueBlock.value;
+      if (!(n instanceof asn1js.Integer) || !(e instanceof asn1js.Integer)) return null;
+      return { kind: 'RSA', bits: unsignedBitLength(n.valueBlock.valueHexView), exponentOk: exponentOk(e) };
+    }
+    default:
+      return { kind: 'other', oid };
+  }
+}
+
+function unsignedBitLength(bytes: Uint8Array): number {
+  let i = 0;
+  while (i < bytes.byteLength && bytes[i] === 0) i++;
+  if (i === bytes.byteLength) return 0;
+  return (bytes.byteLength - i - 1) * 8 + (32 - Math.clz32(bytes[i]!));
+}
+
+/** Odd, >= 3, at most 256 bits (RFC 8017 section 3.1; FIPS 186-5 asks for more, we only refuse the absurd). */
+function exponentOk(e: asn1js.Integer): boolean {
+  const bytes = e.valueBlock.valueHexView;
+  if (bytes.byteLength === 0 || (bytes[0]! & 0x80) !== 0) return false; // negative
+  const bits = unsignedBitLength(bytes);
+  if (bits > 256 || bits < 2) return false;
+  return (bytes[bytes.byteLength - 1]! & 1) === 1;
+}
+
+/** The CA algorithm of a certificate's key, or null if fleetgate cannot sign with it. */
+export function caAlgorithmOf(spkiDer: Uint8Array): CaKeyAlgorithm | null {
+  const info = classifySpki(spkiDer);
+  if (info?.kind === 'EC' && (info.curve === 'P-256' || info.curve === 'P-384')) return info.curve;
+  if (info?.kind === 'RSA' && info.bits === 3072) return 'RSA-3072';
+  return null;
+}
+
+/** WebCrypto parameters for generating and importing CA keys. */
+export function keyParams(alg: CaKeyAlgorithm): EcKeyImportParams | RsaHashedImportParams {
+  switch (alg) {
+    case 'P-256':
+    case 'P-384':
+      return { name: 'ECDSA', namedCurve: alg };
+    case 'RSA-3072':
+      return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  }
+}
+
+/**
+ * Signature algorithm per CA key (RFC 5758 section 3.2 for ECDSA: hash strength matches the
+ * curve; RFC 4055 / 8017 PKCS#1 v1.5 with SHA-256 for RSA).
+ */
+export function signingAlgorithm(alg: CaKeyAlgorithm): { name: string; hash: string } {
+  switch (alg) {
+    case 'P-256':
+      return { name: 'ECDSA', hash: 'SHA-256' };
+    case 'P-384':
+      return { name: 'ECDSA', hash: 'SHA-384' };
+    case 'RSA-3072':
+      return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  }
+}
+
+export function hashOf(alg: CaKeyAlgorithm): 'SHA-256' | 'SHA-384' {
+  return alg === 'P-384' ? 'SHA-384' : 'SHA-256';
+}
+
+export async function generateKeyPair(alg: CaKeyAlgorithm): Promise<CryptoKeyPair> {
+  const params =
+    alg === 'RSA-3072'
+      ? {
+          name: 'RSASSA-PKCS1-v1_5',
+          modulusLength: 3072,
+          publicExponent: new Uint8Array([1, 0, 1]),
+          hash: 'SHA-256',
+        }
+      : { name: 'ECDSA', namedCurve: alg };
+  return (await subtle.generateKey(params, true, ['sign', 'verify'])) as CryptoKeyPair;
+}
+
+export async function exportPkcs8Pem(key: CryptoKey): Promise<string> {
+  return encodePem('PRIVATE KEY', toBytes(await subtle.exportKey('pkcs8', key)));
+}
+
+/** Imports a PKCS#8 private key as non-extractable: once loaded, the key never leaves WebCrypto. */
+export async function importPkcs8(der: Uint8Array, alg: CaKeyAlgorithm): Promise<CryptoKey> {
+  return subtle.importKey('pkcs8', toArrayBuffer(der), keyParams(alg), false, ['sign']);
+}
+
+export async function importSpki(spkiDer: Uint8Array, alg: CaKeyAlgorithm): Promise<CryptoKey> {
+  return subtle.importKey('spki', toArrayBuffer(spkiDer), keyParams(alg), true, ['verify']);
+}
+
+/** Proof that a private key belongs to a public key: sign a fixed challenge, verify it. */
+export async function keyPairMatches(
+  privateKey: CryptoKey,
+  spkiDer: Uint8Array,
+  alg: CaKeyAlgorithm,
+): Promise<boolean> {
+  try {
+    const publicKey = await importSpki(spkiDer, alg);
+    const challenge = new TextEncoder().encode('fleetgate key-pair consistency check');
+    const sig = await subtle.sign(signingAlgorithm(alg), privateKey, challenge);
+    return await subtle.verify(signingAlgorithm(alg), publicKey, sig, challenge);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,224 @@
+/**
+ * Certificate profiles (RFC 5280 section 4). What a leaf contains is decided here and only here;
+ * nothing is copied from the request except the CN (already validated) and the public key.
+ */
+import { isIP } from 'node:net';
+import { deviceUri, isValidDeviceId, serviceUri } from '../device-id.js';
+import { FleetgateError, fail, ok, type Result } from '../errors.js';
+import { type CertificateAuthority, internalsOf } from './authority.js';
+import { type CryptoKeyPair, crypto, sha256Hex, toBytes } from './crypto.js';
+import type { CheckedCsr } from './csr-policy.js';
+import { classifySpki, exportPkcs8Pem, signingAlgorithm } from './keys.js';
+import { commonNameOnly } from './names.js';
+import { randomSerial } from './serial.js';
+import { CLOCK_SKEW_MS, DAY_MS, wholeSeconds } from './time.js';
+import * as x509 from './x509.js';
+
+export interface IssuedCertificate {
+  /** Lower-case hex, 32 digits (see serial.ts). */
+  serial: string;
+  der: Uint8Array;
+  pem: string;
+  /** Subject DN as a string, e.g. "CN=dev-1". */
+  subject: string;
+  commonName: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** SHA-256 of the certified SubjectPublicKeyInfo DER, lower-case hex. */
+  keyFingerprint: string;
+}
+
+export interface IssueOptions {
+  now: Date;
+  validityDays: number;
+  crlUrl: string;
+  ocspUrl: string;
+  kind?: 'device' | 'service';
+  /** Optional AIA caIssuers URL (RFC 5280 4.2.2.1). */
+  caIssuersUrl?: string;
+}
+
+const MAX_VALIDITY_DAYS = 3650;
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const u = new URL(value);
+    return u.protocol === 'http:' || u.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Validity window: notBefore backdated by CLOCK_SKEW_MS, notAfter = min(now + validity, issuer
+ * notAfter). RFC 5280 does not require nesting, but a leaf that outlives its issuer is useless to
+ * every path validator (6.1.3 (a)(2)), so it never does.
+ */
+function validityWindow(
+  issuer: x509.X509Certificate,
+  now: Date,
+  validityDays: number,
+): Result<{ notBefore: Date; notAfter: Date }> {
+  if (Number.isNaN(now.getTime())) return fail('INTERNAL', 'now is not a valid date');
+  if (!(validityDays > 0) || validityDays > MAX_VALIDITY_DAYS) {
+    return fail('CONFIG_INVALID', `validityDays must be > 0 and <= ${MAX_VALIDITY_DAYS}`);
+  }
+  const notBefore = wholeSeconds(new Date(now.getTime() - CLOCK_SKEW_MS));
+  const wanted = now.getTime() + validityDays * DAY_MS;
+  const notAfter = wholeSeconds(new Date(Math.min(wanted, issuer.notAfter.getTime())));
+  if (now.getTime() >= issuer.notAfter.getTime() || notAfter.getTime() <= notBefore.getTime()) {
+    return fail('CA_MATERIAL_INVALID', `issuing CA expired at ${issuer.notAfter.toISOString()}`);
+  }
+  if (now.getTime() < issuer.notBefore.getTime() - CLOCK_SKEW_MS) {
+    return fail('CA_MATERIAL_INVALID', `issuing CA is not valid before ${issuer.notBefore.toISOString()}`);
+  }
+  return ok({ notBefore, notAfter });
+}
+
+async function describe(cert: x509.X509Certificate, commonName: string): Promise<IssuedCertificate> {
+  const der = toBytes(cert.rawData).slice();
+  return {
+    serial: cert.serialNumber.toLowerCase(),
+    der,
+    pem: cert.toString('pem'),
+    subject: cert.subject,
+    commonName,
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+    keyFingerprint: await sha256Hex(toBytes(cert.publicKey.rawData)),
+  };
+}
+
+/**
+ * Issues a device (or service) identity certificate:
+ * - serial: 126-bit random positive INTEGER (RFC 5280 4.1.2.2)
+ * - subject CN=<id> only (4.1.2.6); SAN URI urn:fleetgate:device:<id> / urn:fleetgate:service:<name> (4.2.1.6)
+ * - basicConstraints cA FALSE, critical (4.2.1.9); keyUsage digitalSignature, critical (4.2.1.3)
+ * - extKeyUsage id-kp-clientAuth (4.2.1.12)
+ * - AKI = issuing CA's SKI (4.2.1.1); SKI (4.2.1.2)
+ * - cRLDistributionPoints (4.2.1.13); authorityInfoAccess id-ad-ocsp [+ id-ad-caIssuers] (4.2.2.1)
+ */
+export async function issueIdentityCertificate(
+  ca: CertificateAuthority,
+  csr: CheckedCsr,
+  opts: IssueOptions,
+): Promise<Result<IssuedCertificate>> {
+  const kind = opts.kind ?? 'device';
+  // Re-checked here: a CheckedCsr may be built by hand, and this is the last gate before signing.
+  if (!isValidDeviceId(csr.commonName)) return fail('CSR_SUBJECT_INVALID', `CN is not a valid ${kind} identity`);
+  const key = classifySpki(csr.spkiDer);
+  const keyOk =
+    (key?.kind === 'EC' && (key.curve === 'P-256' || key.curve === 'P-384')) ||
+    key?.kind === 'Ed25519' ||
+    (key?.kind === 'RSA' && key.bits >= 2048 && key.bits <= 8192 && key.exponentOk);
+  if (!keyOk) return fail('CSR_KEY_UNSUPPORTED', 'subject key is not supported');
+  if (!isHttpUrl(opts.crlUrl) || !isHttpUrl(opts.ocspUrl)) {
+    return fail('CONFIG_INVALID', 'crlUrl and ocspUrl must be http(s) URLs');
+  }
+  if (opts.caIssuersUrl !== undefined && !isHttpUrl(opts.caIssuersUrl)) {
+    return fail('CONFIG_INVALID', 'caIssuersUrl must be an http(s) URL');
+  }
+  const window = validityWindow(ca.issuingCert, opts.now, opts.validityDays);
+  if (!window.ok) return window;
+
+  const inner = internalsOf(ca);
+  const subjectUri = kind === 'service' ? serviceUri(csr.commonName) : deviceUri(csr.commonName);
+  const aia: x509.AuthorityInfoAccessParams = { ocsp: opts.ocspUrl };
+  if (opts.caIssuersUrl !== undefined) aia.caIssuers = opts.caIssuersUrl;
+  try {
+    const cert = await x509.X509CertificateGenerator.create(
+      {
+        serialNumber: randomSerial(),
+        subject: commonNameOnly(csr.commonName),
+        issuer: new x509.Name(inner.issuing.subjectDer),
+        notBefore: window.value.notBefore,
+        notAfter: window.value.notAfter,
+        publicKey: csr.spkiDer,
+        signingKey: inner.issuingKey,
+        signingAlgorithm: signingAlgorithm(ca.algorithm),
+        extensions: [
+          new x509.BasicConstraintsExtension(false, undefined, true),
+          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+          new x509.SubjectAlternativeNameExtension([{ type: 'url', value: subjectUri }], false),
+          new x509.AuthorityKeyIdentifierExtension(inner.issuingKeyId, false),
+          await x509.SubjectKeyIdentifierExtension.create(csr.spkiDer, false, crypto),
+          new x509.CRLDistributionPointsExtension([opts.crlUrl], false),
+          new x509.AuthorityInfoAccessExtension(aia, false),
+        ],
+      },
+      crypto,
+    );
+    return ok(await describe(cert, csr.commonName));
+  } catch (e) {
+    return fail('INTERNAL', `signing failed: ${e instanceof Error ? e.name : 'error'}`);
+  }
+}
+
+const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+function isDnsName(name: string): boolean {
+  if (name.length === 0 || name.length > 253) return false;
+  return name.split('.').every((label) => DNS_LABEL.test(label));
+}
+
+/**
+ * The API/broker TLS server certificate: fresh P-256 key, EKU serverAuth (RFC 5280 4.2.1.12),
+ * SAN dNSName + iPAddress (4.2.1.6; RFC 6125 - clients match SANs, not the CN), always including
+ * localhost and 127.0.0.1. Throws FleetgateError CONFIG_INVALID for bad names (start-up input).
+ */
+export async function issueServerCertificate(
+  ca: CertificateAuthority,
+  opts: { now: Date; dnsNames: string[]; ipAddresses: string[]; validityDays: number },
+): Promise<{ certPem: string; keyPem: string; chainPem: string; serial: string }> {
+  // Configured names first (the first one becomes the CN), then the always-present defaults.
+  const dnsNames = [...new Set([...opts.dnsNames.map((n) => n.trim().toLowerCase().replace(/\.$/, '')), 'localhost'])];
+  const bad = dnsNames.filter((n) => !isDnsName(n));
+  if (bad.length > 0)
+    throw new FleetgateError('CONFIG_INVALID', `invalid DNS name(s) for the server certificate: ${bad.join(', ')}`);
+  const ips = [...new Set([...opts.ipAddresses.map((ip) => ip.trim()), '127.0.0.1'])];
+  const badIps = ips.filter((ip) => isIP(ip) === 0);
+  if (badIps.length > 0) throw new FleetgateError('CONFIG_INVALID', `invalid IP address(es): ${badIps.join(', ')}`);
+  const window = validityWindow(ca.issuingCert, opts.now, opts.validityDays);
+  if (!window.ok) throw window.error;
+
+  const inner = internalsOf(ca);
+  const keys = (await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, [
+    'sign',
+    'verify',
+  ])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: randomSerial(),
+      subject: commonNameOnly(dnsNames[0]!),
+      issuer: new x509.Name(inner.issuing.subjectDer),
+      notBefore: window.value.notBefore,
+      notAfter: window.value.notAfter,
+      publicKey: keys.publicKey,
+      signingKey: inner.issuingKey,
+      signingAlgorithm: signingAlgorithm(ca.algorithm),
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
+        new x509.SubjectAlternativeNameExtension(
+          [
+            ...dnsNames.map((value) => ({ type: 'dns' as const, value })),
+            ...ips.map((value) => ({ type: 'ip' as const, value })),
+          ],
+          false,
+        ),
+        new x509.AuthorityKeyIdentifierExtension(inner.issuingKeyId, false),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
+      ],
+    },
+    crypto,
+  );
+  const certPem = cert.toString('pem');
+  return {
+    certPem,
+    keyPem: await exportPkcs8Pem(keys.privateKey),
+    chainPem: `${certPem}\n${ca.issuingCert.toString('pem')}\n`,
+    serial: cert.serialNumber.toLowerCase(),
+  };
+}

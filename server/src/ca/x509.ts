@@ -1,0 +1,12 @@
+/**
+ * The one entry point to @peculiar/x509 for ca/ (and anyone else in the server): installs the
+ * Reflect metadata shim it needs first, then binds Node's WebCrypto as its default provider.
+ * Import as `import * as x509 from './x509.js'`.
+ */
+import './reflect-polyfill.js';
+import { webcrypto } from 'node:crypto';
+import { cryptoProvider } from '@peculiar/x509';
+
+cryptoProvider.set(webcrypto as unknown as ReturnType<typeof cryptoProvider.get>);
+
+export * from '@peculiar/x509';
