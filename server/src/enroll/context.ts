@@ -1,0 +1,50 @@
+/**
+ * What every use case is handed: the store, the loaded CA, the audit service and a clock. Small
+ * helpers shared by the use cases live here too.
+ */
+import type { CertificateAuthority } from '../ca/index.js';
+import { type ErrorCode, FleetgateError, isFleetgateError } from '../errors.js';
+import type { RevocationReason, Store } from '../store/types.js';
+import type { AuditService } from './types.js';
+
+export type Clock = () => Date;
+export const systemClock: Clock = () => new Date();
+
+export interface UseCaseContext {
+  store: Store;
+  ca: CertificateAuthority;
+  audit: AuditService;
+  now: Clock;
+}
+
+/** The issuer chain handed back with every issued certificate: issuing CA, then root (DER). */
+export function chainDerOf(ca: CertificateAuthority): Uint8Array[] {
+  return [new Uint8Array(ca.issuingCert.rawData), new Uint8Array(ca.rootCert.rawData)];
+}
+
+export function codeOf(e: unknown): ErrorCode {
+  return isFleetgateError(e) ? e.code : 'INTERNAL';
+}
+
+/**
+ * RFC 5280 section 5.3.1 CRLReason codes accepted for a revocation: 0-6, 9, 10. 7 is unassigned,
+ * and 8 (removeFromCRL) only has a meaning in delta CRLs (it un-lists a certificateHold entry);
+ * "revoking" with it is a contradiction, and a full CRL must not carry it, so it is refused.
+ */
+const REVOCATION_REASONS: ReadonlySet<number> = new Set([0, 1, 2, 3, 4, 5, 6, 9, 10]);
+
+export function assertRevocationReason(reason: unknown): asserts reason is RevocationReason {
+  if (typeof reason !== 'number' || !REVOCATION_REASONS.has(reason)) {
+    throw new FleetgateError(
+      'BAD_REQUEST',
+      `revocation reason must be an RFC 5280 CRLReason code: 0-6, 9 or 10 (8, removeFromCRL, is for delta CRLs only); got ${JSON.stringify(reason)}`,
+    );
+  }
+}
+
+/** A short, printable rendering of untrusted input for messages and audit details. */
+export function printable(value: unknown, max = 80): string {
+  const s = typeof value === 'string' ? value : String(value);
+  const clean = s.replace(/[^\x20-\x7e]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max)}...` : clean;
+}

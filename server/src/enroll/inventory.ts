@@ -1,0 +1,73 @@
+/** Read-only views of devices (and services) with their certificates, for operators. */
+import { FleetgateError } from '../errors.js';
+import type { CertificateRecord, DeviceRecord, Store } from '../store/types.js';
+import { type Clock, printable, systemClock } from './context.js';
+import type { DeviceView, InventoryService } from './types.js';
+
+const DEFAULT_LIMIT = 100;
+const MAX_LIMIT = 1000;
+const MAX_EXPIRING_DAYS = 3650;
+const DAY_MS = 86_400_000;
+
+/** The newest valid certificate that is already and still valid at `now`. */
+export function currentCertificate(certs: CertificateRecord[], now: Date): CertificateRecord | null {
+  let best: CertificateRecord | null = null;
+  for (const c of certs) {
+    if (c.status !== 'valid' || c.notAfter.getTime() <= now.getTime()) continue;
+    if (c.notBefore.getTime() > now.getTime()) continue;
+    if (
+      !best ||
+      c.notBefore.getTime() > best.notBefore.getTime() ||
+      (c.notBefore.getTime() === best.notBefore.getTime() && c.issuedAt > best.issuedAt)
+    ) {
+      best = c;
+    }
+  }
+  return best;
+}
+
+export function createInventory(opts: { store: Store; now?: Clock | undefined }): InventoryService {
+  const { store } = opts;
+  const now = opts.now ?? systemClock;
+
+  async function view(d: DeviceRecord, at: Date): Promise<DeviceView> {
+    const certificates = await store.listCertificates(d.id);
+    return { ...d, certificates, current: currentCertificate(certificates, at) };
+  }
+
+  return {
+    async listDevices(o = {}) {
+      const limit = o.limit ?? DEFAULT_LIMIT;
+      const offset = o.offset ?? 0;
+      if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
+        throw new FleetgateError('BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LIMIT}`);
+      }
+      if (!Number.isInteger(offset) || offset < 0)
+        throw new FleetgateError('BAD_REQUEST', 'offset must be a non-negative integer');
+      if (o.status !== undefined && o.status !== 'active' && o.status !== 'revoked') {
+        throw new FleetgateError('BAD_REQUEST', 'status must be active or revoked');
+      }
+      const devices = await store.listDevices({ limit, offset, ...(o.status ? { status: o.status } : {}) });
+      const at = now();
+      return Promise.all(devices.map((d) => view(d, at)));
+    },
+
+    async getDevice(id) {
+      const d = typeof id === 'string' ? await store.getDevice(id) : null;
+      if (!d) throw new FleetgateError('DEVICE_NOT_FOUND', `device ${JSON.stringify(printable(id, 64))} not found`);
+      return view(d, now());
+    },
+
+    async expiring(withinDays) {
+      if (
+        typeof withinDays !== 'number' ||
+        !Number.isInteger(withinDays) ||
+        withinDays < 1 ||
+        withinDays > MAX_EXPIRING_DAYS
+      ) {
+        throw new FleetgateError('BAD_REQUEST', `days must be an integer from 1 to ${MAX_EXPIRING_DAYS}`);
+      }
+      return store.listExpiring(new Date(now().getTime() + withinDays * DAY_MS));
+    },
+  };
+}

@@ -1,0 +1,112 @@
+/**
+ * RFC 7030 section 4.2.2 simplereenroll: a device proves itself with its current certificate (the
+ * TLS client certificate) and gets a new one for a new key.
+ *
+ * Checks, in order: a certificate was presented (CERT_REQUIRED); it parses and is one of ours:
+ * its serial is in the store AND the stored DER equals the presented DER byte for byte
+ * (CERT_INVALID; the TLS layer verified the chain, this pins it to what we actually issued);
+ * it is not revoked (CERT_REVOKED) nor past notAfter (CERT_EXPIRED); its identity is active
+ * (DEVICE_REVOKED); the CSR passes the policy and names the same CN (CSR_*); its key is new
+ * (CSR_KEY_REUSED, unless allowKeyReuse) - "new" meaning not used by any certificate of this
+ * identity so far, so a device cannot flip back to an older key either.
+ *
+ * The new certificate records `renewedFrom`; the old one stays valid until it expires, because
+ * the device only switches after it has the new one safely stored (RFC 7030 4.2.2 leaves the old
+ * certificate's fate to the CA). Everything after parsing runs in one transaction, like enroll,
+ * ending with the `cert.renewed` audit event; rejections are audited as `reenroll.failed`.
+ *
+ * Known limit: revoking just the presented certificate at the very instant it is used to renew
+ * can let that renewal complete (nothing locks the old certificate row). Revoking the device
+ * does not have this gap: it locks the device row, which renewal locks too (see lockIdentity).
+ */
+import * as x509 from '../ca/x509.js';
+import { FleetgateError } from '../errors.js';
+import { chainDerOf, codeOf, printable } from './context.js';
+import { type EnrollContext, recordFailure } from './enrollment.js';
+import { certDetails, checkRequest, lockIdentity, signAndStore } from './issuance.js';
+import type { EnrollResult } from './types.js';
+
+export type RenewalContext = EnrollContext & { allowKeyReuse: boolean };
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+function serialOf(der: Uint8Array): string {
+  try {
+    return new x509.X509Certificate(der).serialNumber.toLowerCase();
+  } catch {
+    throw new FleetgateError('CERT_INVALID', 'client certificate is not a parsable X.509 certificate');
+  }
+}
+
+export async function reenroll(
+  ctx: RenewalContext,
+  req: { clientCertDer: Uint8Array; csr: Uint8Array | string },
+): Promise<EnrollResult> {
+  const now = ctx.now();
+  const seen: { identity?: string; kind?: string; serial?: string } = {};
+  try {
+    const presented = req.clientCertDer;
+    if (!(presented instanceof Uint8Array) || presented.byteLength === 0) {
+      throw new FleetgateError('CERT_REQUIRED', 're-enrollment needs the current certificate');
+    }
+    const serial = serialOf(presented);
+    seen.serial = serial;
+    const certificate = await ctx.store.transaction(async (tx) => {
+      const current = await tx.getCertificate(serial);
+      if (!current || !sameBytes(current.der, presented)) {
+        throw new FleetgateError('CERT_INVALID', 'client certificate was not issued by this CA');
+      }
+      const id = current.deviceId;
+      seen.identity = id;
+      if (current.status === 'revoked') {
+        throw new FleetgateError('CERT_REVOKED', `certificate ${serial} is revoked`, { serial });
+      }
+      if (now.getTime() > current.notAfter.getTime()) {
+        throw new FleetgateError('CERT_EXPIRED', `certificate ${serial} expired at ${current.notAfter.toISOString()}`, {
+          serial,
+        });
+      }
+      const device = await tx.getDevice(id);
+      if (!device) throw new FleetgateError('INTERNAL', `certificate ${serial} has no identity row`);
+      seen.kind = device.kind;
+      await lockIdentity(tx, id, device.kind);
+      const csr = await checkRequest(req.csr, device.kind, id);
+      if (!ctx.allowKeyReuse) {
+        const history = await tx.listCertificates(id);
+        if (history.some((c) => c.keyFingerprint === csr.keyFingerprint)) {
+          throw new FleetgateError(
+            'CSR_KEY_REUSED',
+            're-enrollment needs a new key pair; this key was certified before',
+            {
+              keyFingerprint: csr.keyFingerprint,
+            },
+          );
+        }
+      }
+      const cert = await signAndStore(ctx, tx, csr, { kind: device.kind, now, renewedFrom: serial });
+      await tx.appendAudit({
+        actor: `${device.kind}:${id}`,
+        action: 'cert.renewed',
+        subject: id,
+        details: { ...certDetails(cert), kind: device.kind, renewedFrom: serial },
+      });
+      return cert;
+    });
+    return { certificate, chainDer: chainDerOf(ctx.ca) };
+  } catch (e) {
+    const code = codeOf(e);
+    await recordFailure(ctx, {
+      actor: seen.identity ? `${seen.kind ?? 'device'}:${seen.identity}` : 'device:?',
+      action: 'reenroll.failed',
+      subject: seen.identity ?? null,
+      details: {
+        code,
+        ...(seen.serial ? { serial: seen.serial } : {}),
+        ...(code === 'INTERNAL' ? {} : { message: printable((e as Error).message, 200) }),
+      },
+    });
+    throw e;
+  }
+}

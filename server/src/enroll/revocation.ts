@@ -1,0 +1,121 @@
+/**
+ * Revocation (RFC 5280 CRLs, RFC 6960 OCSP) as use cases.
+ *
+ * revokeDevice / revokeCertificate write the revocation and its audit event in one transaction
+ * (durable before they return), then regenerate the CRL before returning, so `GET /crl` right
+ * after a revoke lists the certificate.
+ *
+ * Idempotency: revoking a device that is already revoked succeeds and returns the serials this
+ * call revoked, normally none (`{ serials: [] }`); likewise revoking a certificate that is already
+ * revoked succeeds without changing its original time and reason. A repeat writes no audit event
+ * (nothing happened) and does not rebuild the CRL. Unknown device -> DEVICE_NOT_FOUND, unknown
+ * certificate -> CERT_NOT_FOUND. Reasons are RFC 5280 5.3.1 codes 0-6, 9, 10 (see
+ * assertRevocationReason for why 8 is refused).
+ */
+import type { CertificateAuthority } from '../ca/index.js';
+import { FleetgateError } from '../errors.js';
+import type { RevocationReason, Store } from '../store/types.js';
+import { assertRevocationReason, type Clock, printable, systemClock } from './context.js';
+import { CrlPublisher } from './crl-publisher.js';
+import { createOcspResponder } from './ocsp-responder.js';
+import {
+  type Actor,
+  type AuditService,
+  actorString,
+  type ProvisioningObserver,
+  type RevocationService,
+} from './types.js';
+
+export const DEFAULT_CRL_VALIDITY_MS = 24 * 3_600_000;
+
+export interface RevocationOptions {
+  store: Store;
+  ca: CertificateAuthority;
+  audit: AuditService;
+  observer?: ProvisioningObserver | undefined;
+  now?: Clock | undefined;
+  /** CRL nextUpdate - thisUpdate; regenerated at half of it. Default 24 h. */
+  crlValidityMs?: number | undefined;
+  /** OCSP response validity. Default 1 h. */
+  ocspValidityMs?: number | undefined;
+}
+
+const SERIAL = /^[0-9a-f]{2,40}$/;
+
+export function createRevocation(opts: RevocationOptions): RevocationService {
+  const { store, ca, observer } = opts;
+  const now = opts.now ?? systemClock;
+  const crlValidityMs = opts.crlValidityMs ?? DEFAULT_CRL_VALIDITY_MS;
+  if (!(crlValidityMs >= 2_000) || !Number.isFinite(crlValidityMs)) {
+    throw new FleetgateError('CONFIG_INVALID', 'crlValidityMs must be at least 2 seconds');
+  }
+  const crl = new CrlPublisher({ store, ca, now, validityMs: crlValidityMs, observer });
+  const ocsp = createOcspResponder({ store, ca, now, validityMs: opts.ocspValidityMs });
+
+  // Revocations committed by other processes (PostgreSQL NOTIFY) make the cached CRL stale.
+  const unsubscribe = store.onEvent(() => crl.refreshSoon());
+
+  return {
+    async revokeDevice(deviceId: string, reason: RevocationReason, actor: Actor) {
+      assertRevocationReason(reason);
+      const at = now();
+      const serials = await store.transaction(async (tx) => {
+        const device = await tx.getDevice(deviceId);
+        if (!device) {
+          throw new FleetgateError('DEVICE_NOT_FOUND', `device ${JSON.stringify(printable(deviceId, 64))} not found`);
+        }
+        const wasActive = device.status === 'active';
+        const serials = await tx.revokeDevice(deviceId, reason, at);
+        if (!wasActive && serials.length === 0) return serials; // already revoked: nothing to do
+        await tx.appendAudit({
+          actor: actorString(actor),
+          action: 'device.revoked',
+          subject: deviceId,
+          details: { kind: device.kind, reason, serials, wasActive },
+        });
+        return serials;
+      });
+      if (serials.length > 0) {
+        observer?.revoked(serials.length);
+        await crl.refresh();
+      }
+      return { serials };
+    },
+
+    async revokeCertificate(serial: string, reason: RevocationReason, actor: Actor) {
+      assertRevocationReason(reason);
+      const normalised = typeof serial === 'string' ? serial.toLowerCase().replace(/:/g, '') : '';
+      if (!SERIAL.test(normalised)) {
+        throw new FleetgateError('CERT_NOT_FOUND', `certificate ${JSON.stringify(printable(serial, 64))} not found`);
+      }
+      const at = now();
+      const revoked = await store.transaction(async (tx) => {
+        const cert = await tx.getCertificate(normalised);
+        if (!cert) throw new FleetgateError('CERT_NOT_FOUND', `certificate ${normalised} not found`);
+        if (!(await tx.revokeCertificate(normalised, reason, at))) return false; // already revoked
+        await tx.appendAudit({
+          actor: actorString(actor),
+          action: 'cert.revoked',
+          subject: cert.deviceId,
+          details: { serial: normalised, reason },
+        });
+        return true;
+      });
+      if (revoked) {
+        observer?.revoked(1);
+        await crl.refresh();
+      }
+    },
+
+    async currentCrl() {
+      return crl.current();
+    },
+
+    ocsp,
+
+    async close() {
+      unsubscribe();
+      await crl.close();
+    },
+  };
+}

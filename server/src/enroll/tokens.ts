@@ -1,0 +1,148 @@
+/**
+ * One-time enrollment tokens (the EST simpleenroll password, RFC 7030 section 3.2.3 / 4.2.1).
+ *
+ * - The secret is `fgt_` + 32 random bytes base64url, returned once; the store keeps its SHA-256.
+ * - Each token is bound to one device id; a factory batch (`count` + `prefix`) yields the ids
+ *   <prefix>0001, <prefix>0002, ... (zero-padded to at least 4 digits, more for larger batches).
+ * - A token for a device that is revoked is refused with CONFLICT: a revoked identity is never
+ *   silently reactivated by handing out a new token (delete-and-recreate is a deliberate,
+ *   separate operator step). A device revoked after its token was made cannot use it either
+ *   (enroll answers DEVICE_REVOKED).
+ * - Ids that belong to a backend service are refused too (CONFLICT): a device token must not be
+ *   able to mint a certificate for a service identity.
+ * - Tokens and their `token.created` audit event are written in one transaction. The audit event
+ *   names the device ids (or prefix and range) and the expiry, never a secret or its hash.
+ */
+import { randomUUID } from 'node:crypto';
+import { isValidDeviceId } from '../device-id.js';
+import { FleetgateError } from '../errors.js';
+import type { NewToken } from '../store/types.js';
+import type { UseCaseContext } from './context.js';
+import { printable } from './context.js';
+import { ENROLLMENT_TOKEN_PREFIX, hashSecret, newSecret } from './secrets.js';
+import { type Actor, actorString, type IssuedToken, type TokenRequest } from './types.js';
+
+/** Largest factory batch (and largest explicit id list) per request. */
+export const MAX_TOKEN_BATCH = 10_000;
+/** Longest token lifetime accepted: a year. */
+export const MAX_TOKEN_TTL_MS = 365 * 86_400_000;
+/** Above this many ids, revoked/service ids are found with two list queries instead of one lookup per id. */
+const PER_ID_LOOKUP_LIMIT = 100;
+
+const bad = (message: string) => new FleetgateError('BAD_REQUEST', message);
+
+function isCount(n: unknown): n is number {
+  return typeof n === 'number' && Number.isInteger(n);
+}
+
+/** The device ids a request names, validated (BAD_REQUEST otherwise). */
+export function expandTokenRequest(req: TokenRequest): string[] {
+  if (req === null || typeof req !== 'object') throw bad('token request must name device ids or a count and prefix');
+  if ('deviceIds' in req) {
+    const ids = req.deviceIds;
+    if (!Array.isArray(ids) || ids.length === 0) throw bad('deviceIds must be a non-empty list');
+    if (ids.length > MAX_TOKEN_BATCH) throw bad(`at most ${MAX_TOKEN_BATCH} tokens per request`);
+    const seen = new Set<string>();
+    for (const id of ids) {
+      if (!isValidDeviceId(id)) {
+        throw bad(
+          `invalid device id ${JSON.stringify(printable(id))} (1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit)`,
+        );
+      }
+      if (seen.has(id)) throw bad(`device id ${id} listed twice`);
+      seen.add(id);
+    }
+    return [...ids];
+  }
+  const { count, prefix } = req as { count: unknown; prefix: unknown };
+  if (!isCount(count) || count < 1 || count > MAX_TOKEN_BATCH)
+    throw bad(`count must be an integer from 1 to ${MAX_TOKEN_BATCH}`);
+  if (typeof prefix !== 'string') throw bad('prefix must be a string');
+  const width = Math.max(4, String(count).length);
+  const ids: string[] = [];
+  for (let i = 1; i <= count; i++) {
+    const id = `${prefix}${String(i).padStart(width, '0')}`;
+    // Checking every id (not just the first) also catches a prefix that makes the longest id too long.
+    if (!isValidDeviceId(id)) {
+      throw bad(
+        `prefix ${JSON.stringify(printable(prefix))} yields the invalid device id ${JSON.stringify(printable(id))}`,
+      );
+    }
+    ids.push(id);
+  }
+  return ids;
+}
+
+export function checkTtl(ttlMs: unknown): number {
+  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0 || ttlMs > MAX_TOKEN_TTL_MS) {
+    throw bad(`token ttl must be more than 0 and at most ${MAX_TOKEN_TTL_MS / 86_400_000} days`);
+  }
+  return Math.ceil(ttlMs);
+}
+
+export async function createTokens(
+  ctx: UseCaseContext & { defaultTtlMs: number },
+  req: TokenRequest,
+  opts: { ttlMs?: number; actor: Actor },
+): Promise<IssuedToken[]> {
+  const ids = expandTokenRequest(req);
+  const ttlMs = checkTtl(opts.ttlMs ?? ctx.defaultTtlMs);
+  const actor = actorString(opts.actor);
+  const now = ctx.now();
+  const expiresAt = new Date(now.getTime() + ttlMs);
+
+  const issued: IssuedToken[] = [];
+  const rows: NewToken[] = [];
+  for (const deviceId of ids) {
+    const token = newSecret(ENROLLMENT_TOKEN_PREFIX);
+    issued.push({ deviceId, token, expiresAt });
+    rows.push({ id: randomUUID(), deviceId, tokenHash: hashSecret(token), expiresAt, createdBy: actor });
+  }
+
+  await ctx.store.transaction(async (tx) => {
+    const refused: { id: string; why: string }[] = [];
+    if (ids.length <= PER_ID_LOOKUP_LIMIT) {
+      for (const id of ids) {
+        const d = await tx.getDevice(id);
+        if (d?.status === 'revoked') refused.push({ id, why: 'revoked' });
+        else if (d?.kind === 'service') refused.push({ id, why: 'a service identity' });
+      }
+    } else {
+      const wanted = new Set(ids);
+      for (const d of await tx.listDevices({ status: 'revoked' })) {
+        if (wanted.has(d.id)) refused.push({ id: d.id, why: 'revoked' });
+      }
+      for (const d of await tx.listDevices({ kind: 'service', status: 'active' })) {
+        if (wanted.has(d.id)) refused.push({ id: d.id, why: 'a service identity' });
+      }
+    }
+    if (refused.length > 0) {
+      const first = refused[0]!;
+      throw new FleetgateError(
+        'CONFLICT',
+        `device ${first.id} is ${first.why}${refused.length > 1 ? ` (and ${refused.length - 1} more)` : ''}; ` +
+          'revoked identities are not reactivated by a new token',
+        { deviceIds: refused.slice(0, 100).map((r) => r.id) },
+      );
+    }
+    await tx.insertTokens(rows);
+    await tx.appendAudit({
+      actor,
+      action: 'token.created',
+      subject: ids.length === 1 ? ids[0]! : null,
+      // A factory batch is described by its prefix and range (the ids follow from them); an
+      // explicit list is recorded as given.
+      details:
+        'deviceIds' in req
+          ? { count: ids.length, deviceIds: ids, expiresAt: expiresAt.toISOString() }
+          : {
+              count: ids.length,
+              prefix: req.prefix,
+              first: ids[0],
+              last: ids.at(-1),
+              expiresAt: expiresAt.toISOString(),
+            },
+    });
+  });
+  return issued;
+}
