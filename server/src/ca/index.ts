@@ -8,6 +8,7 @@ export {
   type KeyMaterial,
   loadCertificateAuthority,
 } from './authority.js';
+export { buildCrl, type RevokedEntry } from './crl.js';
 export {
   type CheckCsrOptions,
   type CheckedCsr,
@@ -24,6 +25,7 @@ export {
   DEFAULT_ROOT_VALIDITY_DAYS,
 } from './hierarchy.js';
 export { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from './keys.js';
+export { MAX_OCSP_REQUESTS, OCSP_RESPONSE_STATUS, type OcspCertStatus, respondOcsp } from './ocsp.js';
 export {
   type IssuedCertificate,
   type IssueOptions,

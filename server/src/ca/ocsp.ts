@@ -1,0 +1,216 @@
+/**
+ * OCSP responder core (RFC 6960). The issuing CA answers for its own certificates and signs the
+ * responses itself (section 4.2.2.2: "the CA who issued the certificate in question" is an
+ * authorized responder), so no delegated responder certificate is needed.
+ *
+ * Contract: any input yields a DER OCSPResponse. Bad bytes get malformedRequest (section 4.2.1),
+ * a failing status lookup gets tryLater or internalError; nothing throws for input reasons.
+ */
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import { isFleetgateError } from '../errors.js';
+import { type CertificateAuthority, internalsOf } from './authority.js';
+import { bytesEqual, digest, type HashName, pkiEngine, toArrayBuffer, toBytes } from './crypto.js';
+import { derTlvLength } from './der.js';
+import { hashOf } from './keys.js';
+import { canonicalSerialHex } from './serial.js';
+import { wholeSeconds } from './time.js';
+
+export type OcspCertStatus =
+  | { status: 'good' }
+  | { status: 'revoked'; revokedAt: Date; reason: number }
+  | { status: 'unknown' };
+
+/** OCSPResponseStatus (RFC 6960 section 4.2.1). */
+export const OCSP_RESPONSE_STATUS = {
+  successful: 0,
+  malformedRequest: 1,
+  internalError: 2,
+  tryLater: 3,
+  sigRequired: 5,
+  unauthorized: 6,
+} as const;
+
+/** Single requests per OCSPRequest; more is refused as malformedRequest. */
+export const MAX_OCSP_REQUESTS = 32;
+/** A request for 32 certificates with a nonce is about 3 KiB; anything past this is not OCSP. */
+const MAX_REQUEST_BYTES = 64 * 1024;
+
+const OID_PKIX_OCSP_BASIC = '1.3.6.1.5.5.7.48.1.1';
+const OID_PKIX_OCSP_NONCE = '1.3.6.1.5.5.7.48.1.2';
+/** RFC 8954 section 2.1: the nonce is 1..32 octets; + 2 for the OCTET STRING header around it. */
+const MAX_NONCE_EXTN_VALUE = 34;
+
+const CERT_ID_HASHES: Record<string, HashName> = {
+  '1.3.14.3.2.26': 'SHA-1',
+  '2.16.840.1.101.3.4.2.1': 'SHA-256',
+  '2.16.840.1.101.3.4.2.2': 'SHA-384',
+  '2.16.840.1.101.3.4.2.3': 'SHA-512',
+};
+
+/** CRLReason values (RFC 5280 5.3.1) that can appear in RevokedInfo. */
+const VALID_REASONS = new Set([0, 1, 2, 3, 4, 5, 6, 8, 9, 10]);
+
+class Malformed extends Error {}
+
+function statusOnly(status: number): Uint8Array {
+  // OCSPResponse ::= SEQUENCE { responseStatus ENUMERATED } - responseBytes absent (4.2.1).
+  const resp = new pkijs.OCSPResponse({ responseStatus: new asn1js.Enumerated({ value: status }) });
+  return new Uint8Array(resp.toSchema().toBER(false));
+}
+
+function parseRequest(der: Uint8Array): pkijs.OCSPRequest {
+  if (der.byteLength === 0 || der.byteLength > MAX_REQUEST_BYTES) throw new Malformed('size');
+  if (der[0] !== 0x30 || derTlvLength(der) !== der.byteLength) throw new Malformed('framing');
+  const asn = asn1js.fromBER(toArrayBuffer(der));
+  if (asn.offset === -1 || asn.offset !== der.byteLength) throw new Malformed('ber');
+  const req = new pkijs.OCSPRequest({ schema: asn.result });
+  const tbs = req.tbsRequest;
+  // TBSRequest version [0] EXPLICIT Version DEFAULT v1 (4.1.1).
+  if (tbs.version !== undefined && tbs.version !== 0) throw new Malformed('version');
+  if (tbs.requestList.length === 0 || tbs.requestList.length > MAX_OCSP_REQUESTS) throw new Malformed('count');
+  return req;
+}
+
+/** The nonce extension to echo (RFC 6960 4.4.1), or null. Unknown critical extensions are refused. */
+function nonceOf(req: pkijs.OCSPRequest): pkijs.Extension | null {
+  let nonce: pkijs.Extension | null = null;
+  for (const ext of req.tbsRequest.requestExtensions ?? []) {
+    if (ext.extnID === OID_PKIX_OCSP_NONCE) {
+      if (nonce !== null) throw new Malformed('two nonces');
+      const value = ext.extnValue.valueBlock.valueHexView;
+      if (value.byteLength === 0 || value.byteLength > MAX_NONCE_EXTN_VALUE) throw new Malformed('nonce size');
+      nonce = ext;
+    } else if (ext.critical) {
+      throw new Malformed('unsupported critical extension');
+    }
+  }
+  for (const r of req.tbsRequest.requestList) {
+    for (const ext of r.singleRequestExtensions ?? []) {
+      if (ext.critical) throw new Malformed('unsupported critical single request extension');
+    }
+  }
+  return nonce;
+}
+
+function certStatusOf(s: OcspCertStatus): asn1js.BaseBlock {
+  // CertStatus ::= CHOICE { good [0] IMPLICIT NULL, revoked [1] IMPLICIT RevokedInfo,
+  //                         unknown [2] IMPLICIT UnknownInfo } (4.2.1)
+  switch (s.status) {
+    case 'good':
+      return new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 0 } });
+    case 'unknown':
+      return new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 2 } });
+    case 'revoked': {
+      if (!VALID_REASONS.has(s.reason)) throw new Error(`invalid revocation reason ${s.reason}`);
+      // RevokedInfo ::= SEQUENCE { revocationTime GeneralizedTime,
+      //                            revocationReason [0] EXPLICIT CRLReason OPTIONAL }
+      // As in the CRL, unspecified (0) is expressed by leaving the reason out.
+      const value: asn1js.BaseBlock[] = [new asn1js.GeneralizedTime({ valueDate: wholeSeconds(s.revokedAt) })];
+      if (s.reason !== 0) {
+        value.push(
+          new asn1js.Constructed({
+            idBlock: { tagClass: 3, tagNumber: 0 },
+            value: [new asn1js.Enumerated({ value: s.reason })],
+          }),
+        );
+      }
+      return new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 1 }, value });
+    }
+  }
+}
+
+export async function respondOcsp(
+  ca: CertificateAuthority,
+  requestDer: Uint8Array,
+  lookup: (serialHex: string) => Promise<OcspCertStatus>,
+  opts: { now: Date; validityMs: number },
+): Promise<Uint8Array> {
+  let req: pkijs.OCSPRequest;
+  let nonce: pkijs.Extension | null;
+  try {
+    req = parseRequest(requestDer);
+    nonce = nonceOf(req);
+  } catch {
+    return statusOnly(OCSP_RESPONSE_STATUS.malformedRequest);
+  }
+
+  const inner = internalsOf(ca);
+  const issuerHashes = new Map<HashName, { name: Uint8Array; key: Uint8Array }>();
+  const hashesFor = async (hash: HashName) => {
+    let h = issuerHashes.get(hash);
+    if (!h) {
+      // issuerNameHash: hash of the issuer's DN DER; issuerKeyHash: hash of the issuer's
+      // subjectPublicKey BIT STRING value (4.1.1).
+      h = { name: await digest(hash, inner.issuing.subjectDer), key: await digest(hash, inner.issuing.publicKeyBits) };
+      issuerHashes.set(hash, h);
+    }
+    return h;
+  };
+
+  const now = wholeSeconds(opts.now);
+  const nextUpdate = wholeSeconds(new Date(opts.now.getTime() + Math.max(0, opts.validityMs)));
+  const responses: pkijs.SingleResponse[] = [];
+  try {
+    for (const single of req.tbsRequest.requestList) {
+      const certID = single.reqCert;
+      const hash = CERT_ID_HASHES[certID.hashAlgorithm.algorithmId];
+      let status: OcspCertStatus = { status: 'unknown' };
+      if (hash) {
+        const h = await hashesFor(hash);
+        const ours =
+          bytesEqual(toBytes(certID.issuerNameHash.valueBlock.valueHexView), h.name) &&
+          bytesEqual(toBytes(certID.issuerKeyHash.valueBlock.valueHexView), h.key);
+        if (ours) status = await lookup(canonicalSerialHex(toBytes(certID.serialNumber.valueBlock.valueHexView)));
+      }
+      responses.push(
+        new pkijs.SingleResponse({
+          certID,
+          certStatus: certStatusOf(status),
+          thisUpdate: now,
+          ...(opts.validityMs > 0 ? { nextUpdate } : {}),
+        }),
+      );
+    }
+  } catch (e) {
+    // The status source failed: the client should retry (4.2.1 tryLater) if the store is down,
+    // otherwise it is our fault.
+    return statusOnly(
+      isFleetgateError(e) && e.code === 'STORE_UNAVAILABLE'
+        ? OCSP_RESPONSE_STATUS.tryLater
+        : OCSP_RESPONSE_STATUS.internalError,
+    );
+  }
+
+  try {
+    const tbsResponseData = new pkijs.ResponseData({
+      // ResponderID byKey: SHA-1 of the responder's subjectPublicKey BIT STRING value (4.2.1).
+      responderID: new asn1js.OctetString({
+        valueHex: toArrayBuffer(await digest('SHA-1', inner.issuing.publicKeyBits)),
+      }),
+      producedAt: now,
+      responses,
+      ...(nonce ? { responseExtensions: [nonce] } : {}),
+    });
+    const basic = new pkijs.BasicOCSPResponse({
+      tbsResponseData,
+      // Not required when the CA itself signs, but lets clients without the chain verify.
+      certs: [pkijs.Certificate.fromBER(toArrayBuffer(toBytes(ca.issuingCert.rawData)))],
+    });
+    await basic.sign(inner.issuingKey, hashOf(ca.algorithm), pkiEngine);
+    if (ca.algorithm === 'RSA-3072') {
+      // RFC 4055 section 5: sha256WithRSAEncryption parameters MUST be NULL (pkijs leaves them out).
+      basic.signatureAlgorithm.algorithmParams = new asn1js.Null();
+    }
+    const resp = new pkijs.OCSPResponse({
+      responseStatus: new asn1js.Enumerated({ value: OCSP_RESPONSE_STATUS.successful }),
+      responseBytes: new pkijs.ResponseBytes({
+        responseType: OID_PKIX_OCSP_BASIC,
+        response: new asn1js.OctetString({ valueHex: basic.toSchema().toBER(false) }),
+      }),
+    });
+    return new Uint8Array(resp.toSchema().toBER(false));
+  } catch {
+    return statusOnly(OCSP_RESPONSE_STATUS.internalError);
+  }
+}
