@@ -1,0 +1,167 @@
+/**
+ * The provisioning use cases wired over a real store and a real CA, for each backend: embedded
+ * PGlite in a temp dir, and PostgreSQL in a throw-away database (skipped loudly when the server
+ * is unreachable, unless FLEETGATE_REQUIRE_SYSTEM_TOOLS=1 makes that a failure).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { CertificateAuthority } from '../../server/src/ca/index.js';
+import {
+  createAudit,
+  createInventory,
+  createOperators,
+  createProvisioning,
+  createRevocation,
+  type ProvisioningObserver,
+} from '../../server/src/enroll/index.js';
+import { openStore } from '../../server/src/store/index.js';
+import type { Store } from '../../server/src/store/types.js';
+import { createTestCa } from './ca.js';
+import { createTestDatabase, postgresAvailable } from './pg.js';
+
+export const URLS = { crlUrl: 'https://fleetgate.test:8443/crl', ocspUrl: 'https://fleetgate.test:8443/ocsp' };
+export const OPERATOR = { kind: 'operator', id: 'alice' } as const;
+
+export interface Backend {
+  name: 'pglite' | 'postgres';
+  /** Opens a fresh, empty store; `dispose` closes and deletes it. */
+  open(): Promise<{ store: Store; dispose(): Promise<void> }>;
+}
+
+export const pgliteBackend: Backend = {
+  name: 'pglite',
+  async open() {
+    const dir = await mkdtemp(path.join(tmpdir(), 'fg-prov-'));
+    const store = await openStore({ pgliteDir: path.join(dir, 'db') });
+    return {
+      store,
+      async dispose() {
+        await store.close();
+        await rm(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+export const postgresBackend: Backend = {
+  name: 'postgres',
+  async open() {
+    const db = await createTestDatabase();
+    const store = await openStore({ databaseUrl: db.url });
+    return {
+      store,
+      async dispose() {
+        await store.close();
+        await db.drop();
+      },
+    };
+  },
+};
+
+/** Both backends; PostgreSQL only when reachable (postgresAvailable warns loudly otherwise). */
+export async function backends(): Promise<Backend[]> {
+  return (await postgresAvailable()) ? [pgliteBackend, postgresBackend] : [pgliteBackend];
+}
+
+/** A clock tests can move. */
+export class TestClock {
+  private offsetMs = 0;
+  readonly now = (): Date => new Date(Date.now() + this.offsetMs);
+  advance(ms: number): void {
+    this.offsetMs += ms;
+  }
+  reset(): void {
+    this.offsetMs = 0;
+  }
+}
+
+export class RecordingObserver implements ProvisioningObserver {
+  enrollments: { kind: string; result: string }[] = [];
+  revocations: number[] = [];
+  crls: Date[] = [];
+  enrollment(kind: 'enroll' | 'reenroll', result: string): void {
+    this.enrollments.push({ kind, result });
+  }
+  revoked(count: number): void {
+    this.revocations.push(count);
+  }
+  crlPublished(thisUpdate: Date): void {
+    this.crls.push(thisUpdate);
+  }
+}
+
+export interface Harness {
+  store: Store;
+  ca: CertificateAuthority;
+  clock: TestClock;
+  observer: RecordingObserver;
+  audit: ReturnType<typeof createAudit>;
+  provisioning: ReturnType<typeof createProvisioning>;
+  revocation: ReturnType<typeof createRevocation>;
+  inventory: ReturnType<typeof createInventory>;
+  operators: ReturnType<typeof createOperators>;
+  /** A provisioning service over the same store with other options. */
+  provisioningWith(o: { allowKeyReuse?: boolean }): ReturnType<typeof createProvisioning>;
+  close(): Promise<void>;
+}
+
+export const CERT_VALIDITY_DAYS = 30;
+export const TOKEN_TTL_MS = 3_600_000;
+
+export async function openHarness(backend: Backend, opts: { crlValidityMs?: number } = {}): Promise<Harness> {
+  const { store, dispose } = await backend.open();
+  const ca = await createTestCa();
+  const clock = new TestClock();
+  const observer = new RecordingObserver();
+  const audit = createAudit({ store });
+  const provisioningWith = (o: { allowKeyReuse?: boolean }) =>
+    createProvisioning({
+      store,
+      ca,
+      audit,
+      now: clock.now,
+      certValidityDays: CERT_VALIDITY_DAYS,
+      tokenTtlMs: TOKEN_TTL_MS,
+      ...URLS,
+      allowKeyReuse: o.allowKeyReuse ?? false,
+    });
+  const revocation = createRevocation({
+    store,
+    ca,
+    audit,
+    observer,
+    now: clock.now,
+    ...(opts.crlValidityMs ? { crlValidityMs: opts.crlValidityMs } : {}),
+  });
+  return {
+    store,
+    ca,
+    clock,
+    observer,
+    audit,
+    provisioning: provisioningWith({}),
+    revocation,
+    inventory: createInventory({ store, now: clock.now }),
+    operators: createOperators({ store, audit }),
+    provisioningWith,
+    async close() {
+      await revocation.close();
+      await dispose();
+    },
+  };
+}
+
+/** Expects `p` to reject with a FleetgateError of this code; returns the error. */
+export async function rejectsWith(p: Promise<unknown>, code: string): Promise<Error & { code: string }> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code !== code) {
+      throw new Error(`expected ${code}, got ${err.code ?? 'no code'}: ${err.message}`, { cause: e });
+    }
+    return err as Error & { code: string };
+  }
+  throw new Error(`expected ${code}, but it succeeded`);
+}
