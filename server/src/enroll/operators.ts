@@ -13,7 +13,7 @@
  * file is not a reason to mint a new admin.
  */
 import { randomUUID } from 'node:crypto';
-import { readOptional, writeNew } from '../data-dir.js';
+import { isTooOpen, readOptional, writeNew } from '../data-dir.js';
 import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError, isFleetgateError } from '../errors.js';
 import type { Store } from '../store/types.js';
@@ -58,6 +58,12 @@ export function createOperators(opts: { store: Store; audit: AuditService }): Op
           throw new FleetgateError(
             'DATA_DIR_INVALID',
             `${file} exists but does not hold an operator token; move it away so a new admin credential can be written`,
+          );
+        }
+        if (await isTooOpen(file)) {
+          throw new FleetgateError(
+            'DATA_DIR_INVALID',
+            `${file} holds an operator token but is readable by group or others; chmod 600 it or move it away`,
           );
         }
         token = existing;
