@@ -3,6 +3,7 @@
  * PostgreSQL in a fresh database. Backend-specific behaviour (directory checks, cross-process
  * events, connection failures) follows in its own blocks.
  */
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
@@ -328,6 +329,13 @@ function storeContract(backend: Backend): void {
       });
       const ev = await rec.waitFor((e) => e.type === 'revoked' && e.serial === c.serial);
       expect(ev).toEqual({ type: 'revoked', serial: c.serial, deviceId: dev, reason: 1, at });
+      // exactly once (no echo through LISTEN), and delivered by the time the call returned
+      const marker = await store.insertCertificate(newCert(dev));
+      await store.revokeCertificate(marker.serial, 1, at);
+      expect(rec.events.some((e) => e.type === 'revoked' && e.serial === marker.serial)).toBe(true);
+      await sleep(200);
+      expect(rec.events.filter((e) => e.type === 'revoked' && e.serial === c.serial)).toHaveLength(1);
+      expect(rec.events.filter((e) => e.type === 'revoked' && e.serial === marker.serial)).toHaveLength(1);
       rec.off();
     });
 
@@ -895,6 +903,34 @@ describe('PGlite specifics', () => {
       const file = path.join(root, 'file');
       await writeFile(file, 'x');
       await expectCode(openStore({ pgliteDir: file }), 'DATA_DIR_INVALID');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('lets one store at a time open a directory, taking over stale locks', async () => {
+    const root = await mkdtemp(path.join(tmpdir(), 'fleetgate-lock-'));
+    try {
+      const dir = path.join(root, 'db');
+      const s = await openStore({ pgliteDir: dir });
+      await expectCode(openStore({ pgliteDir: dir }), 'STORE_UNAVAILABLE');
+      await s.close();
+
+      // held by another live process (our parent will do)
+      await writeFile(`${dir}.lock`, `${process.ppid}\n`);
+      const err = await openStore({ pgliteDir: dir }).catch((e) => e);
+      expect(isFleetgateError(err) && err.code).toBe('STORE_UNAVAILABLE');
+      expect(err.message).toContain(String(process.ppid));
+
+      // left behind by a process that has exited
+      const child = spawn(process.execPath, ['-e', '0']);
+      const deadPid = child.pid!;
+      await new Promise((resolve) => child.on('exit', resolve));
+      await writeFile(`${dir}.lock`, `${deadPid}\n`);
+      const again = await openStore({ pgliteDir: dir });
+      await again.upsertDevice('after-stale-lock', 'device');
+      await again.close();
+      await expect(readFile(`${dir}.lock`)).rejects.toMatchObject({ code: 'ENOENT' });
     } finally {
       await rm(root, { recursive: true, force: true });
     }

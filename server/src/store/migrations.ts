@@ -117,6 +117,8 @@ CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE ON audit_events
 
 CREATE TABLE tls_ticket_keys (
   id text PRIMARY KEY,
+  -- insertion order: breaks created_at ties (same transaction, coarse clocks)
+  seq bigint GENERATED ALWAYS AS IDENTITY,
   key bytea NOT NULL CHECK (octet_length(key) = 48),
   created_at timestamptz NOT NULL DEFAULT now(),
   expires_at timestamptz NOT NULL

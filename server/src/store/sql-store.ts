@@ -7,6 +7,7 @@
  * are selected as text and jsonb as text, because the two drivers parse those differently; every
  * parameter carries an explicit cast so neither driver has to guess a type.
  */
+import { randomUUID } from 'node:crypto';
 import { FleetgateError } from '../errors.js';
 import { auditHash, canonicalJson, normaliseDetails } from './audit-hash.js';
 import type {
@@ -41,9 +42,9 @@ export interface SqlExecutor {
 export interface SqlDriver extends SqlExecutor {
   readonly backend: 'postgres' | 'pglite';
   /**
-   * true: events are sent with NOTIFY inside the transaction and come back to every connection
-   * (this process included) through the driver's LISTEN, which calls SqlStore#deliverPayload.
-   * false: events are delivered in-process after commit.
+   * true: events are also sent with NOTIFY inside the transaction, so every other connection
+   * sharing the database gets them at commit through its LISTEN (SqlStore#deliverPayload).
+   * Either way, the store that made the change delivers to its own listeners right after commit.
    */
   readonly notifies: boolean;
   transaction<T>(fn: (ex: SqlExecutor) => Promise<T>): Promise<T>;
@@ -180,8 +181,8 @@ function rethrowConstraint(e: unknown, what: string): never {
 
 /** A non-negative integer for LIMIT/OFFSET, or null for "no limit". */
 function count(n: number | undefined): number | null {
-  if (n === undefined || !Number.isFinite(n)) return null;
-  return Math.max(0, Math.floor(n));
+  if (n === undefined || Number.isNaN(n)) return null;
+  return Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, Math.floor(n)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,6 +190,8 @@ function count(n: number | undefined): number | null {
 
 interface WireEvent {
   v: 1;
+  /** The store instance that raised it: it has delivered locally already and skips the echo. */
+  o: string;
   type: StoreEvent['type'];
   serial?: string;
   deviceId: string;
@@ -197,10 +200,11 @@ interface WireEvent {
   at: string;
 }
 
-function encodeEvent(ev: StoreEvent): string[] {
+function encodeEvent(ev: StoreEvent, origin: string): string[] {
   if (ev.type === 'revoked') {
     const w: WireEvent = {
       v: 1,
+      o: origin,
       type: 'revoked',
       serial: ev.serial,
       deviceId: ev.deviceId,
@@ -215,8 +219,10 @@ function encodeEvent(ev: StoreEvent): string[] {
   let chunk: string[] = [];
   // Splitting only helps when the serials are what makes it big; an absurdly long device id
   // yields one oversized payload, which raise() parks in the outbox.
-  if (Buffer.byteLength(encodeChunk(ev, [])) > MAX_PAYLOAD_BYTES / 2) return [encodeChunk(ev, ev.serials)];
-  const encode = (serials: string[]) => encodeChunk(ev, serials);
+  if (Buffer.byteLength(encodeChunk(ev, origin, [])) > MAX_PAYLOAD_BYTES / 2) {
+    return [encodeChunk(ev, origin, ev.serials)];
+  }
+  const encode = (serials: string[]) => encodeChunk(ev, origin, serials);
   for (const s of ev.serials) {
     if (chunk.length > 0 && Buffer.byteLength(encode([...chunk, s])) > MAX_PAYLOAD_BYTES) {
       payloads.push(encode(chunk));
@@ -228,9 +234,10 @@ function encodeEvent(ev: StoreEvent): string[] {
   return payloads;
 }
 
-function encodeChunk(ev: { deviceId: string; at: Date }, serials: string[]): string {
+function encodeChunk(ev: { deviceId: string; at: Date }, origin: string, serials: string[]): string {
   return JSON.stringify({
     v: 1,
+    o: origin,
     type: 'device-revoked',
     deviceId: ev.deviceId,
     serials,
@@ -238,25 +245,31 @@ function encodeChunk(ev: { deviceId: string; at: Date }, serials: string[]): str
   } satisfies WireEvent);
 }
 
-/** An event, a reference to one parked in event_outbox, or null for anything else. */
-function decodeEvent(payload: string): StoreEvent | { ref: string } | null {
+type Decoded = { origin: string } & ({ ev: StoreEvent } | { ref: string });
+
+/** An event or a reference to one parked in event_outbox, with its origin; null if not ours. */
+function decodeEvent(payload: string): Decoded | null {
   let w: Partial<WireEvent> & { ref?: unknown };
   try {
     w = JSON.parse(payload) as Partial<WireEvent> & { ref?: unknown };
   } catch {
     return null; // someone else's NOTIFY on our channel: not ours to interpret
   }
-  if (w === null || typeof w !== 'object' || w.v !== 1) return null;
-  if (typeof w.ref === 'string' && /^[0-9]+$/.test(w.ref)) return { ref: w.ref };
+  if (w === null || typeof w !== 'object' || w.v !== 1 || typeof w.o !== 'string') return null;
+  const origin = w.o;
+  if (typeof w.ref === 'string' && /^[0-9]+$/.test(w.ref)) return { origin, ref: w.ref };
   if (typeof w.deviceId !== 'string') return null;
   if (typeof w.at !== 'string') return null;
   const at = new Date(w.at);
   if (Number.isNaN(at.getTime())) return null;
   if (w.type === 'revoked' && typeof w.serial === 'string' && typeof w.reason === 'number') {
-    return { type: 'revoked', serial: w.serial, deviceId: w.deviceId, reason: w.reason as RevocationReason, at };
+    return {
+      origin,
+      ev: { type: 'revoked', serial: w.serial, deviceId: w.deviceId, reason: w.reason as RevocationReason, at },
+    };
   }
   if (w.type === 'device-revoked' && Array.isArray(w.serials) && w.serials.every((s) => typeof s === 'string')) {
-    return { type: 'device-revoked', deviceId: w.deviceId, serials: w.serials, at };
+    return { origin, ev: { type: 'device-revoked', deviceId: w.deviceId, serials: w.serials, at } };
   }
   return null;
 }
@@ -269,13 +282,14 @@ type TxRunner = <T>(fn: (ops: SqlOps) => Promise<T>) => Promise<T>;
 /**
  * Every StoreTx operation over one executor. Outside a transaction (`runTx` set) operations that
  * need several statements or raise events open their own transaction; inside one (`runTx` null)
- * they join it and queue their events in `pending`.
+ * they join it and queue their events in `pending`. `origin` names the owning store instance.
  */
 class SqlOps implements StoreTx {
   constructor(
     protected readonly driver: SqlDriver,
     protected readonly ex: SqlExecutor,
     private readonly runTx: TxRunner | null,
+    protected readonly origin: string,
     readonly pending: StoreEvent[] = [],
   ) {}
 
@@ -284,9 +298,12 @@ class SqlOps implements StoreTx {
   }
 
   private async raise(ev: StoreEvent): Promise<void> {
+    // Local listeners get it straight after commit, not through a round trip over LISTEN: the
+    // broker in this process drops a revoked device as soon as the revoke call returns.
+    this.pending.push(ev);
     if (this.driver.notifies) {
       // Sent inside the transaction: PostgreSQL delivers it at commit and drops it on rollback.
-      for (const payload of encodeEvent(ev)) {
+      for (const payload of encodeEvent(ev, this.origin)) {
         let notice = payload;
         if (Buffer.byteLength(payload) > MAX_PAYLOAD_BYTES) {
           await this.ex.query(`DELETE FROM event_outbox WHERE created_at < now() - interval '1 hour'`);
@@ -294,12 +311,10 @@ class SqlOps implements StoreTx {
             'INSERT INTO event_outbox (payload) VALUES ($1::text) RETURNING id::text AS id',
             [payload],
           );
-          notice = JSON.stringify({ v: 1, ref: str(rows[0]?.id) });
+          notice = JSON.stringify({ v: 1, o: this.origin, ref: str(rows[0]?.id) });
         }
         await this.ex.query('SELECT pg_notify($1::text, $2::text)', [EVENT_CHANNEL, notice]);
       }
-    } else {
-      this.pending.push(ev);
     }
   }
 
@@ -437,7 +452,7 @@ class SqlOps implements StoreTx {
     return rows.map(mapCert);
   }
 
-  revokeCertificate(serial: string, reason: RevocationReason, at: Date): Promise<boolean> {
+  async revokeCertificate(serial: string, reason: RevocationReason, at: Date): Promise<boolean> {
     return this.atomic(async (tx) => {
       const rows = await tx.ex.query(
         `UPDATE certificates SET status = 'revoked', revoked_at = $3::timestamptz, revocation_reason = $2::smallint
@@ -452,7 +467,7 @@ class SqlOps implements StoreTx {
     });
   }
 
-  revokeDevice(deviceId: string, reason: RevocationReason, at: Date): Promise<string[]> {
+  async revokeDevice(deviceId: string, reason: RevocationReason, at: Date): Promise<string[]> {
     return this.atomic(async (tx) => {
       const device = await tx.ex.query(`UPDATE devices SET status = 'revoked' WHERE id = $1::text RETURNING id`, [
         deviceId,
@@ -539,7 +554,7 @@ class SqlOps implements StoreTx {
 
   // --- audit --------------------------------------------------------------------------------
 
-  appendAudit(ev: NewAuditEvent): Promise<AuditEvent> {
+  async appendAudit(ev: NewAuditEvent): Promise<AuditEvent> {
     const details = normaliseDetails(ev.details ?? {});
     const subject = ev.subject ?? null;
     return this.atomic(async (tx) => {
@@ -610,7 +625,7 @@ class SqlOps implements StoreTx {
   async listTicketKeys(now: Date): Promise<TicketKeyRecord[]> {
     // Newest first: element 0 is the key to install.
     const rows = await this.ex.query(
-      'SELECT id, key, created_at, expires_at FROM tls_ticket_keys WHERE expires_at > $1::timestamptz ORDER BY created_at DESC, id DESC',
+      'SELECT id, key, created_at, expires_at FROM tls_ticket_keys WHERE expires_at > $1::timestamptz ORDER BY created_at DESC, seq DESC',
       [now],
     );
     return rows.map((r) => ({
@@ -624,8 +639,7 @@ class SqlOps implements StoreTx {
   async insertTicketKey(rec: Omit<TicketKeyRecord, 'createdAt'>): Promise<void> {
     try {
       await this.ex.query(
-        // clock_timestamp, not now(): two keys inserted in one transaction still order by creation
-        'INSERT INTO tls_ticket_keys (id, key, created_at, expires_at) VALUES ($1::text, $2::bytea, clock_timestamp(), $3::timestamptz)',
+        'INSERT INTO tls_ticket_keys (id, key, expires_at) VALUES ($1::text, $2::bytea, $3::timestamptz)',
         [rec.id, rec.key, rec.expiresAt],
       );
     } catch (e) {
@@ -652,7 +666,7 @@ export class SqlStore extends SqlOps implements Store {
   private closed = false;
 
   constructor(driver: SqlDriver) {
-    super(driver, driver, (fn) => this.runTransaction(fn));
+    super(driver, driver, (fn) => this.runTransaction(fn), randomUUID());
     this.backend = driver.backend;
   }
 
@@ -664,7 +678,7 @@ export class SqlStore extends SqlOps implements Store {
     if (this.closed) throw new FleetgateError('STORE_UNAVAILABLE', 'store is closed');
     // Events are collected per transaction and only delivered once COMMIT has returned.
     const { value, pending } = await this.driver.transaction(async (ex) => {
-      const ops = new SqlOps(this.driver, ex, null);
+      const ops = new SqlOps(this.driver, ex, null, this.origin);
       const value = await fn(ops);
       return { value, pending: ops.pending };
     });
@@ -683,21 +697,22 @@ export class SqlStore extends SqlOps implements Store {
 
   /** Called by a NOTIFY-based driver for every payload on EVENT_CHANNEL. */
   deliverPayload(payload: string): void {
-    const ev = decodeEvent(payload);
-    if (!ev) return;
-    if (!('ref' in ev)) {
-      this.deliver(ev);
+    const msg = decodeEvent(payload);
+    if (!msg || msg.origin === this.origin) return; // ours: delivered locally at commit
+    if ('ev' in msg) {
+      this.deliver(msg.ev);
       return;
     }
     // Rare (oversized event): fetch it; committed before the NOTIFY was sent, so it is there.
+    const ref = msg.ref;
     this.driver
-      .query('SELECT payload FROM event_outbox WHERE id = $1::bigint', [ev.ref])
+      .query('SELECT payload FROM event_outbox WHERE id = $1::bigint', [ref])
       .then((rows) => {
         const parked = rows[0] ? decodeEvent(str(rows[0].payload)) : null;
-        if (!this.closed && parked && !('ref' in parked)) this.deliver(parked);
+        if (!this.closed && parked && 'ev' in parked) this.deliver(parked.ev);
       })
       .catch((e: unknown) => {
-        if (!this.closed) process.emitWarning(`fleetgate store: cannot fetch parked event ${ev.ref}: ${oneLine(e)}`);
+        if (!this.closed) process.emitWarning(`fleetgate store: cannot fetch parked event ${ref}: ${oneLine(e)}`);
       });
   }
 

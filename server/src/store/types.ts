@@ -139,6 +139,7 @@ export interface StoreTx {
   putCa(rec: Omit<CaRecord, 'createdAt'>): Promise<void>;
 
   // devices and services
+  /** Creates the device, or returns the existing one unchanged (kind and status kept). */
   upsertDevice(id: string, kind: IdentityKind): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | null>;
   listDevices(opts?: {
@@ -147,8 +148,9 @@ export interface StoreTx {
     limit?: number;
     offset?: number;
   }): Promise<DeviceRecord[]>;
+  /** DEVICE_NOT_FOUND if there is no such device. */
   setDeviceStatus(id: string, status: DeviceStatus): Promise<void>;
-  /** Batched presence update from the broker. */
+  /** Batched presence update from the broker. Unknown ids are ignored; older `at` never wins. */
   markSeen(entries: { deviceId: string; at: Date; online: boolean }[]): Promise<void>;
 
   // certificates
@@ -199,9 +201,15 @@ export interface StoreTx {
 
 export interface Store extends StoreTx {
   readonly backend: 'postgres' | 'pglite';
-  /** Runs fn in one transaction (serialisable where races matter). */
+  /**
+   * Runs fn in one transaction (serialisable where races matter). Use only `tx` inside fn: calling
+   * the outer store from within would wait for this very transaction on PGlite.
+   */
   transaction<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
-  /** Subscribes to committed changes from any process sharing the database. */
+  /**
+   * Subscribes to committed changes from any process sharing the database. Changes made through
+   * this store are delivered before the changing call (or transaction) returns.
+   */
   onEvent(listener: (ev: StoreEvent) => void): () => void;
   /** Cheap liveness probe. */
   ping(): Promise<void>;
