@@ -20,6 +20,8 @@ export interface Config {
   mqttPort: number;
   /** Base URL devices and relying parties use to reach the API (CRL DP, OCSP in certificates). */
   publicUrl: string;
+  /** False when publicUrl was derived from host and port (then it follows the bound port). */
+  publicUrlExplicit: boolean;
   /** Extra DNS names / IP addresses for the API's TLS certificate (localhost, 127.0.0.1 always). */
   serverNames: { dnsNames: string[]; ipAddresses: string[] };
   caKeyAlgorithm: CaKeyAlgorithmSetting;
@@ -177,6 +179,15 @@ function readPublicUrl(env: Env, name: string, dflt: string): string {
   return url.toString().replace(/\/+$/, '');
 }
 
+/**
+ * The URL clients use for a server bound to host:port. Certificates and banners name a URL that
+ * must work from the devices; a wildcard bind address is not one, so it becomes localhost.
+ */
+export function advertisedUrl(scheme: string, host: string, port: number): string {
+  const h = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
+  return `${scheme}://${isIP(h) === 6 ? `[${h}]` : h}:${port}`;
+}
+
 /** Reads and validates the whole configuration. Throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
   const dataDirRaw = readString(env, 'FLEETGATE_DATA_DIR') ?? '.fleetgate';
@@ -184,9 +195,6 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
   const host = readHost(env, 'FLEETGATE_HOST', '127.0.0.1');
   const apiPort = readPort(env, 'FLEETGATE_API_PORT', 8443);
   const mqttPort = readPort(env, 'FLEETGATE_MQTT_PORT', 8883);
-  // Certificates name a URL that must work from the devices; a wildcard bind address is not one.
-  const advertisedHost = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
-  const hostForUrl = isIP(advertisedHost) === 6 ? `[${advertisedHost}]` : advertisedHost;
   const caName = readString(env, 'FLEETGATE_CA_NAME') ?? 'fleetgate';
   if (!/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/.test(caName)) {
     throw new ConfigError('FLEETGATE_CA_NAME', 'must be 1-64 letters, digits, spaces, dots, dashes or underscores');
@@ -197,7 +205,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     host,
     apiPort,
     mqttPort,
-    publicUrl: readPublicUrl(env, 'FLEETGATE_PUBLIC_URL', `https://${hostForUrl}:${apiPort}`),
+    publicUrl: readPublicUrl(env, 'FLEETGATE_PUBLIC_URL', advertisedUrl('https', host, apiPort)),
+    publicUrlExplicit: readString(env, 'FLEETGATE_PUBLIC_URL') !== undefined,
     serverNames: readServerNames(env, 'FLEETGATE_SERVER_NAMES'),
     caKeyAlgorithm: readEnum(env, 'FLEETGATE_CA_KEY_ALGORITHM', ['P-256', 'P-384', 'RSA-3072'] as const, 'P-256'),
     caName,

@@ -17,6 +17,8 @@ export interface DataDirLayout {
   issuingCert: string;
   issuingKey: string;
   operatorCredential: string;
+  /** Written by a running `serve`: where its API really listens (port 0 picks a free one). */
+  runtimeFile: string;
 }
 
 export function dataDirLayout(root: string): DataDirLayout {
@@ -30,6 +32,7 @@ export function dataDirLayout(root: string): DataDirLayout {
     issuingCert: path.join(caDir, 'issuing.crt'),
     issuingKey: path.join(caDir, 'issuing.key'),
     operatorCredential: path.join(root, 'operator.token'),
+    runtimeFile: path.join(root, 'serve.json'),
   };
 }
 
@@ -99,4 +102,39 @@ export async function writeNew(file: string, content: string, mode = 0o600): Pro
 export async function isTooOpen(file: string): Promise<boolean> {
   const st = await fs.stat(file);
   return (st.mode & 0o077) !== 0;
+}
+
+export interface RuntimeInfo {
+  pid: number;
+  apiUrl: string;
+  mqttUrl?: string;
+}
+
+/** Records where this process serves, for the CLI and the simulator on the same data dir. */
+export async function writeRuntimeInfo(layout: DataDirLayout, info: RuntimeInfo): Promise<void> {
+  const tmp = `${layout.runtimeFile}.${process.pid}.tmp`;
+  await fs.writeFile(tmp, `${JSON.stringify(info)}\n`, { mode: 0o600 });
+  await fs.rename(tmp, layout.runtimeFile);
+}
+
+export async function removeRuntimeInfo(layout: DataDirLayout): Promise<void> {
+  const current = await readRuntimeInfo(layout);
+  if (current?.pid === process.pid) await fs.rm(layout.runtimeFile, { force: true });
+}
+
+/** The running server's info, or null if none is recorded or its process is gone. */
+export async function readRuntimeInfo(layout: DataDirLayout): Promise<RuntimeInfo | null> {
+  let info: RuntimeInfo;
+  try {
+    info = JSON.parse(await fs.readFile(layout.runtimeFile, 'utf8')) as RuntimeInfo;
+  } catch {
+    return null;
+  }
+  if (typeof info?.pid !== 'number' || typeof info.apiUrl !== 'string') return null;
+  try {
+    process.kill(info.pid, 0);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ESRCH') return null;
+  }
+  return info;
 }

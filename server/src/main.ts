@@ -2,12 +2,13 @@
  * The composition root: config -> store -> CA -> use cases -> HTTPS API (+ MQTT broker), with
  * graceful shutdown. The only place that knows every part; parts know only what they are handed.
  */
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
 import { loadOrCreateCa } from './ca-bootstrap.js';
-import type { Config } from './config.js';
-import { type DataDirLayout, prepareDataDir } from './data-dir.js';
+import { advertisedUrl, type Config } from './config.js';
+import { type DataDirLayout, prepareDataDir, removeRuntimeInfo, writeRuntimeInfo } from './data-dir.js';
 import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
 import { createHttpApp } from './http/app.js';
 import { registerEstRoutes } from './http/routes/est.js';
@@ -35,6 +36,17 @@ export interface RunningServer {
 const SERVER_CERT_DAYS = 90;
 const EXPIRING_SOON_MS = 7 * 86_400_000;
 
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createNetServer();
+    probe.once('error', reject);
+    probe.listen(0, host, () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const closers: (() => Promise<void>)[] = [];
   const closeAll = async () => {
@@ -49,6 +61,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   };
   try {
     const layout = await prepareDataDir(config.dataDir);
+    // Port 0 means "any free port"; it is resolved now because certificates carry the API URL.
+    const apiPort = config.apiPort === 0 ? await freePort(config.host) : config.apiPort;
+    const publicUrl = config.publicUrlExplicit ? config.publicUrl : advertisedUrl('https', config.host, apiPort);
     const store = await openStore({ databaseUrl: config.databaseUrl, pgliteDir: layout.pgliteDir });
     closers.push(() => store.close());
     log.info({ backend: store.backend }, 'store open');
@@ -74,8 +89,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       observer: metrics.provisioning,
       certValidityDays: config.certValidityDays,
       tokenTtlMs: config.tokenTtlMs,
-      crlUrl: `${config.publicUrl}/crl`,
-      ocspUrl: `${config.publicUrl}/ocsp`,
+      crlUrl: `${publicUrl}/crl`,
+      ocspUrl: `${publicUrl}/ocsp`,
       allowKeyReuse: config.allowKeyReuse,
     });
     const revocation = createRevocation({ store, ca, audit, observer: metrics.provisioning });
@@ -100,11 +115,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     registerRevocationRoutes(app, { revocation });
     registerMetricsRoute(app, metrics.registry);
     await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
-    await app.listen({ host: config.host, port: config.apiPort });
+    await app.listen({ host: config.host, port: apiPort });
     closers.push(() => app.close());
-    const address = app.server.address();
-    const apiPort = typeof address === 'object' && address ? address.port : config.apiPort;
-    const apiHost = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+    const apiUrl = advertisedUrl('https', config.host, apiPort);
+    await writeRuntimeInfo(layout, { pid: process.pid, apiUrl });
+    closers.push(() => removeRuntimeInfo(layout));
 
     return {
       config,
@@ -113,7 +128,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ca,
       caCreated: created,
       adminCreated,
-      apiUrl: `https://${apiHost.includes(':') ? `[${apiHost}]` : apiHost}:${apiPort}`,
+      apiUrl,
       close: closeAll,
     };
   } catch (e) {

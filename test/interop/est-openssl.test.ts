@@ -314,6 +314,8 @@ describe.runIf(tools).each(backends)('EST enrollment, renewal and revocation wit
     try {
       const rows = await sql<{ seq: string }[]>`SELECT seq FROM audit_events ORDER BY seq LIMIT 1 OFFSET 2`;
       const seq = Number(rows[0]?.seq);
+      // The table refuses UPDATE through a trigger; an attacker with DDL rights gets past it.
+      await sql`ALTER TABLE audit_events DISABLE TRIGGER USER`;
       await sql`UPDATE audit_events SET actor = 'operator:mallory' WHERE seq = ${seq}`;
       const broken = await cli(['audit', 'verify', '--json']);
       expect(broken.code).toBe(1);

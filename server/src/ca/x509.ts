@@ -1,9 +1,10 @@
 /**
  * The one entry point to @peculiar/x509 for ca/ (and anyone else in the server): installs the
- * Reflect metadata shim it needs first, then binds Node's WebCrypto as its default provider.
+ * Reflect metadata API (reflect-metadata) it needs first, then binds Node's WebCrypto as its default provider.
  * Import as `import * as x509 from './x509.js'`.
  */
-import './reflect-polyfill.js';
+// tsyringe (inside @peculiar/x509 v2) needs the Reflect metadata API before it loads.
+import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import { cryptoProvider } from '@peculiar/x509';
 

@@ -4,8 +4,8 @@
  * FLEETGATE_TOKEN (+ FLEETGATE_CA_FILE to pin the CA) point it at another server.
  */
 import { request as httpsRequest } from 'node:https';
-import { loadConfig } from '../config.js';
-import { dataDirLayout, readOptional } from '../data-dir.js';
+import { advertisedUrl, loadConfig } from '../config.js';
+import { dataDirLayout, readOptional, readRuntimeInfo } from '../data-dir.js';
 import { FleetgateError, isErrorCode } from '../errors.js';
 
 export interface ApiTarget {
@@ -48,15 +48,17 @@ export async function resolveApiTarget(env: NodeJS.ProcessEnv = process.env): Pr
     if (url.protocol !== 'https:') throw new FleetgateError('CONFIG_INVALID', 'FLEETGATE_URL must be an https URL');
     baseUrl = url.origin;
   } else {
-    const host =
-      config.host === '0.0.0.0'
-        ? '127.0.0.1'
-        : config.host === '::'
-          ? '[::1]'
-          : config.host.includes(':')
-            ? `[${config.host}]`
-            : config.host;
-    baseUrl = `https://${host}:${config.apiPort}`;
+    // A server running on this data dir says where it listens (it may have picked a free port),
+    // unless a port is given explicitly.
+    const explicitPort = config.apiPort !== 0 && Boolean(env.FLEETGATE_API_PORT?.trim());
+    const runtime = explicitPort ? null : await readRuntimeInfo(layout);
+    baseUrl =
+      runtime?.apiUrl ??
+      advertisedUrl(
+        'https',
+        config.host === '0.0.0.0' ? '127.0.0.1' : config.host === '::' ? '::1' : config.host,
+        config.apiPort,
+      );
   }
   return { baseUrl, token, caPem };
 }

@@ -71,6 +71,28 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
     requestTimeout: opts.requestTimeoutMs ?? 30_000,
     connectionTimeout: 60_000,
     return503OnClosing: true,
+    // Malformed HTTP or a stalled body never reaches a route: answer in the same { code, message }
+    // shape (408 for Node's request timeout, 400 otherwise), then close the connection.
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket: import('node:net').Socket) => {
+      if (!socket.writable) return socket.destroy();
+      const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      const body = JSON.stringify(
+        timeout
+          ? { code: 'REQUEST_TIMEOUT', message: 'request took too long' }
+          : { code: 'BAD_REQUEST', message: 'malformed HTTP request' },
+      );
+      socket.end(
+        `HTTP/1.1 ${timeout ? '408 Request Timeout' : '400 Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    },
+    // Errors fastify raises before routing (bad URL encoding, bad content-type header).
+    frameworkErrors: (error, _request, reply) => {
+      const fe = fromFastifyError(error);
+      const code = fe.code === 'INTERNAL' ? 'BAD_REQUEST' : fe.code;
+      // The reply's generic send() signature is route-typed; this handler has no route.
+      const untyped = reply as unknown as { status(n: number): { send(body: unknown): unknown } };
+      untyped.status(HTTP_STATUS[code]).send({ code, message: fe.message });
+    },
     // Reject unknown properties instead of silently dropping them (hostile input gets a 400).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
     https: {
@@ -81,6 +103,12 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
       // Optional client certificates: the route decides (re-enrollment requires one).
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
+      // How often Node looks for requests past requestTimeout (default 30 s is too coarse).
+      connectionsCheckingInterval: 1_000,
+      // Node 20 only enforces requestTimeout when headersTimeout is not larger (measured here):
+      // give both to the server at construction, not just fastify's later assignment.
+      requestTimeout: opts.requestTimeoutMs ?? 30_000,
+      headersTimeout: Math.min(opts.requestTimeoutMs ?? 30_000, 30_000),
       // Forward-secret AEAD suites only for TLS 1.2 (TLS 1.3 suites are all AEAD).
       ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305',
     },

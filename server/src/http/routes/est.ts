@@ -9,6 +9,7 @@ import type { CertificateAuthority } from '../../ca/index.js';
 import { certsOnly } from '../../ca/pkcs7.js';
 import type { ProvisioningObserver, ProvisioningService } from '../../enroll/types.js';
 import { FleetgateError, isFleetgateError } from '../../errors.js';
+import { requireMediaType } from '../media-type.js';
 
 const EST_CSR_LIMIT = 16 * 1024;
 
@@ -85,6 +86,7 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
     (_req, body, done) => done(null, body),
   );
 
+  const pkcs10Only = requireMediaType('application/pkcs10');
   const sendCert = (der: Uint8Array) => base64Body(certsOnly([der]));
   const pkcs7Headers = {
     'Content-Type': 'application/pkcs7-mime; smime-type=certs-only',
@@ -119,7 +121,7 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
 
   app.post(
     '/.well-known/est/simpleenroll',
-    { schema: est('RFC 7030 4.2.1: enroll (Basic auth device id:token, body base64 PKCS#10)') },
+    { onRequest: pkcs10Only, schema: est('RFC 7030 4.2.1: enroll (Basic auth device id:token, body base64 PKCS#10)') },
     async (request, reply) => {
       const result = await observe('enroll', async () => {
         const { user, password } = parseBasicAuth(request.headers.authorization);
@@ -131,7 +133,7 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
 
   app.post(
     '/.well-known/est/simplereenroll',
-    { schema: est('RFC 7030 4.2.2: renew (TLS client certificate = current device cert)') },
+    { onRequest: pkcs10Only, schema: est('RFC 7030 4.2.2: renew (TLS client certificate = current device cert)') },
     async (request, reply) => {
       const result = await observe('reenroll', async () => {
         const cert = clientCertificate(request);

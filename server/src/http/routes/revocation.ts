@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { RevocationService } from '../../enroll/types.js';
 import { FleetgateError } from '../../errors.js';
+import { requireMediaType } from '../media-type.js';
 
 const OCSP_REQUEST_LIMIT = 8 * 1024;
 
@@ -32,7 +33,10 @@ export function registerRevocationRoutes(app: FastifyInstance, deps: { revocatio
   // RFC 6960 A.1.1: POST with the DER request as body.
   app.post(
     '/ocsp',
-    { schema: { tags: ['revocation'], summary: 'RFC 6960 OCSP (POST application/ocsp-request)' } },
+    {
+      onRequest: requireMediaType('application/ocsp-request'),
+      schema: { tags: ['revocation'], summary: 'RFC 6960 OCSP (POST application/ocsp-request)' },
+    },
     async (request, reply) => {
       const body = request.body;
       if (!Buffer.isBuffer(body)) throw new FleetgateError('BAD_REQUEST', 'OCSP request body missing');
