@@ -86,7 +86,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       store,
       ca,
       audit,
-      observer: metrics.provisioning,
+      // Enrollment outcomes are counted once, at the EST routes (they also see auth failures).
       certValidityDays: config.certValidityDays,
       tokenTtlMs: config.tokenTtlMs,
       crlUrl: `${publicUrl}/crl`,
@@ -97,7 +97,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     closers.push(() => revocation.close());
     const inventory = createInventory({ store });
     const operators = createOperators({ store, audit });
-    const { created: adminCreated } = await operators.ensureAdmin(layout.operatorCredential);
+    const admin = await operators.ensureAdmin(layout.operatorCredential);
+    const adminCreated = admin.created;
+    if (!admin.created && admin.fileMissing) {
+      log.warn(
+        { file: layout.operatorCredential },
+        'operator credentials exist but the admin token file is missing: the CLI needs FLEETGATE_TOKEN',
+      );
+    }
 
     const serverCert = await issueServerCertificate(ca, {
       now: new Date(),
