@@ -7,7 +7,7 @@
  */
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { type FastifyInstance, type FastifyServerOptions, fastify } from 'fastify';
+import { type FastifyInstance, type FastifyServerOptions, fastify, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
 import { HTTP_STATUS } from './error-map.js';
@@ -66,7 +66,8 @@ function fromFastifyError(err: {
 export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstance> {
   const serverOptions: FastifyServerOptions & { https: Record<string, unknown> } = {
     loggerInstance: opts.log.child({ part: 'http' }),
-    disableRequestLogging: true,
+    // Per-request access lines would dominate the logs of a fleet; errors are logged by the handler.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: opts.bodyLimit ?? 64 * 1024,
     requestTimeout: opts.requestTimeoutMs ?? 30_000,
     connectionTimeout: 60_000,

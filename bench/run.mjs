@@ -1,0 +1,12 @@
+// `npm run bench` (`-- --quick` for a short run): runs every benchmark and ends with ONE JSON line
+// of named figures (the contract in DESIGN.md). Progress goes to stderr.
+import { benchEnroll } from './enroll.mjs';
+
+const quick = process.argv.includes('--quick');
+const started = Date.now();
+const figures = { quick, machine: `${(await import('node:os')).cpus().length} cores`, date: new Date().toISOString() };
+
+Object.assign(figures, await benchEnroll(quick ? { devices: 500 } : { devices: 3000 }));
+
+figures.benchSeconds = Math.round((Date.now() - started) / 1000);
+console.log(JSON.stringify(figures));
