@@ -9,7 +9,7 @@ const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning}
 
 export const serveCommand: Command = {
   path: ['serve'],
-  summary: 'run the provisioning service (HTTPS API, EST, CRL, OCSP)',
+  summary: 'run the provisioning service (HTTPS API, EST, CRL, OCSP) and the mTLS MQTT broker',
   help: `Usage: fleetgate serve
 
 Runs fleetgate in the foreground. On the first start it creates the data dir, the embedded
@@ -23,11 +23,29 @@ ${envHelp}
     parseCommandArgs(argv, {});
     const config = loadConfig();
     const log = createLogger(config.logLevel);
+    // Signal handlers go in before anything else: a SIGTERM that arrives while no listener exists
+    // gets the OS default (instant death, no cleanup). One arriving during start-up is honoured
+    // once start-up is done; a second one exits at once.
+    let pending: NodeJS.Signals | null = null;
+    let stopping = false;
+    let onSignal = (signal: NodeJS.Signals) => {
+      pending = signal;
+    };
+    const handler = (signal: NodeJS.Signals) => {
+      if (stopping || pending) {
+        out(`${signal} again: exiting now`);
+        process.exit(1);
+      }
+      onSignal(signal);
+    };
+    process.on('SIGINT', handler);
+    process.on('SIGTERM', handler);
     const server = await startServer(config, log);
 
     out(`fleetgate is running${server.caCreated ? ' (new CA created)' : ''}`);
     out(`  API (HTTPS)   ${server.apiUrl}`);
     out(`  EST           ${server.apiUrl}/.well-known/est/`);
+    out(`  MQTT (mTLS)   ${server.mqttUrl}`);
     out(`  data dir      ${config.dataDir}`);
     out(
       `  database      ${config.databaseUrl ? `PostgreSQL ${redactUrl(config.databaseUrl)}` : `embedded PGlite in ${server.layout.pgliteDir}`}`,
@@ -38,12 +56,7 @@ ${envHelp}
     out('Press Ctrl+C to stop.');
 
     return await new Promise<number>((resolve) => {
-      let stopping = false;
-      const stop = (signal: NodeJS.Signals) => {
-        if (stopping) {
-          out(`${signal} again: exiting now`);
-          process.exit(1);
-        }
+      onSignal = (signal: NodeJS.Signals) => {
         stopping = true;
         out(`${signal}: shutting down`);
         server.close().then(
@@ -58,8 +71,7 @@ ${envHelp}
           },
         );
       };
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
+      if (pending) onSignal(pending);
     });
   },
 };
