@@ -19,14 +19,3 @@ export function err(line: string): void {
 export function colonHex(hex: string): string {
   return (hex.toUpperCase().match(/../g) ?? []).join(':');
 }
-
-/** A database URL without its password, for banners and logs. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable URL)';
-  }
-}

@@ -1,9 +1,10 @@
 import { CONFIG_VARIABLES, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { startServer } from '../main.js';
+import { redactUrl } from '../redact.js';
 import type { Command } from './command.js';
 import { parseCommandArgs } from './command.js';
-import { colonHex, EXIT_OK, out, redactUrl } from './output.js';
+import { colonHex, EXIT_OK, out } from './output.js';
 
 const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning} (default ${v.default})`).join('\n');
 

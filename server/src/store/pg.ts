@@ -5,6 +5,7 @@
  */
 import postgres from 'postgres';
 import { FleetgateError } from '../errors.js';
+import { redactUrl } from '../redact.js';
 import { runMigrations, SchemaTooNewError } from './migrations.js';
 import {
   EVENT_CHANNEL,
@@ -28,17 +29,6 @@ type PgParams = Parameters<Sql['unsafe']>[1];
 function run<R extends Row>(sql: postgres.Sql | postgres.TransactionSql, text: string, params: readonly SqlParam[]) {
   // prepare: statements are cached per connection, the texts here are a small fixed set.
   return sql.unsafe(text, [...params] as PgParams, { prepare: params.length > 0 }) as unknown as Promise<R[]>;
-}
-
-/** The URL without its password, for messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparseable DATABASE_URL)';
-  }
 }
 
 class PgDriver implements SqlDriver {
