@@ -1,0 +1,208 @@
+/**
+ * EST client (RFC 7030) over node:https with the CA bundle pinned: only a server whose certificate
+ * chains to that bundle is talked to, whatever the system trust store says.
+ */
+import https from 'node:https';
+import tls from 'node:tls';
+import * as asn1js from 'asn1js';
+import * as pkijs from 'pkijs';
+import {
+  CaMismatchError,
+  DeviceClientError,
+  type DeviceErrorCode,
+  EnrollmentError,
+  isCaVerificationError,
+  isNetworkError,
+  ServerUnreachableError,
+} from './errors.js';
+import type { TlsKeyOptions } from './keys/types.js';
+
+export interface EstClientOptions {
+  /** Base URL of the server, e.g. https://fleetgate.example:8443 (EST lives under /.well-known/est). */
+  url: string;
+  /** Pinned CA bundle (PEM): the only trust anchors for the server's certificate. */
+  ca: string | Buffer;
+  /** Deadline for a whole request (default 30 s). */
+  timeoutMs?: number;
+}
+
+interface HttpAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
+
+/** Server codes the device can act on keep their name; see DeviceErrorCode. */
+const PASS_THROUGH: Partial<Record<string, DeviceErrorCode>> = {
+  TOKEN_INVALID: 'TOKEN_INVALID',
+  TOKEN_EXPIRED: 'TOKEN_EXPIRED',
+  TOKEN_USED: 'TOKEN_USED',
+  TOKEN_DEVICE_MISMATCH: 'TOKEN_DEVICE_MISMATCH',
+  DEVICE_REVOKED: 'DEVICE_REVOKED',
+  CERT_REVOKED: 'DEVICE_REVOKED',
+  CERT_EXPIRED: 'CERT_EXPIRED',
+};
+
+export function mapServerRefusal(status: number, body: Buffer): EnrollmentError {
+  let serverCode: string | undefined;
+  let message = body.toString('utf8').slice(0, 500);
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { code?: unknown; message?: unknown };
+    if (typeof parsed.code === 'string') serverCode = parsed.code;
+    if (typeof parsed.message === 'string') message = parsed.message;
+  } catch {
+    // not JSON: keep the text
+  }
+  const mapped = serverCode ? PASS_THROUGH[serverCode] : undefined;
+  const code: DeviceErrorCode = mapped ?? (status >= 500 || status === 429 ? 'SERVER_ERROR' : 'ENROLLMENT_REFUSED');
+  return new EnrollmentError(code, status, serverCode, message || `HTTP ${status}`);
+}
+
+/** Certificates of a base64 (or DER) PKCS#7 certs-only message, in message order. */
+export function parseCertsOnly(body: Buffer): Uint8Array[] {
+  const der = body[0] === 0x30 ? body : Buffer.from(body.toString('latin1').replace(/\s+/g, ''), 'base64');
+  try {
+    const asn = asn1js.fromBER(new Uint8Array(der));
+    if (asn.offset === -1) throw new Error('not BER');
+    const info = new pkijs.ContentInfo({ schema: asn.result });
+    if (info.contentType !== pkijs.id_ContentType_SignedData) throw new Error(`content type ${info.contentType}`);
+    const signed = new pkijs.SignedData({ schema: info.content });
+    return (signed.certificates ?? [])
+      .filter((c): c is pkijs.Certificate => c instanceof pkijs.Certificate)
+      .map((c) => new Uint8Array(c.toSchema().toBER(false)));
+  } catch (e) {
+    throw new DeviceClientError('SERVER_ERROR', `the server's PKCS#7 answer is malformed: ${String(e)}`, {
+      cause: e,
+    });
+  }
+}
+
+function base64Lines(der: Uint8Array): string {
+  return `${(
+    Buffer.from(der)
+      .toString('base64')
+      .match(/.{1,64}/g) ?? []
+  ).join('\r\n')}\r\n`;
+}
+
+export class EstClient {
+  readonly base: URL;
+  private readonly ca: string | Buffer;
+  private readonly timeoutMs: number;
+
+  constructor(options: EstClientOptions) {
+    this.base = new URL(options.url);
+    if (this.base.protocol !== 'https:')
+      throw new DeviceClientError('INVALID_OPTIONS', `EST needs an https URL, got ${options.url}`);
+    this.ca = options.ca;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  private url(op: string): URL {
+    return new URL(`/.well-known/est/${op}`, this.base);
+  }
+
+  /** RFC 7030 4.1: the CA certificates, as DER. */
+  async cacerts(): Promise<Uint8Array[]> {
+    const r = await this.request('GET', this.url('cacerts'));
+    if (r.status !== 200) throw mapServerRefusal(r.status, r.body);
+    return parseCertsOnly(r.body);
+  }
+
+  /** RFC 7030 4.2.1: enroll with HTTP Basic (device id : factory token). Returns the certificate DER. */
+  async simpleEnroll(deviceId: string, token: string, csrDer: Uint8Array): Promise<Uint8Array> {
+    const auth = `Basic ${Buffer.from(`${deviceId}:${token}`, 'utf8').toString('base64')}`;
+    const r = await this.request('POST', this.url('simpleenroll'), {
+      headers: { Authorization: auth },
+      body: base64Lines(csrDer),
+    });
+    return this.certFrom(r);
+  }
+
+  /** RFC 7030 4.2.2: renew, authenticated by the current certificate as TLS client certificate. */
+  async simpleReenroll(
+    csrDer: Uint8Array,
+    client: { certPem: string; chainPem: string[]; key: TlsKeyOptions },
+  ): Promise<Uint8Array> {
+    const r = await this.request('POST', this.url('simplereenroll'), {
+      body: base64Lines(csrDer),
+      clientCert: client,
+    });
+    return this.certFrom(r);
+  }
+
+  private certFrom(r: HttpAnswer): Uint8Array {
+    if (r.status !== 200) throw mapServerRefusal(r.status, r.body);
+    const certs = parseCertsOnly(r.body);
+    const first = certs[0];
+    if (!first) throw new DeviceClientError('SERVER_ERROR', 'the EST answer holds no certificate');
+    return first;
+  }
+
+  private request(
+    method: 'GET' | 'POST',
+    url: URL,
+    opts: {
+      headers?: Record<string, string>;
+      body?: string;
+      clientCert?: { certPem: string; chainPem: string[]; key: TlsKeyOptions };
+    } = {},
+  ): Promise<HttpAnswer> {
+    return new Promise((resolve, reject) => {
+      let secureContext: tls.SecureContext;
+      try {
+        secureContext = tls.createSecureContext({
+          ca: this.ca,
+          minVersion: 'TLSv1.2',
+          ...(opts.clientCert
+            ? { cert: [opts.clientCert.certPem, ...opts.clientCert.chainPem].join('\n'), ...opts.clientCert.key }
+            : {}),
+        });
+      } catch (e) {
+        reject(new DeviceClientError('INVALID_OPTIONS', `cannot build the TLS context: ${String(e)}`, { cause: e }));
+        return;
+      }
+      const requestOptions: https.RequestOptions & { secureContext: tls.SecureContext } = {
+        method,
+        agent: false,
+        secureContext,
+        rejectUnauthorized: true,
+        timeout: this.timeoutMs,
+        headers: {
+          Accept: 'application/pkcs7-mime, application/json',
+          ...(opts.body !== undefined
+            ? { 'Content-Type': 'application/pkcs10', 'Content-Transfer-Encoding': 'base64' }
+            : {}),
+          ...opts.headers,
+        },
+      };
+      const req = https.request(url, requestOptions, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > 1024 * 1024) req.destroy(new Error('EST answer larger than 1 MiB'));
+          else chunks.push(c);
+        });
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
+        );
+        res.on('error', (e) => reject(this.transportError(e)));
+      });
+      req.on('timeout', () => {
+        const e = Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' });
+        req.destroy(e);
+      });
+      req.on('error', (e) => reject(this.transportError(e)));
+      req.end(opts.body);
+    });
+  }
+
+  private transportError(e: unknown): DeviceClientError {
+    if (e instanceof DeviceClientError) return e;
+    const where = this.base.origin;
+    if (isCaVerificationError(e)) return new CaMismatchError(where, { cause: e });
+    if (isNetworkError(e)) return new ServerUnreachableError(where, { cause: e });
+    return new ServerUnreachableError(where, { cause: e });
+  }
+}
