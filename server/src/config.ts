@@ -35,7 +35,49 @@ export interface Config {
   /** Whether re-enrollment may keep the old key (RFC 7030 4.2.2 allows it; a new key is better). */
   allowKeyReuse: boolean;
   logLevel: LogLevel;
+  /** The mTLS MQTT broker (server/src/mqtt). */
+  mqtt: MqttConfig;
 }
+
+/** Rights of a backend service on the broker: MQTT topic filters it may subscribe / publish to. */
+export interface ServiceRights {
+  subscribe: string[];
+  publish: string[];
+}
+
+export interface MqttConfig {
+  /** TLS handshake deadline, and the deadline for the MQTT CONNECT after it. */
+  handshakeTimeoutMs: number;
+  /** Largest MQTT packet accepted (remaining length, bytes); bigger ones close the connection. */
+  maxPacketSize: number;
+  /** Sustained PUBLISH packets per second per connection (0 = unlimited); above it reads pause. */
+  publishRate: number;
+  /** Bucket size of the publish rate limit (packets a client may send at once). */
+  publishBurst: number;
+  /** New TCP connections per second per source IP (0 = unlimited), burst of the same size. */
+  connRatePerIp: number;
+  /** TCP connections still in the TLS handshake; more are dropped at once. */
+  maxHandshakes: number;
+  /** Topic filters every device may subscribe to (read only). */
+  readonlyTopics: string[];
+  /** Rights per service name; '*' is the default for services not listed. */
+  serviceAcl: Record<string, ServiceRights>;
+  /** How often the TLS ticket key changes (all broker processes switch at the same period edge). */
+  ticketRotationMs: number;
+  /** TLS session / ticket lifetime. */
+  ticketLifetimeMs: number;
+  /** Full reload of the revoked-serial set (safety net behind the store's change events). */
+  revocationResyncMs: number;
+  /** Once the revoked set is older than this (store unreachable), new connections are refused. */
+  revocationMaxAgeMs: number;
+  /** How often presence (online, last seen) is written to the store, batched. */
+  presenceFlushMs: number;
+}
+
+export const DEFAULT_SERVICE_RIGHTS: ServiceRights = {
+  subscribe: ['devices/+/#'],
+  publish: ['devices/+/commands/#'],
+};
 
 export class ConfigError extends FleetgateError {
   constructor(
@@ -180,6 +222,96 @@ function readPublicUrl(env: Env, name: string, dflt: string): string {
 }
 
 /**
+ * An MQTT topic filter (MQTT 3.1.1 section 4.7): non-empty levels or wildcards, '#' only last,
+ * '+' and '#' alone in their level, no NUL, no leading '$' (reserved for the broker).
+ */
+export function isTopicFilter(filter: string): boolean {
+  if (filter.length === 0 || filter.length > 512 || filter.includes('\0') || filter.startsWith('$')) return false;
+  const levels = filter.split('/');
+  return levels.every((level, i) => {
+    if (level.includes('#')) return level === '#' && i === levels.length - 1;
+    if (level.includes('+')) return level === '+';
+    return true;
+  });
+}
+
+function readTopicFilters(env: Env, name: string, dflt: string[]): string[] {
+  const v = readString(env, name);
+  if (v === undefined) return dflt;
+  const filters = v
+    .split(',')
+    .map((f) => f.trim())
+    .filter((f) => f !== '');
+  const bad = filters.find((f) => !isTopicFilter(f));
+  if (bad !== undefined) {
+    throw new ConfigError(
+      name,
+      `must be a comma-separated list of MQTT topic filters (bad entry ${JSON.stringify(bad)})`,
+    );
+  }
+  return filters;
+}
+
+function readServiceAcl(env: Env, name: string): Record<string, ServiceRights> {
+  const v = readString(env, name);
+  const acl: Record<string, ServiceRights> = { '*': DEFAULT_SERVICE_RIGHTS };
+  if (v === undefined) return acl;
+  const usage = 'must be JSON like {"NAME or *": {"subscribe": ["devices/+/#"], "publish": ["devices/+/commands/#"]}}';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(v);
+  } catch {
+    throw new ConfigError(name, `${usage} (not valid JSON)`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(name, usage);
+  for (const [service, rights] of Object.entries(parsed as Record<string, unknown>)) {
+    if (service !== '*' && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(service)) {
+      throw new ConfigError(name, `${usage} (bad service name ${JSON.stringify(service)})`);
+    }
+    const r = rights as Record<string, unknown> | null;
+    const list = (key: string): string[] => {
+      const l = r?.[key] ?? [];
+      if (!Array.isArray(l) || !l.every((f) => typeof f === 'string' && isTopicFilter(f))) {
+        throw new ConfigError(name, `${usage} (bad ${key} list for ${JSON.stringify(service)})`);
+      }
+      return l as string[];
+    };
+    if (typeof r !== 'object' || r === null || Object.keys(r).some((k) => k !== 'subscribe' && k !== 'publish')) {
+      throw new ConfigError(name, `${usage} (bad entry for ${JSON.stringify(service)})`);
+    }
+    acl[service] = { subscribe: list('subscribe'), publish: list('publish') };
+  }
+  return acl;
+}
+
+function readMqttConfig(env: Env): MqttConfig {
+  const publishRate = readInt(env, 'FLEETGATE_MQTT_PUBLISH_RATE', 500, 0, 1_000_000);
+  const revocationResyncMs = readDuration(env, 'FLEETGATE_MQTT_REVOCATION_RESYNC', 60_000, 86_400_000);
+  const revocationMaxAgeMs = readDuration(env, 'FLEETGATE_MQTT_REVOCATION_MAX_AGE', 300_000, 7 * 86_400_000);
+  if (revocationMaxAgeMs <= revocationResyncMs) {
+    throw new ConfigError(
+      'FLEETGATE_MQTT_REVOCATION_MAX_AGE',
+      'must be longer than FLEETGATE_MQTT_REVOCATION_RESYNC (else every resync gap refuses connections)',
+    );
+  }
+  return {
+    handshakeTimeoutMs: readDuration(env, 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT', 5_000, 120_000),
+    maxPacketSize: readInt(env, 'FLEETGATE_MQTT_MAX_PACKET_SIZE', 131_072, 64, 268_435_455),
+    publishRate,
+    publishBurst: readInt(env, 'FLEETGATE_MQTT_PUBLISH_BURST', Math.max(1, publishRate * 2), 1, 10_000_000),
+    connRatePerIp: readInt(env, 'FLEETGATE_MQTT_CONN_RATE_PER_IP', 500, 0, 1_000_000),
+    maxHandshakes: readInt(env, 'FLEETGATE_MQTT_MAX_HANDSHAKES', 1_000, 1, 1_000_000),
+    readonlyTopics: readTopicFilters(env, 'FLEETGATE_MQTT_READONLY_TOPICS', ['fleet/broadcast/#']),
+    serviceAcl: readServiceAcl(env, 'FLEETGATE_MQTT_SERVICE_ACL'),
+    ticketRotationMs: readDuration(env, 'FLEETGATE_MQTT_TICKET_ROTATION', 86_400_000, 365 * 86_400_000),
+    ticketLifetimeMs: readDuration(env, 'FLEETGATE_MQTT_TICKET_LIFETIME', 86_400_000, 7 * 86_400_000),
+    revocationResyncMs,
+    revocationMaxAgeMs,
+    presenceFlushMs: readDuration(env, 'FLEETGATE_MQTT_PRESENCE_FLUSH', 10_000, 3_600_000),
+  };
+}
+
+/**
  * The URL clients use for a server bound to host:port. Certificates and banners name a URL that
  * must work from the devices; a wildcard bind address is not one, so it becomes localhost.
  */
@@ -220,6 +352,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,
       'info',
     ),
+    mqtt: readMqttConfig(env),
   };
 }
 
@@ -243,4 +376,25 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   { name: 'FLEETGATE_HTTP_REQUEST_TIMEOUT', default: '30s', meaning: 'deadline for a whole HTTP request' },
   { name: 'FLEETGATE_ALLOW_KEY_REUSE', default: 'false', meaning: 'let re-enrollment keep the old key' },
   { name: 'FLEETGATE_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace, silent' },
+  { name: 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT', default: '5s', meaning: 'TLS handshake (and then CONNECT) deadline' },
+  { name: 'FLEETGATE_MQTT_MAX_PACKET_SIZE', default: '131072', meaning: 'largest MQTT packet in bytes' },
+  { name: 'FLEETGATE_MQTT_PUBLISH_RATE', default: '500', meaning: 'PUBLISH packets/s per client (0 = unlimited)' },
+  { name: 'FLEETGATE_MQTT_PUBLISH_BURST', default: '2 x rate', meaning: 'publish burst per client' },
+  { name: 'FLEETGATE_MQTT_CONN_RATE_PER_IP', default: '500', meaning: 'new connections/s per IP (0 = unlimited)' },
+  { name: 'FLEETGATE_MQTT_MAX_HANDSHAKES', default: '1000', meaning: 'TLS handshakes in flight at once' },
+  {
+    name: 'FLEETGATE_MQTT_READONLY_TOPICS',
+    default: 'fleet/broadcast/#',
+    meaning: 'filters every device may subscribe to',
+  },
+  { name: 'FLEETGATE_MQTT_SERVICE_ACL', default: '(see README)', meaning: 'JSON rights per service name' },
+  { name: 'FLEETGATE_MQTT_TICKET_ROTATION', default: '24h', meaning: 'TLS ticket key rotation period' },
+  { name: 'FLEETGATE_MQTT_TICKET_LIFETIME', default: '24h', meaning: 'TLS session ticket lifetime' },
+  { name: 'FLEETGATE_MQTT_REVOCATION_RESYNC', default: '60s', meaning: 'full reload of revoked serials' },
+  {
+    name: 'FLEETGATE_MQTT_REVOCATION_MAX_AGE',
+    default: '5m',
+    meaning: 'refuse new connections when revocation data is older',
+  },
+  { name: 'FLEETGATE_MQTT_PRESENCE_FLUSH', default: '10s', meaning: 'batch interval of online/last-seen writes' },
 ];

@@ -16,7 +16,9 @@ import { registerHealthRoutes } from './http/routes/health.js';
 import { registerMetricsRoute } from './http/routes/metrics.js';
 import { registerOperatorApi } from './http/routes/operator-api.js';
 import { registerRevocationRoutes } from './http/routes/revocation.js';
+import { registerServiceRoutes } from './http/routes/services.js';
 import { createMetrics } from './metrics.js';
+import { startBroker } from './mqtt/index.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -29,6 +31,8 @@ export interface RunningServer {
   /** True when this start created the admin operator credential file. */
   adminCreated: boolean;
   apiUrl: string;
+  /** mqtts:// URL of the broker. */
+  mqttUrl: string;
   close(): Promise<void>;
 }
 
@@ -122,10 +126,24 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     registerRevocationRoutes(app, { revocation });
     registerMetricsRoute(app, metrics.registry);
     await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
+    await registerServiceRoutes(app, { provisioning, operators });
     await app.listen({ host: config.host, port: apiPort });
     closers.push(() => app.close());
     const apiUrl = advertisedUrl('https', config.host, apiPort);
-    await writeRuntimeInfo(layout, { pid: process.pid, apiUrl });
+
+    // The broker's TLS certificate comes from the same CA and names the same hosts as the API's.
+    const broker = await startBroker({
+      host: config.host,
+      port: config.mqttPort,
+      tls: { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, caPem: ca.bundlePem },
+      store,
+      config: config.mqtt,
+      observer: metrics.broker,
+      log: log.child({ part: 'mqtt' }),
+    });
+    // Closed before the API and the store (closers run in reverse): live sessions end first.
+    closers.push(() => broker.close());
+    await writeRuntimeInfo(layout, { pid: process.pid, apiUrl, mqttUrl: broker.url });
     closers.push(() => removeRuntimeInfo(layout));
 
     return {
@@ -136,6 +154,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       caCreated: created,
       adminCreated,
       apiUrl,
+      mqttUrl: broker.url,
       close: closeAll,
     };
   } catch (e) {

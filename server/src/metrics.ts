@@ -2,13 +2,15 @@
  * Prometheus metrics (prom-client), one registry per server. Parts receive narrow observer
  * interfaces; only this module knows prom-client.
  */
-import { Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ProvisioningObserver } from './enroll/types.js';
 import type { ErrorCode } from './errors.js';
+import type { BrokerObserver } from './mqtt/types.js';
 
 export interface ServerMetrics {
   registry: Registry;
   provisioning: ProvisioningObserver;
+  broker: BrokerObserver;
 }
 
 export function createMetrics(opts: { certsExpiringSoon: () => Promise<number> }): ServerMetrics {
@@ -43,6 +45,7 @@ export function createMetrics(opts: { certsExpiringSoon: () => Promise<number> }
   });
   return {
     registry,
+    broker: createBrokerMetrics(registry),
     provisioning: {
       enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode) {
         enrollments.inc({ kind, result });
@@ -53,6 +56,80 @@ export function createMetrics(opts: { certsExpiringSoon: () => Promise<number> }
       crlPublished(thisUpdate: Date) {
         crlThisUpdate = thisUpdate;
       },
+    },
+  };
+}
+
+/** The MQTT broker's series (fleetgate_mqtt_*). */
+function createBrokerMetrics(registry: Registry): BrokerObserver {
+  const handshakes = new Counter({
+    name: 'fleetgate_mqtt_handshakes_total',
+    help: 'Completed mTLS handshakes of admitted certificates, by kind (full or resumed)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  const refused = new Counter({
+    name: 'fleetgate_mqtt_refused_total',
+    help: 'Refused connections and packets by reason (no_cert, wrong_ca, expired, revoked, id_mismatch, acl_*, ...)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const connected = new Gauge({
+    name: 'fleetgate_mqtt_connected',
+    help: 'Connected MQTT clients (CONNACK accepted) by identity kind (device or service)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+  });
+  const disconnects = new Counter({
+    name: 'fleetgate_mqtt_disconnects_total',
+    help: 'Ended MQTT sessions by cause',
+    labelNames: ['cause'] as const,
+    registers: [registry],
+  });
+  const takeovers = new Counter({
+    name: 'fleetgate_mqtt_takeovers_total',
+    help: 'Connections closed because the same client id connected again (MQTT-3.1.4-2)',
+    registers: [registry],
+  });
+  const messages = new Counter({
+    name: 'fleetgate_mqtt_messages_total',
+    help: 'PUBLISH packets received from clients (in) and delivered to subscribers (out)',
+    labelNames: ['direction'] as const,
+    registers: [registry],
+  });
+  const throttled = new Counter({
+    name: 'fleetgate_mqtt_publish_throttled_total',
+    help: 'Times a client exceeded its publish rate and its reads were paused',
+    registers: [registry],
+  });
+  const revokeLatency = new Histogram({
+    name: 'fleetgate_mqtt_revoke_disconnect_seconds',
+    help: 'From a revocation event reaching the broker to the live connection being closed',
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+  let ageReader: (() => number) | null = null;
+  new Gauge({
+    name: 'fleetgate_mqtt_revocation_data_age_seconds',
+    help: 'Seconds since the broker last loaded the full revoked-serial set',
+    registers: [registry],
+    collect() {
+      this.set(ageReader ? ageReader() : -1);
+    },
+  });
+  for (const kind of ['full', 'resumed']) handshakes.inc({ kind }, 0);
+  for (const kind of ['device', 'service']) connected.set({ kind }, 0);
+  return {
+    handshake: (kind) => handshakes.inc({ kind }),
+    refused: (reason) => refused.inc({ reason }),
+    connected: (kind, delta) => connected.inc({ kind }, delta),
+    disconnected: (cause) => disconnects.inc({ cause }),
+    takeover: () => takeovers.inc(),
+    messages: (direction, count) => messages.inc({ direction }, count),
+    throttled: () => throttled.inc(),
+    revokeDisconnect: (seconds) => revokeLatency.observe(seconds),
+    revocationDataAge: (read) => {
+      ageReader = read;
     },
   };
 }

@@ -10,6 +10,7 @@ import { auditVerifyCommand, operatorCreateCommand, operatorListCommand, operato
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, err, out, UsageError } from './output.js';
 import { revokeCommand } from './revoke.js';
 import { serveCommand } from './serve.js';
+import { serviceCreateCommand } from './service.js';
 import { tokenCreateCommand } from './tokens.js';
 
 export const COMMANDS: Command[] = [
@@ -19,6 +20,7 @@ export const COMMANDS: Command[] = [
   devicesListCommand,
   devicesShowCommand,
   revokeCommand,
+  serviceCreateCommand,
   certsExpiringCommand,
   operatorCreateCommand,
   operatorListCommand,

@@ -1,0 +1,83 @@
+/**
+ * POST /api/v1/services: issue a backend service credential (`fleetgate service create`). The key
+ * never leaves the operator's machine: the CLI sends a CSR (CN = service name) and gets a
+ * certificate with SAN URI urn:fleetgate:service:<name> and EKU clientAuth, plus the CA chain.
+ * Bearer-token auth like the rest of /api/v1.
+ */
+import { type Static, Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { OperatorService, ProvisioningService } from '../../enroll/types.js';
+import { FleetgateError } from '../../errors.js';
+
+export interface ServiceRouteDeps {
+  provisioning: ProvisioningService;
+  operators: OperatorService;
+}
+
+const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
+const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 409: ErrorBody, 413: ErrorBody };
+
+function pem(label: string, der: Uint8Array): string {
+  const b64 = Buffer.from(der).toString('base64');
+  return `-----BEGIN ${label}-----\n${(b64.match(/.{1,64}/g) ?? []).join('\n')}\n-----END ${label}-----\n`;
+}
+
+export async function registerServiceRoutes(app: FastifyInstance, deps: ServiceRouteDeps): Promise<void> {
+  await app.register(
+    async (api) => {
+      api.addHook('onRequest', async (request) => {
+        const header = request.headers.authorization;
+        if (!header) throw new FleetgateError('AUTH_REQUIRED', 'send "Authorization: Bearer <operator token>"');
+        const m = /^Bearer[ ]+(\S{1,256})$/i.exec(header.trim());
+        const actor = m?.[1] ? await deps.operators.authenticate(m[1]) : null;
+        if (!actor) throw new FleetgateError('AUTH_INVALID', 'operator token is not valid');
+        request.operator = actor;
+      });
+
+      const Body = Type.Object(
+        {
+          name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'service name' }),
+          csr: Type.String({ minLength: 1, maxLength: 16_384, description: 'PKCS#10 request, PEM, CN = name' }),
+        },
+        { additionalProperties: false },
+      );
+      api.post<{ Body: Static<typeof Body> }>(
+        '/services',
+        {
+          schema: {
+            tags: ['services'],
+            security: [{ bearer: [] }],
+            summary: 'Issue a backend service certificate from a CSR (MQTT client ids NAME or NAME-<suffix>)',
+            body: Body,
+            response: {
+              201: Type.Object({
+                name: Type.String(),
+                serial: Type.String(),
+                notAfter: Type.String({ format: 'date-time' }),
+                certificatePem: Type.String(),
+                chainPem: Type.String({ description: 'issuing CA then root, PEM' }),
+              }),
+              ...errors,
+            },
+          },
+        },
+        async (request, reply) => {
+          if (!request.operator) throw new FleetgateError('AUTH_REQUIRED', 'operator authentication required');
+          const { certificate, chainDer } = await deps.provisioning.issueService({
+            name: request.body.name,
+            csr: request.body.csr,
+            actor: request.operator,
+          });
+          return reply.status(201).send({
+            name: request.body.name,
+            serial: certificate.serial,
+            notAfter: certificate.notAfter.toISOString(),
+            certificatePem: certificate.pem,
+            chainPem: chainDer.map((d) => pem('CERTIFICATE', d)).join(''),
+          });
+        },
+      );
+    },
+    { prefix: '/api/v1' },
+  );
+}

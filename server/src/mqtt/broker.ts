@@ -1,0 +1,423 @@
+/**
+ * The mTLS MQTT broker: aedes (MQTT 3.1 / 3.1.1) behind Node's TLS server, inside `fleetgate serve`.
+ *
+ * Path of a connection:
+ *  1. TCP gate: per-IP connection rate and a cap on handshakes in flight; sockets over either are
+ *     dropped before any TLS work. noDelay (Nagle adds ~40 ms to a TLS 1.3 CONNACK).
+ *  2. TLS (one shared secure context): TLS 1.2/1.3, ECDHE + AEAD suites only, client certificate
+ *     required and verified against the issuing CA + root, handshake deadline, session tickets
+ *     with a key shared through the store (ticket-keys.ts).
+ *  3. Peer check on EVERY handshake, full or resumed (identity.ts): verdict, identity, serial.
+ *  4. MqttLink (link.ts): first packet CONNECT, max packet size, publish rate limit.
+ *  5. aedes preConnect, before CONNACK: revocation data fresh, serial not revoked, notAfter not
+ *     passed, client id / user name bound to the certificate. MQTT 5 CONNECTs get an MQTT 5
+ *     CONNACK refusal (0x87 for a bad identity, else 0x84: aedes speaks 3.1.1 only).
+ *  6. ACL on SUBSCRIBE (SUBACK 0x80) and PUBLISH (dropped after the normal acknowledgement,
+ *     MQTT-3.3.5-2), '$' topics never forwarded.
+ * Revocation events close live connections by serial (revocation.ts).
+ */
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { Aedes, type Client, type Subscription } from 'aedes';
+import type { Logger } from 'pino';
+import { advertisedUrl, type MqttConfig } from '../config.js';
+import type { Store } from '../store/types.js';
+import { mayPublish, maySubscribe, type Rights, rightsFor } from './acl.js';
+import { admit, checkPeer } from './identity.js';
+import { MqttLink } from './link.js';
+import { PresenceBatcher } from './presence.js';
+import { type RevocationWatcher, startRevocationWatcher } from './revocation.js';
+import { startTicketKeyRotation, type TicketKeyRotation } from './ticket-keys.js';
+import type { BrokerObserver, DisconnectCause, Identity } from './types.js';
+
+export interface BrokerDeps {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  tls: { keyPem: string; chainPem: string; caPem: string };
+  store: Store;
+  config: MqttConfig;
+  observer: BrokerObserver;
+  log: Logger;
+}
+
+export interface RunningBroker {
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** TLS 1.3 suites (all AEAD + ephemeral), then TLS 1.2 ECDHE + AEAD only. */
+const CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** Where refused publishes go: a '$' topic nobody can subscribe to (and that is never forwarded). */
+const BLACKHOLE_TOPIC = '$fleetgate/dropped';
+const MAX_SUBSCRIPTIONS_PER_CLIENT = 256;
+/** Slow consumers: a socket that does not drain within this is closed (aedes drainTimeout). */
+const DRAIN_TIMEOUT_MS = 10_000;
+
+const connack311 = (code: number) => Buffer.from([0x20, 0x02, 0x00, code]);
+const connack5 = (reason: number) => Buffer.from([0x20, 0x03, 0x00, reason, 0x00]);
+
+interface Conn {
+  socket: TLSSocket;
+  link: MqttLink;
+  identity: Identity;
+  rights: Rights;
+  /** CONNECT passed preConnect: this connection now owns (or is taking over) its client id. */
+  claimed: boolean;
+  /** CONNACK 0 sent. */
+  admitted: boolean;
+  closed: boolean;
+  clientId: string | null;
+  client: Client | null;
+  cause: DisconnectCause | null;
+  errorCause: DisconnectCause | null;
+  /** performance.now() of the revocation event that closed it. */
+  revokedAt: number | null;
+  reportedActivity: number;
+}
+
+const HANDSHAKE_DONE = Symbol('fleetgate.handshakeDone');
+type GatedSocket = Socket & { [HANDSHAKE_DONE]?: () => void };
+
+/** The raw TCP socket under a server-side TLSSocket (Node keeps it as `_parent`). */
+function releaseHandshake(tlsSocket: TLSSocket): void {
+  (tlsSocket as unknown as { _parent?: GatedSocket })._parent?.[HANDSHAKE_DONE]?.();
+}
+
+class Index<K> {
+  private map = new Map<K, Set<Conn>>();
+  add(key: K, c: Conn) {
+    const set = this.map.get(key);
+    if (set) set.add(c);
+    else this.map.set(key, new Set([c]));
+  }
+  remove(key: K, c: Conn) {
+    const set = this.map.get(key);
+    if (set?.delete(c) && set.size === 0) this.map.delete(key);
+  }
+  get(key: K): Conn[] {
+    return [...(this.map.get(key) ?? [])];
+  }
+}
+
+export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
+  const { config, observer, log } = deps;
+  const conns = new Set<Conn>();
+  const byLink = new WeakMap<object, Conn>();
+  const bySerial = new Index<string>();
+  const byId = new Index<string>();
+  let closing = false;
+
+  const connOf = (client: Client | null): Conn | undefined => (client ? byLink.get(client.conn as object) : undefined);
+
+  const closeConn = (c: Conn, cause: DisconnectCause) => {
+    if (c.closed) return;
+    c.cause ??= cause;
+    if (c.client) c.client.close();
+    else c.link.destroy();
+  };
+
+  const watcher: RevocationWatcher = await startRevocationWatcher({
+    store: deps.store,
+    resyncMs: config.revocationResyncMs,
+    maxAgeMs: config.revocationMaxAgeMs,
+    log,
+    onRevoked(serials, deviceId, receivedAt) {
+      const hit = new Set<Conn>();
+      for (const s of serials) for (const c of bySerial.get(s)) hit.add(c);
+      if (deviceId) for (const c of byId.get(deviceId)) if (watcher?.isRevoked(c.identity.serial)) hit.add(c);
+      for (const c of hit) {
+        c.revokedAt ??= receivedAt;
+        log.info({ id: c.identity.id, serial: c.identity.serial }, 'closing connection of a revoked certificate');
+        closeConn(c, 'revoked');
+      }
+    },
+  });
+  observer.revocationDataAge(() => watcher.ageMs() / 1000);
+  const presence = new PresenceBatcher(deps.store, log);
+
+  const broker = new Aedes({
+    id: `fleetgate-${process.pid}`,
+    connectTimeout: config.handshakeTimeoutMs,
+    drainTimeout: DRAIN_TIMEOUT_MS,
+    // Client ids are device ids (64) or NAME-<suffix> (64 + 1 + 64); the cap only applies to 3.1.
+    maxClientsIdLength: 129,
+    maxTopicLevels: 32,
+    preConnect(client, packet, done) {
+      const c = connOf(client);
+      if (!c || c.closed) return done(new Error('unknown connection'), false);
+      const decision = admit(
+        c.identity,
+        { clientId: packet.clientId, username: packet.username },
+        { now: Date.now(), isRevoked: watcher.isRevoked, revocationDataFresh: watcher.fresh() },
+      );
+      const refuse = (bytes: Buffer, reason: Parameters<BrokerObserver['refused']>[0]) => {
+        observer.refused(reason);
+        log.debug({ id: c.identity.id, clientId: packet.clientId, reason }, 'CONNECT refused');
+        c.link.write(bytes);
+        c.link.destroy();
+        done(null, false);
+      };
+      if (packet.protocolVersion === 5) {
+        // MQTT 5 3.2.2.2: 0x87 Not authorized, 0x88 Server unavailable, 0x84 Unsupported protocol version.
+        if (!decision.ok) return refuse(connack5(decision.serverUnavailable ? 0x88 : 0x87), decision.reason);
+        return refuse(connack5(0x84), 'mqtt5_unsupported');
+      }
+      // MQTT 3.1.1 3.2.2.3: 0x05 Not authorized, 0x03 Server unavailable.
+      if (!decision.ok) return refuse(connack311(decision.serverUnavailable ? 0x03 : 0x05), decision.reason);
+      for (const other of byId.get(c.identity.id)) {
+        if (other !== c && other.claimed && !other.closed && other.clientId === packet.clientId) {
+          // aedes closes it when this one registers [MQTT-3.1.4-2].
+          other.cause ??= 'takeover';
+          observer.takeover();
+        }
+      }
+      c.claimed = true;
+      c.clientId = packet.clientId;
+      done(null, true);
+    },
+    authorizePublish(client, packet, done) {
+      const c = connOf(client);
+      // client null: a will left by a broker that died (clusters); nobody to attribute it to.
+      if (!c) return done(new Error('publish without a connection'));
+      if (!mayPublish(c.rights, packet.topic) || watcher.isRevoked(c.identity.serial)) {
+        observer.refused('acl_publish');
+        // 3.1.1 has no way to say no: acknowledge per QoS, deliver nowhere [MQTT-3.3.5-2].
+        packet.topic = BLACKHOLE_TOPIC;
+        packet.retain = false;
+      }
+      done(null);
+    },
+    authorizeSubscribe(client, sub, done) {
+      const c = connOf(client);
+      const count = Object.keys((client as unknown as { subscriptions: object }).subscriptions ?? {}).length;
+      if (!c || !maySubscribe(c.rights, sub.topic) || count >= MAX_SUBSCRIPTIONS_PER_CLIENT) {
+        observer.refused('acl_subscribe');
+        return done(null, null as unknown as Subscription); // SUBACK 0x80
+      }
+      done(null, sub);
+    },
+    authorizeForward(_client, packet) {
+      if (packet.topic.charCodeAt(0) === 36 /* $ */) return null;
+      observer.messages('out', 1);
+      return packet;
+    },
+  });
+  broker.on('clientReady', (client) => {
+    const c = connOf(client);
+    if (!c || c.admitted) return;
+    c.admitted = true;
+    c.client = client;
+    observer.connected(c.identity.kind, 1);
+    presence.record(c.identity.id, Date.now(), true);
+  });
+  broker.on('clientError', (client, err) => {
+    const c = connOf(client);
+    if (!c) return;
+    const msg = err?.message ?? '';
+    c.errorCause ??= /keep ?alive/i.test(msg) ? 'keepalive' : /drain/i.test(msg) ? 'slow_consumer' : 'protocol_error';
+    log.debug({ id: c.identity.id, err: msg }, 'MQTT client error');
+  });
+  broker.on('connectionError', (client, err) => {
+    const c = connOf(client);
+    if (c) c.errorCause ??= 'protocol_error';
+    log.debug({ err: err?.message }, 'MQTT connection error before CONNECT');
+  });
+  await broker.listen();
+
+  const onLinkClosed = (c: Conn) => {
+    if (c.closed) return;
+    c.closed = true;
+    conns.delete(c);
+    bySerial.remove(c.identity.serial, c);
+    byId.remove(c.identity.id, c);
+    if (c.revokedAt !== null) observer.revokeDisconnect((performance.now() - c.revokedAt) / 1000);
+    if (!c.admitted) return;
+    observer.connected(c.identity.kind, -1);
+    const cause = c.cause ?? (c.link.sawDisconnect ? 'client' : (c.errorCause ?? 'connection_lost'));
+    observer.disconnected(cause);
+    const stillOnline = byId.get(c.identity.id).some((o) => o.claimed && !o.closed);
+    if (!stillOnline) presence.record(c.identity.id, Date.now(), false);
+  };
+
+  const tlsServer = createTlsServer({
+    key: deps.tls.keyPem,
+    cert: deps.tls.chainPem,
+    ca: deps.tls.caPem,
+    requestCert: true,
+    // Verified in checkPeer (same OpenSSL verdict Node would act on), so a refusal has a reason.
+    rejectUnauthorized: false,
+    minVersion: 'TLSv1.2',
+    maxVersion: 'TLSv1.3',
+    ciphers: CIPHERS,
+    honorCipherOrder: true,
+    ecdhCurve: 'X25519:P-256:P-384',
+    handshakeTimeout: config.handshakeTimeoutMs,
+    sessionTimeout: Math.max(1, Math.floor(config.ticketLifetimeMs / 1000)),
+  });
+
+  const rotation: TicketKeyRotation = await startTicketKeyRotation({
+    store: deps.store,
+    rotationMs: config.ticketRotationMs,
+    lifetimeMs: config.ticketLifetimeMs,
+    install: (key) => tlsServer.setTicketKeys(key),
+    log,
+  });
+
+  tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    releaseHandshake(socket);
+    observer.refused('handshake_failed');
+    log.debug({ code: err.code, err: err.message }, 'TLS handshake failed');
+  });
+
+  tlsServer.on('secureConnection', (socket: TLSSocket) => {
+    releaseHandshake(socket);
+    socket.on('error', () => undefined);
+    if (closing) return socket.destroy();
+    const peer = checkPeer(socket);
+    if (!peer.ok) {
+      observer.refused(peer.reason);
+      log.debug({ reason: peer.reason, detail: peer.detail }, 'TLS peer refused');
+      return socket.destroy();
+    }
+    observer.handshake(socket.isSessionReused() ? 'resumed' : 'full');
+    const identity = peer.identity;
+    const c = {
+      socket,
+      identity,
+      rights: rightsFor(identity, config),
+      claimed: false,
+      admitted: false,
+      closed: false,
+      clientId: null,
+      client: null,
+      cause: null,
+      errorCause: null,
+      revokedAt: null,
+      reportedActivity: 0,
+    } as unknown as Conn;
+    c.link = new MqttLink(socket, {
+      maxPacketSize: config.maxPacketSize,
+      publishRate: config.publishRate,
+      publishBurst: config.publishBurst,
+      onViolation(kind) {
+        if (c.admitted) c.errorCause = kind === 'too_large' ? 'packet_too_large' : 'protocol_error';
+        else observer.refused('bad_packet');
+      },
+      onPublishes: (n) => observer.messages('in', n),
+      onThrottle: () => observer.throttled(),
+    });
+    conns.add(c);
+    byLink.set(c.link, c);
+    bySerial.add(identity.serial, c);
+    byId.add(identity.id, c);
+    c.link.once('close', () => onLinkClosed(c));
+    c.client = broker.handle(c.link);
+  });
+
+  // The TCP gate in front of the TLS server.
+  const handshakes = new Set<GatedSocket>();
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  const ipAllowed = (ip: string): boolean => {
+    const rate = config.connRatePerIp;
+    if (rate <= 0) return true;
+    const now = performance.now();
+    const b = buckets.get(ip) ?? { tokens: rate, at: now };
+    b.tokens = Math.min(rate, b.tokens + ((now - b.at) * rate) / 1000);
+    b.at = now;
+    buckets.set(ip, b);
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  };
+  const pruneBuckets = setInterval(() => {
+    const now = performance.now();
+    for (const [ip, b] of buckets) if (now - b.at > 10_000) buckets.delete(ip);
+  }, 10_000);
+  pruneBuckets.unref();
+
+  const tcp: NetServer = createNetServer({ noDelay: true }, (raw: GatedSocket) => {
+    raw.on('error', () => undefined);
+    if (closing) return raw.destroy();
+    if (!ipAllowed(raw.remoteAddress ?? '?')) {
+      observer.refused('ip_rate_limited');
+      return raw.destroy();
+    }
+    if (handshakes.size >= config.maxHandshakes) {
+      observer.refused('handshake_limit');
+      return raw.destroy();
+    }
+    raw.setNoDelay(true);
+    handshakes.add(raw);
+    const done = () => {
+      handshakes.delete(raw);
+      delete raw[HANDSHAKE_DONE];
+    };
+    raw[HANDSHAKE_DONE] = done;
+    raw.once('close', done);
+    tlsServer.emit('connection', raw);
+  });
+  tcp.on('error', (e) => log.error({ err: e }, 'MQTT listener error'));
+
+  // Presence flush + notAfter sweep of live connections.
+  const tick = setInterval(() => {
+    const now = Date.now();
+    for (const c of conns) {
+      if (!c.admitted || c.closed) continue;
+      if (now >= c.identity.notAfter) {
+        closeConn(c, 'expired');
+        continue;
+      }
+      if (c.link.lastActivity > c.reportedActivity) {
+        c.reportedActivity = c.link.lastActivity;
+        presence.record(c.identity.id, c.link.lastActivity, true);
+      }
+    }
+    void presence.flush();
+  }, config.presenceFlushMs);
+  tick.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(deps.port, deps.host, () => {
+      tcp.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (tcp.address() as { port: number }).port;
+  const url = advertisedUrl('mqtts', deps.host, port);
+  log.info({ url }, 'MQTT broker listening');
+
+  return {
+    port,
+    url,
+    async close() {
+      if (closing) return;
+      closing = true;
+      clearInterval(tick);
+      clearInterval(pruneBuckets);
+      const listenerClosed = new Promise<void>((r) => tcp.close(() => r()));
+      for (const raw of handshakes) raw.destroy();
+      for (const c of conns) c.cause ??= 'shutdown';
+      await new Promise<void>((r) => broker.close(() => r()));
+      for (const c of conns) c.link.destroy();
+      for (const c of conns) if (c.admitted) presence.record(c.identity.id, Date.now(), false);
+      watcher.close();
+      rotation.close();
+      await presence.flush();
+      await listenerClosed;
+    },
+  };
+}

@@ -1,0 +1,9 @@
+/** The mTLS MQTT broker (see broker.ts for the path of a connection). */
+export { type BrokerDeps, type RunningBroker, startBroker } from './broker.js';
+export {
+  type BrokerObserver,
+  type DisconnectCause,
+  type Identity,
+  NULL_BROKER_OBSERVER,
+  type RefusalReason,
+} from './types.js';

@@ -1,0 +1,204 @@
+/**
+ * The stream aedes reads and writes for one client: a thin Duplex over the TLS socket that
+ * frames MQTT packets on the way in (fixed header + remaining length only, never the payload)
+ * to enforce, before aedes buffers anything:
+ *
+ * - the first packet is CONNECT [MQTT-3.1.0-1]; anything else is garbage and closes the link;
+ * - the remaining length is well formed (at most 4 bytes, MQTT 3.1.1 section 2.2.3) and not above
+ *   the configured maximum packet size: an oversized packet closes the link when its header
+ *   arrives, not after megabytes were buffered;
+ * - a per-connection PUBLISH rate (token bucket): over budget, reads from the socket pause until
+ *   the bucket refills, so a flooding client is throttled by TCP backpressure instead of filling
+ *   the broker's memory or the mqemitter queue. Its packets are neither lost nor reordered.
+ *
+ * Writes go straight to the socket; chunks corked by mqtt-packet arrive together in _writev and
+ * leave as one TLS record. A destroy without error (aedes closing a client normally) flushes
+ * what was written (a refusing CONNACK, say) before closing; with an error it cuts at once.
+ */
+import { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+
+export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large';
+
+export interface LinkOptions {
+  maxPacketSize: number;
+  /** PUBLISH packets per second; 0 = unlimited. */
+  publishRate: number;
+  publishBurst: number;
+  onViolation(kind: LinkViolation): void;
+  onPublishes(count: number): void;
+  onThrottle(): void;
+}
+
+enum Frame {
+  Header,
+  Length,
+  Body,
+}
+
+const PUBLISH = 3;
+const CONNECT = 1;
+const DISCONNECT = 14;
+const FLUSH_GRACE_MS = 2_000;
+
+export class MqttLink extends Duplex {
+  private frame = Frame.Header;
+  private packetType = 0;
+  private lengthValue = 0;
+  private lengthMultiplier = 1;
+  private lengthBytes = 0;
+  private bodyLeft = 0;
+  private seenConnect = false;
+  private tokens: number;
+  private refilledAt = performance.now();
+  private throttleTimer: NodeJS.Timeout | null = null;
+  private downstreamFull = false;
+  /** Last time a packet arrived (ms since the epoch), for presence. */
+  lastActivity = Date.now();
+  /** The client sent DISCONNECT (a clean goodbye, MQTT 3.1.1 section 3.14). */
+  sawDisconnect = false;
+
+  constructor(
+    readonly socket: TLSSocket,
+    private readonly opts: LinkOptions,
+  ) {
+    super({ allowHalfOpen: false, readableHighWaterMark: 64 * 1024 });
+    this.tokens = opts.publishBurst;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.push(null));
+    socket.on('close', () => this.destroy());
+    socket.on('error', (e) => this.destroy(e));
+    socket.on('drain', () => this.emit('socketDrain'));
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.destroyed) return;
+    const publishes = this.scan(chunk);
+    if (publishes < 0) return;
+    this.lastActivity = Date.now();
+    if (publishes > 0) this.opts.onPublishes(publishes);
+    if (!this.push(chunk)) {
+      this.downstreamFull = true;
+      this.socket.pause();
+    }
+    if (publishes > 0 && this.opts.publishRate > 0) this.charge(publishes);
+  }
+
+  /** Walks packet boundaries in `chunk`; returns the number of PUBLISH headers seen, or -1. */
+  private scan(chunk: Buffer): number {
+    let publishes = 0;
+    let i = 0;
+    while (i < chunk.length) {
+      switch (this.frame) {
+        case Frame.Header: {
+          const type = chunk[i]! >> 4;
+          if (!this.seenConnect && type !== CONNECT) return this.violation('not_connect');
+          this.seenConnect = true;
+          this.packetType = type;
+          this.lengthValue = 0;
+          this.lengthMultiplier = 1;
+          this.lengthBytes = 0;
+          this.frame = Frame.Length;
+          i++;
+          break;
+        }
+        case Frame.Length: {
+          const b = chunk[i]!;
+          i++;
+          this.lengthValue += (b & 0x7f) * this.lengthMultiplier;
+          this.lengthMultiplier *= 128;
+          this.lengthBytes++;
+          if (b & 0x80) {
+            if (this.lengthBytes >= 4) return this.violation('bad_length');
+            break;
+          }
+          if (this.lengthValue > this.opts.maxPacketSize) return this.violation('too_large');
+          if (this.packetType === PUBLISH) publishes++;
+          else if (this.packetType === DISCONNECT) this.sawDisconnect = true;
+          this.bodyLeft = this.lengthValue;
+          this.frame = this.bodyLeft > 0 ? Frame.Body : Frame.Header;
+          break;
+        }
+        case Frame.Body: {
+          const take = Math.min(this.bodyLeft, chunk.length - i);
+          this.bodyLeft -= take;
+          i += take;
+          if (this.bodyLeft === 0) this.frame = Frame.Header;
+          break;
+        }
+      }
+    }
+    return publishes;
+  }
+
+  private violation(kind: LinkViolation): -1 {
+    this.opts.onViolation(kind);
+    this.socket.destroy();
+    this.destroy();
+    return -1;
+  }
+
+  private charge(publishes: number): void {
+    const now = performance.now();
+    const { publishRate, publishBurst } = this.opts;
+    this.tokens = Math.min(publishBurst, this.tokens + ((now - this.refilledAt) * publishRate) / 1000);
+    this.refilledAt = now;
+    this.tokens -= publishes;
+    if (this.tokens >= 0 || this.throttleTimer) return;
+    this.opts.onThrottle();
+    this.socket.pause();
+    const waitMs = Math.ceil((-this.tokens * 1000) / publishRate);
+    this.throttleTimer = setTimeout(() => {
+      this.throttleTimer = null;
+      this.maybeResume();
+    }, waitMs);
+  }
+
+  private maybeResume(): void {
+    if (!this.downstreamFull && !this.throttleTimer && !this.destroyed) this.socket.resume();
+  }
+
+  override _read(): void {
+    this.downstreamFull = false;
+    this.maybeResume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (error?: Error | null) => void): void {
+    this.writeOut(chunk, cb);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], cb: (error?: Error | null) => void): void {
+    this.writeOut(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), cb);
+  }
+
+  private writeOut(data: Buffer, cb: (error?: Error | null) => void): void {
+    if (this.socket.destroyed) {
+      cb(new Error('connection closed'));
+    } else if (this.socket.write(data)) {
+      cb();
+    } else {
+      // Backpressure: aedes sees write() return false on this stream and waits for 'drain'.
+      this.once('socketDrain', () => cb());
+    }
+  }
+
+  override _final(cb: (error?: Error | null) => void): void {
+    this.socket.end();
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (error?: Error | null) => void): void {
+    if (this.throttleTimer) clearTimeout(this.throttleTimer);
+    this.throttleTimer = null;
+    if (err || this.socket.destroyed) {
+      this.socket.destroy();
+    } else {
+      // Flush what was written (e.g. a refusing CONNACK), then close; cut if the peer stalls.
+      this.socket.end();
+      const cut = setTimeout(() => this.socket.destroy(), FLUSH_GRACE_MS);
+      cut.unref();
+      this.socket.once('close', () => clearTimeout(cut));
+    }
+    cb(err);
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * The broker inside a real `fleetgate serve`, driven with MQTT.js over real mTLS: identity
+ * binding (client id / user name = certificate), service client ids, MQTT 5 refusals, topic
+ * ACLs (SUBACK 0x80, dropped publishes), takeover, presence in the inventory, TLS policy and
+ * refusal reasons in /metrics.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type Credential,
+  createService,
+  enrollDevices,
+  type Fleet,
+  issueFromOtherCa,
+  issueShortLived,
+  metricsText,
+  metricValue,
+  mqttOptions,
+  startFleet,
+} from '../helpers/device.js';
+
+const clients: MqttClient[] = [];
+
+async function connectAs(fleet: Fleet, cred: Credential, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
+  const c = await mqtt.connectAsync(mqttOptions(fleet, cred, extra));
+  clients.push(c);
+  return c;
+}
+
+/** 'accepted', the CONNACK refusal code, or 'closed' when the connection ended without CONNACK. */
+function refusal(fleet: Fleet, cred: Credential, extra: mqtt.IClientOptions = {}): Promise<number | string> {
+  return new Promise((resolve) => {
+    const c = mqtt.connect(mqttOptions(fleet, cred, extra));
+    const finish = (v: number | string) => {
+      c.end(true);
+      resolve(v);
+    };
+    c.once('connect', () => finish('accepted'));
+    c.once('error', (e) => {
+      const code = (e as { code?: unknown }).code;
+      finish(typeof code === 'number' ? code : 'closed');
+    });
+    c.once('close', () => finish('closed'));
+  });
+}
+
+/** SUBACK return codes per filter, refusals included (MQTT.js rejects when any is 0x80). */
+async function subscribeCodes(c: MqttClient, filters: string[]): Promise<Record<string, number>> {
+  let granted: { topic?: string; qos: number }[];
+  try {
+    granted = await c.subscribeAsync(filters);
+    return Object.fromEntries(granted.map((g) => [g.topic, g.qos]));
+  } catch (e) {
+    const codes = (e as { packet?: { granted?: number[] } }).packet?.granted;
+    if (!codes) throw e;
+    return Object.fromEntries(filters.map((f, i) => [f, codes[i] as number]));
+  }
+}
+
+function nextMessage(c: MqttClient, timeoutMs = 10_000): Promise<{ topic: string; payload: string }> {
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('no message')), timeoutMs);
+    c.once('message', (topic, payload) => {
+      clearTimeout(t);
+      resolve({ topic, payload: payload.toString() });
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (ok(v) || Date.now() > deadline) return v;
+    await sleep(100);
+  }
+}
+
+describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
+  let fleet: Fleet;
+  let devs: Record<string, Credential>;
+  let svc: Credential;
+
+  beforeAll(async () => {
+    fleet = await startFleet({ env: { FLEETGATE_MQTT_PRESENCE_FLUSH: '1s' } });
+    devs = await enrollDevices(fleet, ['dev-a', 'dev-b', 'dev-c']);
+    svc = await createService(fleet, 'ingest');
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true).catch(() => undefined)));
+    await fleet?.stop();
+  });
+
+  const dev = (id: string) => devs[id] as Credential;
+
+  it('prints the broker URL in the banner and in serve.json', () => {
+    expect(fleet.mqttUrl).toMatch(/^mqtts:\/\/127\.0\.0\.1:\d+$/);
+    const info = JSON.parse(readFileSync(path.join(fleet.dataDir, 'serve.json'), 'utf8'));
+    expect(info.mqttUrl).toBe(fleet.mqttUrl);
+  });
+
+  it('carries telemetry from a device to a service and a command back', async () => {
+    const ingest = await connectAs(fleet, svc, { clientId: 'ingest-1' });
+    const granted = await ingest.subscribeAsync('devices/+/telemetry', { qos: 1 });
+    expect(granted[0]?.qos).toBe(1);
+    const a = await connectAs(fleet, dev('dev-a'));
+    expect((await a.subscribeAsync('devices/dev-a/commands/#'))[0]?.qos).toBe(0);
+
+    const got = nextMessage(ingest);
+    await a.publishAsync('devices/dev-a/telemetry', '{"t":21.5}', { qos: 1 });
+    expect(await got).toEqual({ topic: 'devices/dev-a/telemetry', payload: '{"t":21.5}' });
+
+    const cmd = nextMessage(a);
+    await ingest.publishAsync('devices/dev-a/commands/reboot', 'now', { qos: 1 });
+    expect(await cmd).toEqual({ topic: 'devices/dev-a/commands/reboot', payload: 'now' });
+    await Promise.all([a.endAsync(), ingest.endAsync()]);
+  });
+
+  it('refuses a client id or user name that is not the certificate identity (CONNACK 0x05)', async () => {
+    expect(await refusal(fleet, dev('dev-a'), { clientId: 'dev-b' })).toBe(5);
+    expect(await refusal(fleet, dev('dev-a'), { clientId: '', clean: true })).toBe(5);
+    expect(await refusal(fleet, dev('dev-a'), { username: 'dev-b' })).toBe(5);
+    expect(await refusal(fleet, dev('dev-a'), { username: 'dev-a', password: 'ignored' })).toBe('accepted');
+    // A device may not use the NAME-<suffix> form reserved for services.
+    expect(await refusal(fleet, dev('dev-a'), { clientId: 'dev-a-2' })).toBe(5);
+    expect(await refusal(fleet, svc, { clientId: 'ingest' })).toBe('accepted');
+    expect(await refusal(fleet, svc, { clientId: 'ingest-worker.7' })).toBe('accepted');
+    expect(await refusal(fleet, svc, { clientId: 'ingestx' })).toBe(5);
+    expect(await refusal(fleet, svc, { clientId: 'dev-a' })).toBe(5);
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'id_mismatch' })).toBeGreaterThanOrEqual(6);
+  });
+
+  it('answers MQTT 5 CONNECTs with MQTT 5 reason codes (0x87 not authorized, else 0x84)', async () => {
+    expect(await refusal(fleet, dev('dev-a'), { protocolVersion: 5, clientId: 'dev-b' })).toBe(0x87);
+    expect(await refusal(fleet, dev('dev-a'), { protocolVersion: 5 })).toBe(0x84);
+  });
+
+  it('grants subscriptions inside the device subtree and read-only topics, refuses the rest (SUBACK 0x80)', async () => {
+    const a = await connectAs(fleet, dev('dev-a'));
+    const byTopic = await subscribeCodes(a, [
+      'devices/dev-a/#',
+      'devices/dev-a/config',
+      'fleet/broadcast/#',
+      'fleet/broadcast/firmware',
+      '#',
+      '+/+/telemetry',
+      'devices/dev-b/#',
+      'devices/+/telemetry',
+      'devices/#',
+      '$SYS/#',
+      'fleet/#',
+    ]);
+    expect(byTopic).toEqual({
+      'devices/dev-a/#': 0,
+      'devices/dev-a/config': 0,
+      'fleet/broadcast/#': 0,
+      'fleet/broadcast/firmware': 0,
+      '#': 128,
+      '+/+/telemetry': 128,
+      'devices/dev-b/#': 128,
+      'devices/+/telemetry': 128,
+      'devices/#': 128,
+      '$SYS/#': 128,
+      'fleet/#': 128,
+    });
+    // Still connected after refusals.
+    expect(a.connected).toBe(true);
+    const svcClient = await connectAs(fleet, svc, { clientId: 'ingest-acl' });
+    expect(
+      await subscribeCodes(svcClient, ['devices/+/#', 'devices/dev-b/telemetry', '#', 'fleet/broadcast/#']),
+    ).toEqual({
+      'devices/+/#': 0,
+      'devices/dev-b/telemetry': 0,
+      '#': 128,
+      'fleet/broadcast/#': 128,
+    });
+    await Promise.all([a.endAsync(), svcClient.endAsync()]);
+  });
+
+  it('drops out-of-bounds publishes (acknowledged, not delivered, counted) and keeps the connection', async () => {
+    const before = metricValue(await metricsText(fleet), 'fleetgate_mqtt_refused_total', { reason: 'acl_publish' });
+    const watcher = await connectAs(fleet, svc, { clientId: 'ingest-watch' });
+    await watcher.subscribeAsync('devices/+/#');
+    const b = await connectAs(fleet, dev('dev-b'));
+    await b.subscribeAsync('devices/dev-b/#');
+    const a = await connectAs(fleet, dev('dev-a'));
+    const seen: string[] = [];
+    watcher.on('message', (t) => seen.push(t));
+    b.on('message', (t) => seen.push(`b:${t}`));
+    // QoS 1 gets its PUBACK (MQTT-3.3.5-2), QoS 0 just vanishes.
+    await a.publishAsync('devices/dev-b/commands/x', 'spoof', { qos: 1 });
+    await a.publishAsync('devices/dev-b/telemetry', 'spoof', { qos: 0 });
+    await a.publishAsync('fleet/broadcast/all', 'spoof', { qos: 1 });
+    await a.publishAsync('devices/dev-a/telemetry', 'mine', { qos: 1 });
+    // A service may not publish telemetry on behalf of a device.
+    await watcher.publishAsync('devices/dev-b/telemetry', 'spoof', { qos: 1 });
+    await sleep(500);
+    expect(seen).toEqual(['devices/dev-a/telemetry']);
+    expect(a.connected && watcher.connected).toBe(true);
+    const after = metricValue(await metricsText(fleet), 'fleetgate_mqtt_refused_total', { reason: 'acl_publish' });
+    expect(after - before).toBe(4);
+    await Promise.all([a.endAsync(), b.endAsync(), watcher.endAsync()]);
+  });
+
+  it('lets a second connection of the same device take over the first, and counts it', async () => {
+    const before = metricValue(await metricsText(fleet), 'fleetgate_mqtt_takeovers_total');
+    const first = await connectAs(fleet, dev('dev-c'));
+    const closed = new Promise<void>((r) => first.once('close', () => r()));
+    const second = await connectAs(fleet, dev('dev-c'));
+    await closed;
+    expect(second.connected).toBe(true);
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_takeovers_total') - before).toBe(1);
+    expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'takeover' })).toBeGreaterThanOrEqual(1);
+    await second.endAsync();
+  });
+
+  it('shows devices online while connected and offline after (batched presence)', async () => {
+    type DeviceJson = { online: boolean; lastSeenAt: string | null };
+    const show = async () => (await fleet.api<DeviceJson>('GET', '/api/v1/devices/dev-b')).json;
+    const b = await connectAs(fleet, dev('dev-b'));
+    const online = await until(show, (d) => d.online);
+    expect(online.online).toBe(true);
+    expect(online.lastSeenAt).not.toBeNull();
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_connected', { kind: 'device' })).toBeGreaterThanOrEqual(1);
+    await b.endAsync();
+    const offline = await until(show, (d) => !d.online);
+    expect(offline.online).toBe(false);
+    const list = await runDevicesList(fleet);
+    expect(list).toContain('dev-b');
+  });
+
+  it('refuses TLS below 1.2 and TLS 1.2 suites without forward secrecy', async () => {
+    const attempt = (opts: object) =>
+      new Promise<string>((resolve) => {
+        const s = tlsConnect({
+          host: fleet.host,
+          port: fleet.mqttPort,
+          ca: fleet.caPem,
+          cert: dev('dev-a').certPem,
+          key: dev('dev-a').keyPem,
+          servername: 'localhost',
+          ...opts,
+        });
+        s.on('secureConnect', () => {
+          s.destroy();
+          resolve('connected');
+        });
+        s.on('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      });
+    expect(await attempt({ minVersion: 'TLSv1.2', maxVersion: 'TLSv1.3' })).toBe('connected');
+    expect(await attempt({ minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' })).not.toBe(
+      'connected',
+    );
+    expect(await attempt({ maxVersion: 'TLSv1.2', ciphers: 'AES128-GCM-SHA256:AES256-SHA' })).not.toBe('connected');
+    expect(await attempt({ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-SHA' })).not.toBe('connected');
+    expect(await attempt({ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256' })).toBe('connected');
+  });
+
+  it('refuses no certificate, another CA and an expired certificate, each counted by reason', async () => {
+    const other = await issueFromOtherCa(fleet, 'dev-a');
+    const expired = await issueShortLived(fleet, 'dev-a', 0);
+    const noCert = { ...dev('dev-a'), certPem: undefined, keyPem: undefined } as unknown as Credential;
+    for (const cred of [other, expired, noCert]) {
+      const r = await refusal(fleet, cred);
+      expect(r).toBe('closed'); // no CONNACK at all: the TLS connection is closed
+    }
+    const m = await metricsText(fleet);
+    for (const reason of ['wrong_ca', 'expired', 'no_cert']) {
+      expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason }), reason).toBeGreaterThanOrEqual(1);
+    }
+  });
+});
+
+async function runDevicesList(fleet: Fleet): Promise<string> {
+  const { runCli } = await import('../helpers/cli.js');
+  const r = await runCli(['devices', 'list'], fleet.env);
+  return r.stdout;
+}
