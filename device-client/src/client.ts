@@ -298,7 +298,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
       const der = await this.est.simpleReenroll(csr, {
         certPem: old.credential.certificatePem,
         chainPem: old.credential.chainPem,
-        key: old.key.tlsOptions(),
+        key: old.key,
       });
       const { cert, chain } = await verifyIssuedCertificate(der, {
         deviceId: this.deviceId,

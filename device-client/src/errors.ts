@@ -29,6 +29,7 @@ export const DEVICE_ERROR_CODES = [
   'PKCS11_PIN_INCORRECT',
   'PKCS11_PIN_LOCKED',
   'PKCS11_KEY_NOT_FOUND',
+  'PKCS11_ENGINE_UNAVAILABLE',
   'PKCS11_ERROR',
   // the broker
   'NOT_AUTHORIZED',
@@ -143,6 +144,7 @@ export class KeyStoreError extends DeviceClientError {
       | 'PKCS11_PIN_INCORRECT'
       | 'PKCS11_PIN_LOCKED'
       | 'PKCS11_KEY_NOT_FOUND'
+      | 'PKCS11_ENGINE_UNAVAILABLE'
       | 'PKCS11_ERROR',
     message: string,
     options?: { cause?: unknown },

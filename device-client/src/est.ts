@@ -15,7 +15,8 @@ import {
   isNetworkError,
   ServerUnreachableError,
 } from './errors.js';
-import type { TlsKeyOptions } from './keys/types.js';
+import type { DeviceKey } from './keys/types.js';
+import { clientContext } from './tls-context.js';
 
 export interface EstClientOptions {
   /** Base URL of the server, e.g. https://fleetgate.example:8443 (EST lives under /.well-known/est). */
@@ -122,7 +123,7 @@ export class EstClient {
   /** RFC 7030 4.2.2: renew, authenticated by the current certificate as TLS client certificate. */
   async simpleReenroll(
     csrDer: Uint8Array,
-    client: { certPem: string; chainPem: string[]; key: TlsKeyOptions },
+    client: { certPem: string; chainPem: string[]; key: DeviceKey },
   ): Promise<Uint8Array> {
     const r = await this.request('POST', this.url('simplereenroll'), {
       body: base64Lines(csrDer),
@@ -145,20 +146,17 @@ export class EstClient {
     opts: {
       headers?: Record<string, string>;
       body?: string;
-      clientCert?: { certPem: string; chainPem: string[]; key: TlsKeyOptions };
+      clientCert?: { certPem: string; chainPem: string[]; key: DeviceKey };
     } = {},
   ): Promise<HttpAnswer> {
     return new Promise((resolve, reject) => {
       let secureContext: tls.SecureContext;
       try {
-        secureContext = tls.createSecureContext({
-          ca: this.ca,
-          minVersion: 'TLSv1.2',
-          ...(opts.clientCert
-            ? { cert: [opts.clientCert.certPem, ...opts.clientCert.chainPem].join('\n'), ...opts.clientCert.key }
-            : {}),
-        });
+        secureContext = opts.clientCert
+          ? clientContext(opts.clientCert.key, opts.clientCert.certPem, opts.clientCert.chainPem, this.ca)
+          : tls.createSecureContext({ ca: this.ca, minVersion: 'TLSv1.2' });
       } catch (e) {
+        if (e instanceof DeviceClientError) return reject(e);
         reject(new DeviceClientError('INVALID_OPTIONS', `cannot build the TLS context: ${String(e)}`, { cause: e }));
         return;
       }

@@ -43,6 +43,8 @@ export {
   Pkcs11KeyStore,
   type Pkcs11KeyStoreOptions,
   parsePkcs11Uri,
+  pkcs11EnginePreloaded,
+  pkcs11OpenSslConfig,
   pkcs11Uri,
 } from './keys/pkcs11.js';
 export { SoftwareKeyStore } from './keys/software.js';

@@ -29,12 +29,12 @@ import {
   describeCause,
   isCaVerificationError,
   isNetworkError,
-  KeyStoreError,
   ServerUnreachableError,
 } from './errors.js';
 import { TypedEmitter } from './events.js';
 import type { DeviceKey } from './keys/types.js';
 import type { RevocationCheck } from './revocation.js';
+import { clientContext } from './tls-context.js';
 
 export interface SessionCredential {
   credential: Credential;
@@ -265,17 +265,7 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
   }
 
   private buildContext(c: SessionCredential): tls.SecureContext {
-    try {
-      return tls.createSecureContext({
-        ca: this.opts.ca,
-        cert: [c.credential.certificatePem, ...c.credential.chainPem].join('\n'),
-        ...c.key.tlsOptions(),
-        minVersion: this.opts.minVersion ?? 'TLSv1.2',
-      });
-    } catch (e) {
-      if (e instanceof DeviceClientError) throw e;
-      throw new KeyStoreError('KEY_INVALID', `cannot use the device key for TLS: ${describeCause(e)}`, { cause: e });
-    }
+    return clientContext(c.key, c.credential.certificatePem, c.credential.chainPem, this.opts.ca, this.opts.minVersion);
   }
 
   private openStream(): tls.TLSSocket {
@@ -443,7 +433,6 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
       this.timer = undefined;
       this.reconnect();
     }, delay);
-    this.timer.unref?.();
   }
 
   private reconnect(): void {

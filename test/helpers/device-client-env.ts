@@ -6,7 +6,7 @@
  * CRL (refreshed and reloaded on demand), so revocation also reaches it.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
@@ -121,6 +121,8 @@ function fetchDer(url: string, ca: string): Promise<Buffer> {
 }
 
 async function startMosquitto(env: Record<string, string>, apiUrl: string, bundle: string): Promise<Mosquitto> {
+  if (!existsSync('/usr/sbin/mosquitto'))
+    throw new Error('serve announces no MQTT broker and /usr/sbin/mosquitto is not installed to stand in for it');
   const dir = tempDir('fg-dc-mosq-');
   const file = (n: string) => path.join(dir, n);
   writeFileSync(file('bundle.pem'), bundle);

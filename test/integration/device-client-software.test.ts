@@ -13,7 +13,7 @@ import { type FleetgateEnv, startFleetgate } from '../helpers/device-client-env.
 import { runDeviceFlow } from '../helpers/device-client-flow.js';
 import { requireTool } from '../helpers/system-tools.js';
 
-const tools = requireTool('openssl') && requireTool('mosquitto');
+const tools = requireTool('openssl');
 
 describe.runIf(tools)('device client with a software key', () => {
   let env: FleetgateEnv;

@@ -11,7 +11,7 @@
  *   is unset and refuses a conflicting one.
  */
 import 'reflect-metadata';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import * as graphene from 'graphene-pk11';
 import { Crypto as P11Crypto } from 'node-webcrypto-p11';
@@ -43,6 +43,13 @@ export interface Pkcs11KeyStoreOptions {
   pin: string;
   /** OpenSSL pkcs11 engine (engines-3/pkcs11.so); found in the usual places when omitted. */
   enginePath?: string;
+  /**
+   * What to pass as `privateKeyEngine`: the engine id `pkcs11` when OPENSSL_CONF preloads it (see
+   * pkcs11OpenSslConfig), else the engine path. Default: `pkcs11` when the file named by
+   * OPENSSL_CONF loads a pkcs11 engine, the path otherwise. Loaded by path, the engine
+   * initialises once per process, so only one token key can be used for TLS until a restart.
+   */
+  engine?: string;
   /** Prefix of the CKA_LABEL of generated keys (default `fleetgate`). */
   labelPrefix?: string;
 }
@@ -58,6 +65,39 @@ const ENGINE_CANDIDATES = [
 
 export function findPkcs11Engine(): string | undefined {
   return ENGINE_CANDIDATES.find((p) => existsSync(p));
+}
+
+/**
+ * An OpenSSL config for Node (section `nodejs_conf`) that preloads the pkcs11 engine under the id
+ * `pkcs11` without initialising it. Start node with OPENSSL_CONF pointing at it and every token
+ * key can be used for TLS in the same process (renewal without restart).
+ */
+export function pkcs11OpenSslConfig(enginePath = findPkcs11Engine()): string {
+  if (!enginePath) throw new KeyStoreError('PKCS11_MODULE_MISSING', 'OpenSSL pkcs11 engine not found');
+  return [
+    'nodejs_conf = fleetgate_openssl_init',
+    '[fleetgate_openssl_init]',
+    'engines = fleetgate_engines',
+    '[fleetgate_engines]',
+    'pkcs11 = fleetgate_pkcs11',
+    '[fleetgate_pkcs11]',
+    'engine_id = pkcs11',
+    `dynamic_path = ${enginePath}`,
+    'init = 0',
+    '',
+  ].join('\n');
+}
+
+/** Whether the OpenSSL config of this process preloads the pkcs11 engine (by id). */
+export function pkcs11EnginePreloaded(): boolean {
+  const conf = process.env.OPENSSL_CONF;
+  if (!conf) return false;
+  try {
+    const text = readFileSync(conf, 'utf8');
+    return /^\s*engine_id\s*=\s*pkcs11\s*$/m.test(text) && /^\s*nodejs_conf\s*=/m.test(text);
+  } catch {
+    return false;
+  }
 }
 
 /** RFC 7512 2.3: percent-encode everything outside the unreserved set of a path attribute. */
@@ -308,8 +348,9 @@ export class Pkcs11KeyStore implements KeyStore {
   }
 
   private tlsKeyOptions(uri: string): TlsKeyOptions {
-    const engine = this.opts.enginePath ?? findPkcs11Engine();
-    if (!engine || !existsSync(engine))
+    const engine =
+      this.opts.engine ?? (pkcs11EnginePreloaded() ? 'pkcs11' : (this.opts.enginePath ?? findPkcs11Engine()));
+    if (!engine || (engine.includes('/') && !existsSync(engine)))
       throw new KeyStoreError(
         'PKCS11_MODULE_MISSING',
         `OpenSSL pkcs11 engine not found${engine ? ` at ${engine}` : ''} (install libengine-pkcs11-openssl or set enginePath)`,

@@ -1,0 +1,144 @@
+/**
+ * The end-to-end flow for token keys (SoftHSM2, TPM via tpm2-pkcs11), run in device processes
+ * (test/fixtures/device-client/agent.mjs on the compiled library): each process gets
+ * OPENSSL_CONF preloading the pkcs11 engine, which must be set before node starts. A second
+ * process on the same directory is the reboot; a third waits to be revoked.
+ */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { expect } from 'vitest';
+import { pkcs11OpenSslConfig } from '../../device-client/src/index.js';
+import { REPO_ROOT, tempDir } from './cli.js';
+import type { FleetgateEnv } from './device-client-env.js';
+import { waitFor } from './device-client-flow.js';
+
+const AGENT = path.join(REPO_ROOT, 'test/fixtures/device-client/agent.mjs');
+const DIST = path.join(REPO_ROOT, 'device-client/dist/index.js');
+
+type Line = Record<string, unknown>;
+
+export interface TokenFlowOptions {
+  env: FleetgateEnv;
+  deviceId: string;
+  pkcs11: { module: string; token: string; pin: string };
+  /** Extra environment of the device processes (SOFTHSM2_CONF, TPM2_PKCS11_TCTI, ...). */
+  childEnv: Record<string, string>;
+}
+
+export function agent(
+  opts: TokenFlowOptions & { dir: string; caFile: string; steps: string[]; tag: string },
+  onLine?: (line: Line) => void,
+): Promise<Line[]> {
+  const conf = path.join(tempDir('fg-dc-ossl-'), 'openssl.cnf');
+  writeFileSync(conf, pkcs11OpenSslConfig());
+  const cfg = {
+    dist: DIST,
+    deviceId: opts.deviceId,
+    dir: opts.dir,
+    caFile: opts.caFile,
+    estUrl: opts.env.apiUrl,
+    mqttUrl: opts.env.mqttUrl,
+    pkcs11: opts.pkcs11,
+    steps: opts.steps,
+    tag: opts.tag,
+  };
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [AGENT, JSON.stringify(cfg)], {
+      env: { ...process.env, ...opts.childEnv, OPENSSL_CONF: conf },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: Line[] = [];
+    let buf = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      buf += d;
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
+        const text = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          const line = JSON.parse(text) as Line;
+          lines.push(line);
+          onLine?.(line);
+        } catch {
+          stderr += `${text}\n`;
+        }
+      }
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(lines);
+      else
+        reject(
+          new Error(`device process failed (${code}):\n${lines.map((l) => JSON.stringify(l)).join('\n')}\n${stderr}`),
+        );
+    });
+  });
+}
+
+const step = (lines: Line[], name: string, nth = 0): Line => {
+  const found = lines.filter((l) => l.step === name)[nth];
+  if (!found) throw new Error(`no ${name} #${nth} in ${JSON.stringify(lines)}`);
+  return found;
+};
+
+export async function runTokenFlow(opts: TokenFlowOptions): Promise<{ firstKey: unknown; renewedKey: unknown }> {
+  const { env, deviceId } = opts;
+  const dir = tempDir('fg-dc-token-');
+  const caFile = path.join(dir, '..', `${path.basename(dir)}-ca.pem`);
+  writeFileSync(caFile, env.bundle);
+  const observer = await env.observe(`devices/${deviceId}/#`);
+  const token = await env.token(deviceId);
+
+  const first = await agent({
+    ...opts,
+    dir,
+    caFile,
+    tag: 'a',
+    steps: [
+      `enroll:${token}`,
+      'extractable',
+      'connect',
+      'publish:3',
+      'waitTicket',
+      'reconnect',
+      'renew',
+      'waitTicket',
+      'reconnect',
+    ],
+  });
+  const enrolled = step(first, 'enroll');
+  expect(step(first, 'extractable')).toMatchObject({ extractable: false, tokenSays: false, exported: false });
+  expect(step(first, 'connect')).toMatchObject({ resumed: false, serial: enrolled.serial });
+  expect(step(first, 'reconnect', 0)).toMatchObject({ resumed: true, serial: enrolled.serial });
+  const renewed = step(first, 'renew');
+  expect(renewed.serial).not.toBe(enrolled.serial);
+  expect(renewed.key).not.toEqual(enrolled.key);
+  expect(step(first, 'reconnect', 1)).toMatchObject({ resumed: true, serial: renewed.serial });
+  const expected = [...[0, 1, 2].map((i) => `a-${i}`), ...Array.from({ length: 20 }, (_, i) => `a-r${i}`)];
+  await waitFor('every message at the backend', () => {
+    const got = new Set(observer.messages.map((m) => m.payload));
+    return expected.every((m) => got.has(m)) ? true : undefined;
+  });
+  await observer.close();
+
+  // Reboot: a new process, same directory, resumes with the renewed certificate.
+  const reboot = await agent({ ...opts, dir, caFile, tag: 'b', steps: ['connect'] });
+  expect(step(reboot, 'connect')).toMatchObject({ resumed: true, serial: renewed.serial });
+
+  // Revoked while connected: reported, stopped, no retries.
+  const revokedRun = agent({ ...opts, dir, caFile, tag: 'c', steps: ['connect', 'waitRevoked'] }, (line) => {
+    if (line.step === 'ready') void env.revoke(deviceId);
+  });
+  const lines = await revokedRun;
+  expect(step(lines, 'waitRevoked')).toMatchObject({
+    serial: renewed.serial,
+    stoppedCode: 'DEVICE_REVOKED',
+    attemptsAfterStop: 0,
+  });
+  return { firstKey: enrolled.key, renewedKey: renewed.key };
+}
