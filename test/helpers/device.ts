@@ -8,6 +8,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import type { ConnectionOptions } from 'node:tls';
 import type { IClientOptions } from 'mqtt';
 import * as pkijs from 'pkijs';
 import {
@@ -238,8 +239,12 @@ export async function issueFromOtherCa(fleet: Fleet, id: string): Promise<Creden
   return issueWith(other, fleet, `${id}`, new Date(), 1);
 }
 
-/** MQTT.js options for a credential (TLS 1.3, pinned CA, the device id as client id). */
-export function mqttOptions(fleet: Fleet, cred: Credential, extra: IClientOptions = {}): IClientOptions {
+/** MQTT.js options plus the tls.connect options MQTT.js passes through (saved session, versions). */
+export type MqttExtra = IClientOptions &
+  Pick<ConnectionOptions, 'session' | 'minVersion' | 'maxVersion' | 'ciphers' | 'secureContext'>;
+
+/** MQTT.js options for a credential (pinned CA, the device id as client id, MQTT 3.1.1). */
+export function mqttOptions(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): IClientOptions {
   return {
     protocol: 'mqtts',
     host: fleet.host,

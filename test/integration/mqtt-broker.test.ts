@@ -16,6 +16,7 @@ import {
   type Fleet,
   issueFromOtherCa,
   issueShortLived,
+  type MqttExtra,
   metricsText,
   metricValue,
   mqttOptions,
@@ -24,14 +25,14 @@ import {
 
 const clients: MqttClient[] = [];
 
-async function connectAs(fleet: Fleet, cred: Credential, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
+async function connectAs(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<MqttClient> {
   const c = await mqtt.connectAsync(mqttOptions(fleet, cred, extra));
   clients.push(c);
   return c;
 }
 
 /** 'accepted', the CONNACK refusal code, or 'closed' when the connection ended without CONNACK. */
-function refusal(fleet: Fleet, cred: Credential, extra: mqtt.IClientOptions = {}): Promise<number | string> {
+function refusal(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<number | string> {
   return new Promise((resolve) => {
     const c = mqtt.connect(mqttOptions(fleet, cred, extra));
     const finish = (v: number | string) => {

@@ -14,6 +14,7 @@ import {
   enrollDevices,
   type Fleet,
   issueShortLived,
+  type MqttExtra,
   metricsText,
   metricValue,
   mqttOptions,
@@ -28,7 +29,7 @@ interface Attempt {
 }
 
 /** Connects, waits for CONNACK (or refusal) and for a session ticket; returns both. */
-function attempt(fleet: Fleet, cred: Credential, extra: mqtt.IClientOptions = {}): Promise<Attempt> {
+function attempt(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<Attempt> {
   return new Promise((resolve) => {
     const client = mqtt.connect(mqttOptions(fleet, cred, extra));
     let session: Buffer | undefined;

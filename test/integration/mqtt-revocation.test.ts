@@ -15,6 +15,7 @@ import {
   createService,
   enrollDevices,
   type Fleet,
+  type MqttExtra,
   metricsText,
   metricValue,
   mqttOptions,
@@ -26,7 +27,7 @@ import { ADMIN_DATABASE_URL } from '../helpers/pg.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function outcome(fleet: Fleet, cred: Credential, extra: mqtt.IClientOptions = {}): Promise<number | string> {
+function outcome(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<number | string> {
   return new Promise((resolve) => {
     const c = mqtt.connect(mqttOptions(fleet, cred, extra));
     const finish = (v: number | string) => {
