@@ -1,7 +1,8 @@
 // Shared pieces of the benchmark harness: processes, /proc CPU and memory, a fresh database.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -108,3 +109,132 @@ export function percentile(sorted, p) {
 }
 
 export const round = (n, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+
+/** The pid and every live descendant (cluster workers, child processes), from /proc children lists. */
+export function processTree(pid) {
+  const pids = [];
+  const walk = (p) => {
+    pids.push(p);
+    let tasks = [];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return;
+    }
+    for (const t of tasks) {
+      let children = '';
+      try {
+        children = readFileSync(`/proc/${p}/task/${t}/children`, 'utf8');
+      } catch {}
+      for (const c of children.split(' ').filter(Boolean)) walk(Number(c));
+    }
+  };
+  walk(pid);
+  return pids;
+}
+
+/** Sum of a /proc reading over a process tree; processes that vanish mid-read count as 0. */
+function sumTree(pid, read) {
+  let total = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const v = read(p);
+      if (Number.isFinite(v)) total += v;
+    } catch {}
+  }
+  return total;
+}
+
+/** CPU seconds (user + system) of a process and its live descendants. */
+export const treeCpuSeconds = (pid) => sumTree(pid, cpuSeconds);
+
+/** RSS in KiB of a process and its live descendants. */
+export const treeRssKiB = (pid) => sumTree(pid, rssKiB);
+
+/** Resolves once something accepts TCP connections on host:port (or rejects after timeoutMs). */
+export async function waitForPort(port, host = '127.0.0.1', timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise((resolve) => {
+      const s = netConnect({ port, host }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A TCP port that was free a moment ago (the kernel picks it). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts mosquitto with a generated mTLS config (TLS 1.3 by default, client certificates required,
+ * identity = certificate CN, Nagle off, no persistence, no logging). `files` holds PEM paths:
+ * { cafile, certfile, keyfile }. Resolves with { pid, port, exited(), stop() } once it listens.
+ */
+export async function startMosquitto({
+  dir,
+  cafile,
+  certfile,
+  keyfile,
+  tlsVersion = 'tlsv1.3',
+  bin = '/usr/sbin/mosquitto',
+}) {
+  const port = await freePort();
+  const conf = path.join(dir, 'mosquitto.conf');
+  writeFileSync(
+    conf,
+    [
+      'per_listener_settings false',
+      'persistence false',
+      'log_dest none',
+      'user root',
+      'allow_anonymous false',
+      'max_keepalive 65535',
+      'max_connections -1',
+      `listener ${port} 127.0.0.1`,
+      `cafile ${cafile}`,
+      `certfile ${certfile}`,
+      `keyfile ${keyfile}`,
+      'require_certificate true',
+      'use_identity_as_username true',
+      `tls_version ${tlsVersion}`,
+      'set_tcp_nodelay true',
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
+  const died = new Promise((_, reject) =>
+    child.once('exit', (code) => reject(new Error(`mosquitto exited ${code}: ${err}`))),
+  );
+  died.catch(() => {});
+  await Promise.race([waitForPort(port), died]);
+  return {
+    pid: child.pid,
+    port,
+    exited: () => child.exitCode !== null || child.signalCode !== null,
+    stop: () =>
+      new Promise((r) => {
+        if (child.exitCode !== null || child.signalCode !== null) return r(child.exitCode);
+        child.once('exit', (code) => r(code));
+        child.kill('SIGTERM');
+      }),
+  };
+}

@@ -1,5 +1,6 @@
 // `npm run bench` (`-- --quick` for a short run): runs every benchmark and ends with ONE JSON line
 // of named figures (the contract in DESIGN.md). Progress goes to stderr.
+import { benchBroker } from './broker.mjs';
 import { benchEnroll } from './enroll.mjs';
 
 const quick = process.argv.includes('--quick');
@@ -7,6 +8,7 @@ const started = Date.now();
 const figures = { quick, machine: `${(await import('node:os')).cpus().length} cores`, date: new Date().toISOString() };
 
 Object.assign(figures, await benchEnroll(quick ? { devices: 500 } : { devices: 3000 }));
+Object.assign(figures, await benchBroker({ quick }));
 
 figures.benchSeconds = Math.round((Date.now() - started) / 1000);
 console.log(JSON.stringify(figures));
