@@ -14,7 +14,7 @@ import 'reflect-metadata';
 import { existsSync, readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import * as graphene from 'graphene-pk11';
-import { Crypto as P11Crypto } from 'node-webcrypto-p11';
+import { Crypto as P11Crypto, TemplateBuilder } from 'node-webcrypto-p11';
 import { describeCause, KeyStoreError } from '../errors.js';
 import { randomHex } from '../util.js';
 import {
@@ -249,8 +249,21 @@ export class Pkcs11KeyStore implements KeyStore {
       }
     }
     // A session container: node-webcrypto-p11 will not C_Finalize a module it did not initialize.
-    this.p11 = new P11Crypto({ session: this.session });
-    return this.p11;
+    const p11 = new P11Crypto({ session: this.session });
+    // Leave usage attributes we do not want (CKA_DERIVE, CKA_DECRYPT, ... = false) to the token's
+    // defaults instead of stating them: tpm2-pkcs11 refuses a template whose attributes differ from
+    // what the TPM key really allows ("User specified and TPM specified attr mismatch").
+    const base = new TemplateBuilder();
+    p11.templateBuilder = {
+      build(params) {
+        const template = base.build(params) as Record<string, unknown>;
+        for (const k of ['derive', 'decrypt', 'unwrap', 'encrypt', 'wrap'])
+          if (template[k] === false) delete template[k];
+        return template as ReturnType<TemplateBuilder['build']>;
+      },
+    };
+    this.p11 = p11;
+    return p11;
   }
 
   async generate(hint: { deviceId: string }): Promise<DeviceKey> {
