@@ -1,21 +1,34 @@
 /**
- * The CA hot path encodes DER directly (pkcs7.ts). These tests hold it to the library encoders it
- * replaced: same inputs must give the same bytes.
+ * The CA hot path encodes DER directly (leaf-encoder.ts, pkcs7.ts). These tests hold it to the
+ * library encoders it replaced: same inputs must give the same bytes (TBSCertificate; whole
+ * certificate for deterministic RSA signatures), and openssl must agree.
  */
 import { webcrypto } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
-import { describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { internalsOf } from '../../server/src/ca/authority.js';
+import { encodeOid, encodeTime, readDer } from '../../server/src/ca/der.js';
 import {
   type CaKeyAlgorithm,
+  type CertificateAuthority,
   type CheckedCsr,
   checkCsr,
   createCaHierarchy,
+  type IssueOptions,
   issueIdentityCertificate,
   loadCertificateAuthority,
 } from '../../server/src/ca/index.js';
 import { certsOnly, parseCertsOnly } from '../../server/src/ca/pkcs7.js';
+import { issueWithGenerator } from '../../server/src/ca/profile.js';
 import * as x509 from '../../server/src/ca/x509.js';
+import { deviceUri, serviceUri } from '../../server/src/device-id.js';
+import { OpensslDir, opensslAvailable } from '../helpers/openssl.js';
 
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'csr');
 const NOW = new Date('2030-03-01T12:00:00Z');
 const URLS = { crlUrl: 'https://ca.example:8443/crl', ocspUrl: 'https://ca.example:8443/ocsp' };
 
@@ -61,6 +74,193 @@ async function checked(der: Uint8Array | string): Promise<CheckedCsr> {
   if (!r.ok) throw r.error;
   return r.value;
 }
+
+/** TBSCertificate DER of a certificate. */
+function tbsOf(certDer: Uint8Array): Buffer {
+  const cert = readDer(certDer, 0);
+  if (!cert) throw new Error('not DER');
+  const tbs = readDer(certDer, cert.contentStart, cert.end);
+  if (!tbs) throw new Error('no TBS');
+  return Buffer.from(certDer.subarray(tbs.start, tbs.end));
+}
+
+/** Issues on the fast path and on the generator with the same serial and validity; returns both. */
+async function bothWays(ca: CertificateAuthority, csr: CheckedCsr, opts: IssueOptions) {
+  const r = await issueIdentityCertificate(ca, csr, opts);
+  if (!r.ok) throw r.error;
+  const fast = r.value;
+  const uri = opts.kind === 'service' ? serviceUri(csr.commonName) : deviceUri(csr.commonName);
+  const slow = await issueWithGenerator(
+    internalsOf(ca),
+    ca.algorithm,
+    csr,
+    opts,
+    uri,
+    { notBefore: fast.notBefore, notAfter: fast.notAfter },
+    fast.serial,
+  );
+  return { fast, slow };
+}
+
+describe('leaf encoder = @peculiar/x509 generator', () => {
+  const cas = {} as Record<CaKeyAlgorithm, CertificateAuthority>;
+  const csrs: { name: string; csr: CheckedCsr }[] = [];
+  beforeAll(async () => {
+    for (const alg of ['P-256', 'P-384', 'RSA-3072'] as const) cas[alg] = await caFor(alg);
+    for (const key of ['P-256', 'P-384', 'Ed25519', 'RSA-2048'] as const) {
+      for (let i = 0; i < 3; i++) {
+        const cn = `dev-${key.toLowerCase()}-${i}${i === 2 ? `.${'x'.repeat(40)}_A` : ''}`;
+        csrs.push({ name: `${key} #${i}`, csr: await checked(await makeCsr(key, cn)) });
+      }
+    }
+    for (const f of ['good-p256.pem', 'good-p384.pem', 'good-ed25519.pem', 'good-rsa2048.pem']) {
+      csrs.push({ name: f, csr: await checked(readFileSync(join(fixtures, f), 'utf8')) });
+    }
+  });
+
+  const optionSets: { name: string; opts: Omit<IssueOptions, 'now'> }[] = [
+    { name: 'device', opts: { validityDays: 30, ...URLS } },
+    {
+      name: 'service + caIssuers',
+      opts: { validityDays: 365, ...URLS, kind: 'service', caIssuersUrl: 'http://x.example/ca.crt' },
+    },
+    {
+      name: 'long URLs (multi-octet lengths)',
+      opts: {
+        validityDays: 1,
+        crlUrl: `http://crl.example/${'c'.repeat(300)}`,
+        ocspUrl: `https://ocsp.example:1/${'o'.repeat(140)}?a=b&c=%20`,
+        caIssuersUrl: `http://ca.example/${'i'.repeat(200)}`,
+      },
+    },
+  ];
+
+  for (const alg of ['P-256', 'P-384', 'RSA-3072'] as const) {
+    for (const { name, opts } of optionSets) {
+      test(`${alg} CA, ${name}: same TBSCertificate for every subject key`, async () => {
+        const ca = cas[alg];
+        for (const { name: csrName, csr } of csrs) {
+          const { fast, slow } = await bothWays(ca, csr, { now: NOW, ...opts });
+          expect(tbsOf(fast.der).equals(tbsOf(slow.der)), `${csrName}: TBS differs`).toBe(true);
+          if (alg === 'RSA-3072') {
+            // PKCS#1 v1.5 signatures are deterministic: the whole certificate must be identical.
+            expect(Buffer.from(fast.der).equals(Buffer.from(slow.der)), csrName).toBe(true);
+            expect(fast.pem).toBe(slow.pem);
+          }
+          const { der: _fd, pem: _fp, ...fastRest } = fast;
+          const { der: _sd, pem: _sp, ...slowRest } = slow;
+          expect(fastRest).toEqual(slowRest);
+          const cert = new x509.X509Certificate(fast.der);
+          expect(cert.toString('pem')).toBe(fast.pem);
+          expect(await cert.verify({ publicKey: ca.issuingCert.publicKey, signatureOnly: true })).toBe(true);
+          expect(cert.signatureAlgorithm).toEqual(new x509.X509Certificate(slow.der).signatureAlgorithm);
+        }
+      });
+    }
+  }
+
+  test('UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5)', async () => {
+    const now = new Date('2049-12-01T00:00:00Z');
+    const ca = await caFor('P-256', now, 3650);
+    const csr = csrs[0]!.csr;
+    for (const days of [1, 30, 31, 32, 400]) {
+      const { fast, slow } = await bothWays(ca, csr, { now, validityDays: days, ...URLS });
+      expect(tbsOf(fast.der).equals(tbsOf(slow.der)), `${days} days`).toBe(true);
+      const cert = new x509.X509Certificate(fast.der);
+      expect(cert.notAfter.getTime()).toBe(fast.notAfter.getTime());
+      expect(cert.notBefore.getTime()).toBe(fast.notBefore.getTime());
+    }
+    expect(
+      Buffer.from(encodeTime(new Date('2049-12-31T23:59:59Z')))
+        .toString('latin1')
+        .slice(2),
+    ).toBe('491231235959Z');
+    expect(
+      Buffer.from(encodeTime(new Date('2050-01-01T00:00:00Z')))
+        .toString('latin1')
+        .slice(2),
+    ).toBe('20500101000000Z');
+    expect(encodeTime(new Date('2050-01-01T00:00:00Z'))[0]).toBe(0x18);
+    expect(encodeTime(new Date('2049-01-01T00:00:00Z'))[0]).toBe(0x17);
+  });
+
+  test('OIDs encode like asn1js', () => {
+    for (const oid of ['2.5.29.19', '1.2.840.113549.1.1.11', '1.3.6.1.5.5.7.48.2', '2.999.1234567', '1.3.101.112']) {
+      const ref = new Uint8Array(new asn1js.ObjectIdentifier({ value: oid }).toBER(false));
+      expect(Buffer.from(encodeOid(oid))).toEqual(Buffer.from(ref));
+    }
+  });
+
+  test('non-strict SPKI and non-ASCII URLs take the generator and still issue', async () => {
+    const ca = cas['P-256'];
+    const csr = csrs[0]!.csr;
+    const r = await issueIdentityCertificate(ca, csr, {
+      now: NOW,
+      validityDays: 30,
+      crlUrl: 'https://crl.bücher.example/crl',
+      ocspUrl: URLS.ocspUrl,
+    });
+    expect(r.ok).toBe(true);
+  });
+});
+
+describe('openssl agrees with the fast encoders', () => {
+  const run = opensslAvailable('ca-fast-path openssl');
+  let dir: OpensslDir;
+  beforeAll(() => {
+    if (run) dir = new OpensslDir();
+  });
+  afterAll(() => dir?.cleanup());
+
+  test.runIf(run)('openssl verify / x509 -text / pkcs7 -print_certs', async () => {
+    for (const alg of ['P-256', 'P-384', 'RSA-3072'] as const) {
+      const ca = await caFor(alg, new Date());
+      dir.write('bundle.pem', ca.bundlePem);
+      dir.write('root.pem', ca.rootCert.toString('pem'));
+      dir.write('issuing.pem', ca.issuingCert.toString('pem'));
+      for (const key of ['P-256', 'P-384', 'Ed25519', 'RSA-2048'] as const) {
+        const csr = await checked(await makeCsr(key, `dev-${key}`));
+        const r = await issueIdentityCertificate(ca, csr, {
+          now: new Date(),
+          validityDays: 30,
+          ...URLS,
+          caIssuersUrl: 'http://ca.example/issuing.crt',
+        });
+        if (!r.ok) throw r.error;
+        dir.write('leaf.pem', `${r.value.pem}\n`);
+        const v = dir.ok([
+          'verify',
+          '-purpose',
+          'sslclient',
+          '-CAfile',
+          'root.pem',
+          '-untrusted',
+          'issuing.pem',
+          'leaf.pem',
+        ]);
+        expect(v.stdout).toContain('leaf.pem: OK');
+        const text = dir.ok(['x509', '-in', 'leaf.pem', '-noout', '-text']).stdout;
+        expect(text).toMatch(new RegExp(`Subject: CN ?= ?dev-${key}\\n`));
+        expect(text).toMatch(/X509v3 Basic Constraints: critical\s+CA:FALSE/);
+        expect(text).toMatch(/X509v3 Key Usage: critical\s+Digital Signature\n/);
+        expect(text).toMatch(/X509v3 Extended Key Usage: \s+TLS Web Client Authentication\n/);
+        expect(text).toMatch(new RegExp(`X509v3 Subject Alternative Name: \\s+URI:urn:fleetgate:device:dev-${key}\\n`));
+        expect(text).toContain('X509v3 Authority Key Identifier:');
+        expect(text).toContain('X509v3 Subject Key Identifier:');
+        expect(text).toMatch(/X509v3 CRL Distribution Points: \s+Full Name:\s+URI:https:\/\/ca.example:8443\/crl/);
+        expect(text).toMatch(
+          /Authority Information Access: \s+OCSP - URI:https:\/\/ca.example:8443\/ocsp\s+CA Issuers - URI:http:\/\/ca.example\/issuing.crt/,
+        );
+        const p7 = certsOnly([r.value.der, new Uint8Array(ca.issuingCert.rawData)]);
+        dir.write('p7.der', p7);
+        const printed = dir.ok(['pkcs7', '-inform', 'DER', '-in', 'p7.der', '-print_certs']).stdout;
+        expect(printed).toMatch(new RegExp(`subject= ?CN ?= ?dev-${key}\\n`));
+        expect(printed).toMatch(/subject= ?O ?= ?fleetgate, CN ?= ?fleetgate Issuing CA\n/);
+        expect(printed).toContain(r.value.pem.split('\n')[1]);
+      }
+    }
+  });
+});
 
 describe('certsOnly = pkijs SignedData', () => {
   function reference(certs: Uint8Array[]): Uint8Array {

@@ -3,7 +3,7 @@
  * @peculiar/x509's default provider in ./x509.js) and a pkijs engine we pass explicitly, never
  * the pkijs global. Everything else in ca/ takes its crypto from here.
  */
-import { webcrypto } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
 import * as pkijs from 'pkijs';
 
 export type Crypto = webcrypto.Crypto;
@@ -37,12 +37,28 @@ export function toHex(data: ArrayBuffer | ArrayBufferView): string {
   return Buffer.from(toBytes(data)).toString('hex');
 }
 
+const NODE_HASH: Record<HashName, string> = {
+  'SHA-1': 'sha1',
+  'SHA-256': 'sha256',
+  'SHA-384': 'sha384',
+  'SHA-512': 'sha512',
+};
+
+/** Synchronous digest (node:crypto; a WebCrypto digest costs a thread-pool round trip). */
+export function digestSync(hash: HashName, data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash(NODE_HASH[hash]).update(data).digest());
+}
+
+export function sha256HexSync(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
 export async function digest(hash: HashName, data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await subtle.digest(hash, toArrayBuffer(data)));
+  return digestSync(hash, data);
 }
 
 export async function sha256Hex(data: Uint8Array): Promise<string> {
-  return toHex(await digest('SHA-256', data));
+  return sha256HexSync(data);
 }
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {

@@ -2,13 +2,23 @@
  * Certificate profiles (RFC 5280 section 4). What a leaf contains is decided here and only here;
  * nothing is copied from the request except the CN (already validated) and the public key.
  */
+import { KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { deviceUri, isValidDeviceId, serviceUri } from '../device-id.js';
 import { FleetgateError, fail, ok, type Result } from '../errors.js';
-import { type CertificateAuthority, internalsOf } from './authority.js';
-import { type CryptoKeyPair, crypto, sha256Hex, toBytes } from './crypto.js';
+import { type CaInternals, type CertificateAuthority, internalsOf } from './authority.js';
+import { type CryptoKeyPair, crypto, digestSync, sha256HexSync, toBytes } from './crypto.js';
 import type { CheckedCsr } from './csr-policy.js';
 import { classifySpki, exportPkcs8Pem, signingAlgorithm } from './keys.js';
+import {
+  certificatePem,
+  encodeTbs,
+  isPrintableAscii,
+  type LeafTemplate,
+  leafTemplate,
+  signCertificate,
+  strictSpkiKeyBits,
+} from './leaf-encoder.js';
 import { commonNameOnly } from './names.js';
 import { randomSerial } from './serial.js';
 import { CLOCK_SKEW_MS, DAY_MS, wholeSeconds } from './time.js';
@@ -85,7 +95,7 @@ async function describe(cert: x509.X509Certificate, commonName: string): Promise
     commonName,
     notBefore: cert.notBefore,
     notAfter: cert.notAfter,
-    keyFingerprint: await sha256Hex(toBytes(cert.publicKey.rawData)),
+    keyFingerprint: sha256HexSync(toBytes(cert.publicKey.rawData)),
   };
 }
 
@@ -123,36 +133,124 @@ export async function issueIdentityCertificate(
 
   const inner = internalsOf(ca);
   const subjectUri = kind === 'service' ? serviceUri(csr.commonName) : deviceUri(csr.commonName);
-  const aia: x509.AuthorityInfoAccessParams = { ocsp: opts.ocspUrl };
-  if (opts.caIssuersUrl !== undefined) aia.caIssuers = opts.caIssuersUrl;
   try {
-    const cert = await x509.X509CertificateGenerator.create(
-      {
-        serialNumber: randomSerial(),
-        subject: commonNameOnly(csr.commonName),
-        issuer: new x509.Name(inner.issuing.subjectDer),
+    // Fast path: the strict-DER SPKI is copied verbatim and everything else is encoded directly
+    // (leaf-encoder.ts; byte-identical to the generator below). Anything unusual - an SPKI that
+    // is not strict DER, a URL that is not printable ASCII - takes the generator.
+    const keyBits = strictSpkiKeyBits(csr.spkiDer);
+    if (
+      keyBits !== null &&
+      isPrintableAscii(opts.crlUrl) &&
+      isPrintableAscii(opts.ocspUrl) &&
+      isPrintableAscii(opts.caIssuersUrl ?? '')
+    ) {
+      const signer = signerOf(ca.algorithm, inner);
+      const template = signer.template(opts);
+      const serial = randomSerial();
+      const tbs = encodeTbs(template, {
+        serialHex: serial,
         notBefore: window.value.notBefore,
         notAfter: window.value.notAfter,
-        publicKey: csr.spkiDer,
-        signingKey: inner.issuingKey,
-        signingAlgorithm: signingAlgorithm(ca.algorithm),
-        extensions: [
-          new x509.BasicConstraintsExtension(false, undefined, true),
-          new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-          new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
-          new x509.SubjectAlternativeNameExtension([{ type: 'url', value: subjectUri }], false),
-          new x509.AuthorityKeyIdentifierExtension(inner.issuingKeyId, false),
-          await x509.SubjectKeyIdentifierExtension.create(csr.spkiDer, false, crypto),
-          new x509.CRLDistributionPointsExtension([opts.crlUrl], false),
-          new x509.AuthorityInfoAccessExtension(aia, false),
-        ],
-      },
-      crypto,
-    );
-    return ok(await describe(cert, csr.commonName));
+        commonName: csr.commonName,
+        subjectUri,
+        spkiDer: csr.spkiDer,
+        subjectKeyId: digestSync('SHA-1', keyBits),
+      });
+      const der = signCertificate(template, signer.key, tbs);
+      return ok({
+        serial,
+        der,
+        pem: certificatePem(der),
+        subject: `CN=${csr.commonName}`,
+        commonName: csr.commonName,
+        notBefore: window.value.notBefore,
+        notAfter: window.value.notAfter,
+        keyFingerprint: sha256HexSync(csr.spkiDer),
+      });
+    }
+    return ok(await issueWithGenerator(inner, ca.algorithm, csr, opts, subjectUri, window.value, randomSerial()));
   } catch (e) {
     return fail('INTERNAL', `signing failed: ${e instanceof Error ? e.name : 'error'}`);
   }
+}
+
+interface Signer {
+  key: KeyObject;
+  template(opts: IssueOptions): LeafTemplate;
+}
+
+const signers = new WeakMap<CaInternals, Signer>();
+const MAX_TEMPLATES = 16;
+
+/** The issuing key as a node:crypto KeyObject plus the per-options templates, cached per CA. */
+function signerOf(algorithm: CertificateAuthority['algorithm'], inner: CaInternals): Signer {
+  let signer = signers.get(inner);
+  if (signer === undefined) {
+    const templates = new Map<string, LeafTemplate>();
+    signer = {
+      key: KeyObject.from(inner.issuingKey),
+      template(opts) {
+        const cacheKey = JSON.stringify([opts.crlUrl, opts.ocspUrl, opts.caIssuersUrl ?? null]);
+        let t = templates.get(cacheKey);
+        if (t === undefined) {
+          t = leafTemplate({
+            algorithm,
+            issuerDer: inner.issuing.subjectDer,
+            issuingKeyId: inner.issuingKeyId,
+            crlUrl: opts.crlUrl,
+            ocspUrl: opts.ocspUrl,
+            caIssuersUrl: opts.caIssuersUrl,
+          });
+          if (templates.size >= MAX_TEMPLATES) templates.clear();
+          templates.set(cacheKey, t);
+        }
+        return t;
+      },
+    };
+    signers.set(inner, signer);
+  }
+  return signer;
+}
+
+/**
+ * The general path: @peculiar/x509's generator. Exported for the tests that check the fast
+ * encoder against it (same inputs and serial must give the same TBSCertificate).
+ */
+export async function issueWithGenerator(
+  inner: CaInternals,
+  algorithm: CertificateAuthority['algorithm'],
+  csr: CheckedCsr,
+  opts: IssueOptions,
+  subjectUri: string,
+  window: { notBefore: Date; notAfter: Date },
+  serialNumber: string,
+): Promise<IssuedCertificate> {
+  const aia: x509.AuthorityInfoAccessParams = { ocsp: opts.ocspUrl };
+  if (opts.caIssuersUrl !== undefined) aia.caIssuers = opts.caIssuersUrl;
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber,
+      subject: commonNameOnly(csr.commonName),
+      issuer: new x509.Name(inner.issuing.subjectDer),
+      notBefore: window.notBefore,
+      notAfter: window.notAfter,
+      publicKey: csr.spkiDer,
+      signingKey: inner.issuingKey,
+      signingAlgorithm: signingAlgorithm(algorithm),
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth], false),
+        new x509.SubjectAlternativeNameExtension([{ type: 'url', value: subjectUri }], false),
+        new x509.AuthorityKeyIdentifierExtension(inner.issuingKeyId, false),
+        await x509.SubjectKeyIdentifierExtension.create(csr.spkiDer, false, crypto),
+        new x509.CRLDistributionPointsExtension([opts.crlUrl], false),
+        new x509.AuthorityInfoAccessExtension(aia, false),
+      ],
+    },
+    crypto,
+  );
+  return describe(cert, csr.commonName);
 }
 
 const DNS_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
