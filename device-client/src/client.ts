@@ -114,12 +114,17 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
   async enroll(token: string, options: { replace?: boolean } = {}): Promise<Credential> {
     await this.store.init();
     let previous: Credential | undefined;
+    let usable = false;
     try {
       previous = await this.store.load();
-    } catch {
-      previous = undefined; // missing or corrupt: nothing to protect
+      await this.keyStore.load(previous.key);
+      usable = previous.notAfter > new Date();
+    } catch (e) {
+      // Missing or corrupt credential, or its key is gone: nothing to protect. A token problem
+      // (module, PIN) is reported as such.
+      if (e instanceof KeyStoreError && e.code !== 'KEY_INVALID' && e.code !== 'PKCS11_KEY_NOT_FOUND') throw e;
     }
-    if (previous && previous.notAfter > new Date() && !options.replace)
+    if (previous && usable && !options.replace)
       throw new CredentialError(
         'ALREADY_ENROLLED',
         this.store.dir,
