@@ -215,9 +215,10 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       return packet;
     },
   });
-  broker.on('clientReady', (client) => {
+  // Admitted the moment CONNACK 0 is written ('clientReady' comes later, after the offline queue).
+  broker.on('connackSent', (packet, client) => {
     const c = connOf(client);
-    if (!c || c.admitted) return;
+    if (!c || c.admitted || c.closed || packet.returnCode !== 0) return;
     c.admitted = true;
     c.client = client;
     observer.connected(c.identity.kind, 1);
@@ -278,6 +279,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
 
   tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     releaseHandshake(socket);
+    // With a listener installed Node leaves the socket open (a handshake timeout included).
+    socket.destroy();
     observer.refused('handshake_failed');
     log.debug({ code: err.code, err: err.message }, 'TLS handshake failed');
   });
@@ -313,8 +316,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       publishRate: config.publishRate,
       publishBurst: config.publishBurst,
       onViolation(kind) {
-        if (c.admitted) c.errorCause = kind === 'too_large' ? 'packet_too_large' : 'protocol_error';
-        else observer.refused('bad_packet');
+        c.errorCause = kind === 'too_large' ? 'packet_too_large' : 'protocol_error';
+        if (!c.admitted) observer.refused('bad_packet');
       },
       onPublishes: (n) => observer.messages('in', n),
       onThrottle: () => observer.throttled(),

@@ -1,0 +1,182 @@
+/**
+ * Every kind of bad input to the broker ends in a closed connection, never a crash: garbage
+ * instead of MQTT, plain text on the TLS port, oversized packets (CONNECT and PUBLISH), malformed
+ * CONNECTs, wrong protocol levels, a remaining length of 5 bytes, a first packet that is not
+ * CONNECT, a second CONNECT, sockets that send nothing (before and after TLS), a truncated
+ * CONNECT. Afterwards the same broker still serves a well-behaved device.
+ */
+import { connect as netConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import mqtt from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type Credential,
+  connectPacket,
+  enrollDevices,
+  type Fleet,
+  metricsText,
+  metricValue,
+  mqttOptions,
+  publishPacket,
+  startFleet,
+} from '../helpers/device.js';
+
+interface Outcome {
+  closed: boolean;
+  received: Buffer;
+}
+
+const CONNACK_OK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
+
+/** Opens an mTLS connection, writes `chunks` (gapMs apart) and collects what comes back until close. */
+function rawMqtt(fleet: Fleet, cred: Credential, chunks: Buffer[], gapMs = 50, waitMs = 15_000): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const s = tlsConnect({
+      host: fleet.host,
+      port: fleet.mqttPort,
+      ca: cred.caPem,
+      cert: cred.certPem,
+      key: cred.keyPem,
+      servername: 'localhost',
+    });
+    const got: Buffer[] = [];
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve({ closed: false, received: Buffer.concat(got) });
+    }, waitMs);
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ closed: true, received: Buffer.concat(got) });
+    });
+    s.once('secureConnect', async () => {
+      for (const c of chunks) {
+        if (s.destroyed) break;
+        s.write(c);
+        await new Promise((r) => setTimeout(r, gapMs));
+      }
+    });
+  });
+}
+
+function plainTcp(fleet: Fleet, data: Buffer | null, waitMs = 15_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = netConnect({ host: fleet.host, port: fleet.mqttPort });
+    const timer = setTimeout(() => {
+      s.destroy();
+      resolve(false);
+    }, waitMs);
+    s.on('error', () => undefined);
+    s.on('data', () => undefined);
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+    if (data) s.write(data);
+  });
+}
+
+function lengthPrefix(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    out.push(b);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+describe('bad input to the broker', () => {
+  let fleet: Fleet;
+  let dev: Credential;
+
+  beforeAll(async () => {
+    fleet = await startFleet({
+      env: { FLEETGATE_MQTT_HANDSHAKE_TIMEOUT: '2s', FLEETGATE_MQTT_MAX_PACKET_SIZE: '4096' },
+    });
+    dev = (await enrollDevices(fleet, ['bad-1']))['bad-1'] as Credential;
+  });
+
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  const cases: [string, () => Buffer[]][] = [
+    ['HTTP instead of MQTT', () => [Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')]],
+    ['random bytes', () => [Buffer.from(Array.from({ length: 1024 }, (_, i) => (i * 131 + 7) & 0xff))]],
+    [
+      'a first packet that is not CONNECT (SUBSCRIBE)',
+      () => [Buffer.from([0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 0x23, 0x00])],
+    ],
+    ['a remaining length of five bytes', () => [Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0x7f])]],
+    ['an oversized CONNECT', () => [Buffer.concat([Buffer.from([0x10]), lengthPrefix(100_000), Buffer.alloc(2048)])]],
+    ['a CONNECT with protocol name MQTX', () => [connectPacket('bad-1', { protocolName: 'MQTX' })]],
+    ['a CONNECT with protocol level 6', () => [connectPacket('bad-1', { level: 6 })]],
+    ['a CONNECT with protocol level 2', () => [connectPacket('bad-1', { level: 2 })]],
+    [
+      'a CONNECT whose client id overruns the packet',
+      () => [
+        Buffer.from([0x10, 0x0e, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3c, 0x00, 0xff, 0x41, 0x42]),
+      ],
+    ],
+    ['a CONNECT with reserved flag bit set', () => [Buffer.from([0x11, ...connectPacket('bad-1').subarray(1)])]],
+    ['a truncated CONNECT, then silence', () => [connectPacket('bad-1').subarray(0, 9)]],
+  ];
+
+  for (const [name, chunks] of cases) {
+    it(`closes the connection on ${name}, with no CONNACK 0`, async () => {
+      const r = await rawMqtt(fleet, dev, chunks());
+      expect(r.closed).toBe(true);
+      expect(r.received.includes(CONNACK_OK)).toBe(false);
+    });
+  }
+
+  it('closes the connection on an oversized PUBLISH after a good CONNECT', async () => {
+    const header = Buffer.concat([Buffer.from([0x30]), lengthPrefix(1_000_000), Buffer.from([0x00, 0x01, 0x61])]);
+    const r = await rawMqtt(fleet, dev, [connectPacket('bad-1'), header, Buffer.alloc(8192)], 200);
+    expect(r.closed).toBe(true);
+    expect(r.received.subarray(0, 4)).toEqual(CONNACK_OK);
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'packet_too_large' })).toBe(1);
+  });
+
+  it('closes the connection on a second CONNECT', async () => {
+    const r = await rawMqtt(fleet, dev, [connectPacket('bad-1'), connectPacket('bad-1')], 200);
+    expect(r.closed).toBe(true);
+  });
+
+  it('accepts a PUBLISH just under the limit', async () => {
+    const r = await rawMqtt(
+      fleet,
+      dev,
+      [connectPacket('bad-1'), publishPacket('devices/bad-1/x', Buffer.alloc(4000))],
+      200,
+      1_500,
+    );
+    expect(r.closed).toBe(false);
+    expect(r.received.subarray(0, 4)).toEqual(CONNACK_OK);
+  });
+
+  it('drops sockets that send nothing (before TLS) or no CONNECT (after TLS), and plain-text MQTT', async () => {
+    expect(await plainTcp(fleet, null)).toBe(true);
+    expect(await plainTcp(fleet, connectPacket('bad-1'))).toBe(true);
+    const silentTls = await rawMqtt(fleet, dev, []);
+    expect(silentTls.closed).toBe(true);
+    expect(silentTls.received.length).toBe(0);
+  });
+
+  it('is still alive and serving afterwards', async () => {
+    expect(fleet.server.child.exitCode).toBeNull();
+    const c = await mqtt.connectAsync(mqttOptions(fleet, dev));
+    await c.subscribeAsync('devices/bad-1/#');
+    const got = new Promise<string>((r) => c.once('message', (_t, p) => r(p.toString())));
+    await c.publishAsync('devices/bad-1/telemetry', 'fine');
+    expect(await got).toBe('fine');
+    await c.endAsync();
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'bad_packet' })).toBeGreaterThanOrEqual(4);
+    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'handshake_failed' })).toBeGreaterThanOrEqual(2);
+  });
+});
