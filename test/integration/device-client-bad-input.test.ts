@@ -104,7 +104,7 @@ describe.runIf(tools)('device client bad input', () => {
     const connecting = client.connect().catch((e) => e as DeviceClientError);
     while (delays.length < 6) await new Promise((r) => setTimeout(r, 20));
     await client.close();
-    expect((await connecting).code).toBe('CLIENT_STOPPED');
+    expect(((await connecting) as DeviceClientError).code).toBe('CLIENT_STOPPED');
     expect(new Set(codes.slice(0, 6))).toEqual(new Set(['SERVER_UNREACHABLE']));
     // Delays grow towards the ceiling and never exceed it; jitter keeps them at or above half.
     expect(Math.max(...delays)).toBeLessThanOrEqual(400);
