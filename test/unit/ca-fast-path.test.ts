@@ -1,17 +1,19 @@
 /**
- * The CA hot path encodes DER directly (leaf-encoder.ts, pkcs7.ts). These tests hold it to the
- * library encoders it replaced: same inputs must give the same bytes (TBSCertificate; whole
- * certificate for deterministic RSA signatures), and openssl must agree.
+ * The CA hot path encodes DER directly (leaf-encoder.ts, pkcs7.ts, the strict CSR reader in
+ * csr-policy.ts). These tests hold it to the library encoders it replaced: same inputs must give
+ * the same bytes (TBSCertificate; whole certificate for deterministic RSA signatures), the same
+ * CSR verdicts, and openssl must agree.
  */
 import { webcrypto } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { internalsOf } from '../../server/src/ca/authority.js';
-import { encodeOid, encodeTime, readDer } from '../../server/src/ca/der.js';
+import { checkCsrGeneral, readRequestFast } from '../../server/src/ca/csr-policy.js';
+import { derChildren, encodeOid, encodeTime, readDer, seq, tlv } from '../../server/src/ca/der.js';
 import {
   type CaKeyAlgorithm,
   type CertificateAuthority,
@@ -22,6 +24,7 @@ import {
   issueIdentityCertificate,
   loadCertificateAuthority,
 } from '../../server/src/ca/index.js';
+import { classifySpki, classifySpkiGeneral } from '../../server/src/ca/keys.js';
 import { certsOnly, parseCertsOnly } from '../../server/src/ca/pkcs7.js';
 import { issueWithGenerator } from '../../server/src/ca/profile.js';
 import * as x509 from '../../server/src/ca/x509.js';
@@ -300,5 +303,122 @@ describe('certsOnly = pkijs SignedData', () => {
   test('refuses what is not a DER certificate', () => {
     expect(() => certsOnly([new Uint8Array([1, 2, 3])])).toThrow();
     expect(() => certsOnly([new Uint8Array([0x30, 5, 0])])).toThrow();
+  });
+});
+
+describe('CSR checks: fast reader = general path', () => {
+  const inputs: { name: string; input: Uint8Array | string }[] = [];
+  beforeAll(async () => {
+    for (const f of readdirSync(fixtures)) {
+      if (f.endsWith('.sh')) continue;
+      const raw = new Uint8Array(readFileSync(join(fixtures, f)));
+      inputs.push({ name: f, input: raw });
+      if (!f.endsWith('.der')) inputs.push({ name: `${f} (text)`, input: Buffer.from(raw).toString('utf8') });
+    }
+    for (const key of ['P-256', 'P-384', 'Ed25519', 'RSA-2048'] as const) {
+      inputs.push({ name: `${key} generated`, input: await makeCsr(key, `dev-${key}`) });
+    }
+  });
+
+  async function expectSame(input: Uint8Array | string, name: string) {
+    const fast = await checkCsr(input);
+    const slow = await checkCsrGeneral(input);
+    if (!slow.ok || !fast.ok) {
+      expect(fast.ok, name).toBe(slow.ok);
+      if (!fast.ok && !slow.ok) {
+        expect({ code: fast.error.code, message: fast.error.message }, name).toEqual({
+          code: slow.error.code,
+          message: slow.error.message,
+        });
+      }
+      return;
+    }
+    const { publicKey: fk, ...f } = fast.value;
+    const { publicKey: sk, ...s } = slow.value;
+    expect(f, name).toEqual(s);
+    expect(Buffer.from(fk.rawData)).toEqual(Buffer.from(sk.rawData));
+    expect(fk).toBeInstanceOf(x509.PublicKey);
+  }
+
+  test('fixtures and generated requests', async () => {
+    for (const { name, input } of inputs) await expectSame(input, name);
+  });
+
+  test('every single-byte corruption of a request of each key type', async () => {
+    const ders = inputs.filter((i) => i.input instanceof Uint8Array && i.input[0] === 0x30 && i.name.includes('good'));
+    expect(ders.length).toBeGreaterThanOrEqual(1);
+    for (const key of ['P-256', 'Ed25519'] as const) ders.push({ name: key, input: await makeCsr(key, 'dev-x') });
+    let n = 0;
+    for (const { name, input } of ders) {
+      const der = input as Uint8Array;
+      for (let i = 0; i < der.byteLength; i++) {
+        for (const flip of [0x01, 0x80, 0xff]) {
+          const m = der.slice();
+          m[i] = (m[i] ?? 0) ^ flip;
+          await expectSame(m, `${name} byte ${i} ^ ${flip}`);
+          n++;
+        }
+      }
+    }
+    expect(n).toBeGreaterThan(500);
+  });
+
+  test('classifySpki fast reader = asn1js classifier', async () => {
+    const spkis: Uint8Array[] = [];
+    for (const { input } of inputs) {
+      const r = await checkCsrGeneral(input);
+      if (r.ok) spkis.push(r.value.spkiDer);
+    }
+    for (const spki of [...spkis]) {
+      for (let i = 0; i < Math.min(spki.byteLength, 40); i++) {
+        const m = spki.slice();
+        m[i] = (m[i] ?? 0) ^ 0x01;
+        spkis.push(m);
+      }
+    }
+    for (const spki of spkis) expect(classifySpki(spki)).toEqual(classifySpkiGeneral(spki));
+  });
+
+  test('the common shapes take the fast reader', async () => {
+    for (const f of [
+      'good-p256.der',
+      'good-p384.pem',
+      'good-ed25519.pem',
+      'good-rsa2048.pem',
+      'hostile-extensions.pem',
+    ]) {
+      const raw = readFileSync(join(fixtures, f));
+      const der = f.endsWith('.der')
+        ? new Uint8Array(raw)
+        : new x509.Pkcs10CertificateRequest(raw.toString('utf8')).rawData;
+      expect(readRequestFast(new Uint8Array(der)), f).not.toBeNull();
+    }
+    for (const key of ['P-256', 'P-384', 'Ed25519', 'RSA-2048'] as const) {
+      expect(readRequestFast(await makeCsr(key, 'dev-1')), key).not.toBeNull();
+    }
+  });
+
+  test('re-encoded ECDSA signatures get the same verdict on both paths', async () => {
+    for (const key of ['P-256', 'P-384'] as const) {
+      const der = await makeCsr(key, 'dev-sig');
+      const top = readDer(der, 0)!;
+      const [info, alg, sig] = derChildren(der, top)!;
+      const sigDer = der.subarray(sig!.contentStart + 1, sig!.end);
+      const [r, s] = derChildren(sigDer, readDer(sigDer, 0)!)!.map((n) => sigDer.subarray(n.contentStart, n.end));
+      const whole = (n: { start: number; end: number }) => der.subarray(n.start, n.end);
+      const rebuild = (sigValue: Uint8Array) =>
+        seq(whole(info!), whole(alg!), tlv(0x03, new Uint8Array([0]), sigValue));
+      const variants: [string, Uint8Array][] = [
+        ['as made', seq(tlv(0x02, r!), tlv(0x02, s!))],
+        ['padded r', seq(tlv(0x02, new Uint8Array([0, 0, ...r!])), tlv(0x02, s!))],
+        ['r without its sign octet', seq(tlv(0x02, r![0] === 0 ? r!.subarray(1) : r!), tlv(0x02, s!))],
+        ['long-form length', new Uint8Array([0x30, 0x81, ...seq(tlv(0x02, r!), tlv(0x02, s!)).subarray(1)])],
+        ['trailing octet', new Uint8Array([...seq(tlv(0x02, r!), tlv(0x02, s!)), 0])],
+        ['three integers', seq(tlv(0x02, r!), tlv(0x02, s!), tlv(0x02, new Uint8Array([1])))],
+        ['r too long', seq(tlv(0x02, new Uint8Array([1, ...r!])), tlv(0x02, s!))],
+        ['raw r||s', new Uint8Array([...r!, ...s!])],
+      ];
+      for (const [name, value] of variants) await expectSame(rebuild(value), `${key} ${name}`);
+    }
   });
 });

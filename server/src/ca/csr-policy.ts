@@ -17,12 +17,13 @@
  * extensions and attributes (RFC 2986 section 4.1, PKCS#9 extensionRequest) are ignored.
  */
 
+import { constants, createPublicKey, verify } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { isValidDeviceId } from '../device-id.js';
 import { fail, ok, type Result } from '../errors.js';
-import { crypto, sha256Hex, toArrayBuffer, toBytes } from './crypto.js';
-import { derTlvLength } from './der.js';
-import { classifySpki } from './keys.js';
+import { crypto, sha256HexSync, toArrayBuffer, toBytes } from './crypto.js';
+import { type DerNode, derBytes, derChildren, derContent, derEquals, derTlvLength, readDer } from './der.js';
+import { classifySpki, classifySpkiFast, type SpkiInfo } from './keys.js';
 import { decodeBase64Strict, decodePemStrict } from './pem.js';
 import * as x509 from './x509.js';
 
@@ -96,10 +97,6 @@ interface ParsedRequest {
 
 /** RFC 2986 section 4: CertificationRequest and CertificationRequestInfo, strictly. */
 function parseStructure(der: Uint8Array): Result<ParsedRequest> {
-  if (der[0] !== 0x30) return malformed('request is not a DER SEQUENCE');
-  const tlv = derTlvLength(der);
-  if (tlv === null) return malformed('request is truncated or not DER');
-  if (tlv !== der.byteLength) return malformed(`${der.byteLength - tlv} trailing bytes after the request`);
   const parsed = asn1js.fromBER(toArrayBuffer(der));
   if (parsed.offset === -1 || parsed.offset !== der.byteLength) return malformed('request is not valid DER');
   const top = parsed.result;
@@ -158,7 +155,42 @@ function commonNames(subject: asn1js.Sequence): string[] | null {
   return values;
 }
 
+/**
+ * What the policy stages need from a parsed request, whichever reader produced it: the strict
+ * DER reader for the common shape (readRequestFast) or the general asn1js/@peculiar path.
+ */
+interface ParsedCsr {
+  spkiDer: Uint8Array;
+  key: SpkiInfo;
+  signatureOid: string;
+  /** All CN values, or null if one is not a usable character string. */
+  commonNames(): string[] | null;
+  /** Proof of possession; false (never a throw) when the signature does not verify. */
+  verifySignature(): Promise<boolean>;
+  /** The general reader builds the @peculiar/x509 key eagerly (it may still fail there). */
+  publicKey?: () => Result<x509.PublicKey>;
+}
+
 export async function checkCsr(input: Uint8Array | string, opts: CheckCsrOptions = {}): Promise<Result<CheckedCsr>> {
+  return runPolicy(input, opts, true);
+}
+
+/**
+ * The same pipeline with the general reader only (asn1js + @peculiar/x509 for everything). Not
+ * part of the public API: the tests hold the fast reader to it.
+ */
+export async function checkCsrGeneral(
+  input: Uint8Array | string,
+  opts: CheckCsrOptions = {},
+): Promise<Result<CheckedCsr>> {
+  return runPolicy(input, opts, false);
+}
+
+async function runPolicy(
+  input: Uint8Array | string,
+  opts: CheckCsrOptions,
+  allowFast: boolean,
+): Promise<Result<CheckedCsr>> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_CSR_BYTES;
   const identity = opts.identity ?? 'device';
 
@@ -170,17 +202,18 @@ export async function checkCsr(input: Uint8Array | string, opts: CheckCsrOptions
   // 2. parse
   const der = toDer(input);
   if (!der.ok) return der;
-  const parsed = parseStructure(der.value);
-  if (!parsed.ok) return parsed;
-  const { spkiDer, subject, signatureOid } = parsed.value;
-  let csr: x509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(der.value);
-  } catch {
-    return malformed('request does not parse as PKCS#10');
+  const framing = checkFraming(der.value);
+  if (!framing.ok) return framing;
+  const fast = allowFast ? readRequestFast(der.value) : null;
+  let parsed: ParsedCsr;
+  if (fast !== null) {
+    parsed = fast;
+  } else {
+    const general = readRequestGeneral(der.value);
+    if (!general.ok) return general;
+    parsed = general.value;
   }
-  const key = classifySpki(spkiDer);
-  if (key === null) return malformed('subjectPKInfo is not a valid SubjectPublicKeyInfo');
+  const { spkiDer, key, signatureOid } = parsed;
 
   // 3. signature (proof of possession). Keys we cannot load at all are refused here.
   const verifiable =
@@ -195,14 +228,9 @@ export async function checkCsr(input: Uint8Array | string, opts: CheckCsrOptions
   if (family !== key.kind) {
     return fail('CSR_SIGNATURE_INVALID', `signature algorithm ${signatureOid} does not match the ${key.kind} key`);
   }
-  let signatureValid = false;
-  try {
-    // verify() resolves to a boolean: a false is a forged or corrupted request, not an exception.
-    signatureValid = (await csr.verify(crypto)) === true;
-  } catch {
-    signatureValid = false;
+  if (!(await parsed.verifySignature())) {
+    return fail('CSR_SIGNATURE_INVALID', 'request signature does not verify with its own key');
   }
-  if (!signatureValid) return fail('CSR_SIGNATURE_INVALID', 'request signature does not verify with its own key');
 
   // 4. key policy
   let keyAlgorithm: CsrKeyAlgorithm;
@@ -222,7 +250,7 @@ export async function checkCsr(input: Uint8Array | string, opts: CheckCsrOptions
   }
 
   // 5. subject
-  const cns = commonNames(subject);
+  const cns = parsed.commonNames();
   if (cns === null) return fail('CSR_SUBJECT_INVALID', 'subject is not a well-formed Name with string values');
   if (cns.length !== 1) return fail('CSR_SUBJECT_INVALID', `subject must have exactly one CN, found ${cns.length}`);
   const commonName = cns[0]!;
@@ -234,23 +262,283 @@ export async function checkCsr(input: Uint8Array | string, opts: CheckCsrOptions
     );
   }
 
-  let publicKey: x509.PublicKey;
-  try {
-    publicKey = new x509.PublicKey(spkiDer);
-  } catch {
-    return malformed('subjectPKInfo does not parse');
-  }
-  return ok({
+  const publicKey = parsed.publicKey?.();
+  if (publicKey !== undefined && !publicKey.ok) return publicKey;
+  const checked = {
     commonName,
     spkiDer,
-    keyFingerprint: await sha256Hex(spkiDer),
+    keyFingerprint: sha256HexSync(spkiDer),
     keyAlgorithm,
     ...(keyBits !== undefined ? { keyBits } : {}),
-    publicKey,
+  } as CheckedCsr;
+  if (publicKey === undefined) {
+    // The strict reader has shown the SPKI parses; the @peculiar/x509 object is built on first use.
+    let cached: x509.PublicKey | undefined;
+    Object.defineProperty(checked, 'publicKey', {
+      enumerable: true,
+      configurable: true,
+      get: () => {
+        cached ??= new x509.PublicKey(spkiDer);
+        return cached;
+      },
+    });
+  } else {
+    checked.publicKey = publicKey.value;
+  }
+  return ok(checked);
+}
+
+/** DER framing of the whole request: one definite-length SEQUENCE and nothing after it. */
+function checkFraming(der: Uint8Array): Result<void> {
+  if (der[0] !== 0x30) return malformed('request is not a DER SEQUENCE');
+  const tlv = derTlvLength(der);
+  if (tlv === null) return malformed('request is truncated or not DER');
+  if (tlv !== der.byteLength) return malformed(`${der.byteLength - tlv} trailing bytes after the request`);
+  return ok(undefined);
+}
+
+/** The general reader: asn1js structure checks, then @peculiar/x509's PKCS#10 parser and verify. */
+function readRequestGeneral(der: Uint8Array): Result<ParsedCsr> {
+  const parsed = parseStructure(der);
+  if (!parsed.ok) return parsed;
+  const { spkiDer, subject, signatureOid } = parsed.value;
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(der);
+  } catch {
+    return malformed('request does not parse as PKCS#10');
+  }
+  const key = classifySpki(spkiDer);
+  if (key === null) return malformed('subjectPKInfo is not a valid SubjectPublicKeyInfo');
+  return ok({
+    spkiDer,
+    key,
+    signatureOid,
+    commonNames: () => commonNames(subject),
+    verifySignature: () => verifyWithPeculiar(csr),
+    publicKey: () => {
+      try {
+        return ok(new x509.PublicKey(spkiDer));
+      } catch {
+        return malformed('subjectPKInfo does not parse');
+      }
+    },
   });
 }
 
-function describeKey(key: NonNullable<ReturnType<typeof classifySpki>>): string {
+async function verifyWithPeculiar(csr: x509.Pkcs10CertificateRequest): Promise<boolean> {
+  try {
+    // verify() resolves to a boolean: a false is a forged or corrupted request, not an exception.
+    return (await csr.verify(crypto)) === true;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fast reader. It accepts only the common, strictly DER-encoded shape of a request, in which
+// every element the general reader would look at is present and well-formed, and signatures
+// fleetgate verifies with node:crypto directly. For anything else it answers null and the general
+// reader decides, so verdicts never depend on which reader ran (test/unit/ca-fast-path.test.ts).
+
+/** Signature AlgorithmIdentifier DER (hex) -> its OID and node:crypto hash (null: Ed25519). */
+const FAST_SIGNATURE_ALGORITHMS = new Map<string, { oid: string; hash: string | null }>([
+  ['300a06082a8648ce3d040302', { oid: '1.2.840.10045.4.3.2', hash: 'sha256' }],
+  ['300a06082a8648ce3d040303', { oid: '1.2.840.10045.4.3.3', hash: 'sha384' }],
+  ['300a06082a8648ce3d040304', { oid: '1.2.840.10045.4.3.4', hash: 'sha512' }],
+  ['300d06092a864886f70d01010b0500', { oid: '1.2.840.113549.1.1.11', hash: 'sha256' }],
+  ['300d06092a864886f70d01010c0500', { oid: '1.2.840.113549.1.1.12', hash: 'sha384' }],
+  ['300d06092a864886f70d01010d0500', { oid: '1.2.840.113549.1.1.13', hash: 'sha512' }],
+  ['300506032b6570', { oid: '1.3.101.112', hash: null }],
+]);
+const EC_FIELD_BYTES: Record<string, number> = { 'P-256': 32, 'P-384': 48, 'P-521': 66 };
+const DER_CN_TYPE = new Uint8Array([0x06, 0x03, 0x55, 0x04, 0x03]);
+const DER_VERSION_0 = new Uint8Array([0x02, 0x01, 0x00]);
+const MAX_FAST_DEPTH = 16;
+const latin1 = (bytes: Uint8Array): string =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Exported for the tests only (which inputs take the fast reader). */
+export function readRequestFast(der: Uint8Array): ParsedCsr | null {
+  const top = readDer(der, 0);
+  if (top === null || top.end !== der.byteLength || top.tag !== 0x30) return null;
+  const parts = derChildren(der, top);
+  if (parts === null || parts.length !== 3) return null;
+  const [info, sigAlg, sig] = parts as [DerNode, DerNode, DerNode];
+  if (info.tag !== 0x30 || sigAlg.tag !== 0x30 || sig.tag !== 0x03) return null;
+  const algorithm = FAST_SIGNATURE_ALGORITHMS.get(Buffer.from(derBytes(der, sigAlg)).toString('hex'));
+  if (algorithm === undefined) return null;
+  const sigContent = derContent(der, sig);
+  if (sigContent.byteLength < 2 || sigContent[0] !== 0) return null;
+  const fields = derChildren(der, info);
+  if (fields === null || fields.length !== 4) return null;
+  const [version, subject, spki, attributes] = fields as [DerNode, DerNode, DerNode, DerNode];
+  if (!derEquals(der, version, DER_VERSION_0) || subject.tag !== 0x30 || spki.tag !== 0x30 || attributes.tag !== 0xa0) {
+    return null;
+  }
+  const cns = readCommonNames(der, subject);
+  if (cns === null || !attributesWellFormed(der, attributes)) return null;
+  const spkiDer = derBytes(der, spki).slice();
+  const key = classifySpkiFast(spkiDer);
+  if (key === undefined) return null;
+  const tbs = derBytes(der, info);
+  const signature = sigContent.subarray(1);
+  return {
+    spkiDer,
+    key,
+    signatureOid: algorithm.oid,
+    commonNames: () => cns,
+    verifySignature: async () => {
+      const verdict = verifyWithNode(key, spkiDer, algorithm.hash, tbs, signature);
+      // An ECDSA signature that is not strict DER: the general reader's conversion decides.
+      if (verdict !== undefined) return verdict;
+      try {
+        return await verifyWithPeculiar(new x509.Pkcs10CertificateRequest(der));
+      } catch {
+        return false;
+      }
+    },
+  };
+}
+
+/**
+ * node:crypto verification. ECDSA signatures are converted to r||s exactly as @peculiar/x509 does
+ * (leading zeros dropped, left-padded to the field size; longer values fail). Returns undefined
+ * when the ECDSA signature is not a strict-DER Ecdsa-Sig-Value.
+ */
+function verifyWithNode(
+  key: SpkiInfo,
+  spkiDer: Uint8Array,
+  hash: string | null,
+  tbs: Uint8Array,
+  signature: Uint8Array,
+): boolean | undefined {
+  let raw = signature;
+  if (key.kind === 'EC') {
+    const size = EC_FIELD_BYTES[key.curve];
+    if (size === undefined) return false;
+    const seqNode = readDer(signature, 0);
+    if (seqNode === null || seqNode.tag !== 0x30 || seqNode.end !== signature.byteLength) return undefined;
+    const ints = derChildren(signature, seqNode);
+    if (ints === null || ints.length !== 2) return undefined;
+    raw = new Uint8Array(2 * size);
+    for (const [i, node] of ints.entries()) {
+      if (node.tag !== 0x02 || node.end === node.contentStart) return undefined;
+      let v = derContent(signature, node);
+      let z = 0;
+      while (z < v.byteLength && v[z] === 0) z++;
+      if (z < v.byteLength) v = v.subarray(z);
+      if (v.byteLength > size) return false;
+      raw.set(v, i * size + size - v.byteLength);
+    }
+  }
+  try {
+    const publicKey = createPublicKey({ key: Buffer.from(spkiDer), format: 'der', type: 'spki' });
+    if (key.kind === 'EC') return verify(hash, tbs, { key: publicKey, dsaEncoding: 'ieee-p1363' }, raw);
+    if (key.kind === 'RSA') return verify(hash, tbs, { key: publicKey, padding: constants.RSA_PKCS1_PADDING }, raw);
+    return verify(null, tbs, publicKey, raw);
+  } catch {
+    return false;
+  }
+}
+
+/** CN values of a strict-DER Name; null when the Name is not of the common shape. */
+function readCommonNames(der: Uint8Array, subject: DerNode): string[] | null {
+  const rdns = derChildren(der, subject);
+  if (rdns === null) return null;
+  const values: string[] = [];
+  for (const rdn of rdns) {
+    if (rdn.tag !== 0x31) return null;
+    const atvs = derChildren(der, rdn);
+    if (atvs === null || atvs.length === 0) return null;
+    for (const atv of atvs) {
+      if (atv.tag !== 0x30) return null;
+      const tv = derChildren(der, atv);
+      if (tv === null || tv.length !== 2) return null;
+      const [type, value] = tv as [DerNode, DerNode];
+      if (type.tag !== 0x06 || !oidContentOk(derContent(der, type))) return null;
+      if (!derEquals(der, type, DER_CN_TYPE)) {
+        if (!wellFormed(der, value, 0)) return null;
+        continue;
+      }
+      const content = derContent(der, value);
+      if (value.tag === 0x13 || value.tag === 0x16) {
+        values.push(latin1(content));
+      } else if (value.tag === 0x0c) {
+        try {
+          values.push(strictUtf8.decode(content));
+        } catch {
+          values.push(latin1(content));
+        }
+      } else {
+        return null;
+      }
+    }
+  }
+  return values;
+}
+
+/** [0] IMPLICIT SET OF Attribute { type OID, values SET OF ANY } (RFC 2986 4.1). */
+function attributesWellFormed(der: Uint8Array, attributes: DerNode): boolean {
+  const list = derChildren(der, attributes);
+  if (list === null) return false;
+  for (const attr of list) {
+    if (attr.tag !== 0x30) return false;
+    const tv = derChildren(der, attr);
+    if (tv === null || tv.length !== 2) return false;
+    const [type, values] = tv as [DerNode, DerNode];
+    if (type.tag !== 0x06 || !oidContentOk(derContent(der, type)) || values.tag !== 0x31) return false;
+    const items = derChildren(der, values);
+    if (items === null || items.length === 0 || !items.every((v) => wellFormed(der, v, 0))) return false;
+  }
+  return true;
+}
+
+/** OBJECT IDENTIFIER content: non-empty, minimal sub-identifiers, none cut short. */
+function oidContentOk(content: Uint8Array): boolean {
+  if (content.byteLength === 0 || content[content.byteLength - 1]! >= 0x80) return false;
+  let startOfSubid = true;
+  for (const b of content) {
+    if (startOfSubid && b === 0x80) return false;
+    startOfSubid = b < 0x80;
+  }
+  return true;
+}
+
+/** A value anywhere in the request: strict DER, and only types whose content cannot fail to parse. */
+function wellFormed(der: Uint8Array, node: DerNode, depth: number): boolean {
+  const length = node.end - node.contentStart;
+  const tagClass = node.tag & 0xc0;
+  if (node.tag & 0x20) {
+    if (tagClass === 0 && node.tag !== 0x30 && node.tag !== 0x31) return false;
+    if (depth >= MAX_FAST_DEPTH) return false;
+    const kids = derChildren(der, node);
+    return kids?.every((k) => wellFormed(der, k, depth + 1)) ?? false;
+  }
+  if (tagClass !== 0) return true;
+  switch (node.tag) {
+    case 0x01:
+      return length === 1;
+    case 0x02:
+      return length >= 1;
+    case 0x03:
+      return length >= 1 && der[node.contentStart]! <= 7;
+    case 0x04:
+    case 0x0c:
+    case 0x13:
+    case 0x16:
+      return true;
+    case 0x05:
+      return length === 0;
+    case 0x06:
+      return oidContentOk(derContent(der, node));
+    default:
+      return false;
+  }
+}
+
+function describeKey(key: SpkiInfo): string {
   switch (key.kind) {
     case 'EC':
       return `EC ${key.curve}`;

@@ -13,6 +13,7 @@ import {
   toArrayBuffer,
   toBytes,
 } from './crypto.js';
+import { type DerNode, derChildren, derContent, derEquals, readDer } from './der.js';
 import { encodePem } from './pem.js';
 
 export type CaKeyAlgorithm = 'P-256' | 'P-384' | 'RSA-3072';
@@ -34,8 +35,76 @@ export type SpkiInfo =
   | { kind: 'RSA'; bits: number; exponentOk: boolean }
   | { kind: 'other'; oid: string };
 
-/** Classifies a DER SubjectPublicKeyInfo. Returns null when it is not one. */
+// DER encodings (tag, length, content) of the OIDs the fast reader recognises.
+const DER_EC_PUBLIC_KEY = hexBytes('06072a8648ce3d0201');
+const DER_RSA_ENCRYPTION = hexBytes('06092a864886f70d010101');
+const DER_ED25519 = hexBytes('06032b6570');
+const DER_NULL = hexBytes('0500');
+const DER_CURVES: readonly [Uint8Array, string, string][] = [
+  [hexBytes('06082a8648ce3d030107'), 'P-256', '1.2.840.10045.3.1.7'],
+  [hexBytes('06052b81040022'), 'P-384', '1.3.132.0.34'],
+  [hexBytes('06052b81040023'), 'P-521', '1.3.132.0.35'],
+  [hexBytes('06052b8104000a'), 'secp256k1', '1.3.132.0.10'],
+];
+
+function hexBytes(hex: string): Uint8Array {
+  return new Uint8Array(Buffer.from(hex, 'hex'));
+}
+
+/**
+ * Classifies a DER SubjectPublicKeyInfo. Returns null when it is not one.
+ *
+ * Strict-DER SPKIs of the algorithms fleetgate knows are read directly (no ASN.1 object tree);
+ * everything else goes to classifySpkiGeneral, which has the final word. Both give the same
+ * answer wherever the fast reader answers (test/unit/ca-fast-path.test.ts).
+ */
 export function classifySpki(spkiDer: Uint8Array): SpkiInfo | null {
+  return classifySpkiFast(spkiDer) ?? classifySpkiGeneral(spkiDer);
+}
+
+/** The fast reader: an answer, or undefined for "not the common shape, ask the general path". */
+export function classifySpkiFast(spkiDer: Uint8Array): SpkiInfo | undefined {
+  const top = readDer(spkiDer, 0);
+  if (top === null || top.tag !== 0x30 || top.end !== spkiDer.byteLength) return undefined;
+  const parts = derChildren(spkiDer, top);
+  if (parts === null || parts.length !== 2) return undefined;
+  const [algId, bits] = parts as [DerNode, DerNode];
+  if (algId.tag !== 0x30 || bits.tag !== 0x03) return undefined;
+  const alg = derChildren(spkiDer, algId);
+  if (alg === null || alg.length < 1 || alg.length > 2) return undefined;
+  const [oid, params] = alg as [DerNode, DerNode | undefined];
+  const key = derContent(spkiDer, bits);
+  if (key.byteLength < 1 || key[0] !== 0) return undefined;
+  const keyBits = key.subarray(1);
+  if (derEquals(spkiDer, oid, DER_EC_PUBLIC_KEY)) {
+    if (params === undefined) return undefined;
+    for (const [der, curve, curveOid] of DER_CURVES) {
+      if (derEquals(spkiDer, params, der)) return { kind: 'EC', curve, curveOid };
+    }
+    return undefined;
+  }
+  if (derEquals(spkiDer, oid, DER_ED25519)) {
+    return params === undefined && keyBits.byteLength === 32 ? { kind: 'Ed25519' } : undefined;
+  }
+  if (derEquals(spkiDer, oid, DER_RSA_ENCRYPTION)) {
+    if (params !== undefined && !derEquals(spkiDer, params, DER_NULL)) return undefined;
+    const rsa = readDer(keyBits, 0);
+    if (rsa === null || rsa.tag !== 0x30 || rsa.end !== keyBits.byteLength) return undefined;
+    const ints = derChildren(keyBits, rsa);
+    if (ints === null || ints.length !== 2) return undefined;
+    const [n, e] = ints as [DerNode, DerNode];
+    if (n.tag !== 0x02 || e.tag !== 0x02 || n.end === n.contentStart || e.end === e.contentStart) return undefined;
+    return {
+      kind: 'RSA',
+      bits: unsignedBitLength(derContent(keyBits, n)),
+      exponentOk: exponentBytesOk(derContent(keyBits, e)),
+    };
+  }
+  return undefined;
+}
+
+/** The general classifier over asn1js (BER-tolerant, as before). */
+export function classifySpkiGeneral(spkiDer: Uint8Array): SpkiInfo | null {
   const parsed = asn1js.fromBER(toArrayBuffer(spkiDer));
   if (parsed.offset === -1 || parsed.offset !== spkiDer.byteLength) return null;
   const spki = parsed.result;
@@ -63,7 +132,11 @@ export function classifySpki(spkiDer: Uint8Array): SpkiInfo | null {
       if (rsa.offset === -1 || !(rsa.result instanceof asn1js.Sequence)) return null;
       const [n, e] = rsa.result.valueBlock.value;
       if (!(n instanceof asn1js.Integer) || !(e instanceof asn1js.Integer)) return null;
-      return { kind: 'RSA', bits: unsignedBitLength(n.valueBlock.valueHexView), exponentOk: exponentOk(e) };
+      return {
+        kind: 'RSA',
+        bits: unsignedBitLength(n.valueBlock.valueHexView),
+        exponentOk: exponentBytesOk(e.valueBlock.valueHexView),
+      };
     }
     default:
       return { kind: 'other', oid };
@@ -78,8 +151,7 @@ function unsignedBitLength(bytes: Uint8Array): number {
 }
 
 /** Odd, >= 3, at most 256 bits (RFC 8017 section 3.1; FIPS 186-5 asks for more, we only refuse the absurd). */
-function exponentOk(e: asn1js.Integer): boolean {
-  const bytes = e.valueBlock.valueHexView;
+function exponentBytesOk(bytes: Uint8Array): boolean {
   if (bytes.byteLength === 0 || (bytes[0]! & 0x80) !== 0) return false; // negative
   const bits = unsignedBitLength(bytes);
   if (bits > 256 || bits < 2) return false;
