@@ -281,6 +281,56 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
   });
 });
 
+describe('broker configuration and service credentials', () => {
+  it('stops start-up with one line naming a bad broker variable', async () => {
+    const { runCli, tempDir } = await import('../helpers/cli.js');
+    for (const [name, value] of [
+      ['FLEETGATE_MQTT_READONLY_TOPICS', 'fleet/#/x'],
+      ['FLEETGATE_MQTT_SERVICE_ACL', '{"ingest": {"publish": ["$SYS/#"]}}'],
+      ['FLEETGATE_MQTT_PUBLISH_RATE', 'fast'],
+      ['FLEETGATE_MQTT_REVOCATION_MAX_AGE', '10s'],
+    ] as const) {
+      const r = await runCli(['serve'], {
+        FLEETGATE_DATA_DIR: tempDir(),
+        FLEETGATE_API_PORT: '0',
+        FLEETGATE_MQTT_PORT: '0',
+        FLEETGATE_MQTT_REVOCATION_RESYNC: '60s',
+        [name]: value,
+      });
+      expect(r.code, name).not.toBe(0);
+      expect(r.stderr, name).toContain(name);
+      expect(r.stderr.trim().split('\n'), name).toHaveLength(1);
+    }
+  });
+
+  it('writes the service key 0600, a certificate with the service SAN URI, and the CA chain', async () => {
+    const { runCli, tempDir } = await import('../helpers/cli.js');
+    const { statSync, X509Certificate } = await Promise.all([import('node:fs'), import('node:crypto')]).then(
+      ([fs, crypto]) => ({ statSync: fs.statSync, X509Certificate: crypto.X509Certificate }),
+    );
+    const fleet = await startFleet();
+    try {
+      const out = tempDir('fg-svc-out-');
+      const r = await runCli(['service', 'create', 'billing', '--out', out], fleet.env);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('billing or billing-<suffix>');
+      expect(statSync(path.join(out, 'billing.key')).mode & 0o777).toBe(0o600);
+      const cert = new X509Certificate(readFileSync(path.join(out, 'billing.crt')));
+      expect(cert.subjectAltName).toContain('URI:urn:fleetgate:service:billing');
+      expect(cert.verify(new X509Certificate(readFileSync(path.join(out, 'ca.pem'))).publicKey)).toBe(true);
+      // Never overwrites a key.
+      const again = await runCli(['service', 'create', 'billing', '--out', out], fleet.env);
+      expect(again.code).toBe(1);
+      expect(again.stderr).toContain('already exists');
+      // Revocable like a device.
+      const revoked = await runCli(['revoke', 'billing'], fleet.env);
+      expect(revoked.code, revoked.stderr).toBe(0);
+    } finally {
+      await fleet.stop();
+    }
+  });
+});
+
 async function runDevicesList(fleet: Fleet): Promise<string> {
   const { runCli } = await import('../helpers/cli.js');
   const r = await runCli(['devices', 'list'], fleet.env);
