@@ -22,6 +22,7 @@ describe.runIf(tools)('device client with a SoftHSM2 key', () => {
   beforeAll(async () => {
     token = createSoftHsmToken('fg-softhsm');
     env = await startFleetgate();
+    console.info(`device-client test broker: ${env.broker} at ${env.mqttUrl}`);
   });
   afterAll(async () => {
     await env?.stop();

@@ -20,6 +20,7 @@ describe.runIf(tools)('device client with a software key', () => {
 
   beforeAll(async () => {
     env = await startFleetgate();
+    console.info(`device-client test broker: ${env.broker} at ${env.mqttUrl}`);
   });
   afterAll(async () => {
     await env?.stop();

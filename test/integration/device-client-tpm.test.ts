@@ -23,6 +23,7 @@ describe.runIf(tools)('device client with a TPM 2.0 key (tpm2-pkcs11)', () => {
   beforeAll(async () => {
     tpm = await startSoftTpm('fg-tpm');
     env = await startFleetgate();
+    console.info(`device-client test broker: ${env.broker} at ${env.mqttUrl}`);
   });
   afterAll(async () => {
     await env?.stop();
