@@ -73,7 +73,7 @@ export interface DeviceClientEvents {
 
 /** When a certificate valid from notBefore to notAfter should be renewed. */
 export function renewalDueAt(c: { notBefore: Date; notAfter: Date }, fraction = 2 / 3): Date {
-  const f = Math.min(0.99, Math.max(0.01, fraction));
+  const f = Math.min(0.999, Math.max(0.0001, fraction));
   const from = c.notBefore.getTime();
   return new Date(from + (c.notAfter.getTime() - from) * f);
 }
