@@ -215,15 +215,6 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       return packet;
     },
   });
-  // Admitted the moment CONNACK 0 is written ('clientReady' comes later, after the offline queue).
-  broker.on('connackSent', (packet, client) => {
-    const c = connOf(client);
-    if (!c || c.admitted || c.closed || packet.returnCode !== 0) return;
-    c.admitted = true;
-    c.client = client;
-    observer.connected(c.identity.kind, 1);
-    presence.record(c.identity.id, Date.now(), true);
-  });
   broker.on('clientError', (client, err) => {
     const c = connOf(client);
     if (!c) return;
@@ -321,6 +312,13 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       },
       onPublishes: (n) => observer.messages('in', n),
       onThrottle: () => observer.throttled(),
+      // Admitted the moment CONNACK 0 leaves (aedes' own events come a turn or two later).
+      onAccepted() {
+        if (c.admitted || c.closed) return;
+        c.admitted = true;
+        observer.connected(identity.kind, 1);
+        presence.record(identity.id, Date.now(), true);
+      },
     });
     conns.add(c);
     byLink.set(c.link, c);

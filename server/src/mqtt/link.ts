@@ -28,6 +28,8 @@ export interface LinkOptions {
   onViolation(kind: LinkViolation): void;
   onPublishes(count: number): void;
   onThrottle(): void;
+  /** CONNACK with return code 0 handed to TLS: from here on the client is admitted. */
+  onAccepted(): void;
 }
 
 enum Frame {
@@ -57,6 +59,8 @@ export class MqttLink extends Duplex {
   lastActivity = Date.now();
   /** The client sent DISCONNECT (a clean goodbye, MQTT 3.1.1 section 3.14). */
   sawDisconnect = false;
+  /** First bytes written (until 4): the CONNACK. null once inspected. */
+  private connackHead: Buffer | null = Buffer.alloc(0);
 
   constructor(
     readonly socket: TLSSocket,
@@ -172,6 +176,15 @@ export class MqttLink extends Duplex {
   }
 
   private writeOut(data: Buffer, cb: (error?: Error | null) => void): void {
+    // The first packet out is the CONNACK (3.1.1: 0x20 0x02 flags code); code 0 admits.
+    if (this.connackHead && !this.socket.destroyed) {
+      const head = Buffer.concat([this.connackHead, data.subarray(0, 4)]);
+      if (head.length < 4) this.connackHead = head;
+      else {
+        this.connackHead = null;
+        if (head[0] === 0x20 && head[1] === 0x02 && head[3] === 0x00) this.opts.onAccepted();
+      }
+    }
     if (this.socket.destroyed) {
       cb(new Error('connection closed'));
     } else if (this.socket.write(data)) {
