@@ -347,7 +347,9 @@ describe('CSR checks: fast reader = general path', () => {
   test('every single-byte corruption of a request of each key type', async () => {
     const ders = inputs.filter((i) => i.input instanceof Uint8Array && i.input[0] === 0x30 && i.name.includes('good'));
     expect(ders.length).toBeGreaterThanOrEqual(1);
-    for (const key of ['P-256', 'Ed25519'] as const) ders.push({ name: key, input: await makeCsr(key, 'dev-x') });
+    for (const key of ['P-256', 'P-384', 'Ed25519', 'RSA-2048'] as const) {
+      ders.push({ name: key, input: await makeCsr(key, 'dev-x') });
+    }
     let n = 0;
     for (const { name, input } of ders) {
       const der = input as Uint8Array;

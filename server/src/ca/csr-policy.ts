@@ -17,7 +17,7 @@
  * extensions and attributes (RFC 2986 section 4.1, PKCS#9 extensionRequest) are ignored.
  */
 
-import { constants, createPublicKey, verify } from 'node:crypto';
+import { constants, createPublicKey, type JsonWebKey, type KeyObject, verify } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import { isValidDeviceId } from '../device-id.js';
 import { fail, ok, type Result } from '../errors.js';
@@ -434,13 +434,65 @@ function verifyWithNode(
     }
   }
   try {
-    const publicKey = createPublicKey({ key: Buffer.from(spkiDer), format: 'der', type: 'spki' });
+    const publicKey = importPublicKey(key, spkiDer);
     if (key.kind === 'EC') return verify(hash, tbs, { key: publicKey, dsaEncoding: 'ieee-p1363' }, raw);
     if (key.kind === 'RSA') return verify(hash, tbs, { key: publicKey, padding: constants.RSA_PKCS1_PADDING }, raw);
     return verify(null, tbs, publicKey, raw);
   } catch {
     return false;
   }
+}
+
+/**
+ * The SPKI as a node:crypto key. Where OpenSSL's DER decoder is slow and the key is in its plain
+ * form (P-256 uncompressed point, Ed25519, RSA with minimal positive INTEGERs) the same key is
+ * imported as a JWK, which carries exactly the same numbers and is checked the same way (the EC
+ * point must be on the curve); anything else goes through the DER decoder.
+ */
+function importPublicKey(key: SpkiInfo, spkiDer: Uint8Array): KeyObject {
+  const jwk = jwkOf(key, spkiDer);
+  return jwk === null
+    ? createPublicKey({ key: Buffer.from(spkiDer), format: 'der', type: 'spki' })
+    : createPublicKey({ key: jwk, format: 'jwk' });
+}
+
+function jwkOf(key: SpkiInfo, spkiDer: Uint8Array): JsonWebKey | null {
+  const bits = publicKeyBits(spkiDer);
+  if (bits === null) return null;
+  const b64u = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64url');
+  if (key.kind === 'EC' && key.curve === 'P-256') {
+    if (bits.byteLength !== 65 || bits[0] !== 0x04) return null;
+    return { kty: 'EC', crv: 'P-256', x: b64u(bits.subarray(1, 33)), y: b64u(bits.subarray(33)) };
+  }
+  if (key.kind === 'Ed25519') return bits.byteLength === 32 ? { kty: 'OKP', crv: 'Ed25519', x: b64u(bits) } : null;
+  if (key.kind === 'RSA') {
+    const rsa = readDer(bits, 0);
+    const ints = rsa === null ? null : derChildren(bits, rsa);
+    if (ints === null || ints.length !== 2) return null;
+    const [n, e] = ints.map((node) => minimalPositive(derContent(bits, node)));
+    return n && e ? { kty: 'RSA', n: b64u(n), e: b64u(e) } : null;
+  }
+  return null;
+}
+
+/** The subjectPublicKey BIT STRING value of a strict-DER SPKI (classifySpkiFast has read it). */
+function publicKeyBits(spkiDer: Uint8Array): Uint8Array | null {
+  const top = readDer(spkiDer, 0);
+  const parts = top === null ? null : derChildren(spkiDer, top);
+  const bits = parts?.[1];
+  if (bits === undefined || bits.tag !== 0x03) return null;
+  const content = derContent(spkiDer, bits);
+  return content[0] === 0 ? content.subarray(1) : null;
+}
+
+/** Magnitude of a DER INTEGER that is positive and minimally encoded (X.690 8.3.2), else null. */
+function minimalPositive(content: Uint8Array): Uint8Array | null {
+  if (content.byteLength === 0 || content[0]! & 0x80) return null;
+  if (content[0] === 0) {
+    if (content.byteLength === 1 || !(content[1]! & 0x80)) return null;
+    return content.subarray(1);
+  }
+  return content;
 }
 
 /** CN values of a strict-DER Name; null when the Name is not of the common shape. */

@@ -83,8 +83,19 @@ export function tlv(tag: number, ...parts: readonly Uint8Array[]): Uint8Array {
 
 export const seq = (...parts: readonly Uint8Array[]): Uint8Array => tlv(TAG.SEQUENCE, ...parts);
 
-/** OBJECT IDENTIFIER TLV from dotted decimal (X.690 section 8.19). */
+const oidCache = new Map<string, Uint8Array>();
+
+/** OBJECT IDENTIFIER TLV from dotted decimal (X.690 section 8.19). Memoised; do not mutate. */
 export function encodeOid(dotted: string): Uint8Array {
+  let der = oidCache.get(dotted);
+  if (der === undefined) {
+    der = encodeOidUncached(dotted);
+    if (oidCache.size < 256) oidCache.set(dotted, der);
+  }
+  return der;
+}
+
+function encodeOidUncached(dotted: string): Uint8Array {
   const arcs = dotted.split('.').map((a) => {
     if (!/^(0|[1-9][0-9]*)$/.test(a)) throw new RangeError(`bad OID ${dotted}`);
     return BigInt(a);
