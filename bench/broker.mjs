@@ -16,7 +16,7 @@ import * as x509 from '@peculiar/x509';
 import {
   cli,
   freshDatabase,
-  log,
+  log as logLine,
   percentile,
   processTree,
   REPO,
@@ -32,6 +32,9 @@ import { connectCycle, identityContext, mqttConnect, pool, publishPacket } from 
 const { webcrypto } = await import('node:crypto');
 x509.cryptoProvider.set(webcrypto);
 
+const startedAt = performance.now();
+const log = (line) => logLine(`[${((performance.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] ${line}`);
+
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
 const SUBSCRIBER = 'bench-sub';
 
@@ -46,12 +49,13 @@ const OUR_BROKER_ENV = { FLEETGATE_MQTT_CONN_RATE_PER_IP: '0', FLEETGATE_MQTT_PU
 export const QUICK = {
   devices: 1000, // also the idle connections held
   rounds: 2,
-  connects: 500,
+  connects: 400,
   concurrency: 16,
-  throughputConnects: 1000,
+  throughputConnects: 800,
   throughputConcurrency: 128,
   publishers: 20,
-  qos0Seconds: 3,
+  qos0Seconds: 2.5,
+  qos0Window: 4000,
   revokes: 50,
 };
 export const FULL = {
@@ -63,6 +67,7 @@ export const FULL = {
   throughputConcurrency: 256,
   publishers: 50,
   qos0Seconds: 6,
+  qos0Window: 4000,
   revokes: 200,
 };
 
@@ -375,7 +380,11 @@ async function measureRound(target, devices, subscriber, p, r) {
     resume: false,
   });
   log(`${tag}: throughput (${p.throughputConcurrency} parallel): ${brief(out.throughput)}`);
-  out.qos0 = await qos0Phase(target, devices, subscriber, { publishers: p.publishers, seconds: p.qos0Seconds });
+  out.qos0 = await qos0Phase(target, devices, subscriber, {
+    publishers: p.publishers,
+    seconds: p.qos0Seconds,
+    window: p.qos0Window,
+  });
   log(`${tag}: QoS 0 fan-in (${p.publishers} -> 1): ${brief(out.qos0)}`);
   return out;
 }
@@ -541,6 +550,7 @@ export async function benchBroker(opts = {}) {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const quick = process.argv.includes('--quick');
-  const result = await benchBroker({ quick });
+  // FLEETGATE_BENCH_BROKER='{"qos0Window":20000}' overrides sizes for experiments.
+  const result = await benchBroker({ quick, ...JSON.parse(process.env.FLEETGATE_BENCH_BROKER ?? '{}') });
   console.log(JSON.stringify(result));
 }
