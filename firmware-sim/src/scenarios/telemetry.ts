@@ -102,8 +102,17 @@ export async function telemetryScenario(ctx: RunContext): Promise<ScenarioOutcom
             fleet.fail(d, 'publish: CLIENT_STOPPED');
             continue;
           }
+          let sending: Promise<void>;
+          try {
+            sending = client.publish(`devices/${d.id}/telemetry`, payload, { qos: 0 });
+          } catch (e) {
+            // the session stopped (refused, revoked): the library throws at once
+            publishErrors++;
+            fleet.fail(d, `publish: ${(e as { code?: string }).code ?? 'INTERNAL'}`);
+            continue;
+          }
           inflight++;
-          client.publish(`devices/${d.id}/telemetry`, payload, { qos: 0 }).then(
+          sending.then(
             () => {
               inflight--;
               published++;
