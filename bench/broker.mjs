@@ -5,7 +5,7 @@
 // Figures are described in bench/README.md.
 import 'reflect-metadata';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import { loadavg } from 'node:os';
 import path from 'node:path';
@@ -545,6 +545,7 @@ export async function benchBroker(opts = {}) {
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => {});
     await db.drop();
+    rmSync(dataDir, { recursive: true, force: true }); // CA keys and device keys of a throw-away run
   }
 }
 
