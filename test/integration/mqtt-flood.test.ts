@@ -76,14 +76,14 @@ async function scenario(fleet: Fleet, devs: Record<string, Credential>, svc: Cre
     if (topic.endsWith('/flood')) floodDelivered++;
     else goodLatencies.push(performance.now() - Number(payload.toString()));
   });
-  const good = await mqtt.connectAsync(mqttOptions(fleet, devs['calm'] as Credential));
+  const good = await mqtt.connectAsync(mqttOptions(fleet, devs.calm as Credential));
   good.on('error', () => undefined);
   let goodSent = 0;
   const ticker = setInterval(() => {
     goodSent++;
     good.publish('devices/calm/telemetry', String(performance.now()), { qos: 1 });
   }, 100);
-  const flooded = await flood(fleet, devs['flooder'] as Credential, FLOOD_MS);
+  const flooded = await flood(fleet, devs.flooder as Credential, FLOOD_MS);
   clearInterval(ticker);
   for (let i = 0; i < 100 && goodLatencies.length < goodSent; i++) await new Promise((r) => setTimeout(r, 100));
   flooded.socket.destroy();
@@ -127,7 +127,7 @@ describe('publish flood (default rate limit)', () => {
       r.floodDelivered,
     );
     // And it still takes new connections.
-    const c = await mqtt.connectAsync(mqttOptions(fleet, devs['calm'] as Credential));
+    const c = await mqtt.connectAsync(mqttOptions(fleet, devs.calm as Credential));
     await c.endAsync();
   });
 });
@@ -155,7 +155,7 @@ describe('publish flood with the rate limit switched off', () => {
     );
     expect(fleet.server.child.exitCode).toBeNull();
     expect(fleet.server.stderr()).not.toMatch(/Maximum call stack size exceeded/);
-    const c = await mqtt.connectAsync(mqttOptions(fleet, devs['calm'] as Credential));
+    const c = await mqtt.connectAsync(mqttOptions(fleet, devs.calm as Credential));
     await c.endAsync();
   });
 });
