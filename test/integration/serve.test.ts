@@ -149,8 +149,15 @@ describe.each(backends)('fleetgate serve on $name', ({ setup }) => {
       expect(again.banner).not.toContain('new CA created');
       expect(fingerprints(again.banner)).toEqual(firstPrints);
       expect(await exportBundle(dataDir)).toBe(bundleBefore);
+      const health = await runCli(['health', '--json'], env);
+      expect(health.code, health.stdout + health.stderr).toBe(0);
+      expect(JSON.parse(health.stdout)).toMatchObject({ ok: true, status: 'ready', url: again.apiUrl });
     } finally {
       expect(await again.stop('SIGINT')).toBe(0);
     }
+    // Stopped: the health check fails (serve.json is gone, the default port answers nothing).
+    const down = await runCli(['health'], { ...env, FLEETGATE_API_PORT: '1' });
+    expect(down.code).toBe(1);
+    expect(down.stdout).toContain('not ready');
   });
 });

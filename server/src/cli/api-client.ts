@@ -10,12 +10,16 @@ import { FleetgateError, isErrorCode } from '../errors.js';
 
 export interface ApiTarget {
   baseUrl: string;
+  /** Operator bearer token; empty for unauthenticated calls (health). */
   token: string;
   /** PEM CA certificates to trust; undefined means the system trust store. */
   caPem: string | undefined;
 }
 
-export async function resolveApiTarget(env: NodeJS.ProcessEnv = process.env): Promise<ApiTarget> {
+export async function resolveApiTarget(
+  env: NodeJS.ProcessEnv = process.env,
+  opts: { requireToken?: boolean } = {},
+): Promise<ApiTarget> {
   const config = loadConfig(env);
   const layout = dataDirLayout(config.dataDir);
   const remote = env.FLEETGATE_URL?.trim();
@@ -29,7 +33,7 @@ export async function resolveApiTarget(env: NodeJS.ProcessEnv = process.env): Pr
   }
   let token = env.FLEETGATE_TOKEN?.trim();
   if (!token && !remote) token = (await readOptional(layout.operatorCredential))?.trim();
-  if (!token) {
+  if (!token && opts.requireToken !== false) {
     throw new FleetgateError(
       'AUTH_REQUIRED',
       remote
@@ -60,7 +64,7 @@ export async function resolveApiTarget(env: NodeJS.ProcessEnv = process.env): Pr
         config.apiPort,
       );
   }
-  return { baseUrl, token, caPem };
+  return { baseUrl, token: token ?? '', caPem };
 }
 
 export interface ApiClient {
@@ -80,7 +84,7 @@ export function apiClient(target: ApiTarget, timeoutMs = 30_000): ApiClient {
             method,
             ...(target.caPem ? { ca: target.caPem } : {}),
             headers: {
-              authorization: `Bearer ${target.token}`,
+              ...(target.token ? { authorization: `Bearer ${target.token}` } : {}),
               accept: 'application/json',
               ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
             },

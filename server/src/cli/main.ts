@@ -6,6 +6,7 @@ import { isFleetgateError } from '../errors.js';
 import { caExportCommand } from './ca-export.js';
 import type { Command } from './command.js';
 import { certsExpiringCommand, devicesListCommand, devicesShowCommand } from './devices.js';
+import { healthCommand } from './health.js';
 import { auditVerifyCommand, operatorCreateCommand, operatorListCommand, operatorRevokeCommand } from './operators.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, err, out, UsageError } from './output.js';
 import { revokeCommand } from './revoke.js';
@@ -26,6 +27,7 @@ export const COMMANDS: Command[] = [
   operatorListCommand,
   operatorRevokeCommand,
   auditVerifyCommand,
+  healthCommand,
 ];
 
 function overview(): string {
