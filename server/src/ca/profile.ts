@@ -50,13 +50,22 @@ export interface IssueOptions {
 
 const MAX_VALIDITY_DAYS = 3650;
 
+const urlVerdicts = new Map<string, boolean>();
+
+/** Memoised: the same few configured URLs are checked on every issuance. */
 function isHttpUrl(value: string): boolean {
-  try {
-    const u = new URL(value);
-    return u.protocol === 'http:' || u.protocol === 'https:';
-  } catch {
-    return false;
+  let verdict = urlVerdicts.get(value);
+  if (verdict === undefined) {
+    try {
+      const u = new URL(value);
+      verdict = u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      verdict = false;
+    }
+    if (urlVerdicts.size >= 64) urlVerdicts.clear();
+    urlVerdicts.set(value, verdict);
   }
+  return verdict;
 }
 
 /**
