@@ -4,6 +4,7 @@
  * in the code base reads process.env for settings.
  */
 import { isIP } from 'node:net';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { FleetgateError } from './errors.js';
 
@@ -37,6 +38,12 @@ export interface Config {
   logLevel: LogLevel;
   /** The mTLS MQTT broker (server/src/mqtt). */
   mqtt: MqttConfig;
+  /** Broker worker processes (node:cluster) sharing the MQTT port; 1 = the broker runs in this process. */
+  workers: number;
+  /** redis:// or rediss:// URL: message routing and sessions shared by every broker process (cluster). */
+  redisUrl: string | undefined;
+  /** Prefix of fleetgate's keys in Redis (aedes sessions, retained messages). */
+  redisKeyPrefix: string;
 }
 
 /** Rights of a backend service on the broker: MQTT topic filters it may subscribe / publish to. */
@@ -203,6 +210,25 @@ function readDatabaseUrl(env: Env, name: string): string | undefined {
   return v;
 }
 
+function readRedisUrl(env: Env, name: string): string | undefined {
+  const v = readString(env, name);
+  if (v === undefined) return undefined;
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    throw new ConfigError(name, 'must be a redis:// or rediss:// URL (not a valid URL)');
+  }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
+    // Never echo the URL: it may carry a password.
+    throw new ConfigError(name, `must be a redis:// or rediss:// URL (got scheme ${JSON.stringify(url.protocol)})`);
+  }
+  if (url.pathname !== '' && url.pathname !== '/' && !/^\/\d{1,5}$/.test(url.pathname)) {
+    throw new ConfigError(name, 'must be a redis:// or rediss:// URL whose path, if any, is a database number');
+  }
+  return v;
+}
+
 function readPublicUrl(env: Env, name: string, dflt: string): string {
   const v = readString(env, name);
   if (v === undefined) return dflt;
@@ -353,7 +379,22 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       'info',
     ),
     mqtt: readMqttConfig(env),
+    workers: readInt(env, 'FLEETGATE_WORKERS', availableParallelism(), 1, 256),
+    redisUrl: readRedisUrl(env, 'REDIS_URL'),
+    redisKeyPrefix: readRedisKeyPrefix(env, 'FLEETGATE_REDIS_KEY_PREFIX'),
   };
+}
+
+function readRedisKeyPrefix(env: Env, name: string): string {
+  const v = readString(env, name);
+  if (v === undefined) return 'fleetgate:';
+  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(v)) {
+    throw new ConfigError(
+      name,
+      `must be 1-64 letters, digits, dots, colons, dashes or underscores (got ${JSON.stringify(v)})`,
+    );
+  }
+  return v;
 }
 
 /** The variables `loadConfig` reads, for `--help` texts and docs. */
@@ -397,4 +438,7 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
     meaning: 'refuse new connections when revocation data is older',
   },
   { name: 'FLEETGATE_MQTT_PRESENCE_FLUSH', default: '10s', meaning: 'batch interval of online/last-seen writes' },
+  { name: 'FLEETGATE_WORKERS', default: 'number of cores', meaning: 'broker worker processes (serve --workers N)' },
+  { name: 'REDIS_URL', default: '(unset: no cluster)', meaning: 'redis:// URL shared by the nodes of a cluster' },
+  { name: 'FLEETGATE_REDIS_KEY_PREFIX', default: 'fleetgate:', meaning: 'prefix of fleetgate keys in Redis' },
 ];

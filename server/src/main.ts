@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
 import { loadOrCreateCa } from './ca-bootstrap.js';
+import { startBrokerWorkers } from './cluster/primary.js';
 import { advertisedUrl, type Config } from './config.js';
 import { type DataDirLayout, prepareDataDir, removeRuntimeInfo, writeRuntimeInfo } from './data-dir.js';
 import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
@@ -17,8 +18,8 @@ import { registerMetricsRoute } from './http/routes/metrics.js';
 import { registerOperatorApi } from './http/routes/operator-api.js';
 import { registerRevocationRoutes } from './http/routes/revocation.js';
 import { registerServiceRoutes } from './http/routes/services.js';
-import { createMetrics } from './metrics.js';
-import { startBroker } from './mqtt/index.js';
+import { ClusterRegistry, createMetrics } from './metrics.js';
+import { type BrokerBackends, redisBackends, startBroker } from './mqtt/index.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -33,6 +34,10 @@ export interface RunningServer {
   apiUrl: string;
   /** mqtts:// URL of the broker. */
   mqttUrl: string;
+  /** Broker processes: 1 = in this process, else node:cluster workers. */
+  workers: number;
+  /** How messages reach the other broker processes ('' when there are none). */
+  brokerRouting: string;
   close(): Promise<void>;
 }
 
@@ -82,8 +87,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
     log.info({ root: ca.rootFingerprint, issuing: ca.issuingFingerprint, created }, 'CA ready');
 
+    const workers = config.workers;
     const metrics = createMetrics({
       certsExpiringSoon: async () => (await store.listExpiring(new Date(Date.now() + EXPIRING_SOON_MS))).length,
+      // With workers the broker series live in the workers; the primary's registry collects them.
+      ...(workers > 1 ? { registry: new ClusterRegistry(), broker: false } : {}),
     });
     const audit = createAudit({ store });
     const provisioning = createProvisioning({
@@ -132,15 +140,47 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const apiUrl = advertisedUrl('https', config.host, apiPort);
 
     // The broker's TLS certificate comes from the same CA and names the same hosts as the API's.
-    const broker = await startBroker({
-      host: config.host,
-      port: config.mqttPort,
-      tls: { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, caPem: ca.bundlePem },
-      store,
-      config: config.mqtt,
-      observer: metrics.broker,
-      log: log.child({ part: 'mqtt' }),
-    });
+    const brokerTls = { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, caPem: ca.bundlePem };
+    let broker: { url: string; close(): Promise<void> };
+    let brokerRouting = '';
+    if (workers > 1) {
+      const started = await startBrokerWorkers({
+        count: workers,
+        host: config.host,
+        port: config.mqttPort,
+        tls: brokerTls,
+        config: config.mqtt,
+        logLevel: config.logLevel,
+        redisUrl: config.redisUrl,
+        redisKeyPrefix: config.redisKeyPrefix,
+        store,
+        log: log.child({ part: 'cluster' }),
+      });
+      broker = started;
+      brokerRouting = started.routing;
+    } else {
+      const mqttLog = log.child({ part: 'mqtt' });
+      let backends: BrokerBackends | undefined;
+      if (config.redisUrl) {
+        backends = await redisBackends(config.redisUrl, config.redisKeyPrefix, mqttLog);
+        brokerRouting = backends.describe;
+      }
+      try {
+        broker = await startBroker({
+          host: config.host,
+          port: config.mqttPort,
+          tls: brokerTls,
+          store,
+          ...(backends ? { backends } : {}),
+          config: config.mqtt,
+          observer: metrics.broker,
+          log: mqttLog,
+        });
+      } catch (e) {
+        await backends?.close();
+        throw e;
+      }
+    }
     // Closed before the API and the store (closers run in reverse): live sessions end first.
     closers.push(() => broker.close());
     await writeRuntimeInfo(layout, { pid: process.pid, apiUrl, mqttUrl: broker.url });
@@ -155,6 +195,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       adminCreated,
       apiUrl,
       mqttUrl: broker.url,
+      workers,
+      brokerRouting,
       close: closeAll,
     };
   } catch (e) {

@@ -2,7 +2,7 @@
  * Prometheus metrics (prom-client), one registry per server. Parts receive narrow observer
  * interfaces; only this module knows prom-client.
  */
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ProvisioningObserver } from './enroll/types.js';
 import type { ErrorCode } from './errors.js';
 import type { BrokerObserver } from './mqtt/types.js';
@@ -13,8 +13,14 @@ export interface ServerMetrics {
   broker: BrokerObserver;
 }
 
-export function createMetrics(opts: { certsExpiringSoon: () => Promise<number> }): ServerMetrics {
-  const registry = new Registry();
+export function createMetrics(opts: {
+  certsExpiringSoon: () => Promise<number>;
+  /** The registry to fill (a ClusterRegistry when broker workers run); a new one by default. */
+  registry?: Registry;
+  /** False when the broker runs in worker processes (their series come from the workers). */
+  broker?: boolean;
+}): ServerMetrics {
+  const registry = opts.registry ?? new Registry();
   const enrollments = new Counter({
     name: 'fleetgate_enrollments_total',
     help: 'EST enrollments and re-enrollments by result (ok or error code)',
@@ -45,7 +51,7 @@ export function createMetrics(opts: { certsExpiringSoon: () => Promise<number> }
   });
   return {
     registry,
-    broker: createBrokerMetrics(registry),
+    broker: opts.broker === false ? NULL_OBSERVER : createBrokerMetrics(registry),
     provisioning: {
       enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode) {
         enrollments.inc({ kind, result });
@@ -56,6 +62,65 @@ export function createMetrics(opts: { certsExpiringSoon: () => Promise<number> }
       crlPublished(thisUpdate: Date) {
         crlThisUpdate = thisUpdate;
       },
+    },
+  };
+}
+
+const NULL_OBSERVER: BrokerObserver = {
+  handshake() {},
+  refused() {},
+  connected() {},
+  disconnected() {},
+  takeover() {},
+  messages() {},
+  throttled() {},
+  revokeDisconnect() {},
+  revocationDataAge() {},
+};
+
+/**
+ * The primary's registry when broker workers run: its own series (provisioning) followed by the
+ * workers' broker series, aggregated with prom-client's AggregatorRegistry (counters and
+ * histograms summed; gauges summed, except where a series says otherwise). A worker that does
+ * not answer within 5 s leaves its series out of that scrape, noted in a comment line.
+ */
+export class ClusterRegistry extends Registry {
+  private readonly aggregator = new AggregatorRegistry();
+
+  override async metrics(): Promise<string> {
+    const own = await super.metrics();
+    try {
+      return `${own}${await this.aggregator.clusterMetrics()}`;
+    } catch (e) {
+      return `${own}# broker worker metrics unavailable: ${(e as Error).message}\n`;
+    }
+  }
+}
+
+/**
+ * A broker worker's registry and observer; the primary's ClusterRegistry collects it over IPC.
+ * `fleetgate_mqtt_worker_connected{worker,pid}` shows how connections spread over the workers.
+ */
+export function createWorkerMetrics(slot: number): ServerMetrics & { workerConnected(read: () => number): void } {
+  const registry = new Registry();
+  new AggregatorRegistry(); // installs prom-client's worker-side answer to the primary's requests
+  AggregatorRegistry.setRegistries([registry]);
+  let read: (() => number) | null = null;
+  new Gauge({
+    name: 'fleetgate_mqtt_worker_connected',
+    help: 'Connected MQTT clients per broker worker process',
+    labelNames: ['worker', 'pid'] as const,
+    registers: [registry],
+    collect() {
+      this.set({ worker: String(slot), pid: String(process.pid) }, read ? read() : 0);
+    },
+  });
+  return {
+    registry,
+    broker: createBrokerMetrics(registry),
+    provisioning: { enrollment() {}, revoked() {}, crlPublished() {} },
+    workerConnected(r) {
+      read = r;
     },
   };
 }
@@ -113,6 +178,8 @@ function createBrokerMetrics(registry: Registry): BrokerObserver {
     name: 'fleetgate_mqtt_revocation_data_age_seconds',
     help: 'Seconds since the broker last loaded the full revoked-serial set',
     registers: [registry],
+    // Across broker workers the oldest set is the one that matters (fail-closed).
+    aggregator: 'max',
     collect() {
       this.set(ageReader ? ageReader() : -1);
     },

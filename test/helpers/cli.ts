@@ -17,13 +17,17 @@ export interface CliResult {
   stderr: string;
 }
 
-/** A clean environment: no inherited FLEETGATE_* or DATABASE_URL unless given. */
+/**
+ * A clean environment: no inherited FLEETGATE_* or DATABASE_URL unless given. The broker runs in
+ * the serve process (FLEETGATE_WORKERS=1) unless a test asks for workers.
+ */
 export function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith('FLEETGATE_') && k !== 'DATABASE_URL') env[k] = v;
+    if (!k.startsWith('FLEETGATE_') && k !== 'DATABASE_URL' && k !== 'REDIS_URL') env[k] = v;
   }
   env.FLEETGATE_LOG_LEVEL = 'warn';
+  env.FLEETGATE_WORKERS = '1';
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
     else env[k] = v;

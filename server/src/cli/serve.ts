@@ -11,18 +11,25 @@ const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning}
 export const serveCommand: Command = {
   path: ['serve'],
   summary: 'run the provisioning service (HTTPS API, EST, CRL, OCSP) and the mTLS MQTT broker',
-  help: `Usage: fleetgate serve
+  help: `Usage: fleetgate serve [--workers N]
 
 Runs fleetgate in the foreground. On the first start it creates the data dir, the embedded
 database (unless DATABASE_URL is set) and a new root + issuing CA; later starts load them.
 Stops gracefully on SIGINT (Ctrl+C) or SIGTERM.
 
+Options:
+  --workers N   MQTT broker worker processes sharing the MQTT port (default FLEETGATE_WORKERS,
+                else the number of cores); 1 runs the broker in the serve process itself.
+                Several nodes share messages and sessions through REDIS_URL (see README).
+
 Environment:
 ${envHelp}
 `,
   async run(argv) {
-    parseCommandArgs(argv, {});
-    const config = loadConfig();
+    const { values } = parseCommandArgs(argv, { workers: { type: 'string' } });
+    const config = loadConfig(
+      values.workers === undefined ? process.env : { ...process.env, FLEETGATE_WORKERS: values.workers },
+    );
     const log = createLogger(config.logLevel);
     // Signal handlers go in before anything else: a SIGTERM that arrives while no listener exists
     // gets the OS default (instant death, no cleanup). One arriving during start-up is honoured
@@ -47,6 +54,10 @@ ${envHelp}
     out(`  API (HTTPS)   ${server.apiUrl}`);
     out(`  EST           ${server.apiUrl}/.well-known/est/`);
     out(`  MQTT (mTLS)   ${server.mqttUrl}`);
+    if (server.workers > 1 || server.brokerRouting) {
+      const routing = server.brokerRouting ? `, messages via ${server.brokerRouting}` : '';
+      out(`  MQTT workers  ${server.workers}${routing}`);
+    }
     out(`  data dir      ${config.dataDir}`);
     out(
       `  database      ${config.databaseUrl ? `PostgreSQL ${redactUrl(config.databaseUrl)}` : `embedded PGlite in ${server.layout.pgliteDir}`}`,

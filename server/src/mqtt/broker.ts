@@ -16,13 +16,17 @@
  *     MQTT-3.3.5-2), '$' topics never forwarded.
  * Revocation events close live connections by serial (revocation.ts).
  */
+import { randomBytes } from 'node:crypto';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { hostname } from 'node:os';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Aedes, type Client, type Subscription } from 'aedes';
+import type { MQEmitter } from 'mqemitter';
 import type { Logger } from 'pino';
 import { advertisedUrl, type MqttConfig } from '../config.js';
 import type { Store } from '../store/types.js';
 import { mayPublish, maySubscribe, type Rights, rightsFor } from './acl.js';
+import type { BrokerBackends } from './backends.js';
 import { admit, checkPeer } from './identity.js';
 import { MqttLink } from './link.js';
 import { PresenceBatcher } from './presence.js';
@@ -30,12 +34,19 @@ import { type RevocationWatcher, startRevocationWatcher } from './revocation.js'
 import { startTicketKeyRotation, type TicketKeyRotation } from './ticket-keys.js';
 import type { BrokerObserver, DisconnectCause, Identity } from './types.js';
 
+/** What the broker needs from the store (a cluster worker gets it from the primary over IPC). */
+export type BrokerStore = Pick<Store, 'listRevoked' | 'onEvent' | 'listTicketKeys' | 'insertTicketKey' | 'markSeen'>;
+
 export interface BrokerDeps {
   host: string;
   /** 0 picks a free port. */
   port: number;
   tls: { keyPem: string; chainPem: string; caPem: string };
-  store: Store;
+  store: BrokerStore;
+  /** Shared message routing / persistence (clusters); aedes' in-memory defaults when absent. */
+  backends?: BrokerBackends;
+  /** aedes broker id; unique per broker process across the cluster. */
+  brokerId?: string;
   config: MqttConfig;
   observer: BrokerObserver;
   log: Logger;
@@ -44,7 +55,16 @@ export interface BrokerDeps {
 export interface RunningBroker {
   port: number;
   url: string;
+  /** aedes broker id. */
+  id: string;
+  /** Live connections that got CONNACK 0. */
+  connectedCount(): number;
   close(): Promise<void>;
+}
+
+/** A broker id nobody else in a cluster has: host, pid and a random part. */
+export function newBrokerId(): string {
+  return `fleetgate-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
 
 /** TLS 1.3 suites (all AEAD + ephemeral), then TLS 1.2 ECDHE + AEAD only. */
@@ -147,9 +167,13 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   });
   observer.revocationDataAge(() => watcher.ageMs() / 1000);
   const presence = new PresenceBatcher(deps.store, log);
+  const brokerId = deps.brokerId ?? newBrokerId();
+  let admittedCount = 0;
 
   const broker = new Aedes({
-    id: `fleetgate-${process.pid}`,
+    id: brokerId,
+    ...(deps.backends?.mq ? { mq: deps.backends.mq } : {}),
+    ...(deps.backends?.persistence ? { persistence: deps.backends.persistence } : {}),
     connectTimeout: config.handshakeTimeoutMs,
     drainTimeout: DRAIN_TIMEOUT_MS,
     // Client ids are device ids (64) or NAME-<suffix> (64 + 1 + 64); the cap only applies to 3.1.
@@ -228,6 +252,24 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     log.debug({ err: err?.message }, 'MQTT connection error before CONNECT');
   });
   await broker.listen();
+  // aedes' typings omit the emitter and persistence it exposes.
+  const internals = broker as unknown as { persistence: unknown; mq: MQEmitter };
+  deps.backends?.attach?.(internals);
+  // Another broker process sharing the emitter admitted a client id: aedes closes our connection
+  // with that id (MQTT-3.1.4-2 across processes); record it as a takeover, not a lost connection.
+  internals.mq.on('$SYS/+/new/clients', (packet, cb) => {
+    const serverId = packet.topic.split('/')[1];
+    if (serverId !== brokerId) {
+      const clientId = Buffer.from(packet.payload as Uint8Array).toString('utf8');
+      for (const c of conns) {
+        if (c.claimed && !c.closed && c.clientId === clientId && !c.cause) {
+          c.cause = 'takeover';
+          observer.takeover();
+        }
+      }
+    }
+    cb();
+  });
 
   const onLinkClosed = (c: Conn) => {
     if (c.closed) return;
@@ -237,10 +279,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     byId.remove(c.identity.id, c);
     if (c.revokedAt !== null) observer.revokeDisconnect((performance.now() - c.revokedAt) / 1000);
     if (!c.admitted) return;
+    admittedCount--;
     observer.connected(c.identity.kind, -1);
     const cause = c.cause ?? (c.link.sawDisconnect ? 'client' : (c.errorCause ?? 'connection_lost'));
     observer.disconnected(cause);
-    const stillOnline = byId.get(c.identity.id).some((o) => o.claimed && !o.closed);
+    // Taken over: the new connection (here or on another broker process) holds the presence.
+    const stillOnline = cause === 'takeover' || byId.get(c.identity.id).some((o) => o.claimed && !o.closed);
     if (!stillOnline) presence.record(c.identity.id, Date.now(), false);
   };
 
@@ -316,6 +360,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       onAccepted() {
         if (c.admitted || c.closed) return;
         c.admitted = true;
+        admittedCount++;
         observer.connected(identity.kind, 1);
         presence.record(identity.id, Date.now(), true);
       },
@@ -404,6 +449,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   return {
     port,
     url,
+    id: brokerId,
+    connectedCount: () => admittedCount,
     async close() {
       if (closing) return;
       closing = true;
@@ -418,6 +465,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       watcher.close();
       rotation.close();
       await presence.flush();
+      await deps.backends?.close();
       await listenerClosed;
     },
   };

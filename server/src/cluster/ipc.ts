@@ -1,0 +1,55 @@
+/**
+ * The messages between the primary and its broker workers over the node:cluster IPC channel
+ * (serialization 'advanced': Buffers, Uint8Arrays and Dates arrive as such). Every message
+ * carries `fg` so prom-client's own cluster messages (metrics aggregation) pass by untouched.
+ */
+import type { LogLevel, MqttConfig } from '../config.js';
+import type { StoreEvent } from '../store/types.js';
+
+export interface RelayedPacket {
+  cmd: string;
+  brokerId: string;
+  brokerCounter: number;
+  topic: string;
+  payload: Buffer | Uint8Array;
+  qos: number;
+  retain: boolean;
+  dup: boolean;
+  messageId?: number;
+}
+
+export interface WorkerInit {
+  fg: 'init';
+  /** 1-based worker slot (kept by a restarted worker). */
+  slot: number;
+  host: string;
+  port: number;
+  tls: { keyPem: string; chainPem: string; caPem: string };
+  mqtt: MqttConfig;
+  logLevel: LogLevel;
+  redisUrl: string | undefined;
+  redisKeyPrefix: string;
+}
+
+/** Store operations a worker asks the primary to run (the broker's whole need of the store). */
+export type RpcMethod = 'listRevoked' | 'listTicketKeys' | 'insertTicketKey' | 'markSeen';
+
+export type ToWorker =
+  | WorkerInit
+  | { fg: 'event'; ev: StoreEvent }
+  | { fg: 'mq'; packets: RelayedPacket[] }
+  | { fg: 'rpc-res'; id: number; ok: true; value: unknown }
+  | { fg: 'rpc-res'; id: number; ok: false; error: { message: string; code?: string } }
+  | { fg: 'shutdown' };
+
+export type FromWorker =
+  /** The worker listens: send `init`. */
+  | { fg: 'hello' }
+  | { fg: 'ready'; port: number; brokerId: string; routing: string }
+  | { fg: 'failed'; message: string }
+  | { fg: 'mq'; packets: RelayedPacket[] }
+  | { fg: 'rpc'; id: number; method: RpcMethod; args: unknown[] };
+
+export function isFleetgateMessage(m: unknown): m is { fg: string } {
+  return typeof m === 'object' && m !== null && typeof (m as { fg?: unknown }).fg === 'string';
+}

@@ -1,0 +1,230 @@
+/**
+ * Broker workers on one machine (node:cluster). The primary keeps the HTTPS API, the CA and the
+ * store; N worker processes run the MQTT broker and share its port (node:cluster hands accepted
+ * connections to the workers round-robin; Node 20 has no SO_REUSEPORT). The primary serves the
+ * workers over IPC:
+ *  - store calls the broker makes (revoked serials, ticket keys, presence batches), run here:
+ *    PGlite is single-process, and on PostgreSQL one LISTEN connection serves every worker;
+ *  - store events (revocations) pushed to every worker as they commit;
+ *  - without Redis, message routing: batches of packets from one worker copied to the others;
+ *  - metrics: prom-client's AggregatorRegistry collects the workers' series (metrics.ts).
+ * Ticket keys come from the store, so every worker installs the same key and a ticket from one
+ * resumes on any other. A worker that dies is started again (backoff when it keeps dying).
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { type AddressInfo, createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { advertisedUrl, type LogLevel, type MqttConfig } from '../config.js';
+import { FleetgateError } from '../errors.js';
+import type { Store } from '../store/types.js';
+import { type FromWorker, isFleetgateMessage, type RpcMethod, type ToWorker, type WorkerInit } from './ipc.js';
+
+export interface BrokerWorkersDeps {
+  count: number;
+  host: string;
+  port: number;
+  tls: WorkerInit['tls'];
+  config: MqttConfig;
+  logLevel: LogLevel;
+  redisUrl: string | undefined;
+  redisKeyPrefix: string;
+  store: Store;
+  log: Logger;
+}
+
+export interface BrokerWorkers {
+  port: number;
+  url: string;
+  /** How messages travel between workers (for the banner). */
+  routing: string;
+  /** pid per worker slot, live workers only. */
+  pids(): number[];
+  close(): Promise<void>;
+}
+
+const START_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 15_000;
+const MAX_RESTART_DELAY_MS = 10_000;
+/** A worker that lived this long before dying is restarted without delay. */
+const HEALTHY_AFTER_MS = 30_000;
+
+/**
+ * Per-worker share of the per-IP connection rate and the handshake cap: connections are spread
+ * round-robin, so each worker enforcing 1/N keeps the machine-wide limits what they say.
+ */
+function perWorker(config: MqttConfig, n: number): MqttConfig {
+  return {
+    ...config,
+    connRatePerIp: config.connRatePerIp > 0 ? Math.max(1, Math.ceil(config.connRatePerIp / n)) : 0,
+    maxHandshakes: Math.max(1, Math.ceil(config.maxHandshakes / n)),
+  };
+}
+
+/**
+ * Workers must all listen on the same port number (node:cluster shares one handle per address and
+ * port as asked): 0 is resolved here once, so a restarted worker joins the same port.
+ */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, host, () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<BrokerWorkers> {
+  const { store, log } = deps;
+  if (!cluster.isPrimary) throw new FleetgateError('INTERNAL', 'broker workers start from the primary only');
+  cluster.setupPrimary({
+    exec: fileURLToPath(new URL('./worker-main.js', import.meta.url)),
+    args: [],
+    serialization: 'advanced',
+  });
+  const mqtt = perWorker(deps.config, deps.count);
+  const slots = new Map<number, Worker>();
+  const port = deps.port === 0 ? await freePort(deps.host) : deps.port;
+  let stopping = false;
+  let routing = '';
+
+  const sendTo = (w: Worker, msg: ToWorker) => {
+    if (w.isConnected()) w.send(msg, undefined, () => undefined);
+  };
+  const broadcast = (msg: ToWorker, except?: Worker) => {
+    for (const w of slots.values()) if (w !== except) sendTo(w, msg);
+  };
+
+  const rpc: Record<RpcMethod, (...args: never[]) => Promise<unknown>> = {
+    listRevoked: (opts: Parameters<Store['listRevoked']>[0]) => store.listRevoked(opts),
+    listTicketKeys: (now: Date) => store.listTicketKeys(now),
+    insertTicketKey: (rec: Parameters<Store['insertTicketKey']>[0]) => store.insertTicketKey(rec),
+    markSeen: (entries: Parameters<Store['markSeen']>[0]) => store.markSeen(entries),
+  };
+
+  const unsubscribe = store.onEvent((ev) => broadcast({ fg: 'event', ev }));
+
+  const fork = (slot: number, restarts: number): Promise<Worker> => {
+    const w = cluster.fork({ FLEETGATE_WORKER_SLOT: String(slot) });
+    const bornAt = Date.now();
+    slots.set(slot, w);
+    const init: WorkerInit = {
+      fg: 'init',
+      slot,
+      host: deps.host,
+      port,
+      tls: deps.tls,
+      mqtt,
+      logLevel: deps.logLevel,
+      redisUrl: deps.redisUrl,
+      redisKeyPrefix: deps.redisKeyPrefix,
+    };
+    const ready = new Promise<Worker>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new FleetgateError('INTERNAL', `broker worker ${slot} did not start`)),
+        START_TIMEOUT_MS,
+      );
+      let isReady = false;
+      w.on('message', (m: unknown) => {
+        if (!isFleetgateMessage(m)) return;
+        const msg = m as FromWorker;
+        switch (msg.fg) {
+          case 'hello':
+            sendTo(w, init);
+            break;
+          case 'rpc':
+            (rpc[msg.method] as (...a: unknown[]) => Promise<unknown>)(...msg.args).then(
+              (value) => sendTo(w, { fg: 'rpc-res', id: msg.id, ok: true, value }),
+              (e: unknown) =>
+                sendTo(w, {
+                  fg: 'rpc-res',
+                  id: msg.id,
+                  ok: false,
+                  error: {
+                    message: (e as Error).message,
+                    ...(e instanceof FleetgateError ? { code: e.code } : {}),
+                  },
+                }),
+            );
+            break;
+          case 'mq':
+            broadcast(msg, w);
+            break;
+          case 'ready':
+            isReady = true;
+            clearTimeout(timer);
+            routing = msg.routing;
+            log.info({ worker: slot, pid: w.process.pid, brokerId: msg.brokerId }, 'broker worker ready');
+            resolve(w);
+            break;
+          case 'failed':
+            clearTimeout(timer);
+            reject(new FleetgateError('INTERNAL', `broker worker ${slot}: ${msg.message}`));
+            break;
+        }
+      });
+      w.on('exit', (code, signal) => {
+        clearTimeout(timer);
+        if (!isReady)
+          reject(
+            new FleetgateError('INTERNAL', `broker worker ${slot} exited (${signal ?? code}) before it was ready`),
+          );
+        if (slots.get(slot) === w) slots.delete(slot);
+        if (stopping || !isReady) return;
+        const healthy = Date.now() - bornAt > HEALTHY_AFTER_MS;
+        const next = healthy ? 0 : restarts + 1;
+        const delay = next === 0 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** next);
+        log.warn(
+          { worker: slot, pid: w.process.pid, code, signal, restartInMs: delay },
+          'broker worker died; restarting it',
+        );
+        setTimeout(() => {
+          if (stopping) return;
+          fork(slot, next).catch((e: unknown) => log.error({ err: e, worker: slot }, 'broker worker restart failed'));
+        }, delay).unref();
+      });
+    });
+    return ready;
+  };
+
+  const stopAll = async () => {
+    stopping = true;
+    const live = [...slots.values()];
+    await Promise.all(
+      live.map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            if (w.isDead()) return resolve();
+            const timer = setTimeout(() => {
+              log.warn({ pid: w.process.pid }, 'broker worker did not stop in time; killing it');
+              w.process.kill('SIGKILL');
+            }, STOP_TIMEOUT_MS);
+            w.once('exit', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            sendTo(w, { fg: 'shutdown' });
+          }),
+      ),
+    );
+    unsubscribe();
+  };
+
+  try {
+    await Promise.all(Array.from({ length: deps.count }, (_, i) => fork(i + 1, 0)));
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+  const url = advertisedUrl('mqtts', deps.host, port);
+  log.info({ url, workers: deps.count, routing }, 'MQTT broker workers listening');
+  return {
+    port,
+    url,
+    routing,
+    pids: () => [...slots.values()].filter((w) => !w.isDead()).map((w) => w.process.pid as number),
+    close: stopAll,
+  };
+}

@@ -1,0 +1,83 @@
+/**
+ * A broker worker process (node:cluster): runs the mTLS MQTT broker on the port the workers share,
+ * with everything it needs from the store served by the primary over IPC (ipc-store.ts), messages
+ * routed through Redis when REDIS_URL is set, else relayed through the primary (ipc-emitter.ts).
+ *
+ * Lifetime: the primary sends `init`, the worker answers `ready` (or `failed`), and it stops on
+ * the primary's `shutdown`, on SIGTERM sent to the worker alone (the primary then starts a new
+ * one), or when the IPC channel goes away (the primary died). SIGINT is left to the primary:
+ * Ctrl+C reaches the whole process group and the primary orders the shutdown.
+ */
+import { createLogger } from '../log.js';
+import { createWorkerMetrics } from '../metrics.js';
+import { type BrokerBackends, newBrokerId, type RunningBroker, redisBackends, startBroker } from '../mqtt/index.js';
+import { type FromWorker, isFleetgateMessage, type ToWorker, type WorkerInit } from './ipc.js';
+import { ipcEmitterBackends } from './ipc-emitter.js';
+import { ipcStore } from './ipc-store.js';
+
+const send = (msg: FromWorker, cb?: (err: Error | null) => void) => {
+  if (!process.connected) return cb?.(new Error('IPC channel closed'));
+  process.send?.(msg, undefined, undefined, (err) => cb?.(err));
+};
+
+export async function runWorker(): Promise<void> {
+  const store = ipcStore((m) => send(m));
+  let relay: ReturnType<typeof ipcEmitterBackends> | null = null;
+  let broker: RunningBroker | null = null;
+  let stopping: Promise<void> | null = null;
+
+  const stop = (code: number) => {
+    stopping ??= (async () => {
+      try {
+        await broker?.close();
+      } finally {
+        process.exit(code);
+      }
+    })();
+    return stopping;
+  };
+
+  const init = await new Promise<WorkerInit>((resolve) => {
+    process.on('message', (m: unknown) => {
+      if (!isFleetgateMessage(m)) return; // prom-client's metrics requests have their own listener
+      const msg = m as ToWorker;
+      if (msg.fg === 'init') resolve(msg);
+      else if (msg.fg === 'mq') relay?.deliver(msg.packets);
+      else if (msg.fg === 'shutdown') void stop(0);
+      else store.handle(msg);
+    });
+    send({ fg: 'hello' });
+  });
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => void stop(0));
+  process.on('disconnect', () => void stop(0));
+
+  const log = createLogger(init.logLevel).child({ part: 'mqtt', worker: init.slot });
+  const metrics = createWorkerMetrics(init.slot);
+  try {
+    let backends: BrokerBackends;
+    if (init.redisUrl) backends = await redisBackends(init.redisUrl, init.redisKeyPrefix, log);
+    else {
+      relay = ipcEmitterBackends((packets, written) => send({ fg: 'mq', packets }, () => written()));
+      backends = relay;
+    }
+    broker = await startBroker({
+      host: init.host,
+      port: init.port,
+      tls: init.tls,
+      store,
+      backends,
+      brokerId: newBrokerId(),
+      config: init.mqtt,
+      observer: metrics.broker,
+      log,
+    });
+    const running = broker;
+    metrics.workerConnected(() => running.connectedCount());
+    log.debug({ port: broker.port, brokerId: broker.id, routing: backends.describe }, 'broker worker ready');
+    send({ fg: 'ready', port: broker.port, brokerId: broker.id, routing: backends.describe });
+  } catch (e) {
+    log.error({ err: e }, 'broker worker failed to start');
+    send({ fg: 'failed', message: (e as Error).message }, () => void stop(1));
+  }
+}

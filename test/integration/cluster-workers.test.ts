@@ -1,0 +1,237 @@
+/**
+ * `fleetgate serve --workers 2` (node:cluster, embedded PGlite opened by the primary only):
+ * connections land on both broker workers, a publish on one worker reaches a subscriber on the
+ * other, a TLS ticket from any connection resumes on every worker, a revocation closes the
+ * device on whichever worker holds it, the same client id taken over across workers, presence
+ * reported through the primary, a killed worker restarted, and SIGTERM stopping everything.
+ */
+import type { TLSSocket } from 'node:tls';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type Credential,
+  createService,
+  enrollDevices,
+  type Fleet,
+  type MqttExtra,
+  metricsText,
+  metricValue,
+  mqttOptions,
+  revokeDevice,
+  startFleet,
+} from '../helpers/device.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** fleetgate_mqtt_worker_connected per worker pid. */
+function perWorker(text: string): Map<number, { slot: string; connected: number }> {
+  const out = new Map<number, { slot: string; connected: number }>();
+  for (const m of text.matchAll(/^fleetgate_mqtt_worker_connected\{worker="(\d+)",pid="(\d+)"\} (\S+)$/gm)) {
+    out.set(Number(m[2]), { slot: m[1] as string, connected: Number(m[3]) });
+  }
+  return out;
+}
+
+async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await read();
+    if (ok(v) || Date.now() > deadline) return v;
+    await sleep(100);
+  }
+}
+
+interface Conn {
+  client: MqttClient;
+  reused: boolean;
+  session: () => Buffer | undefined;
+}
+
+function connect(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<Conn> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(mqttOptions(fleet, cred, extra));
+    const stream = (client as unknown as { stream: TLSSocket }).stream;
+    let session: Buffer | undefined;
+    stream.on('session', (s: Buffer) => {
+      session = s;
+    });
+    client.once('connect', () => {
+      // TLS 1.3 tickets follow the handshake; give them a moment.
+      setTimeout(() => resolve({ client, reused: stream.isSessionReused(), session: () => session }), 150);
+    });
+    client.once('error', (e) => {
+      client.end(true);
+      reject(e);
+    });
+  });
+}
+
+describe('broker workers (--workers 2, embedded PGlite)', () => {
+  let fleet: Fleet;
+  let devs: Record<string, Credential>;
+  let svc: Credential;
+  const ids = Array.from({ length: 8 }, (_, i) => `wk-${i}`);
+  const dev = (id: string) => devs[id] as Credential;
+
+  beforeAll(async () => {
+    fleet = await startFleet({ env: { FLEETGATE_WORKERS: '2', FLEETGATE_MQTT_PRESENCE_FLUSH: '1s' } });
+    devs = await enrollDevices(fleet, [...ids, 'wk-take', 'wk-res', 'wk-ret', 'wk-crash']);
+    svc = await createService(fleet, 'ingest');
+  }, 120_000);
+
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  it('runs two workers and says so in the banner', async () => {
+    expect(fleet.server.banner).toMatch(/MQTT workers\s+2, messages via IPC relay through the primary/);
+    const workers = perWorker(await metricsText(fleet));
+    expect(workers.size).toBe(2);
+    expect(new Set([...workers.values()].map((w) => w.slot))).toEqual(new Set(['1', '2']));
+  });
+
+  it('spreads connections over both workers and delivers publishes across them', async () => {
+    const sub = await connect(fleet, svc);
+    await sub.client.subscribeAsync('devices/+/telemetry');
+    const got = new Set<string>();
+    sub.client.on('message', (topic) => got.add(topic));
+    const conns = await Promise.all(ids.map((id) => connect(fleet, dev(id))));
+    const workers = perWorker(await metricsText(fleet));
+    console.log(`connections per worker pid: ${JSON.stringify([...workers])}`);
+    expect(workers.size).toBe(2);
+    for (const w of workers.values()) expect(w.connected).toBeGreaterThanOrEqual(2);
+    expect([...workers.values()].reduce((n, w) => n + w.connected, 0)).toBe(ids.length + 1);
+
+    for (const [i, c] of conns.entries()) await c.client.publishAsync(`devices/${ids[i]}/telemetry`, 'x', { qos: 1 });
+    await until(
+      async () => got.size,
+      (n) => n === ids.length,
+    );
+    // The subscriber sits on one worker; half of the publishers are on the other.
+    expect([...got].sort()).toEqual(ids.map((id) => `devices/${id}/telemetry`).sort());
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_connected', { kind: 'device' })).toBe(ids.length);
+    await Promise.all([...conns, sub].map((c) => c.client.endAsync()));
+  });
+
+  it('delivers a retained message to a later subscriber on either worker', async () => {
+    const pub = await connect(fleet, dev('wk-ret'));
+    await pub.client.publishAsync('devices/wk-ret/state', 'on', { qos: 1, retain: true });
+    await pub.client.endAsync();
+    // Two subscribers in a row: round-robin puts them on different workers.
+    for (let i = 0; i < 2; i++) {
+      const s = await connect(fleet, svc, { clientId: `ingest-r${i}` });
+      const msg = new Promise<string>((r) => s.client.once('message', (_t, p) => r(p.toString())));
+      await s.client.subscribeAsync('devices/wk-ret/state');
+      expect(await Promise.race([msg, sleep(5_000).then(() => 'timeout')])).toBe('on');
+      await s.client.endAsync();
+    }
+  });
+
+  it('resumes a TLS ticket from one connection on later connections, whichever worker takes them', async () => {
+    const first = await connect(fleet, dev('wk-res'));
+    const ticket = first.session();
+    expect(ticket).toBeDefined();
+    await first.client.endAsync();
+    const holders = new Set<number>();
+    const reused: boolean[] = [];
+    for (let i = 0; i < 4; i++) {
+      const c = await connect(fleet, dev('wk-res'), { session: ticket });
+      reused.push(c.reused);
+      // Which worker holds it: the only connection open right now.
+      const workers = await until(
+        async () => perWorker(await metricsText(fleet)),
+        (w) => [...w.values()].reduce((n, x) => n + x.connected, 0) === 1,
+      );
+      for (const [pid, w] of workers) if (w.connected === 1) holders.add(pid);
+      await c.client.endAsync();
+      await until(
+        async () => perWorker(await metricsText(fleet)),
+        (w) => [...w.values()].every((x) => x.connected === 0),
+      );
+    }
+    expect(reused).toEqual([true, true, true, true]);
+    expect(holders.size).toBe(2); // round-robin: both workers resumed the same ticket
+  });
+
+  it('closes a revoked device on whichever worker holds it', async () => {
+    const victims = ids.slice(0, 6);
+    const conns = await Promise.all(victims.map((id) => connect(fleet, dev(id))));
+    const workers = perWorker(await metricsText(fleet));
+    expect([...workers.values()].filter((w) => w.connected > 0)).toHaveLength(2);
+    const latencies: number[] = [];
+    for (const [i, id] of victims.entries()) {
+      const c = conns[i] as Conn;
+      const closed = new Promise<number>((r) => c.client.stream.once('close', () => r(performance.now())));
+      const t0 = performance.now();
+      await revokeDevice(fleet, id);
+      const at = await Promise.race([closed, sleep(10_000).then(() => Number.NaN)]);
+      latencies.push(at - t0);
+      c.client.end(true);
+    }
+    console.log(
+      `revoke -> disconnect across 2 workers (ms from the API call): ${latencies.map((l) => l.toFixed(1)).join(', ')}`,
+    );
+    for (const l of latencies) expect(Number.isFinite(l)).toBe(true);
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'revoked' })).toBe(victims.length);
+    // ...and a revoked device cannot come back, on any worker.
+    for (let i = 0; i < 2; i++) await expect(connect(fleet, dev(victims[0] as string))).rejects.toThrow();
+  });
+
+  it('lets the same client id take over across workers (one connection left, counted)', async () => {
+    const before = metricValue(await metricsText(fleet), 'fleetgate_mqtt_takeovers_total');
+    let prev: Conn | null = null;
+    for (let i = 0; i < 4; i++) {
+      const closed = prev ? new Promise<void>((r) => prev?.client.stream.once('close', () => r())) : null;
+      const next = await connect(fleet, dev('wk-take'));
+      if (closed) await Promise.race([closed, sleep(10_000).then(() => Promise.reject(new Error('not taken over')))]);
+      prev?.client.end(true);
+      prev = next;
+    }
+    expect(prev?.client.connected).toBe(true);
+    const m = await until(
+      () => metricsText(fleet),
+      (t) => metricValue(t, 'fleetgate_mqtt_takeovers_total') - before >= 3,
+    );
+    expect(metricValue(m, 'fleetgate_mqtt_takeovers_total') - before).toBe(3);
+    expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'takeover' })).toBeGreaterThanOrEqual(3);
+    // Presence (written by the primary for both workers) still says online.
+    type DeviceJson = { online: boolean };
+    const show = async () => (await fleet.api<DeviceJson>('GET', '/api/v1/devices/wk-take')).json;
+    await sleep(2_500);
+    expect((await show()).online).toBe(true);
+    await prev?.client.endAsync();
+    expect((await until(show, (d) => !d.online)).online).toBe(false);
+  });
+
+  it('restarts a worker that dies; the other worker keeps its connections', async () => {
+    const keep = await Promise.all(ids.slice(6).map((id) => connect(fleet, dev(id))));
+    const before = perWorker(await metricsText(fleet));
+    expect(before.size).toBe(2);
+    const [victim] = [...before.entries()].find(([, w]) => w.connected > 0) ?? [];
+    expect(victim).toBeDefined();
+    process.kill(victim as number, 'SIGKILL');
+    const after = await until(
+      async () => perWorker(await metricsText(fleet)),
+      (w) => w.size === 2 && !w.has(victim as number),
+      30_000,
+    );
+    expect(after.size).toBe(2);
+    expect(after.has(victim as number)).toBe(false);
+    expect(new Set([...after.values()].map((w) => w.slot))).toEqual(new Set(['1', '2']));
+    // New connections work (on both), and the connection on the surviving worker is still up.
+    const more = await Promise.all([connect(fleet, dev('wk-crash')), connect(fleet, svc, { clientId: 'ingest-c' })]);
+    expect(keep.filter((k) => k.client.connected).length).toBeGreaterThanOrEqual(1);
+    await Promise.all([...keep, ...more].map((c) => c.client.endAsync()));
+  });
+
+  it('stops every worker gracefully on SIGTERM', async () => {
+    const pids = [...perWorker(await metricsText(fleet)).keys()];
+    expect(pids).toHaveLength(2);
+    const code = await fleet.server.stop('SIGTERM');
+    expect(code).toBe(0);
+    expect(fleet.server.stdout()).toContain('stopped');
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+  });
+});
