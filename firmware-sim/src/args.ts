@@ -6,7 +6,7 @@
 export const SCENARIOS = ['enroll', 'telemetry', 'reconnect', 'revoke'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
-export const DROP_MODES = ['socket', 'reboot'] as const;
+export const DROP_MODES = ['socket', 'storm', 'reboot'] as const;
 export type DropMode = (typeof DROP_MODES)[number];
 
 export interface SimOptions {
@@ -62,8 +62,10 @@ Options:
   --echo                telemetry: each device subscribes to its own topic and counts what comes back
                         (delivered share, end-to-end latency p50/p99)
   --revoke K            revoke: devices to revoke, 1..N (default: a tenth of N, at least 1)
-  --drop M              reconnect: socket (default: every device drops its TLS connection and the
-                        library reconnects with the session in memory) | reboot (every device is
+  --drop M              reconnect: socket (default: every device drops its TLS connection on the
+                        device side and the library reconnects with the session in memory, at most
+                        --concurrency reconnecting at a time) | storm (the same, all at once: fine
+                        for hundreds, overwhelms one process at thousands) | reboot (every device is
                         stopped and started again from its credential directory, tickets from disk)
   --dir DIR             credential directories of the simulated devices (reused by later runs);
                         default <data dir>/sim for a local server, <os tmp>/fleetgate-sim-<hash of URL>

@@ -271,6 +271,18 @@ describe('fleetgate-sim against fleetgate serve', () => {
     expect(typeof r.timeToAllBackMs).toBe('number');
   });
 
+  it('reconnect (storm): every socket dropped at once, all back', async () => {
+    const r = expectOk(
+      await runSim(['--devices', '6', '--scenario', 'reconnect', '--drop', 'storm', '--json', '--quiet'], env),
+      'reconnect',
+      6,
+    );
+    expect(r.drop).toBe('storm');
+    expect(r.back).toBe(6);
+    expect(r.resumed + r.full).toBe(6);
+    expect(r.resumed).toBeGreaterThan(0);
+  });
+
   it('a fleet larger than the saved one enrolls only the new devices (human summary without --json)', async () => {
     const r = await runSim(['--devices', '8', '--scenario', 'reconnect'], env);
     expect(r.code).toBe(0);
