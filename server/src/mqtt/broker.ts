@@ -86,6 +86,9 @@ const MAX_SUBSCRIPTIONS_PER_CLIENT = 256;
 /** Slow consumers: a socket that does not drain within this is closed (aedes drainTimeout). */
 const DRAIN_TIMEOUT_MS = 10_000;
 
+/** The same on every broker process, so a ticket from one resumes on all (RFC 8446 4.6.1). */
+const SESSION_ID_CONTEXT = 'fleetgate-mqtt-v1';
+
 const connack311 = (code: number) => Buffer.from([0x20, 0x02, 0x00, code]);
 const connack5 = (reason: number) => Buffer.from([0x20, 0x03, 0x00, reason, 0x00]);
 
@@ -302,6 +305,9 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     ecdhCurve: 'X25519:P-256:P-384',
     handshakeTimeout: config.handshakeTimeoutMs,
     sessionTimeout: Math.max(1, Math.floor(config.ticketLifetimeMs / 1000)),
+    // Node's default session id context hashes process.argv: a cluster worker (another entry
+    // script) or a node started with other arguments would refuse every other's tickets.
+    sessionIdContext: SESSION_ID_CONTEXT,
   });
 
   const rotation: TicketKeyRotation = await startTicketKeyRotation({
