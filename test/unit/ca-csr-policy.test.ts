@@ -139,3 +139,17 @@ describe('checkCsr: rejections carry the exact code', () => {
     await expectRejected(tampered, 'CSR_SIGNATURE_INVALID');
   });
 });
+
+describe('ASN.1 input that makes the parser library throw', () => {
+  // asn1js throws "Wrong input string for conversion" on a GeneralizedTime whose content is not a
+  // time, instead of reporting a parse error: found by the byte-corruption test in CI.
+  test.each([
+    ['a GeneralizedTime of junk inside a SEQUENCE', '3005180341424330'],
+    ['a bare GeneralizedTime of junk', '1803414243'],
+    ['a GeneralizedTime of junk after a valid element', '300a300818060102030405ff'],
+  ])('%s is CSR_MALFORMED, not an exception', async (_name, hex) => {
+    const r = await checkCsr(new Uint8Array(Buffer.from(hex, 'hex')));
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error.code).toBe('CSR_MALFORMED');
+  });
+});

@@ -21,8 +21,17 @@ import { constants, createPublicKey, type JsonWebKey, type KeyObject, verify } f
 import * as asn1js from 'asn1js';
 import { isValidDeviceId } from '../device-id.js';
 import { fail, ok, type Result } from '../errors.js';
-import { crypto, sha256HexSync, toArrayBuffer, toBytes } from './crypto.js';
-import { type DerNode, derBytes, derChildren, derContent, derEquals, derTlvLength, readDer } from './der.js';
+import { crypto, sha256HexSync, toBytes } from './crypto.js';
+import {
+  type DerNode,
+  derBytes,
+  derChildren,
+  derContent,
+  derEquals,
+  derTlvLength,
+  parseWholeBer,
+  readDer,
+} from './der.js';
 import { classifySpki, classifySpkiFast, type SpkiInfo } from './keys.js';
 import { decodeBase64Strict, decodePemStrict } from './pem.js';
 import * as x509 from './x509.js';
@@ -97,9 +106,8 @@ interface ParsedRequest {
 
 /** RFC 2986 section 4: CertificationRequest and CertificationRequestInfo, strictly. */
 function parseStructure(der: Uint8Array): Result<ParsedRequest> {
-  const parsed = asn1js.fromBER(toArrayBuffer(der));
-  if (parsed.offset === -1 || parsed.offset !== der.byteLength) return malformed('request is not valid DER');
-  const top = parsed.result;
+  const top = parseWholeBer(der);
+  if (top === null) return malformed('request is not valid DER');
   if (!(top instanceof asn1js.Sequence) || top.valueBlock.value.length !== 3) {
     return malformed('CertificationRequest must have 3 elements');
   }
@@ -172,7 +180,13 @@ interface ParsedCsr {
 }
 
 export async function checkCsr(input: Uint8Array | string, opts: CheckCsrOptions = {}): Promise<Result<CheckedCsr>> {
-  return runPolicy(input, opts, true);
+  try {
+    return await runPolicy(input, opts, true);
+  } catch {
+    // Defence in depth: the ASN.1 libraries underneath throw on some malformed input instead of
+    // reporting it. A request nothing could read is malformed; it must never surface as a crash.
+    return malformed('request could not be parsed');
+  }
 }
 
 /**

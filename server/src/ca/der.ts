@@ -1,4 +1,5 @@
 /** Minimal DER (X.690) helpers for the few places where a full ASN.1 parser is too lenient. */
+import * as asn1js from 'asn1js';
 
 /**
  * Length in bytes of the single DER TLV at the start of `bytes`, or null if the header is not a
@@ -195,3 +196,18 @@ export function derEquals(bytes: Uint8Array, node: DerNode, expected: Uint8Array
 export const derContent = (bytes: Uint8Array, node: DerNode): Uint8Array => bytes.subarray(node.contentStart, node.end);
 
 export const derBytes = (bytes: Uint8Array, node: DerNode): Uint8Array => bytes.subarray(node.start, node.end);
+
+/**
+ * asn1js.fromBER over the whole input, or null. asn1js throws (rather than reporting an error)
+ * on some malformed primitives, e.g. a GeneralizedTime whose content is not a time: hostile input
+ * must come back as "not DER", never as an exception.
+ */
+export function parseWholeBer(bytes: Uint8Array): asn1js.AsnType | null {
+  try {
+    const copy = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+    const parsed = asn1js.fromBER(copy);
+    return parsed.offset === -1 || parsed.offset !== bytes.byteLength ? null : parsed.result;
+  } catch {
+    return null;
+  }
+}

@@ -13,7 +13,7 @@ import {
   toArrayBuffer,
   toBytes,
 } from './crypto.js';
-import { type DerNode, derChildren, derContent, derEquals, readDer } from './der.js';
+import { type DerNode, derChildren, derContent, derEquals, parseWholeBer, readDer } from './der.js';
 import { encodePem } from './pem.js';
 
 export type CaKeyAlgorithm = 'P-256' | 'P-384' | 'RSA-3072';
@@ -105,9 +105,8 @@ export function classifySpkiFast(spkiDer: Uint8Array): SpkiInfo | undefined {
 
 /** The general classifier over asn1js (BER-tolerant, as before). */
 export function classifySpkiGeneral(spkiDer: Uint8Array): SpkiInfo | null {
-  const parsed = asn1js.fromBER(toArrayBuffer(spkiDer));
-  if (parsed.offset === -1 || parsed.offset !== spkiDer.byteLength) return null;
-  const spki = parsed.result;
+  const spki = parseWholeBer(spkiDer);
+  if (spki === null) return null;
   if (!(spki instanceof asn1js.Sequence) || spki.valueBlock.value.length !== 2) return null;
   const [algId, keyBits] = spki.valueBlock.value;
   if (!(algId instanceof asn1js.Sequence) || !(keyBits instanceof asn1js.BitString)) return null;
@@ -128,9 +127,9 @@ export function classifySpkiGeneral(spkiDer: Uint8Array): SpkiInfo | null {
       if (params !== undefined || key.byteLength !== 32) return null;
       return { kind: 'Ed25519' };
     case OID_RSA_ENCRYPTION: {
-      const rsa = asn1js.fromBER(toArrayBuffer(key));
-      if (rsa.offset === -1 || !(rsa.result instanceof asn1js.Sequence)) return null;
-      const [n, e] = rsa.result.valueBlock.value;
+      const rsa = parseWholeBer(key);
+      if (!(rsa instanceof asn1js.Sequence)) return null;
+      const [n, e] = rsa.valueBlock.value;
       if (!(n instanceof asn1js.Integer) || !(e instanceof asn1js.Integer)) return null;
       return {
         kind: 'RSA',
