@@ -24,6 +24,23 @@ import {
 
 const FLOOD_MS = 5_000;
 
+/**
+ * "Serves afterwards": the broker may still be working off the flood's backlog (on a loaded
+ * 2-core machine a handshake can then miss the broker's deadline), so a new client is given a
+ * generous bounded time to get in, not one attempt.
+ */
+async function connectEventually(opts: mqtt.IClientOptions, deadlineMs = 60_000): Promise<mqtt.MqttClient> {
+  const end = performance.now() + deadlineMs;
+  for (;;) {
+    try {
+      return await mqtt.connectAsync({ ...opts, reconnectPeriod: 0 });
+    } catch (e) {
+      if (performance.now() > end) throw e;
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+  }
+}
+
 /** Connects raw, then writes PUBLISH batches as fast as the socket drains for `ms`; returns packets written. */
 async function flood(fleet: Fleet, cred: Credential, ms: number): Promise<{ sent: number; socket: TLSSocket }> {
   const socket = tlsConnect({
@@ -127,9 +144,9 @@ describe('publish flood (default rate limit)', () => {
       r.floodDelivered,
     );
     // And it still takes new connections.
-    const c = await mqtt.connectAsync(mqttOptions(fleet, devs.calm as Credential));
+    const c = await connectEventually(mqttOptions(fleet, devs.calm as Credential));
     await c.endAsync();
-  });
+  }, 150_000);
 });
 
 describe('publish flood with the rate limit switched off', () => {
@@ -155,7 +172,8 @@ describe('publish flood with the rate limit switched off', () => {
     );
     expect(fleet.server.child.exitCode).toBeNull();
     expect(fleet.server.stderr()).not.toMatch(/Maximum call stack size exceeded/);
-    const c = await mqtt.connectAsync(mqttOptions(fleet, devs.calm as Credential));
+    const c = await connectEventually(mqttOptions(fleet, devs.calm as Credential));
     await c.endAsync();
-  });
+    expect(fleet.server.child.exitCode).toBeNull();
+  }, 150_000);
 });
