@@ -7,7 +7,7 @@ import 'reflect-metadata';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { loadavg } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
@@ -43,7 +43,7 @@ const SUBSCRIBER = 'bench-sub';
  * for production; a benchmark from one IP at saturation would only measure the limiter. mosquitto
  * has neither, so both are off here (documented in bench/README.md).
  */
-const OUR_BROKER_ENV = { FLEETGATE_MQTT_CONN_RATE_PER_IP: '0', FLEETGATE_MQTT_PUBLISH_RATE: '0' };
+export const OUR_BROKER_ENV = { FLEETGATE_MQTT_CONN_RATE_PER_IP: '0', FLEETGATE_MQTT_PUBLISH_RATE: '0' };
 
 // Per-round sizes: each broker runs `rounds` rounds of every connect/throughput/QoS 0 phase.
 export const QUICK = {
@@ -77,7 +77,7 @@ const pem = (label, der) =>
     .replace(/.{64}/g, '$&\n')
     .replace(/\n?$/, '\n')}-----END ${label}-----\n`;
 
-async function keyAndCsr(cn) {
+export async function keyAndCsr(cn) {
   const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${cn}`, keys, signingAlgorithm: ALG });
   const keyPem = pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
@@ -101,7 +101,7 @@ function post(url, { body, headers, ca, agent }) {
 }
 
 /** Enrolls every token through EST simpleenroll; resolves with [{ id, keyPem, certPem }]. */
-async function enrollDevices(apiUrl, caPem, tokens, concurrency = 32) {
+export async function enrollDevices(apiUrl, caPem, tokens, concurrency = 32) {
   const agent = new Agent({ keepAlive: true, maxSockets: concurrency, ca: caPem });
   const devices = new Array(tokens.length);
   const r = await pool(tokens.length, concurrency, async (i) => {
@@ -423,6 +423,44 @@ function pooled(rounds) {
   };
 }
 
+/**
+ * The cost of clustering: broker CPU (primary + workers, from /proc) per full-handshake connect
+ * with FLEETGATE_WORKERS=2 against FLEETGATE_WORKERS=1, two fresh servers on the same data dir and
+ * database, alternating rounds of the same connect load.
+ */
+async function workersPhase(env, devices, p) {
+  const servers = [];
+  try {
+    for (const workers of [1, 2]) {
+      const s = await startServe({ ...env, FLEETGATE_WORKERS: String(workers) });
+      servers.push({
+        workers,
+        server: s,
+        target: { pid: s.pid, port: Number(new URL(s.mqttUrl).port), sessions: new Map() },
+      });
+    }
+    const totals = new Map(servers.map((x) => [x.workers, { cpu: 0, ok: 0, failed: 0 }]));
+    for (let r = 0; r < p.rounds; r++) {
+      for (const x of r % 2 === 0 ? servers : [...servers].reverse()) {
+        const res = await connectPhase(x.target, devices, {
+          count: p.connects,
+          concurrency: p.concurrency,
+          resume: false,
+        });
+        const t = totals.get(x.workers);
+        t.cpu += (res.cpuMsPer1000 * res.ok) / 1000;
+        t.ok += res.ok;
+        t.failed += res.failed;
+        log(`workers=${x.workers} round ${r + 1}/${p.rounds}: ${p.connects} full connects: ${brief(res)}`);
+      }
+    }
+    const per = (w) => (totals.get(w).cpu * 1000) / totals.get(w).ok;
+    return { one: per(1), two: per(2), failed: totals.get(1).failed + totals.get(2).failed };
+  } finally {
+    for (const x of servers) await x.server.stop();
+  }
+}
+
 const ratio = (a, b) =>
   a == null || b == null || !Number.isFinite(a) || !Number.isFinite(b) || b === 0 ? null : round(a / b, 3);
 const num = (v, d = 2) => (v == null || !Number.isFinite(v) ? null : round(v, d));
@@ -501,6 +539,13 @@ export async function benchBroker(opts = {}) {
     }
     if (server.exited()) crashes += 1;
     if (mosq.exited()) crashes += 1;
+    const defaultWorkers = Number(process.env.FLEETGATE_WORKERS ?? availableParallelism());
+    // The clustering cost on its own servers, with the main ones stopped (their CPU is not shared).
+    await server.stop();
+    await mosq.stop();
+    log('broker: clustering cost, FLEETGATE_WORKERS=2 vs 1 (full connects, alternating rounds)');
+    const wk = await workersPhase(env, devices, p);
+    log(`broker: workers: ${brief(wk)}`);
     const m = results.mosquitto;
     return {
       fullConnectCpuVsMosquitto: ratio(ours?.full.cpuMsPer1000, m.full.cpuMsPer1000),
@@ -513,6 +558,11 @@ export async function benchBroker(opts = {}) {
       mosquittoResumedShare: num(m.resumed.reused / m.resumed.ok, 3),
       resumedVsFullCpu: ratio(ours?.resumed.cpuMsPer1000, ours?.full.cpuMsPer1000),
       connectThroughputVsMosquitto: ratio(ours?.throughput.perSec, m.throughput.perSec),
+      // Our broker runs with its default workers (FLEETGATE_WORKERS, else the number of cores).
+      ourWorkers: defaultWorkers,
+      workersCpuPerConnVsOne: ratio(wk.two, wk.one),
+      oneWorkerFullConnectCpuMs: num(wk.one, 0),
+      twoWorkersFullConnectCpuMs: num(wk.two, 0),
       ourConnectsPerSec: num(ours?.throughput.perSec, 0),
       mosquittoConnectsPerSec: num(m.throughput.perSec, 0),
       // Broker CPU per 1,000 connects while saturated: the noise-free side of the throughput figure.
@@ -535,10 +585,12 @@ export async function benchBroker(opts = {}) {
       revokeClosedBeforeReturn: ours?.revoke ? ours.revoke.closedBeforeReturn : null,
       revokeTimeouts: ours?.revoke ? ours.revoke.timeouts : null,
       qos0WrittenOff: Object.values(results).reduce((n, r) => n + r.qos0.writtenOff, 0),
-      brokerConnectFailures: Object.values(results).reduce(
-        (n, r) => n + r.idle.failed + r.full.failed + r.resumed.failed + r.throughput.failed,
-        0,
-      ),
+      brokerConnectFailures:
+        wk.failed +
+        Object.values(results).reduce(
+          (n, r) => n + r.idle.failed + r.full.failed + r.resumed.failed + r.throughput.failed,
+          0,
+        ),
       crashes,
       hostLoadAvg1: round(loadavg()[0], 2),
     };
