@@ -3,11 +3,10 @@
  * (documented at /docs). Thin: every handler is one use-case call plus JSON shaping.
  */
 import { type Static, Type } from '@sinclair/typebox';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import type { CertificateAuthority } from '../../ca/index.js';
 import { parseDuration } from '../../config.js';
 import type {
-  Actor,
   AuditService,
   DeviceView,
   InventoryService,
@@ -18,6 +17,7 @@ import type {
 import { FleetgateError } from '../../errors.js';
 import { parseRevocationReason, REVOCATION_REASON_NAMES, revocationReasonName } from '../../revocation-reasons.js';
 import type { CertificateRecord } from '../../store/types.js';
+import { actorOf, operatorAuthHook } from '../operator-auth.js';
 
 export interface OperatorApiDeps {
   ca: CertificateAuthority;
@@ -94,30 +94,12 @@ function reasonOf(value: string | number | undefined) {
   return reason;
 }
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    operator?: Actor;
-  }
-}
-
-function actorOf(request: FastifyRequest): Actor {
-  if (!request.operator) throw new FleetgateError('AUTH_REQUIRED', 'operator authentication required');
-  return request.operator;
-}
-
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
 export async function registerOperatorApi(app: FastifyInstance, deps: OperatorApiDeps): Promise<void> {
   await app.register(
     async (api) => {
-      api.addHook('onRequest', async (request) => {
-        const header = request.headers.authorization;
-        if (!header) throw new FleetgateError('AUTH_REQUIRED', 'send "Authorization: Bearer <operator token>"');
-        const m = /^Bearer[ ]+(\S{1,256})$/i.exec(header.trim());
-        const actor = m?.[1] ? await deps.operators.authenticate(m[1]) : null;
-        if (!actor) throw new FleetgateError('AUTH_INVALID', 'operator token is not valid');
-        request.operator = actor;
-      });
+      api.addHook('onRequest', operatorAuthHook(deps.operators));
 
       const tags = (t: string) => ({ tags: [t], security: [{ bearer: [] }] });
 

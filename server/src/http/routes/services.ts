@@ -6,8 +6,9 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import { encodePem } from '../../ca/pem.js';
 import type { OperatorService, ProvisioningService } from '../../enroll/types.js';
-import { FleetgateError } from '../../errors.js';
+import { actorOf, operatorAuthHook } from '../operator-auth.js';
 
 export interface ServiceRouteDeps {
   provisioning: ProvisioningService;
@@ -17,22 +18,10 @@ export interface ServiceRouteDeps {
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 409: ErrorBody, 413: ErrorBody };
 
-function pem(label: string, der: Uint8Array): string {
-  const b64 = Buffer.from(der).toString('base64');
-  return `-----BEGIN ${label}-----\n${(b64.match(/.{1,64}/g) ?? []).join('\n')}\n-----END ${label}-----\n`;
-}
-
 export async function registerServiceRoutes(app: FastifyInstance, deps: ServiceRouteDeps): Promise<void> {
   await app.register(
     async (api) => {
-      api.addHook('onRequest', async (request) => {
-        const header = request.headers.authorization;
-        if (!header) throw new FleetgateError('AUTH_REQUIRED', 'send "Authorization: Bearer <operator token>"');
-        const m = /^Bearer[ ]+(\S{1,256})$/i.exec(header.trim());
-        const actor = m?.[1] ? await deps.operators.authenticate(m[1]) : null;
-        if (!actor) throw new FleetgateError('AUTH_INVALID', 'operator token is not valid');
-        request.operator = actor;
-      });
+      api.addHook('onRequest', operatorAuthHook(deps.operators));
 
       const Body = Type.Object(
         {
@@ -62,18 +51,17 @@ export async function registerServiceRoutes(app: FastifyInstance, deps: ServiceR
           },
         },
         async (request, reply) => {
-          if (!request.operator) throw new FleetgateError('AUTH_REQUIRED', 'operator authentication required');
           const { certificate, chainDer } = await deps.provisioning.issueService({
             name: request.body.name,
             csr: request.body.csr,
-            actor: request.operator,
+            actor: actorOf(request),
           });
           return reply.status(201).send({
             name: request.body.name,
             serial: certificate.serial,
             notAfter: certificate.notAfter.toISOString(),
             certificatePem: certificate.pem,
-            chainPem: chainDer.map((d) => pem('CERTIFICATE', d)).join(''),
+            chainPem: chainDer.map((d) => encodePem('CERTIFICATE', d)).join(''),
           });
         },
       );
