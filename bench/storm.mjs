@@ -8,9 +8,55 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
+import postgres from 'postgres';
 import { enrollDevices, OUR_BROKER_ENV } from './broker.mjs';
 import { cli, log as logLine, percentile, round, startServe, treeCpuSeconds } from './lib.mjs';
-import { identityContext, mqttConnect, pool } from './mqtt-load.mjs';
+import { connectPacket, identityContext, packetReader, pool } from './mqtt-load.mjs';
+
+/**
+ * Source addresses for the simulated devices: 10,000 devices reconnecting at once from one
+ * address exhaust its ~28k ephemeral ports (old connections still in TIME_WAIT), and connect()
+ * then spends its time in the kernel looking for a free port. Spread over 127.0.0.2-127.0.0.17,
+ * as devices come from many addresses.
+ */
+const SOURCES = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
+
+/** mqtt-load.mjs' mqttConnect with a source address: TLS + CONNECT/CONNACK, resolves { socket, reused, session() }. */
+function mqttConnect({ port, secureContext, clientId, session, localAddress, timeoutMs }) {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ port, host: '127.0.0.1', localAddress, secureContext, session, noDelay: true });
+    let latest;
+    socket.on('session', (s) => {
+      latest = s;
+    });
+    let done = false;
+    const timer = setTimeout(() => fail(new Error(`connect ${clientId}: timeout`)), timeoutMs);
+    const fail = (e) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      reject(e);
+    };
+    socket.once('error', fail);
+    socket.once('close', () => fail(new Error(`connect ${clientId}: closed before CONNACK`)));
+    socket.once('secureConnect', () => socket.write(connectPacket(clientId)));
+    const feed = packetReader((type, p) => {
+      if (done) return;
+      if (type !== 2 || p[3] !== 0) return fail(new Error(`connect ${clientId}: refused`));
+      done = true;
+      clearTimeout(timer);
+      socket.removeListener('data', feed);
+      socket.resume();
+      socket.removeAllListeners('error');
+      socket.removeAllListeners('close');
+      socket.on('error', () => {});
+      resolve({ socket, reused: socket.isSessionReused(), session: () => latest });
+    });
+    socket.on('data', feed);
+  });
+}
 
 const startedAt = performance.now();
 const log = (line) => logLine(`[${((performance.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] storm: ${line}`);
@@ -44,14 +90,32 @@ async function reconnect(d, port, stats) {
   }
 }
 
+/**
+ * The enrolled fleet, cached across runs: data dir (CA files) + devices.json in
+ * $TMPDIR/fleetgate-bench-storm-<N>, and a PostgreSQL database fleetgate_bench_storm_<N> on the
+ * server in DATABASE_URL (PostgreSQL, not the embedded PGlite: the broker's presence writes for
+ * 10,000 devices at once would run inside the primary's event loop on PGlite).
+ */
 async function cachedFleet(n, fresh) {
   const dir = path.join(tmpdir(), `fleetgate-bench-storm-${n}`);
   const file = path.join(dir, 'devices.json');
-  if (fresh) rmSync(dir, { recursive: true, force: true });
-  const env = { FLEETGATE_DATA_DIR: path.join(dir, 'data'), ...OUR_BROKER_ENV };
-  if (existsSync(file)) {
-    log(`${n} devices from the cache in ${dir}`);
-    return { dir, env, ...JSON.parse(readFileSync(file, 'utf8')) };
+  const adminUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const dbName = `fleetgate_bench_storm_${n}`;
+  const url = new URL(adminUrl);
+  url.pathname = `/${dbName}`;
+  const env = { FLEETGATE_DATA_DIR: path.join(dir, 'data'), DATABASE_URL: url.toString(), ...OUR_BROKER_ENV };
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    const [{ exists }] = await admin`SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = ${dbName}) AS exists`;
+    if (!fresh && exists && existsSync(file)) {
+      log(`${n} devices from the cache in ${dir} and database ${dbName}`);
+      return { dir, env, ...JSON.parse(readFileSync(file, 'utf8')) };
+    }
+    rmSync(dir, { recursive: true, force: true });
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await admin.unsafe(`CREATE DATABASE ${dbName}`);
+  } finally {
+    await admin.end();
   }
   mkdirSync(dir, { recursive: true });
   const server = await startServe({ ...env, FLEETGATE_WORKERS: '1' });
@@ -72,7 +136,11 @@ async function cachedFleet(n, fresh) {
 export async function benchStorm({ quick = false, devices: n = quick ? 1_000 : 10_000, workers, fresh = false } = {}) {
   const fleet = await cachedFleet(n, fresh);
   const env = { ...fleet.env, ...(workers ? { FLEETGATE_WORKERS: String(workers) } : {}) };
-  const devices = fleet.devices.map((d) => ({ ...d, ctx: identityContext(d, fleet.caPem) }));
+  const devices = fleet.devices.map((d, i) => ({
+    ...d,
+    ctx: identityContext(d, fleet.caPem),
+    source: SOURCES[i % SOURCES.length],
+  }));
   let server = await startServe(env);
   const port = Number(new URL(server.mqttUrl).port);
   const workerCount = Number(workers ?? process.env.FLEETGATE_WORKERS ?? availableParallelism());
