@@ -5,7 +5,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '../../server/src/ca/x509.js';
 import { deviceUri } from '../../server/src/device-id.js';
+import { codeOf } from '../../server/src/enroll/context.js';
+import { GroupCommit } from '../../server/src/enroll/group-commit.js';
 import { hashSecret } from '../../server/src/enroll/secrets.js';
+import type { NewAuditEvent, Store, StoreTx } from '../../server/src/store/types.js';
 import { makeCsr } from '../helpers/ca.js';
 import { backends, type Harness, OPERATOR, openHarness, rejectsWith, TOKEN_TTL_MS } from '../helpers/provisioning.js';
 
@@ -288,6 +291,199 @@ describe.each(list)('enrollment tokens and enroll ($name)', (backend) => {
       );
       expect(issued).toHaveLength(200);
       expect(await h.audit.verify()).toMatchObject({ ok: true });
+    });
+
+    it('group-commits 200 concurrent mixed requests: each gets its own outcome, bad ones leave their tokens usable', async () => {
+      const tokens = await h.provisioning.createTokens({ count: 200, prefix: 'mix-' }, { actor: OPERATOR });
+      await h.provisioning.enroll({
+        deviceId: 'mix-revoked',
+        token: await token('mix-revoked'),
+        csr: (await makeCsr('mix-revoked')).der,
+      });
+      const revokedToken = await token('mix-revoked');
+      await h.revocation.revokeDevice('mix-revoked', 1, OPERATOR);
+      // what each request does wrong, if anything
+      const kinds = ['good', 'cn', 'garbage', 'unknown-token', 'malformed-token', 'good', 'good'] as const;
+      const expected: Record<(typeof kinds)[number], string> = {
+        good: 'ok',
+        cn: 'CSR_SUBJECT_INVALID',
+        garbage: 'CSR_MALFORMED',
+        'unknown-token': 'TOKEN_INVALID',
+        'malformed-token': 'TOKEN_INVALID',
+      };
+      const kindOf = (i: number) => kinds[i % kinds.length]!;
+      const csrs = await Promise.all(tokens.map((t) => makeCsr(t.deviceId)));
+      const other = await makeCsr('mix-somebody-else');
+      const revokedCsr = await makeCsr('mix-revoked');
+
+      const auditBefore = (await h.store.listAudit({ limit: 100_000 })).length;
+      const original = h.store.transaction;
+      let transactions = 0;
+      h.store.transaction = function (this: Store, fn) {
+        transactions++;
+        return original.call(this, fn);
+      } as Store['transaction'];
+      let results: PromiseSettledResult<unknown>[];
+      try {
+        results = await Promise.allSettled([
+          ...tokens.map((t, i) => {
+            const kind = kindOf(i);
+            return h.provisioning.enroll({
+              deviceId: t.deviceId,
+              token: kind === 'unknown-token' ? `fgt_${'C'.repeat(43)}` : kind === 'malformed-token' ? 'nope' : t.token,
+              csr: kind === 'cn' ? other.der : kind === 'garbage' ? 'garbage' : csrs[i]!.der,
+            });
+          }),
+          h.provisioning.enroll({
+            deviceId: 'mix-revoked',
+            token: revokedToken,
+            csr: revokedCsr.der,
+          }),
+        ]);
+      } finally {
+        h.store.transaction = original;
+      }
+      const outcome = (r: PromiseSettledResult<unknown>) =>
+        r.status === 'fulfilled' ? 'ok' : ((r.reason as { code?: string }).code ?? String(r.reason));
+      expect(results.slice(0, 200).map(outcome)).toEqual(tokens.map((_, i) => expected[kindOf(i)]));
+      expect(outcome(results[200]!)).toBe('DEVICE_REVOKED');
+      // grouped: far fewer transactions than requests (the first batch starts alone)
+      expect(transactions).toBeGreaterThan(0);
+      expect(transactions).toBeLessThanOrEqual(20);
+
+      // one certificate per good request, none for the others; every outcome audited once
+      const good = tokens.filter((_, i) => kindOf(i) === 'good');
+      const bad = tokens.filter((_, i) => kindOf(i) !== 'good');
+      for (const t of [...good.slice(0, 5), ...good.slice(-5)]) {
+        expect(await h.store.listCertificates(t.deviceId)).toHaveLength(1);
+      }
+      for (const t of bad.slice(0, 10)) expect(await h.store.listCertificates(t.deviceId)).toHaveLength(0);
+      const events = (await h.store.listAudit({ limit: 100_000 })).slice(auditBefore);
+      expect(events.filter((e) => e.action === 'cert.issued')).toHaveLength(good.length);
+      const failed = events.filter((e) => e.action === 'enroll.failed');
+      expect(failed).toHaveLength(bad.length + 1);
+      expect(failed.filter((e) => e.details.code === 'CSR_SUBJECT_INVALID')).toHaveLength(
+        tokens.filter((_, i) => kindOf(i) === 'cn').length,
+      );
+      expect(failed.some((e) => e.subject === 'mix-revoked' && e.details.code === 'DEVICE_REVOKED')).toBe(true);
+      expect(await h.audit.verify()).toMatchObject({ ok: true });
+
+      // every bad request left its token usable
+      const retried = await Promise.all(
+        bad.map((t) =>
+          h.provisioning.enroll({ deviceId: t.deviceId, token: t.token, csr: csrs[tokens.indexOf(t)]!.der }),
+        ),
+      );
+      expect(retried.map((r) => r.certificate.commonName)).toEqual(bad.map((t) => t.deviceId));
+      expect((await h.store.consumeToken(hashSecret(revokedToken), 'mix-revoked', h.clock.now())).ok).toBe(true);
+      expect(await h.audit.verify()).toMatchObject({ ok: true });
+    });
+
+    it('fails every request of a batch whose commit fails (STORE_UNAVAILABLE), persisting none of it; the tokens stay usable', async () => {
+      const tokens = await h.provisioning.createTokens({ count: 30, prefix: 'cfail-' }, { actor: OPERATOR });
+      const csrs = await Promise.all(tokens.map((t) => makeCsr(t.deviceId)));
+      const original = h.store.transaction;
+      // the body runs completely, then the transaction fails as a COMMIT would (everything rolls back)
+      h.store.transaction = function (this: Store, fn: (tx: StoreTx) => Promise<unknown>) {
+        return original.call(this, async (tx) => {
+          await fn(tx);
+          throw new Error('could not commit (simulated)');
+        });
+      } as Store['transaction'];
+      let results: PromiseSettledResult<unknown>[];
+      try {
+        results = await Promise.allSettled(
+          tokens.map((t, i) =>
+            h.provisioning.enroll({
+              deviceId: t.deviceId,
+              token: t.token,
+              csr: i % 3 === 0 ? 'garbage' : csrs[i]!.der,
+            }),
+          ),
+        );
+      } finally {
+        h.store.transaction = original;
+      }
+      const codes = results.map((r) => (r.status === 'rejected' ? (r.reason as { code?: string }).code : 'ok'));
+      // Nothing decided in a rolled-back batch stands (a TOKEN_USED seen there may be undone too):
+      // every request gets the store's error, including those that had failed on their own.
+      expect(codes).toEqual(tokens.map(() => 'STORE_UNAVAILABLE'));
+      for (const t of tokens) expect(await h.store.getDevice(t.deviceId)).toBeNull();
+      const failed = (await h.store.listAudit({ limit: 100_000 })).filter(
+        (e) => e.action === 'enroll.failed' && String(e.subject).startsWith('cfail-'),
+      );
+      expect(failed).toHaveLength(30); // audited apart, after the failed batch
+      expect(failed.filter((e) => e.details.code === 'STORE_UNAVAILABLE')).toHaveLength(30);
+      expect(
+        (await h.store.listAudit({ limit: 100_000 })).some(
+          (e) => e.subject === 'cfail-001' && e.action === 'cert.issued',
+        ),
+      ).toBe(false);
+      const again = await Promise.all(
+        tokens.map((t, i) => h.provisioning.enroll({ deviceId: t.deviceId, token: t.token, csr: csrs[i]!.der })),
+      );
+      expect(again).toHaveLength(30);
+      expect(await h.audit.verify()).toMatchObject({ ok: true });
+    });
+
+    it('bounds the queue and the wait in it: refused at once when full, STORE_UNAVAILABLE after the timeout, all audited', async () => {
+      let release!: () => void;
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      const slow = Object.create(h.store) as Store;
+      slow.transaction = async (fn) => {
+        await gate;
+        return h.store.transaction(fn);
+      };
+      const g = new GroupCommit(slow, { maxBatch: 1, maxInFlight: 1, maxQueued: 2, queueTimeoutMs: 200 });
+      const tag = `gc-${Date.now()}`;
+      const job = (n: number) => ({
+        run: async (): Promise<{ value: number; audit: NewAuditEvent }> => ({
+          value: n,
+          audit: { actor: 'test', action: 'gc.ok', subject: tag, details: { n } },
+        }),
+        failed: (e: unknown): NewAuditEvent => ({
+          actor: 'test',
+          action: 'gc.failed',
+          subject: tag,
+          details: { n, code: codeOf(e) },
+        }),
+      });
+      const t0 = Date.now();
+      const first = g.submit(job(1)); // taken into the first batch at once, which waits for the store
+      // (every promise gets its handler at once: none may reject unobserved)
+      const second = rejectsWith(g.submit(job(2)), 'STORE_UNAVAILABLE');
+      const third = rejectsWith(g.submit(job(3)), 'STORE_UNAVAILABLE');
+      const fourth = g.submit(job(4)).then(
+        () => 'ok',
+        (e: { code?: string }) => `${e.code}@${Date.now() - t0}`,
+      );
+      // queue full: refused without waiting for the timeout
+      expect(await fourth).toMatch(/^STORE_UNAVAILABLE@\d+$/);
+      expect(Number((await fourth).split('@')[1])).toBeLessThan(150);
+      await Promise.all([second, third]);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      release();
+      expect(await first).toBe(1);
+      // the rejections are recorded once the store answers
+      const deadline = Date.now() + 10_000;
+      let mine: { action: string; details: Record<string, unknown> }[] = [];
+      while (Date.now() < deadline) {
+        mine = (await h.store.listAudit({ limit: 100_000 })).filter((e) => e.subject === tag);
+        if (mine.length >= 4) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(mine.map((e) => `${e.action}:${e.details.n}`).sort()).toEqual([
+        'gc.failed:2',
+        'gc.failed:3',
+        'gc.failed:4',
+        'gc.ok:1',
+      ]);
+      expect(mine.filter((e) => e.action === 'gc.failed').every((e) => e.details.code === 'STORE_UNAVAILABLE')).toBe(
+        true,
+      );
     });
 
     it('lets exactly one of 50 parallel uses of one token succeed; the other 49 get TOKEN_USED', async () => {

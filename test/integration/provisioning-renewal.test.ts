@@ -166,6 +166,62 @@ describe.each(list)('re-enrollment and service credentials ($name)', (backend) =
     }
   });
 
+  it('group-commits concurrent mixed renewals: each gets its own outcome, one new key certified once', async () => {
+    const ids = Array.from({ length: 40 }, (_, i) => `renmix-${String(i).padStart(2, '0')}`);
+    const devices = await Promise.all(ids.map((id) => enrolled(id)));
+    const kinds = ['good', 'same-key', 'cn', 'no-cert', 'revoked'] as const;
+    const expected: Record<(typeof kinds)[number], string> = {
+      good: 'ok',
+      'same-key': 'CSR_KEY_REUSED',
+      cn: 'CSR_SUBJECT_INVALID',
+      'no-cert': 'CERT_REQUIRED',
+      revoked: 'CERT_REVOKED',
+    };
+    const kindOf = (i: number) => kinds[i % kinds.length]!;
+    for (const [i, d] of devices.entries()) {
+      if (kindOf(i) === 'revoked') await h.revocation.revokeCertificate(d.certificate.serial, 1, OPERATOR);
+    }
+    const csrs = await Promise.all(
+      devices.map((d, i) =>
+        kindOf(i) === 'same-key' ? makeCsr(ids[i]!, d.keys) : makeCsr(kindOf(i) === 'cn' ? 'renmix-other' : ids[i]!),
+      ),
+    );
+    // and one device renewing twice at once with one new key: one wins, the other sees it
+    const twice = await makeCsr(ids[0]!);
+    const results = await Promise.allSettled([
+      ...devices.map((d, i) =>
+        h.provisioning.reenroll({
+          clientCertDer: kindOf(i) === 'no-cert' ? new Uint8Array(0) : d.certificate.der,
+          csr: csrs[i]!.der,
+        }),
+      ),
+      h.provisioning.reenroll({ clientCertDer: devices[0]!.certificate.der, csr: twice.der }),
+      h.provisioning.reenroll({ clientCertDer: devices[0]!.certificate.der, csr: twice.der }),
+    ]);
+    const outcome = (r: PromiseSettledResult<EnrollResult>) =>
+      r.status === 'fulfilled' ? 'ok' : ((r.reason as { code?: string }).code ?? String(r.reason));
+    expect(results.slice(0, 40).map(outcome)).toEqual(ids.map((_, i) => expected[kindOf(i)]));
+    expect(results.slice(40).map(outcome).sort()).toEqual(['CSR_KEY_REUSED', 'ok']);
+    for (const [i, id] of ids.entries()) {
+      const certs = await h.store.listCertificates(id);
+      expect(certs).toHaveLength(i === 0 ? 3 : kindOf(i) === 'good' ? 2 : 1);
+    }
+    const renewed = (await h.store.listAudit({ limit: 100_000 })).filter(
+      (e) => e.action === 'cert.renewed' && String(e.subject).startsWith('renmix-'),
+    );
+    expect(renewed).toHaveLength(ids.filter((_, i) => kindOf(i) === 'good').length + 1);
+    const failed = (await h.store.listAudit({ limit: 100_000 })).filter(
+      (e) =>
+        e.action === 'reenroll.failed' &&
+        (String(e.subject).startsWith('renmix-') || e.details.code === 'CERT_REQUIRED'),
+    );
+    expect(failed.filter((e) => e.details.code === 'CSR_KEY_REUSED')).toHaveLength(9);
+    expect(
+      failed.filter((e) => e.details.code === 'CERT_REVOKED' && String(e.subject).startsWith('renmix-')),
+    ).toHaveLength(8);
+    expect(await h.audit.verify()).toMatchObject({ ok: true });
+  });
+
   it('refuses a missing, unparsable or foreign certificate', async () => {
     const csr = (await makeCsr('who-1')).der;
     await rejectsWith(h.provisioning.reenroll({ clientCertDer: new Uint8Array(0), csr }), 'CERT_REQUIRED');

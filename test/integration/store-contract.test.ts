@@ -427,6 +427,144 @@ function storeContract(backend: Backend): void {
       expect(await store.getDevice(b)).toBeNull();
     });
 
+    describe('savepoints', () => {
+      it('rolls back only a failed savepoint (SQL or JS error); the transaction goes on and commits the rest', async () => {
+        const kept = uid('sp');
+        const undone = uid('sp');
+        const after = uid('sp');
+        const dup = newCert(kept);
+        const auditBefore = (await store.listAudit()).length;
+        const result = await store.transaction(async (tx) => {
+          await tx.upsertDevice(kept, 'device');
+          expect(await tx.savepoint(async (sp) => (await sp.insertCertificate(dup)).serial)).toBe(dup.serial);
+          // a statement error inside a savepoint (a duplicate serial) aborts only the savepoint
+          await expectCode(
+            tx.savepoint(async (sp) => {
+              await sp.upsertDevice(undone, 'device');
+              await sp.appendAudit({ actor: 'test', action: 'sp.undone' });
+              await sp.insertCertificate({ ...dup, keyFingerprint: sha() });
+            }),
+            'CONFLICT',
+          );
+          // a plain JS error too, after successful statements
+          const boom = new Error('not this one');
+          await expect(
+            tx.savepoint(async (sp) => {
+              await sp.upsertDevice(undone, 'device');
+              throw boom;
+            }),
+          ).rejects.toBe(boom);
+          // the transaction is still usable, and sees what the released savepoint did
+          expect(await tx.getCertificate(dup.serial)).not.toBeNull();
+          expect(await tx.getDevice(undone)).toBeNull();
+          await tx.savepoint(async (sp) => {
+            await sp.upsertDevice(after, 'device');
+            await sp.appendAudit({ actor: 'test', action: 'sp.kept' });
+          });
+          return 'done';
+        });
+        expect(result).toBe('done');
+        expect(await store.getCertificate(dup.serial)).not.toBeNull();
+        expect(await store.getDevice(undone)).toBeNull();
+        expect(await store.getDevice(after)).not.toBeNull();
+        const audit = await store.listAudit({ afterSeq: auditBefore });
+        expect(audit.map((e) => e.action)).toEqual(['sp.kept']);
+        expect(verifyAuditChain(await store.listAudit())).toMatchObject({ ok: true });
+      });
+
+      it('nests, and a later savepoint sees an earlier one (a token used in one is used in the next)', async () => {
+        const dev = uid('spn');
+        const outer = uid('spn');
+        const inner = uid('spn');
+        const hash = sha();
+        const now = new Date();
+        await store.upsertDevice(dev, 'device');
+        await store.insertTokens([
+          { id: uid('tok'), deviceId: dev, tokenHash: hash, expiresAt: new Date(now.getTime() + DAY), createdBy: 't' },
+        ]);
+        await store.transaction(async (tx) => {
+          const first = await tx.savepoint((sp) => sp.consumeToken(hash, dev, now));
+          expect(first.ok).toBe(true);
+          expect(await tx.savepoint((sp) => sp.consumeToken(hash, dev, now))).toEqual({ ok: false, reason: 'used' });
+          await tx.savepoint(async (sp) => {
+            await sp.upsertDevice(outer, 'device');
+            await expect(
+              sp.savepoint(async (sp2) => {
+                await sp2.upsertDevice(inner, 'device');
+                throw new Error('inner only');
+              }),
+            ).rejects.toThrow('inner only');
+          });
+        });
+        expect(await store.getDevice(outer)).not.toBeNull();
+        expect(await store.getDevice(inner)).toBeNull();
+        expect(await store.consumeToken(hash, dev, now)).toEqual({ ok: false, reason: 'used' });
+
+        // a token consumed in a rolled-back savepoint stays usable
+        const hash2 = sha();
+        await store.insertTokens([
+          { id: uid('tok'), deviceId: dev, tokenHash: hash2, expiresAt: new Date(now.getTime() + DAY), createdBy: 't' },
+        ]);
+        await store.transaction(async (tx) => {
+          await expect(
+            tx.savepoint(async (sp) => {
+              expect((await sp.consumeToken(hash2, dev, now)).ok).toBe(true);
+              throw new Error('reject the request');
+            }),
+          ).rejects.toThrow('reject the request');
+        });
+        expect((await store.consumeToken(hash2, dev, now)).ok).toBe(true);
+      });
+
+      it('never delivers events raised inside a rolled-back savepoint; delivers the released ones at commit', async () => {
+        const rec = recorder(store);
+        const dev = uid('spev');
+        await store.upsertDevice(dev, 'device');
+        const gone = await store.insertCertificate(newCert(dev));
+        const kept = await store.insertCertificate(newCert(dev));
+        const marker = await store.insertCertificate(newCert(dev));
+        await store.transaction(async (tx) => {
+          await expect(
+            tx.savepoint(async (sp) => {
+              expect(await sp.revokeCertificate(gone.serial, 1, new Date())).toBe(true);
+              throw new Error('undo');
+            }),
+          ).rejects.toThrow('undo');
+          await tx.savepoint(async (sp) => {
+            expect(await sp.revokeCertificate(kept.serial, 1, new Date())).toBe(true);
+          });
+          await sleep(100);
+          expect(rec.events.some((e) => e.type === 'revoked' && e.serial === kept.serial)).toBe(false);
+        });
+        await rec.waitFor((e) => e.type === 'revoked' && e.serial === kept.serial);
+        expect((await store.getCertificate(gone.serial))?.status).toBe('valid');
+        // events arrive in commit order: once the marker's event is here, a leaked one would be too
+        await store.revokeCertificate(marker.serial, 1, new Date());
+        await rec.waitFor((e) => e.type === 'revoked' && e.serial === marker.serial);
+        expect(rec.events.some((e) => e.type === 'revoked' && e.serial === gone.serial)).toBe(false);
+        rec.off();
+      });
+
+      it('outside a transaction, runs in a transaction of its own', async () => {
+        const a = uid('spo');
+        const b = uid('spo');
+        expect(
+          await store.savepoint(async (tx) => {
+            await tx.upsertDevice(a, 'device');
+            return 7;
+          }),
+        ).toBe(7);
+        await expect(
+          store.savepoint(async (tx) => {
+            await tx.upsertDevice(b, 'device');
+            throw new Error('no');
+          }),
+        ).rejects.toThrow('no');
+        expect(await store.getDevice(a)).not.toBeNull();
+        expect(await store.getDevice(b)).toBeNull();
+      });
+    });
+
     it('unsubscribes listeners', async () => {
       const got: StoreEvent[] = [];
       const off = store.onEvent((e) => got.push(e));
@@ -579,6 +717,46 @@ function storeContract(backend: Backend): void {
         const all = await store.listAudit();
         expect(all).toHaveLength(start + 50);
         expect(verifyAuditChain(all)).toEqual({ ok: true, count: start + 50 });
+      });
+
+      it('appends a run of events in order with appendAuditMany, linear with concurrent single appends', async () => {
+        expect(await store.appendAuditMany([])).toEqual([]);
+        const start = (await store.listAudit()).length;
+        const results = await Promise.all([
+          ...Array.from({ length: 5 }, (_, k) =>
+            store.appendAuditMany(
+              Array.from({ length: 10 }, (_, i) => ({
+                actor: `batch-${k}`,
+                action: 'many',
+                subject: i % 2 ? null : `s-${i}`,
+                details: { k, i, text: HOSTILE[i % HOSTILE.length] },
+              })),
+            ),
+          ),
+          ...Array.from({ length: 10 }, (_, i) =>
+            store.appendAudit({ actor: `single-${i}`, action: 'one' }).then((e) => [e]),
+          ),
+        ]);
+        for (const run of results.slice(0, 5)) {
+          // one run is consecutive links of the chain, in the order given
+          expect(run.map((e) => e.seq)).toEqual(run.map((_, i) => run[0]!.seq + i));
+          expect(run.map((e) => e.details.i)).toEqual(Array.from({ length: 10 }, (_, i) => i));
+          for (let i = 1; i < run.length; i++) expect(run[i]!.prevHash).toBe(run[i - 1]!.hash);
+        }
+        const all = await store.listAudit();
+        expect(all).toHaveLength(start + 60);
+        expect(verifyAuditChain(all)).toEqual({ ok: true, count: start + 60 });
+        const first = results[0]![0]!;
+        expect((await store.listAudit({ afterSeq: first.seq - 1, limit: 10 })).slice(0, 10)).toEqual(results[0]);
+        // inside a transaction that rolls back: nothing, and no gap afterwards
+        await expect(
+          store.transaction(async (tx) => {
+            await tx.appendAuditMany([{ actor: 't', action: 'gone' }]);
+            throw new Error('roll back');
+          }),
+        ).rejects.toThrow('roll back');
+        const next = await store.appendAuditMany([{ actor: 't', action: 'after' }]);
+        expect(next[0]!.seq).toBe(start + 61);
       });
 
       it('joins a surrounding transaction', async () => {

@@ -12,21 +12,24 @@
  * policy and cannot make the server spend CPU on signature checks.
  *
  * Atomicity: "no consumed token without a certificate, and no certificate without its audit
- * event". Steps 1-4 run in ONE store transaction: consumeToken -> lock identity -> CSR checks ->
- * sign -> insertCertificate -> appendAudit('cert.issued'). Any failure (a rejected CSR, a
- * signing error, a database error, a crash) rolls everything back, so the token stays usable
- * and nothing was issued. The audit append is the last statement because it takes the chain's
- * head lock, which serialises every writer; keeping it last keeps that lock short. consumeToken's
- * conditional UPDATE row-locks the token, so concurrent uses of one token queue behind the first
- * and see it used (TOKEN_USED) once it commits, or get their turn if it rolled back.
+ * event". Steps 1-4 run in the request's own SAVEPOINT of a group-commit batch transaction
+ * (group-commit.ts): consumeToken -> lock identity -> CSR checks -> sign -> insertCertificate;
+ * its `cert.issued` event is appended in the same transaction, after the batch's requests, under
+ * one acquisition of the chain's head lock (taken last, so that lock stays short). Any failure of
+ * the request (a rejected CSR, a signing error, a database error) rolls back to its savepoint,
+ * so the token stays usable and nothing was issued; a failure of the batch transaction (or a
+ * crash) rolls back everything in it. consumeToken's conditional UPDATE row-locks the token, so
+ * concurrent uses of one token see it used (TOKEN_USED): within a batch through the same
+ * transaction, across transactions once the first commits (or get their turn if it rolled back).
  *
- * Rejections are audited as `enroll.failed` (with the code) after the rollback, outside the
- * transaction: they must survive the rollback that keeps the token usable.
+ * Rejections are audited as `enroll.failed` (with the code) after the rollback to the savepoint,
+ * in the batch transaction: they survive the rollback that keeps the token usable.
  */
 import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError } from '../errors.js';
-import type { TokenConsumeResult } from '../store/types.js';
+import type { NewAuditEvent, TokenConsumeResult } from '../store/types.js';
 import { chainDerOf, codeOf, printable, type UseCaseContext } from './context.js';
+import { groupCommit } from './group-commit.js';
 import { certDetails, checkRequest, type IssuancePolicy, lockIdentity, signAndStore } from './issuance.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, looksLikeSecret } from './secrets.js';
 import type { EnrollResult } from './types.js';
@@ -56,31 +59,9 @@ export async function enroll(
   const validId = isValidDeviceId(deviceId);
   const now = ctx.now();
   const seen: { tokenId?: string } = {};
-  try {
-    // Malformed credentials are rejected without touching the database.
-    if (!validId || !looksLikeSecret(req.token, ENROLLMENT_TOKEN_PREFIX)) {
-      throw new FleetgateError('TOKEN_INVALID', 'unknown device id or enrollment token');
-    }
-    const tokenHash = hashSecret(req.token);
-    const certificate = await ctx.store.transaction(async (tx) => {
-      const consumed = await tx.consumeToken(tokenHash, deviceId, now);
-      if (!consumed.ok) throw tokenError(consumed.reason, deviceId);
-      seen.tokenId = consumed.token.id;
-      await lockIdentity(tx, deviceId, 'device');
-      const csr = await checkRequest(req.csr, 'device', deviceId);
-      const cert = await signAndStore(ctx, tx, csr, { kind: 'device', now });
-      await tx.appendAudit({
-        actor: `device:${deviceId}`,
-        action: 'cert.issued',
-        subject: deviceId,
-        details: { ...certDetails(cert), kind: 'device', via: 'enroll', tokenId: consumed.token.id },
-      });
-      return cert;
-    });
-    return { certificate, chainDer: chainDerOf(ctx.ca) };
-  } catch (e) {
+  const failed = (e: unknown): NewAuditEvent => {
     const code = codeOf(e);
-    await recordFailure(ctx, {
+    return {
       actor: validId ? `device:${deviceId}` : 'device:?',
       action: 'enroll.failed',
       subject: validId ? deviceId : null,
@@ -88,24 +69,35 @@ export async function enroll(
         code,
         ...(validId ? {} : { claimedId: printable(deviceId, 64) }),
         ...(seen.tokenId ? { tokenId: seen.tokenId } : {}),
-        ...(code === 'INTERNAL' ? {} : { message: printable((e as Error).message, 200) }),
+        ...(code === 'INTERNAL' ? {} : { message: printable((e as Error)?.message, 200) }),
       },
-    });
-    throw e;
+    };
+  };
+  const batches = groupCommit(ctx.store);
+  // Malformed credentials are rejected without touching the database (only the audit append).
+  if (!validId || !looksLikeSecret(req.token, ENROLLMENT_TOKEN_PREFIX)) {
+    return batches.reject(new FleetgateError('TOKEN_INVALID', 'unknown device id or enrollment token'), failed);
   }
-}
-
-/**
- * Records a rejection. A failing audit write must not replace the caller's real error (the
- * client needs the rejection reason); it is reported as a process warning instead.
- */
-export async function recordFailure(
-  ctx: UseCaseContext,
-  ev: { actor: string; action: string; subject: string | null; details: Record<string, unknown> },
-): Promise<void> {
-  try {
-    await ctx.store.appendAudit(ev);
-  } catch (e) {
-    process.emitWarning(`fleetgate: could not audit ${ev.action}: ${(e as Error)?.message ?? String(e)}`);
-  }
+  const tokenHash = hashSecret(req.token);
+  const certificate = await batches.submit({
+    failed,
+    run: async (tx) => {
+      const consumed = await tx.consumeToken(tokenHash, deviceId, now);
+      if (!consumed.ok) throw tokenError(consumed.reason, deviceId);
+      seen.tokenId = consumed.token.id;
+      await lockIdentity(tx, deviceId, 'device');
+      const csr = await checkRequest(req.csr, 'device', deviceId);
+      const cert = await signAndStore(ctx, tx, csr, { kind: 'device', now });
+      return {
+        value: cert,
+        audit: {
+          actor: `device:${deviceId}`,
+          action: 'cert.issued',
+          subject: deviceId,
+          details: { ...certDetails(cert), kind: 'device', via: 'enroll', tokenId: consumed.token.id },
+        },
+      };
+    },
+  });
+  return { certificate, chainDer: chainDerOf(ctx.ca) };
 }

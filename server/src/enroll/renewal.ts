@@ -12,8 +12,9 @@
  *
  * The new certificate records `renewedFrom`; the old one stays valid until it expires, because
  * the device only switches after it has the new one safely stored (RFC 7030 4.2.2 leaves the old
- * certificate's fate to the CA). Everything after parsing runs in one transaction, like enroll,
- * ending with the `cert.renewed` audit event; rejections are audited as `reenroll.failed`.
+ * certificate's fate to the CA). Everything after parsing runs in the request's savepoint of a
+ * group-commit batch, like enroll, with its `cert.renewed` audit event appended in the same
+ * transaction; rejections are audited as `reenroll.failed`.
  *
  * Known limit: revoking just the presented certificate at the very instant it is used to renew
  * can let that renewal complete (nothing locks the old certificate row). Revoking the device
@@ -21,8 +22,10 @@
  */
 import * as x509 from '../ca/x509.js';
 import { FleetgateError } from '../errors.js';
+import type { NewAuditEvent } from '../store/types.js';
 import { chainDerOf, codeOf, printable } from './context.js';
-import { type EnrollContext, recordFailure } from './enrollment.js';
+import type { EnrollContext } from './enrollment.js';
+import { groupCommit } from './group-commit.js';
 import { certDetails, checkRequest, lockIdentity, signAndStore } from './issuance.js';
 import type { EnrollResult } from './types.js';
 
@@ -46,14 +49,34 @@ export async function reenroll(
 ): Promise<EnrollResult> {
   const now = ctx.now();
   const seen: { identity?: string; kind?: string; serial?: string } = {};
+  const failed = (e: unknown): NewAuditEvent => {
+    const code = codeOf(e);
+    return {
+      actor: seen.identity ? `${seen.kind ?? 'device'}:${seen.identity}` : 'device:?',
+      action: 'reenroll.failed',
+      subject: seen.identity ?? null,
+      details: {
+        code,
+        ...(seen.serial ? { serial: seen.serial } : {}),
+        ...(code === 'INTERNAL' ? {} : { message: printable((e as Error)?.message, 200) }),
+      },
+    };
+  };
+  const batches = groupCommit(ctx.store);
+  const presented = req.clientCertDer;
+  let serial: string;
   try {
-    const presented = req.clientCertDer;
     if (!(presented instanceof Uint8Array) || presented.byteLength === 0) {
       throw new FleetgateError('CERT_REQUIRED', 're-enrollment needs the current certificate');
     }
-    const serial = serialOf(presented);
-    seen.serial = serial;
-    const certificate = await ctx.store.transaction(async (tx) => {
+    serial = serialOf(presented);
+  } catch (e) {
+    return batches.reject(e, failed);
+  }
+  seen.serial = serial;
+  const certificate = await batches.submit({
+    failed,
+    run: async (tx) => {
       const current = await tx.getCertificate(serial);
       if (!current || !sameBytes(current.der, presented)) {
         throw new FleetgateError('CERT_INVALID', 'client certificate was not issued by this CA');
@@ -86,27 +109,16 @@ export async function reenroll(
         }
       }
       const cert = await signAndStore(ctx, tx, csr, { kind: device.kind, now, renewedFrom: serial });
-      await tx.appendAudit({
-        actor: `${device.kind}:${id}`,
-        action: 'cert.renewed',
-        subject: id,
-        details: { ...certDetails(cert), kind: device.kind, renewedFrom: serial },
-      });
-      return cert;
-    });
-    return { certificate, chainDer: chainDerOf(ctx.ca) };
-  } catch (e) {
-    const code = codeOf(e);
-    await recordFailure(ctx, {
-      actor: seen.identity ? `${seen.kind ?? 'device'}:${seen.identity}` : 'device:?',
-      action: 'reenroll.failed',
-      subject: seen.identity ?? null,
-      details: {
-        code,
-        ...(seen.serial ? { serial: seen.serial } : {}),
-        ...(code === 'INTERNAL' ? {} : { message: printable((e as Error).message, 200) }),
-      },
-    });
-    throw e;
-  }
+      return {
+        value: cert,
+        audit: {
+          actor: `${device.kind}:${id}`,
+          action: 'cert.renewed',
+          subject: id,
+          details: { ...certDetails(cert), kind: device.kind, renewedFrom: serial },
+        },
+      };
+    },
+  });
+  return { certificate, chainDer: chainDerOf(ctx.ca) };
 }

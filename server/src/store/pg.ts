@@ -31,6 +31,21 @@ function run<R extends Row>(sql: postgres.Sql | postgres.TransactionSql, text: s
   return sql.unsafe(text, [...params] as PgParams, { prepare: params.length > 0 }) as unknown as Promise<R[]>;
 }
 
+/**
+ * An executor over a postgres.js transaction scope. Savepoints must go through its own
+ * sql.savepoint: a scope remembers any failed statement and fails the whole transaction at its end,
+ * unless the statement ran in a savepoint scope that was rolled back.
+ */
+function executorOf(tx: postgres.TransactionSql): SqlExecutor {
+  return {
+    query: <R extends Row = Row>(text: string, params: readonly SqlParam[] = []) => run<R>(tx, text, params),
+    savepoint: async <T>(fn: (ex: SqlExecutor) => Promise<T>): Promise<T> => {
+      const box = await tx.savepoint(async (sp) => ({ value: await fn(executorOf(sp)) }));
+      return (box as { value: T }).value;
+    },
+  };
+}
+
 class PgDriver implements SqlDriver {
   readonly backend = 'postgres' as const;
   readonly notifies = true;
@@ -42,11 +57,7 @@ class PgDriver implements SqlDriver {
 
   async transaction<T>(fn: (ex: SqlExecutor) => Promise<T>): Promise<T> {
     // Boxed because postgres.js's begin() return type unwraps arrays of promises.
-    const box = await this.sql.begin(async (tx) => ({
-      value: await fn({
-        query: <R extends Row = Row>(text: string, params: readonly SqlParam[] = []) => run<R>(tx, text, params),
-      }),
-    }));
+    const box = await this.sql.begin(async (tx) => ({ value: await fn(executorOf(tx)) }));
     return (box as { value: T }).value;
   }
 

@@ -36,6 +36,12 @@ export type Row = Record<string, unknown>;
 
 export interface SqlExecutor {
   query<R extends Row = Row>(text: string, params?: readonly SqlParam[]): Promise<R[]>;
+  /**
+   * A driver's own savepoint, when it has one that must be used (postgres.js fails the whole
+   * transaction at its end if any statement in it failed, unless that statement ran inside its
+   * sql.savepoint). Without it, SqlOps issues SAVEPOINT / ROLLBACK TO / RELEASE itself.
+   */
+  savepoint?<T>(fn: (ex: SqlExecutor) => Promise<T>): Promise<T>;
 }
 
 /** What a backend adapter provides. */
@@ -179,6 +185,18 @@ function rethrowConstraint(e: unknown, what: string): never {
   throw e;
 }
 
+/**
+ * A deadlock or serialisation failure only means "try again": reported as STORE_UNAVAILABLE (a
+ * savepoint can lose one to a concurrent transaction without the surrounding one failing).
+ */
+function rethrowRetryable(e: unknown): never {
+  const state = sqlState(e);
+  if (state === '40P01' || state === '40001') {
+    throw new FleetgateError('STORE_UNAVAILABLE', 'conflicting concurrent change; try again', undefined, { cause: e });
+  }
+  throw e;
+}
+
 /** A non-negative integer for LIMIT/OFFSET, or null for "no limit". */
 function count(n: number | undefined): number | null {
   if (n === undefined || Number.isNaN(n)) return null;
@@ -293,8 +311,41 @@ class SqlOps implements StoreTx {
     readonly pending: StoreEvent[] = [],
   ) {}
 
+  /** Savepoints opened so far in this transaction (names only need to be unique while open). */
+  private savepoints = 0;
+
   private atomic<T>(fn: (ops: SqlOps) => Promise<T>): Promise<T> {
     return this.runTx ? this.runTx(fn) : fn(this);
+  }
+
+  async savepoint<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T> {
+    if (this.runTx) return this.runTx(fn); // not in a transaction: the transaction is the savepoint
+    // The body's events are kept apart and join this transaction's only if the savepoint is
+    // released: events raised in a rolled-back part are never delivered (PostgreSQL drops the
+    // NOTIFYs sent in it too).
+    const run = async (ex: SqlExecutor) => {
+      const inner = new SqlOps(this.driver, ex, null, this.origin);
+      const value = await fn(inner);
+      return { value, pending: inner.pending };
+    };
+    let result: { value: T; pending: StoreEvent[] };
+    if (this.ex.savepoint) {
+      result = await this.ex.savepoint(run).catch(rethrowRetryable);
+    } else {
+      const name = `fg_sp_${++this.savepoints}`;
+      await this.ex.query(`SAVEPOINT ${name}`);
+      try {
+        result = await run(this.ex);
+      } catch (e) {
+        // If the rollback itself fails the transaction is broken and fails at its next statement
+        // or at COMMIT; the caller still gets the body's error.
+        await this.ex.query(`ROLLBACK TO SAVEPOINT ${name}`).catch(() => undefined);
+        rethrowRetryable(e);
+      }
+      await this.ex.query(`RELEASE SAVEPOINT ${name}`);
+    }
+    this.pending.push(...result.pending);
+    return result.value;
   }
 
   private async raise(ev: StoreEvent): Promise<void> {
@@ -574,6 +625,52 @@ class SqlOps implements StoreTx {
       );
       await tx.ex.query('UPDATE audit_head SET seq = $1::bigint, hash = $2::text WHERE id = 1', [String(seq), hash]);
       return { seq, at, actor: ev.actor, action: ev.action, subject, details, prevHash, hash };
+    });
+  }
+
+  async appendAuditMany(evs: NewAuditEvent[]): Promise<AuditEvent[]> {
+    if (evs.length === 0) return [];
+    const prepared = evs.map((ev) => ({
+      actor: ev.actor,
+      action: ev.action,
+      subject: ev.subject ?? null,
+      details: normaliseDetails(ev.details ?? {}),
+    }));
+    return this.atomic(async (tx) => {
+      // The same head lock as appendAudit, taken once for the whole run of events.
+      const head = (await tx.ex.query('SELECT seq::text AS seq, hash FROM audit_head WHERE id = 1 FOR UPDATE'))[0];
+      if (!head) throw new Error('audit_head row missing: the schema is damaged');
+      let seq = Number(head.seq);
+      let prevHash = str(head.hash);
+      const out: AuditEvent[] = [];
+      for (const ev of prepared) {
+        seq += 1;
+        const at = new Date(); // under the lock: never goes backwards along the chain
+        const hash = auditHash(prevHash, { seq, at, ...ev });
+        out.push({ seq, at, ...ev, prevHash, hash });
+        prevHash = hash;
+      }
+      const rows = out.map((e) => ({
+        seq: String(e.seq),
+        at: e.at.toISOString(),
+        actor: e.actor,
+        action: e.action,
+        subject: e.subject,
+        details: canonicalJson(e.details),
+        prevHash: e.prevHash,
+        hash: e.hash,
+      }));
+      await tx.ex.query(
+        `WITH ins AS (
+           INSERT INTO audit_events (seq, at, actor, action, subject, details, prev_hash, hash)
+           SELECT v.seq::bigint, v.at, v.actor, v.action, v.subject, v.details::jsonb, v."prevHash", v.hash
+           FROM jsonb_to_recordset($1::text::jsonb)
+             AS v(seq text, at timestamptz, actor text, action text, subject text, details text, "prevHash" text, hash text)
+         )
+         UPDATE audit_head SET seq = $2::bigint, hash = $3::text WHERE id = 1`,
+        [JSON.stringify(rows), String(seq), prevHash],
+      );
+      return out;
     });
   }
 

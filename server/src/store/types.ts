@@ -183,6 +183,11 @@ export interface StoreTx {
 
   // audit (append-only, hash-chained)
   appendAudit(ev: NewAuditEvent): Promise<AuditEvent>;
+  /**
+   * Appends several events in this order, as consecutive links of the chain, taking the head lock
+   * once (one statement for all of them). An empty list is a no-op.
+   */
+  appendAuditMany(evs: NewAuditEvent[]): Promise<AuditEvent[]>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEvent[]>;
 
   // operator credentials
@@ -197,6 +202,15 @@ export interface StoreTx {
 
   /** Next CRL number (RFC 5280 5.2.3: monotonically increasing). */
   nextCrlNumber(): Promise<bigint>;
+
+  /**
+   * Runs fn inside a SAVEPOINT of the current transaction (outside a transaction: in a
+   * transaction of its own). If fn throws, everything it did is rolled back to the savepoint,
+   * events it raised are dropped, and the error is rethrown; the surrounding transaction stays
+   * usable. If it returns, its work becomes part of the surrounding transaction (committed or
+   * rolled back with it). Use only the `tx` handed to fn inside it.
+   */
+  savepoint<T>(fn: (tx: StoreTx) => Promise<T>): Promise<T>;
 }
 
 export interface Store extends StoreTx {
