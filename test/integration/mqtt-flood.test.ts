@@ -172,7 +172,11 @@ describe('publish flood with the rate limit switched off', () => {
     );
     expect(fleet.server.child.exitCode).toBeNull();
     expect(fleet.server.stderr()).not.toMatch(/Maximum call stack size exceeded/);
-    const c = await connectEventually(mqttOptions(fleet, devs.calm as Credential));
+    const c = await connectEventually(mqttOptions(fleet, devs.calm as Credential)).catch((e: Error) => {
+      throw new Error(
+        `${e.message}; server exit ${fleet.server.child.exitCode}; stderr tail:\n${fleet.server.stderr().slice(-3000)}`,
+      );
+    });
     await c.endAsync();
     expect(fleet.server.child.exitCode).toBeNull();
   }, 150_000);

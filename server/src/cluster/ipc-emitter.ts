@@ -41,7 +41,8 @@ export interface IpcEmitterBackends extends BrokerBackends {
 
 /** `send(packets, written)`: one IPC message; `written` is called once it left this process. */
 export function ipcEmitterBackends(send: (packets: RelayedPacket[], written: () => void) => void): IpcEmitterBackends {
-  const local: MQEmitter = mqemitter({ concurrency: 100, matchEmptyLevels: true });
+  // concurrency 0: no queue that could drain synchronously into a stack overflow (broker.ts).
+  const local: MQEmitter = mqemitter({ concurrency: 0, matchEmptyLevels: true });
   let queue: RelayedPacket[] = [];
   let waiting: (() => void)[] = [];
   let scheduled = false;

@@ -175,6 +175,14 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
 
   const broker = new Aedes({
     id: brokerId,
+    // No mqemitter queue (aedes' default caps deliveries in flight at 100 and queues the rest).
+    // Once a flood has filled that queue and its messages stop having subscribers (a slow
+    // consumer cut off), mqemitter drains the whole queue synchronously, one stack frame chain
+    // per message, until "Maximum call stack size exceeded" kills the process (reproduced by the
+    // unthrottled flood test). Without the queue, deliveries in flight are bounded per client
+    // instead: aedes handles one parsed batch per client at a time, and MqttLink caps the reads
+    // per event-loop turn.
+    concurrency: 0,
     ...(deps.backends?.mq ? { mq: deps.backends.mq } : {}),
     ...(deps.backends?.persistence ? { persistence: deps.backends.persistence } : {}),
     connectTimeout: config.handshakeTimeoutMs,

@@ -42,6 +42,16 @@ const PUBLISH = 3;
 const CONNECT = 1;
 const DISCONNECT = 14;
 const FLUSH_GRACE_MS = 2_000;
+/**
+ * Reads aedes may make within one event-loop turn. aedes reads, parses and handles a batch, and
+ * when mqemitter completes the batch synchronously it reads the next one from inside that same
+ * call chain (Client nextBatch -> read -> parse -> publish -> mqemitter -> published -> nextBatch
+ * ...): an unthrottled flood then grows one stack until "Maximum call stack size exceeded" kills
+ * the process (seen in the flood test with the publish rate limit off). Past this many reads in
+ * one turn, read() answers null and the link announces 'readable' again on the next turn, so the
+ * chain unwinds. Nothing is dropped or reordered: the data stays in the stream's buffer.
+ */
+const MAX_SYNC_READS = 32;
 
 export class MqttLink extends Duplex {
   private frame = Frame.Header;
@@ -55,6 +65,9 @@ export class MqttLink extends Duplex {
   private refilledAt = performance.now();
   private throttleTimer: NodeJS.Timeout | null = null;
   private downstreamFull = false;
+  private readsThisTurn = 0;
+  private turnScheduled = false;
+  private readableDeferred = false;
   /** Last time a packet arrived (ms since the epoch), for presence. */
   lastActivity = Date.now();
   /** The client sent DISCONNECT (a clean goodbye, MQTT 3.1.1 section 3.14). */
@@ -165,6 +178,27 @@ export class MqttLink extends Duplex {
   override _read(): void {
     this.downstreamFull = false;
     this.maybeResume();
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: Readable#read's own signature
+  override read(size?: number): any {
+    if (this.readsThisTurn >= MAX_SYNC_READS) {
+      this.readableDeferred = true;
+      return null;
+    }
+    this.readsThisTurn++;
+    if (!this.turnScheduled) {
+      this.turnScheduled = true;
+      setImmediate(() => {
+        this.turnScheduled = false;
+        this.readsThisTurn = 0;
+        if (this.readableDeferred && !this.destroyed) {
+          this.readableDeferred = false;
+          this.emit('readable');
+        }
+      });
+    }
+    return super.read(size);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (error?: Error | null) => void): void {
