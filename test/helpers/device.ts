@@ -8,8 +8,8 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { ConnectionOptions } from 'node:tls';
-import type { IClientOptions } from 'mqtt';
+import type { ConnectionOptions, TLSSocket } from 'node:tls';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import * as pkijs from 'pkijs';
 import {
   type CertificateAuthority,
@@ -317,4 +317,52 @@ export function connectPacket(
 export function publishPacket(topic: string, payload: Buffer | string): Buffer {
   const body = Buffer.concat([mqttString(topic), Buffer.from(payload)]);
   return Buffer.concat([Buffer.from([0x30]), remainingLength(body.length), body]);
+}
+
+/**
+ * How the broker answers a CONNECT: 'accepted', the CONNACK refusal code, or 'closed' when the
+ * connection ends without a CONNACK.
+ */
+export function connectOutcome(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<number | string> {
+  return new Promise((resolve) => {
+    const c = mqtt.connect(mqttOptions(fleet, cred, extra));
+    const finish = (v: number | string) => {
+      c.end(true);
+      resolve(v);
+    };
+    c.once('connect', () => finish('accepted'));
+    c.once('error', (e) => {
+      const code = (e as { code?: unknown }).code;
+      finish(typeof code === 'number' ? code : 'closed');
+    });
+    c.once('close', () => finish('closed'));
+  });
+}
+
+export interface SessionConn {
+  client: MqttClient;
+  /** The TLS session was resumed. */
+  reused: boolean;
+  /** The latest TLS session (ticket) the server sent, to offer on the next connect. */
+  session: () => Buffer | undefined;
+}
+
+/** Connects with MQTT.js and keeps the TLS session the broker hands out. */
+export function connectWithSession(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<SessionConn> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(mqttOptions(fleet, cred, extra));
+    const stream = (client as unknown as { stream: TLSSocket }).stream;
+    let session: Buffer | undefined;
+    stream.on('session', (s: Buffer) => {
+      session = s;
+    });
+    client.once('connect', () => {
+      // TLS 1.3 tickets follow the handshake; give them a moment.
+      setTimeout(() => resolve({ client, reused: stream.isSessionReused(), session: () => session }), 150);
+    });
+    client.once('error', (e) => {
+      client.end(true);
+      reject(e);
+    });
+  });
 }

@@ -10,51 +10,25 @@
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, cpSync } from 'node:fs';
 import path from 'node:path';
-import type { TLSSocket } from 'node:tls';
-import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/cli.js';
 import {
   type Credential,
+  connectWithSession,
   createService,
   enrollDevices,
   type Fleet,
-  type MqttExtra,
   metricsText,
   metricValue,
-  mqttOptions,
   pgAvailable,
   revokeDevice,
+  type SessionConn,
   startFleet,
 } from '../helpers/device.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.js';
 import { deleteRedisPrefix, redisAvailable, TEST_REDIS_URL } from '../helpers/redis.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Conn {
-  client: MqttClient;
-  reused: boolean;
-  session: () => Buffer | undefined;
-}
-
-function connect(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<Conn> {
-  return new Promise((resolve, reject) => {
-    const client = mqtt.connect(mqttOptions(fleet, cred, extra));
-    const stream = (client as unknown as { stream: TLSSocket }).stream;
-    let session: Buffer | undefined;
-    stream.on('session', (s: Buffer) => {
-      session = s;
-    });
-    client.once('connect', () => {
-      setTimeout(() => resolve({ client, reused: stream.isSessionReused(), session: () => session }), 150);
-    });
-    client.once('error', (e) => {
-      client.end(true);
-      reject(e);
-    });
-  });
-}
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
@@ -113,14 +87,14 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
     const [a, b, c] = nodes as [Fleet, Fleet, Fleet];
     const subs = await Promise.all(
       [b, c].map(async (n, i) => {
-        const s = await connect(n, svc, { clientId: `ingest${run}-${i}` });
+        const s = await connectWithSession(n, svc, { clientId: `ingest${run}-${i}` });
         await s.client.subscribeAsync('devices/+/telemetry');
         return s;
       }),
     );
     const got = subs.map((s) => new Promise<string>((r) => s.client.once('message', (_t, p) => r(p.toString()))));
     await sleep(300); // subscriptions propagate through Redis
-    const pub = await connect(a, dev('pub'));
+    const pub = await connectWithSession(a, dev('pub'));
     await pub.client.publishAsync(`devices/${id('pub')}/telemetry`, 'hello', { qos: 1 });
     const timeout = sleep(10_000).then(() => 'timeout');
     expect(await Promise.all(got.map((g) => Promise.race([g, timeout])))).toEqual(['hello', 'hello']);
@@ -130,11 +104,11 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
   it('keeps retained messages in Redis for subscribers on any node', async () => {
     if (skip) return;
     const [a, b, c] = nodes as [Fleet, Fleet, Fleet];
-    const pub = await connect(a, dev('ret'));
+    const pub = await connectWithSession(a, dev('ret'));
     await pub.client.publishAsync(`devices/${id('ret')}/state`, 'on', { qos: 1, retain: true });
     await pub.client.endAsync();
     for (const [i, n] of [b, c].entries()) {
-      const s = await connect(n, svc, { clientId: `ingest${run}-r${i}` });
+      const s = await connectWithSession(n, svc, { clientId: `ingest${run}-r${i}` });
       const msg = new Promise<string>((r) => s.client.once('message', (_t, p) => r(p.toString())));
       await s.client.subscribeAsync(`devices/${id('ret')}/state`);
       expect(await Promise.race([msg, sleep(10_000).then(() => 'timeout')])).toBe('on');
@@ -145,12 +119,12 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
   it('resumes a TLS ticket from node A on nodes B and C', async () => {
     if (skip) return;
     const [a, b, c] = nodes as [Fleet, Fleet, Fleet];
-    const first = await connect(a, dev('res'));
+    const first = await connectWithSession(a, dev('res'));
     const ticket = first.session();
     expect(ticket).toBeDefined();
     await first.client.endAsync();
     for (const n of [b, c, c]) {
-      const r = await connect(n, dev('res'), { session: ticket });
+      const r = await connectWithSession(n, dev('res'), { session: ticket });
       expect(r.reused).toBe(true);
       await r.client.endAsync();
     }
@@ -159,13 +133,13 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
   it('lets the same client id take over across nodes', async () => {
     if (skip) return;
     const [a, b, c] = nodes as [Fleet, Fleet, Fleet];
-    const first = await connect(a, dev('take'));
+    const first = await connectWithSession(a, dev('take'));
     const closed = new Promise<void>((r) => first.client.stream.once('close', () => r()));
-    const second = await connect(b, dev('take'));
+    const second = await connectWithSession(b, dev('take'));
     await Promise.race([closed, sleep(10_000).then(() => Promise.reject(new Error('node A kept the old connection')))]);
     first.client.end(true);
     const closed2 = new Promise<void>((r) => second.client.stream.once('close', () => r()));
-    const third = await connect(c, dev('take'));
+    const third = await connectWithSession(c, dev('take'));
     await Promise.race([
       closed2,
       sleep(10_000).then(() => Promise.reject(new Error('node B kept the old connection'))),
@@ -180,10 +154,10 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
   it("closes a device on node B or C when it is revoked through node A's API", async () => {
     if (skip) return;
     const [a, b, c] = nodes as [Fleet, Fleet, Fleet];
-    const conns = await Promise.all(revokeIds.map((name, i) => connect(i % 2 === 0 ? b : c, dev(name))));
+    const conns = await Promise.all(revokeIds.map((name, i) => connectWithSession(i % 2 === 0 ? b : c, dev(name))));
     const latencies: number[] = [];
     for (const [i, name] of revokeIds.entries()) {
-      const conn = conns[i] as Conn;
+      const conn = conns[i] as SessionConn;
       const closed = new Promise<number>((r) => conn.client.stream.once('close', () => r(performance.now())));
       const t0 = performance.now();
       await revokeDevice(a, id(name));
@@ -197,6 +171,6 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
     );
     for (const l of latencies) expect(Number.isFinite(l)).toBe(true);
     // Refused afterwards on every node.
-    for (const n of [a, b, c]) await expect(connect(n, dev(revokeIds[0] as string))).rejects.toThrow();
+    for (const n of [a, b, c]) await expect(connectWithSession(n, dev(revokeIds[0] as string))).rejects.toThrow();
   });
 });

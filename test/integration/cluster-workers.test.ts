@@ -1,23 +1,14 @@
-/**
- * `fleetgate serve --workers 2` (node:cluster, embedded PGlite opened by the primary only):
- * connections land on both broker workers, a publish on one worker reaches a subscriber on the
- * other, a TLS ticket from any connection resumes on every worker, a revocation closes the
- * device on whichever worker holds it, the same client id taken over across workers, presence
- * reported through the primary, a killed worker restarted, and SIGTERM stopping everything.
- */
-import type { TLSSocket } from 'node:tls';
-import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Credential,
+  connectWithSession,
   createService,
   enrollDevices,
   type Fleet,
-  type MqttExtra,
   metricsText,
   metricValue,
-  mqttOptions,
   revokeDevice,
+  type SessionConn,
   startFleet,
 } from '../helpers/device.js';
 
@@ -39,31 +30,6 @@ async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs
     if (ok(v) || Date.now() > deadline) return v;
     await sleep(100);
   }
-}
-
-interface Conn {
-  client: MqttClient;
-  reused: boolean;
-  session: () => Buffer | undefined;
-}
-
-function connect(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<Conn> {
-  return new Promise((resolve, reject) => {
-    const client = mqtt.connect(mqttOptions(fleet, cred, extra));
-    const stream = (client as unknown as { stream: TLSSocket }).stream;
-    let session: Buffer | undefined;
-    stream.on('session', (s: Buffer) => {
-      session = s;
-    });
-    client.once('connect', () => {
-      // TLS 1.3 tickets follow the handshake; give them a moment.
-      setTimeout(() => resolve({ client, reused: stream.isSessionReused(), session: () => session }), 150);
-    });
-    client.once('error', (e) => {
-      client.end(true);
-      reject(e);
-    });
-  });
 }
 
 describe('broker workers (--workers 2, embedded PGlite)', () => {
@@ -91,11 +57,11 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
   });
 
   it('spreads connections over both workers and delivers publishes across them', async () => {
-    const sub = await connect(fleet, svc);
+    const sub = await connectWithSession(fleet, svc);
     await sub.client.subscribeAsync('devices/+/telemetry');
     const got = new Set<string>();
     sub.client.on('message', (topic) => got.add(topic));
-    const conns = await Promise.all(ids.map((id) => connect(fleet, dev(id))));
+    const conns = await Promise.all(ids.map((id) => connectWithSession(fleet, dev(id))));
     const workers = perWorker(await metricsText(fleet));
     console.log(`connections per worker pid: ${JSON.stringify([...workers])}`);
     expect(workers.size).toBe(2);
@@ -115,12 +81,12 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
   });
 
   it('delivers a retained message to a later subscriber on either worker', async () => {
-    const pub = await connect(fleet, dev('wk-ret'));
+    const pub = await connectWithSession(fleet, dev('wk-ret'));
     await pub.client.publishAsync('devices/wk-ret/state', 'on', { qos: 1, retain: true });
     await pub.client.endAsync();
     // Two subscribers in a row: round-robin puts them on different workers.
     for (let i = 0; i < 2; i++) {
-      const s = await connect(fleet, svc, { clientId: `ingest-r${i}` });
+      const s = await connectWithSession(fleet, svc, { clientId: `ingest-r${i}` });
       const msg = new Promise<string>((r) => s.client.once('message', (_t, p) => r(p.toString())));
       await s.client.subscribeAsync('devices/wk-ret/state');
       expect(await Promise.race([msg, sleep(5_000).then(() => 'timeout')])).toBe('on');
@@ -129,14 +95,14 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
   });
 
   it('resumes a TLS ticket from one connection on later connections, whichever worker takes them', async () => {
-    const first = await connect(fleet, dev('wk-res'));
+    const first = await connectWithSession(fleet, dev('wk-res'));
     const ticket = first.session();
     expect(ticket).toBeDefined();
     await first.client.endAsync();
     const holders = new Set<number>();
     const reused: boolean[] = [];
     for (let i = 0; i < 4; i++) {
-      const c = await connect(fleet, dev('wk-res'), { session: ticket });
+      const c = await connectWithSession(fleet, dev('wk-res'), { session: ticket });
       reused.push(c.reused);
       // Which worker holds it: the only connection open right now.
       const workers = await until(
@@ -156,12 +122,12 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
 
   it('closes a revoked device on whichever worker holds it', async () => {
     const victims = ids.slice(0, 6);
-    const conns = await Promise.all(victims.map((id) => connect(fleet, dev(id))));
+    const conns = await Promise.all(victims.map((id) => connectWithSession(fleet, dev(id))));
     const workers = perWorker(await metricsText(fleet));
     expect([...workers.values()].filter((w) => w.connected > 0)).toHaveLength(2);
     const latencies: number[] = [];
     for (const [i, id] of victims.entries()) {
-      const c = conns[i] as Conn;
+      const c = conns[i] as SessionConn;
       const closed = new Promise<number>((r) => c.client.stream.once('close', () => r(performance.now())));
       const t0 = performance.now();
       await revokeDevice(fleet, id);
@@ -176,15 +142,15 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
     const m = await metricsText(fleet);
     expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'revoked' })).toBe(victims.length);
     // ...and a revoked device cannot come back, on any worker.
-    for (let i = 0; i < 2; i++) await expect(connect(fleet, dev(victims[0] as string))).rejects.toThrow();
+    for (let i = 0; i < 2; i++) await expect(connectWithSession(fleet, dev(victims[0] as string))).rejects.toThrow();
   });
 
   it('lets the same client id take over across workers (one connection left, counted)', async () => {
     const before = metricValue(await metricsText(fleet), 'fleetgate_mqtt_takeovers_total');
-    let prev: Conn | null = null;
+    let prev: SessionConn | null = null;
     for (let i = 0; i < 4; i++) {
       const closed = prev ? new Promise<void>((r) => prev?.client.stream.once('close', () => r())) : null;
-      const next = await connect(fleet, dev('wk-take'));
+      const next = await connectWithSession(fleet, dev('wk-take'));
       if (closed) await Promise.race([closed, sleep(10_000).then(() => Promise.reject(new Error('not taken over')))]);
       prev?.client.end(true);
       prev = next;
@@ -206,7 +172,7 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
   });
 
   it('restarts a worker that dies; the other worker keeps its connections', async () => {
-    const keep = await Promise.all(ids.slice(6).map((id) => connect(fleet, dev(id))));
+    const keep = await Promise.all(ids.slice(6).map((id) => connectWithSession(fleet, dev(id))));
     const before = perWorker(await metricsText(fleet));
     expect(before.size).toBe(2);
     const [victim] = [...before.entries()].find(([, w]) => w.connected > 0) ?? [];
@@ -221,7 +187,10 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
     expect(after.has(victim as number)).toBe(false);
     expect(new Set([...after.values()].map((w) => w.slot))).toEqual(new Set(['1', '2']));
     // New connections work (on both), and the connection on the surviving worker is still up.
-    const more = await Promise.all([connect(fleet, dev('wk-crash')), connect(fleet, svc, { clientId: 'ingest-c' })]);
+    const more = await Promise.all([
+      connectWithSession(fleet, dev('wk-crash')),
+      connectWithSession(fleet, svc, { clientId: 'ingest-c' }),
+    ]);
     expect(keep.filter((k) => k.client.connected).length).toBeGreaterThanOrEqual(1);
     await Promise.all([...keep, ...more].map((c) => c.client.endAsync()));
   });

@@ -11,6 +11,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Credential,
+  connectOutcome,
   createService,
   enrollDevices,
   type Fleet,
@@ -32,22 +33,6 @@ async function connectAs(fleet: Fleet, cred: Credential, extra: MqttExtra = {}):
 }
 
 /** 'accepted', the CONNACK refusal code, or 'closed' when the connection ended without CONNACK. */
-function refusal(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<number | string> {
-  return new Promise((resolve) => {
-    const c = mqtt.connect(mqttOptions(fleet, cred, extra));
-    const finish = (v: number | string) => {
-      c.end(true);
-      resolve(v);
-    };
-    c.once('connect', () => finish('accepted'));
-    c.once('error', (e) => {
-      const code = (e as { code?: unknown }).code;
-      finish(typeof code === 'number' ? code : 'closed');
-    });
-    c.once('close', () => finish('closed'));
-  });
-}
-
 /** SUBACK return codes per filter, refusals included (MQTT.js rejects when any is 0x80). */
 async function subscribeCodes(c: MqttClient, filters: string[]): Promise<Record<string, number>> {
   let granted: { topic?: string; qos: number }[];
@@ -124,23 +109,23 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
   });
 
   it('refuses a client id or user name that is not the certificate identity (CONNACK 0x05)', async () => {
-    expect(await refusal(fleet, dev('dev-a'), { clientId: 'dev-b' })).toBe(5);
-    expect(await refusal(fleet, dev('dev-a'), { clientId: '', clean: true })).toBe(5);
-    expect(await refusal(fleet, dev('dev-a'), { username: 'dev-b' })).toBe(5);
-    expect(await refusal(fleet, dev('dev-a'), { username: 'dev-a', password: 'ignored' })).toBe('accepted');
+    expect(await connectOutcome(fleet, dev('dev-a'), { clientId: 'dev-b' })).toBe(5);
+    expect(await connectOutcome(fleet, dev('dev-a'), { clientId: '', clean: true })).toBe(5);
+    expect(await connectOutcome(fleet, dev('dev-a'), { username: 'dev-b' })).toBe(5);
+    expect(await connectOutcome(fleet, dev('dev-a'), { username: 'dev-a', password: 'ignored' })).toBe('accepted');
     // A device may not use the NAME-<suffix> form reserved for services.
-    expect(await refusal(fleet, dev('dev-a'), { clientId: 'dev-a-2' })).toBe(5);
-    expect(await refusal(fleet, svc, { clientId: 'ingest' })).toBe('accepted');
-    expect(await refusal(fleet, svc, { clientId: 'ingest-worker.7' })).toBe('accepted');
-    expect(await refusal(fleet, svc, { clientId: 'ingestx' })).toBe(5);
-    expect(await refusal(fleet, svc, { clientId: 'dev-a' })).toBe(5);
+    expect(await connectOutcome(fleet, dev('dev-a'), { clientId: 'dev-a-2' })).toBe(5);
+    expect(await connectOutcome(fleet, svc, { clientId: 'ingest' })).toBe('accepted');
+    expect(await connectOutcome(fleet, svc, { clientId: 'ingest-worker.7' })).toBe('accepted');
+    expect(await connectOutcome(fleet, svc, { clientId: 'ingestx' })).toBe(5);
+    expect(await connectOutcome(fleet, svc, { clientId: 'dev-a' })).toBe(5);
     const m = await metricsText(fleet);
     expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'id_mismatch' })).toBeGreaterThanOrEqual(6);
   });
 
   it('answers MQTT 5 CONNECTs with MQTT 5 reason codes (0x87 not authorized, else 0x84)', async () => {
-    expect(await refusal(fleet, dev('dev-a'), { protocolVersion: 5, clientId: 'dev-b' })).toBe(0x87);
-    expect(await refusal(fleet, dev('dev-a'), { protocolVersion: 5 })).toBe(0x84);
+    expect(await connectOutcome(fleet, dev('dev-a'), { protocolVersion: 5, clientId: 'dev-b' })).toBe(0x87);
+    expect(await connectOutcome(fleet, dev('dev-a'), { protocolVersion: 5 })).toBe(0x84);
   });
 
   it('grants subscriptions inside the device subtree and read-only topics, refuses the rest (SUBACK 0x80)', async () => {
@@ -271,7 +256,7 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
     const expired = await issueShortLived(fleet, 'dev-a', 0);
     const noCert = { ...dev('dev-a'), certPem: undefined, keyPem: undefined } as unknown as Credential;
     for (const cred of [other, expired, noCert]) {
-      const r = await refusal(fleet, cred);
+      const r = await connectOutcome(fleet, cred);
       expect(r).toBe('closed'); // no CONNACK at all: the TLS connection is closed
     }
     const m = await metricsText(fleet);

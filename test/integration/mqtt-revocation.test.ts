@@ -12,10 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore } from '../../server/src/store/index.js';
 import {
   type Credential,
+  connectOutcome,
   createService,
   enrollDevices,
   type Fleet,
-  type MqttExtra,
   metricsText,
   metricValue,
   mqttOptions,
@@ -26,22 +26,6 @@ import {
 import { ADMIN_DATABASE_URL } from '../helpers/pg.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function outcome(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<number | string> {
-  return new Promise((resolve) => {
-    const c = mqtt.connect(mqttOptions(fleet, cred, extra));
-    const finish = (v: number | string) => {
-      c.end(true);
-      resolve(v);
-    };
-    c.once('connect', () => finish('accepted'));
-    c.once('error', (e) => {
-      const code = (e as { code?: unknown }).code;
-      finish(typeof code === 'number' ? code : 'closed');
-    });
-    c.once('close', () => finish('closed'));
-  });
-}
 
 async function connectWithSession(
   fleet: Fleet,
@@ -127,10 +111,10 @@ describe.each(backends)('revocation at the broker ($name)', ({ pg }) => {
 
     // No way back: full handshake, or the saved TLS session.
     const victim = dev(ids[0] as string);
-    expect(await outcome(fleet, victim)).toBe(5);
+    expect(await connectOutcome(fleet, victim)).toBe(5);
     const saved = conns[0]?.session();
     expect(saved).toBeDefined();
-    expect(await outcome(fleet, victim, { session: saved })).toBe(5);
+    expect(await connectOutcome(fleet, victim, { session: saved })).toBe(5);
 
     const m = await metricsText(fleet);
     expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'revoked' })).toBe(ids.length);
@@ -181,12 +165,12 @@ describe('PostgreSQL: revocation from another process, and fail closed when the 
       await store.close();
     }
     await closed;
-    expect(await outcome(fleet, devs['other-proc'] as Credential)).toBe(5);
+    expect(await connectOutcome(fleet, devs['other-proc'] as Credential)).toBe(5);
   });
   it('keeps live sessions, refuses new ones with CONNACK 0x03 once the data is too old, recovers after', async () => {
     if (skip) return;
     const live = await mqtt.connectAsync(mqttOptions(fleet, devs['fresh-1'] as Credential));
-    expect(await outcome(fleet, devs['fresh-2'] as Credential)).toBe('accepted');
+    expect(await connectOutcome(fleet, devs['fresh-2'] as Credential)).toBe('accepted');
 
     const sql = admin();
     try {
@@ -194,7 +178,7 @@ describe('PostgreSQL: revocation from another process, and fail closed when the 
       await sql.unsafe(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS false`);
       await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${dbName}`;
       await sleep(5_000);
-      expect(await outcome(fleet, devs['fresh-2'] as Credential)).toBe(3);
+      expect(await connectOutcome(fleet, devs['fresh-2'] as Credential)).toBe(3);
       expect(live.connected).toBe(true);
     } finally {
       await sql.unsafe(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS true`);
@@ -203,7 +187,7 @@ describe('PostgreSQL: revocation from another process, and fail closed when the 
     let result: number | string = 'none';
     for (let i = 0; i < 50 && result !== 'accepted'; i++) {
       await sleep(200);
-      result = await outcome(fleet, devs['fresh-2'] as Credential);
+      result = await connectOutcome(fleet, devs['fresh-2'] as Credential);
     }
     expect(result).toBe('accepted');
     expect(live.connected).toBe(true);
