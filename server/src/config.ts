@@ -40,6 +40,12 @@ export interface Config {
   mqtt: MqttConfig;
   /** Broker worker processes (node:cluster) sharing the MQTT port; 1 = the broker runs in this process. */
   workers: number;
+  /**
+   * How connections reach the workers: 'rr' (the primary accepts and hands them out round-robin,
+   * node:cluster's default: even spread) or 'none' (every worker accepts, the kernel picks: no
+   * handoff, cheaper per connect, spread left to the OS).
+   */
+  workerScheduling: 'rr' | 'none';
   /** redis:// or rediss:// URL: message routing and sessions shared by every broker process (cluster). */
   redisUrl: string | undefined;
   /** Prefix of fleetgate's keys in Redis (aedes sessions, retained messages). */
@@ -380,6 +386,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     ),
     mqtt: readMqttConfig(env),
     workers: readInt(env, 'FLEETGATE_WORKERS', availableParallelism(), 1, 256),
+    workerScheduling: readEnum(env, 'FLEETGATE_WORKER_SCHEDULING', ['rr', 'none'] as const, 'rr'),
     redisUrl: readRedisUrl(env, 'REDIS_URL'),
     redisKeyPrefix: readRedisKeyPrefix(env, 'FLEETGATE_REDIS_KEY_PREFIX'),
   };
@@ -439,6 +446,11 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   },
   { name: 'FLEETGATE_MQTT_PRESENCE_FLUSH', default: '10s', meaning: 'batch interval of online/last-seen writes' },
   { name: 'FLEETGATE_WORKERS', default: 'number of cores', meaning: 'broker worker processes (serve --workers N)' },
+  {
+    name: 'FLEETGATE_WORKER_SCHEDULING',
+    default: 'rr',
+    meaning: 'rr: primary hands connections to workers; none: workers accept directly',
+  },
   { name: 'REDIS_URL', default: '(unset: no cluster)', meaning: 'redis:// URL shared by the nodes of a cluster' },
   { name: 'FLEETGATE_REDIS_KEY_PREFIX', default: 'fleetgate:', meaning: 'prefix of fleetgate keys in Redis' },
 ];

@@ -2,7 +2,6 @@
  * The composition root: config -> store -> CA -> use cases -> HTTPS API (+ MQTT broker), with
  * graceful shutdown. The only place that knows every part; parts know only what they are handed.
  */
-import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
@@ -11,6 +10,7 @@ import { startBrokerWorkers } from './cluster/primary.js';
 import { advertisedUrl, type Config } from './config.js';
 import { type DataDirLayout, prepareDataDir, removeRuntimeInfo, writeRuntimeInfo } from './data-dir.js';
 import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
+import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
 import { registerEstRoutes } from './http/routes/est.js';
 import { registerHealthRoutes } from './http/routes/health.js';
@@ -44,17 +44,6 @@ export interface RunningServer {
 /** Validity of the API's own TLS certificate; it is re-issued at every start. */
 const SERVER_CERT_DAYS = 90;
 const EXPIRING_SOON_MS = 7 * 86_400_000;
-
-function freePort(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createNetServer();
-    probe.once('error', reject);
-    probe.listen(0, host, () => {
-      const { port } = probe.address() as AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   const closers: (() => Promise<void>)[] = [];
@@ -146,6 +135,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     if (workers > 1) {
       const started = await startBrokerWorkers({
         count: workers,
+        scheduling: config.workerScheduling,
         host: config.host,
         port: config.mqttPort,
         tls: brokerTls,

@@ -204,3 +204,39 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
   });
 });
+
+describe('broker workers with kernel scheduling (FLEETGATE_WORKER_SCHEDULING=none)', () => {
+  let fleet: Fleet;
+  let devs: Record<string, Credential>;
+  let svc: Credential;
+  const ids = Array.from({ length: 6 }, (_, i) => `kn-${i}`);
+
+  beforeAll(async () => {
+    fleet = await startFleet({ env: { FLEETGATE_WORKERS: '2', FLEETGATE_WORKER_SCHEDULING: 'none' } });
+    devs = await enrollDevices(fleet, ids);
+    svc = await createService(fleet, 'ingest');
+  }, 120_000);
+
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  it('serves every connection from the two workers and delivers every publish', async () => {
+    const sub = await connectWithSession(fleet, svc);
+    await sub.client.subscribeAsync('devices/+/telemetry');
+    const got = new Set<string>();
+    sub.client.on('message', (topic) => got.add(topic));
+    const conns = await Promise.all(ids.map((id) => connectWithSession(fleet, devs[id] as Credential)));
+    const workers = perWorker(await metricsText(fleet));
+    // The kernel chooses the worker: no claim on the spread, only that both run and all are served.
+    expect(workers.size).toBe(2);
+    expect([...workers.values()].reduce((n, w) => n + w.connected, 0)).toBe(ids.length + 1);
+    for (const [i, c] of conns.entries()) await c.client.publishAsync(`devices/${ids[i]}/telemetry`, 'x', { qos: 1 });
+    await until(
+      async () => got.size,
+      (n) => n === ids.length,
+    );
+    expect([...got].sort()).toEqual(ids.map((id) => `devices/${id}/telemetry`).sort());
+    await Promise.all([...conns, sub].map((c) => c.client.endAsync()));
+  });
+});

@@ -15,6 +15,7 @@ describe('loadConfig', () => {
     expect(c.certValidityDays).toBe(30);
     expect(c.tokenTtlMs).toBe(24 * 3_600_000);
     expect(c.logLevel).toBe('info');
+    expect(c.workerScheduling).toBe('rr');
   });
 
   it('reads every variable', () => {
@@ -68,6 +69,8 @@ describe('loadConfig', () => {
     ['FLEETGATE_SERVER_NAMES', 'ok.example,bad name'],
     ['FLEETGATE_CA_NAME', 'x/../y'],
     ['FLEETGATE_DATA_DIR', 'a\0b'],
+    ['FLEETGATE_WORKER_SCHEDULING', 'random'],
+    ['FLEETGATE_WORKERS', '0'],
   ];
   it.each(bad)('rejects %s=%j with an error naming the variable', (name, value) => {
     let error: unknown;
