@@ -82,13 +82,28 @@ export function identityContext({ keyPem, certPem }, caPem, { minVersion = 'TLSv
 }
 
 /**
- * Opens a TLS connection and completes MQTT CONNECT/CONNACK. Resolves with
+ * Opens a TLS connection (from `localAddress`, if given) and completes MQTT CONNECT/CONNACK. Resolves with
  * { socket, reused, session() } where session() is the latest ticket the broker sent.
  * Rejects on a refused CONNACK, a TLS error or timeoutMs.
  */
-export function mqttConnect({ port, host = '127.0.0.1', secureContext, clientId, session, timeoutMs = 15_000 }) {
+export function mqttConnect({
+  port,
+  host = '127.0.0.1',
+  localAddress,
+  secureContext,
+  clientId,
+  session,
+  timeoutMs = 15_000,
+}) {
   return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ port, host, secureContext, session, noDelay: true });
+    const socket = tlsConnect({
+      port,
+      host,
+      secureContext,
+      session,
+      noDelay: true,
+      ...(localAddress ? { localAddress } : {}),
+    });
     let latest;
     socket.on('session', (s) => {
       latest = s;

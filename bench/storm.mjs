@@ -8,11 +8,10 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connect as tlsConnect } from 'node:tls';
 import postgres from 'postgres';
 import { enrollDevices, OUR_BROKER_ENV } from './broker.mjs';
 import { cli, log as logLine, percentile, round, startServe, treeCpuSeconds } from './lib.mjs';
-import { connectPacket, identityContext, packetReader, pool } from './mqtt-load.mjs';
+import { identityContext, mqttConnect, pool } from './mqtt-load.mjs';
 
 /**
  * Source addresses for the simulated devices: 10,000 devices reconnecting at once from one
@@ -21,42 +20,6 @@ import { connectPacket, identityContext, packetReader, pool } from './mqtt-load.
  * as devices come from many addresses.
  */
 const SOURCES = Array.from({ length: 16 }, (_, i) => `127.0.0.${i + 2}`);
-
-/** mqtt-load.mjs' mqttConnect with a source address: TLS + CONNECT/CONNACK, resolves { socket, reused, session() }. */
-function mqttConnect({ port, secureContext, clientId, session, localAddress, timeoutMs }) {
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ port, host: '127.0.0.1', localAddress, secureContext, session, noDelay: true });
-    let latest;
-    socket.on('session', (s) => {
-      latest = s;
-    });
-    let done = false;
-    const timer = setTimeout(() => fail(new Error(`connect ${clientId}: timeout`)), timeoutMs);
-    const fail = (e) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      reject(e);
-    };
-    socket.once('error', fail);
-    socket.once('close', () => fail(new Error(`connect ${clientId}: closed before CONNACK`)));
-    socket.once('secureConnect', () => socket.write(connectPacket(clientId)));
-    const feed = packetReader((type, p) => {
-      if (done) return;
-      if (type !== 2 || p[3] !== 0) return fail(new Error(`connect ${clientId}: refused`));
-      done = true;
-      clearTimeout(timer);
-      socket.removeListener('data', feed);
-      socket.resume();
-      socket.removeAllListeners('error');
-      socket.removeAllListeners('close');
-      socket.on('error', () => {});
-      resolve({ socket, reused: socket.isSessionReused(), session: () => latest });
-    });
-    socket.on('data', feed);
-  });
-}
 
 const startedAt = performance.now();
 const log = (line) => logLine(`[${((performance.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] storm: ${line}`);

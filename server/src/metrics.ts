@@ -5,7 +5,7 @@
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ProvisioningObserver } from './enroll/types.js';
 import type { ErrorCode } from './errors.js';
-import type { BrokerObserver } from './mqtt/types.js';
+import { type BrokerObserver, NULL_BROKER_OBSERVER } from './mqtt/types.js';
 
 export interface ServerMetrics {
   registry: Registry;
@@ -51,7 +51,7 @@ export function createMetrics(opts: {
   });
   return {
     registry,
-    broker: opts.broker === false ? NULL_OBSERVER : createBrokerMetrics(registry),
+    broker: opts.broker === false ? NULL_BROKER_OBSERVER : createBrokerMetrics(registry),
     provisioning: {
       enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode) {
         enrollments.inc({ kind, result });
@@ -65,18 +65,6 @@ export function createMetrics(opts: {
     },
   };
 }
-
-const NULL_OBSERVER: BrokerObserver = {
-  handshake() {},
-  refused() {},
-  connected() {},
-  disconnected() {},
-  takeover() {},
-  messages() {},
-  throttled() {},
-  revokeDisconnect() {},
-  revocationDataAge() {},
-};
 
 /**
  * The primary's registry when broker workers run: its own series (provisioning) followed by the

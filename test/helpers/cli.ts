@@ -39,13 +39,17 @@ export function tempDir(prefix = 'fleetgate-test-'): string {
   return mkdtempSync(path.join(tmpdir(), prefix));
 }
 
-export function runCli(
+/** Runs a Node.js bin of this repository (as users run it) in a child process. */
+export function runBin(
+  bin: string,
   args: string[],
   env: Record<string, string | undefined> = {},
   opts: { timeoutMs?: number; input?: string } = {},
 ): Promise<CliResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const name = path.basename(bin, '.js');
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FLEETGATE_BIN, ...args], { env: cliEnv(env), cwd: REPO_ROOT });
+    const child = spawn(process.execPath, [bin, ...args], { env: cliEnv(env), cwd: REPO_ROOT });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => {
@@ -56,10 +60,8 @@ export function runCli(
     });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(
-        new Error(`fleetgate ${args.join(' ')} did not finish in ${opts.timeoutMs ?? 60_000} ms\n${stdout}\n${stderr}`),
-      );
-    }, opts.timeoutMs ?? 60_000);
+      reject(new Error(`${name} ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
@@ -68,6 +70,14 @@ export function runCli(
     if (opts.input !== undefined) child.stdin.end(opts.input);
     else child.stdin.end();
   });
+}
+
+export function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  opts: { timeoutMs?: number; input?: string } = {},
+): Promise<CliResult> {
+  return runBin(FLEETGATE_BIN, args, env, opts);
 }
 
 export interface ServeHandle {

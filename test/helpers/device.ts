@@ -287,7 +287,8 @@ function mqttString(s: string): Buffer {
   return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
 }
 
-function remainingLength(n: number): Buffer {
+/** MQTT 3.1.1 section 2.2.3 remaining length (variable byte integer). */
+export function remainingLength(n: number): Buffer {
   const out: number[] = [];
   do {
     let byte = n % 128;

@@ -1,43 +1,14 @@
-/**
- * `fleetgate-sim` (the compiled bin, in a child process, as users run it) against a real
- * `fleetgate serve`: every scenario at small N with --json (the last stdout line is the result),
- * credentials reused across runs (the second connect resumes TLS sessions from saved tickets),
- * revoked devices checked independently (API status, and a direct MQTT.js connect with their
- * saved certificate and key is refused), finding the server through FLEETGATE_URL, and bad
- * arguments (exit 2, one line).
- */
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { request } from 'node:https';
 import path from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliResult, cliEnv, REPO_ROOT, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
+import { type CliResult, REPO_ROOT, runBin, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
 
 const SIM_BIN = path.join(REPO_ROOT, 'firmware-sim/bin/fleetgate-sim.js');
 
 function runSim(args: string[], env: Record<string, string | undefined>, timeoutMs = 120_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [SIM_BIN, ...args], { env: cliEnv(env), cwd: REPO_ROOT });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`fleetgate-sim ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end();
-  });
+  return runBin(SIM_BIN, args, env, { timeoutMs });
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the result is checked field by field

@@ -18,6 +18,7 @@ import {
   metricValue,
   mqttOptions,
   publishPacket,
+  remainingLength,
   startFleet,
 } from '../helpers/device.js';
 
@@ -77,17 +78,6 @@ function plainTcp(fleet: Fleet, data: Buffer | null, waitMs = 15_000): Promise<b
   });
 }
 
-function lengthPrefix(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    out.push(b);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
 describe('bad input to the broker', () => {
   let fleet: Fleet;
   let dev: Credential;
@@ -111,7 +101,10 @@ describe('bad input to the broker', () => {
       () => [Buffer.from([0x82, 0x06, 0x00, 0x01, 0x00, 0x01, 0x23, 0x00])],
     ],
     ['a remaining length of five bytes', () => [Buffer.from([0x10, 0xff, 0xff, 0xff, 0xff, 0x7f])]],
-    ['an oversized CONNECT', () => [Buffer.concat([Buffer.from([0x10]), lengthPrefix(100_000), Buffer.alloc(2048)])]],
+    [
+      'an oversized CONNECT',
+      () => [Buffer.concat([Buffer.from([0x10]), remainingLength(100_000), Buffer.alloc(2048)])],
+    ],
     ['a CONNECT with protocol name MQTX', () => [connectPacket('bad-1', { protocolName: 'MQTX' })]],
     ['a CONNECT with protocol level 6', () => [connectPacket('bad-1', { level: 6 })]],
     ['a CONNECT with protocol level 2', () => [connectPacket('bad-1', { level: 2 })]],
@@ -134,7 +127,7 @@ describe('bad input to the broker', () => {
   }
 
   it('closes the connection on an oversized PUBLISH after a good CONNECT', async () => {
-    const header = Buffer.concat([Buffer.from([0x30]), lengthPrefix(1_000_000), Buffer.from([0x00, 0x01, 0x61])]);
+    const header = Buffer.concat([Buffer.from([0x30]), remainingLength(1_000_000), Buffer.from([0x00, 0x01, 0x61])]);
     const r = await rawMqtt(fleet, dev, [connectPacket('bad-1'), header, Buffer.alloc(8192)], 200);
     expect(r.closed).toBe(true);
     expect(r.received.subarray(0, 4)).toEqual(CONNACK_OK);
