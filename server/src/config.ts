@@ -46,6 +46,11 @@ export interface Config {
    * handoff, cheaper per connect, spread left to the OS).
    */
   workerScheduling: 'rr' | 'none';
+  /**
+   * TLS 1.3 session tickets per handshake (API and broker). 1 is applied by `fleetgate serve`
+   * relaunching under server/openssl/fleetgate.cnf (cli/tls-relaunch.ts); 2 is OpenSSL's default.
+   */
+  tlsTickets: 1 | 2;
   /** redis:// or rediss:// URL: message routing and sessions shared by every broker process (cluster). */
   redisUrl: string | undefined;
   /** Prefix of fleetgate's keys in Redis (aedes sessions, retained messages). */
@@ -387,6 +392,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     mqtt: readMqttConfig(env),
     workers: readInt(env, 'FLEETGATE_WORKERS', availableParallelism(), 1, 256),
     workerScheduling: readEnum(env, 'FLEETGATE_WORKER_SCHEDULING', ['rr', 'none'] as const, 'rr'),
+    tlsTickets: readEnum(env, 'FLEETGATE_TLS_TICKETS', ['1', '2'] as const, '1') === '1' ? 1 : 2,
     redisUrl: readRedisUrl(env, 'REDIS_URL'),
     redisKeyPrefix: readRedisKeyPrefix(env, 'FLEETGATE_REDIS_KEY_PREFIX'),
   };
@@ -450,6 +456,11 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
     name: 'FLEETGATE_WORKER_SCHEDULING',
     default: 'rr',
     meaning: 'rr: primary hands connections to workers; none: workers accept directly',
+  },
+  {
+    name: 'FLEETGATE_TLS_TICKETS',
+    default: '1',
+    meaning: 'TLS 1.3 session tickets per handshake (1; 2 = OpenSSL default, also when OPENSSL_CONF is set)',
   },
   { name: 'REDIS_URL', default: '(unset: no cluster)', meaning: 'redis:// URL shared by the nodes of a cluster' },
   { name: 'FLEETGATE_REDIS_KEY_PREFIX', default: 'fleetgate:', meaning: 'prefix of fleetgate keys in Redis' },

@@ -16,6 +16,7 @@ describe('loadConfig', () => {
     expect(c.tokenTtlMs).toBe(24 * 3_600_000);
     expect(c.logLevel).toBe('info');
     expect(c.workerScheduling).toBe('rr');
+    expect(c.tlsTickets).toBe(1);
   });
 
   it('reads every variable', () => {
@@ -70,6 +71,8 @@ describe('loadConfig', () => {
     ['FLEETGATE_CA_NAME', 'x/../y'],
     ['FLEETGATE_DATA_DIR', 'a\0b'],
     ['FLEETGATE_WORKER_SCHEDULING', 'random'],
+    ['FLEETGATE_TLS_TICKETS', '0'],
+    ['FLEETGATE_TLS_TICKETS', '3'],
     ['FLEETGATE_WORKERS', '0'],
   ];
   it.each(bad)('rejects %s=%j with an error naming the variable', (name, value) => {

@@ -5,6 +5,7 @@ import { redactUrl } from '../redact.js';
 import type { Command } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { colonHex, EXIT_OK, out } from './output.js';
+import { followLauncher, RELAUNCHED_ENV } from './tls-relaunch.js';
 
 const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning} (default ${v.default})`).join('\n');
 
@@ -48,7 +49,15 @@ ${envHelp}
     };
     process.on('SIGINT', handler);
     process.on('SIGTERM', handler);
+    // Relaunched under fleetgate's OpenSSL settings: a launcher that died takes the server down.
+    followLauncher(() => handler('SIGTERM'));
     const server = await startServer(config, log);
+    log.info(
+      {
+        tlsTicketsPerHandshake: process.env[RELAUNCHED_ENV] === '1' ? 1 : process.env.OPENSSL_CONF ? 'OPENSSL_CONF' : 2,
+      },
+      'TLS session tickets',
+    );
 
     out(`fleetgate is running${server.caCreated ? ' (new CA created)' : ''}`);
     out(`  API (HTTPS)   ${server.apiUrl}`);
