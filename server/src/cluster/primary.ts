@@ -98,6 +98,9 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
 
   const fork = (slot: number, restarts: number): Promise<Worker> => {
     const w = cluster.fork({ FLEETGATE_WORKER_SLOT: String(slot) });
+    // An IPC send to a worker that just died fails with an 'error' event on it (prom-client's
+    // metrics request sends without a callback); unheard, that event would kill the primary.
+    w.on('error', (e) => log.warn({ worker: slot, err: e }, 'IPC to broker worker failed'));
     const bornAt = Date.now();
     slots.set(slot, w);
     const init: WorkerInit = {
