@@ -391,7 +391,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     ),
     mqtt: readMqttConfig(env),
     workers: readInt(env, 'FLEETGATE_WORKERS', availableParallelism(), 1, 256),
-    workerScheduling: readEnum(env, 'FLEETGATE_WORKER_SCHEDULING', ['rr', 'none'] as const, 'rr'),
+    workerScheduling: readEnum(env, 'FLEETGATE_WORKER_SCHEDULING', ['rr', 'none'] as const, 'none'),
     tlsTickets: readEnum(env, 'FLEETGATE_TLS_TICKETS', ['1', '2'] as const, '1') === '1' ? 1 : 2,
     redisUrl: readRedisUrl(env, 'REDIS_URL'),
     redisKeyPrefix: readRedisKeyPrefix(env, 'FLEETGATE_REDIS_KEY_PREFIX'),
@@ -454,7 +454,7 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   { name: 'FLEETGATE_WORKERS', default: 'number of cores', meaning: 'broker worker processes (serve --workers N)' },
   {
     name: 'FLEETGATE_WORKER_SCHEDULING',
-    default: 'rr',
+    default: 'none',
     meaning: 'rr: primary hands connections to workers; none: workers accept directly',
   },
   {

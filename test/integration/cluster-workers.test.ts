@@ -32,7 +32,7 @@ async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs
   }
 }
 
-describe('broker workers (--workers 2, embedded PGlite)', () => {
+describe('broker workers (--workers 2, round-robin scheduling, embedded PGlite)', () => {
   let fleet: Fleet;
   let devs: Record<string, Credential>;
   let svc: Credential;
@@ -40,7 +40,9 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
   const dev = (id: string) => devs[id] as Credential;
 
   beforeAll(async () => {
-    fleet = await startFleet({ env: { FLEETGATE_WORKERS: '2', FLEETGATE_MQTT_PRESENCE_FLUSH: '1s' } });
+    fleet = await startFleet({
+      env: { FLEETGATE_WORKERS: '2', FLEETGATE_WORKER_SCHEDULING: 'rr', FLEETGATE_MQTT_PRESENCE_FLUSH: '1s' },
+    });
     devs = await enrollDevices(fleet, [...ids, 'wk-take', 'wk-res', 'wk-ret', 'wk-crash']);
     svc = await createService(fleet, 'ingest');
   }, 120_000);
@@ -205,14 +207,15 @@ describe('broker workers (--workers 2, embedded PGlite)', () => {
   });
 });
 
-describe('broker workers with kernel scheduling (FLEETGATE_WORKER_SCHEDULING=none)', () => {
+describe('broker workers with kernel scheduling (the default, FLEETGATE_WORKER_SCHEDULING=none)', () => {
   let fleet: Fleet;
   let devs: Record<string, Credential>;
   let svc: Credential;
   const ids = Array.from({ length: 6 }, (_, i) => `kn-${i}`);
 
   beforeAll(async () => {
-    fleet = await startFleet({ env: { FLEETGATE_WORKERS: '2', FLEETGATE_WORKER_SCHEDULING: 'none' } });
+    // No FLEETGATE_WORKER_SCHEDULING: the default is 'none'.
+    fleet = await startFleet({ env: { FLEETGATE_WORKERS: '2' } });
     devs = await enrollDevices(fleet, ids);
     svc = await createService(fleet, 'ingest');
   }, 120_000);

@@ -15,7 +15,7 @@ describe('loadConfig', () => {
     expect(c.certValidityDays).toBe(30);
     expect(c.tokenTtlMs).toBe(24 * 3_600_000);
     expect(c.logLevel).toBe('info');
-    expect(c.workerScheduling).toBe('rr');
+    expect(c.workerScheduling).toBe('none');
     expect(c.tlsTickets).toBe(1);
   });
 

@@ -67,7 +67,8 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
   const { store, log } = deps;
   if (!cluster.isPrimary) throw new FleetgateError('INTERNAL', 'broker workers start from the primary only');
   // Must be set before the first fork (node:cluster reads it then). Measured here
-  // (bench/broker.mjs --quick, 2 workers): workersCpuPerConnVsOne 1.34 with 'rr', 1.16 with 'none'.
+  // (bench/broker.mjs --quick, 2 workers): workersCpuPerConnVsOne 1.29 with 'rr', 1.19 with 'none'
+  // (the default), connects/s 0.79x vs 0.87x mosquitto.
   cluster.schedulingPolicy = deps.scheduling === 'none' ? cluster.SCHED_NONE : cluster.SCHED_RR;
   cluster.setupPrimary({
     exec: fileURLToPath(new URL('./worker-main.js', import.meta.url)),
