@@ -10,17 +10,18 @@ import { Agent, request } from 'node:https';
 import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import * as x509 from '@peculiar/x509';
 import {
   cli,
   freshDatabase,
+  loadCa,
   log as logLine,
   percentile,
   processTree,
-  REPO,
   round,
+  serverCertificate,
+  startFloorServer,
   startMosquitto,
   startServe,
   tempDir,
@@ -51,6 +52,7 @@ export const QUICK = {
   rounds: 2,
   connects: 400,
   concurrency: 16,
+  warmUpConnects: 400,
   throughputConnects: 800,
   throughputConcurrency: 128,
   publishers: 20,
@@ -63,6 +65,7 @@ export const FULL = {
   rounds: 3,
   connects: 1000,
   concurrency: 16,
+  warmUpConnects: 1000,
   throughputConnects: 2500,
   throughputConcurrency: 256,
   publishers: 50,
@@ -124,29 +127,6 @@ export async function enrollDevices(apiUrl, caPem, tokens, concurrency = 32) {
   agent.destroy();
   if (r.failed > 0) throw new Error(`enrollment failed for ${r.failed} devices: ${JSON.stringify(r.errors)}`);
   return devices;
-}
-
-/** The CA loaded in this process from the data dir (compiled server in server/dist). */
-async function loadCa(dataDir) {
-  const caMod = await import(pathToFileURL(path.join(REPO, 'server/dist/ca/index.js')).href);
-  const read = (f) => readFileSync(path.join(dataDir, 'ca', f), 'utf8');
-  const loaded = await caMod.loadCertificateAuthority({
-    root: { certPem: read('root.crt') },
-    issuing: { certPem: read('issuing.crt'), keyPem: read('issuing.key') },
-  });
-  if (!loaded.ok) throw new Error(`cannot load the CA from ${dataDir}: ${loaded.error.message}`);
-  return { caMod, ca: loaded.value };
-}
-
-/** mosquitto's server certificate, issued by our CA the same way the API's own is. */
-async function mosquittoServerCert(dataDir, dir) {
-  const { caMod, ca } = await loadCa(dataDir);
-  const c = await caMod.issueServerCertificate(ca, { now: new Date(), dnsNames: [], ipAddresses: [], validityDays: 2 });
-  const certfile = path.join(dir, 'mosquitto.crt');
-  const keyfile = path.join(dir, 'mosquitto.key');
-  writeFileSync(certfile, c.chainPem);
-  writeFileSync(keyfile, c.keyPem, { mode: 0o600 });
-  return { certfile, keyfile };
 }
 
 /**
@@ -219,6 +199,17 @@ async function connectPhase(target, devices, { count, concurrency, resume }) {
     perSec: r.ok / seconds,
     cpuMsPer1000: r.ok > 0 ? (cpu * 1000 * 1000) / r.ok : Number.NaN,
   };
+}
+
+/**
+ * Unmeasured connects before the first round: a Node broker's connect path runs interpreted until
+ * V8 has optimized it (the first few hundred connects cost up to 30% more), and a broker in
+ * production runs warm. mosquitto gets the same load, for symmetry.
+ */
+async function warmUp(target, devices, p) {
+  for (const resume of [false, true]) {
+    await connectPhase(target, devices, { count: p.warmUpConnects, concurrency: p.concurrency, resume });
+  }
 }
 
 /** Opens one idle connection per device and holds them; resolves with RSS growth per connection. */
@@ -374,6 +365,7 @@ async function measureRound(target, devices, subscriber, p, r) {
   log(`${tag}: ${p.connects} full connects: ${brief(out.full)}`);
   out.resumed = await connectPhase(target, devices, { count: p.connects, concurrency: p.concurrency, resume: true });
   log(`${tag}: ${p.connects} resumed connects: ${brief(out.resumed)}`);
+  if (target.connectOnly) return out;
   out.throughput = await connectPhase(target, devices, {
     count: p.throughputConnects,
     concurrency: p.throughputConcurrency,
@@ -400,7 +392,7 @@ function brief(o) {
 }
 
 /** Pools the rounds of one broker into its figures. */
-function pooled(rounds) {
+function pooled(rounds, connectOnly = false) {
   const merge = (key) => {
     const ok = rounds.reduce((n, r) => n + r[key].ok, 0);
     return {
@@ -411,6 +403,7 @@ function pooled(rounds) {
       perSec: Math.max(...rounds.map((r) => r[key].perSec)),
     };
   };
+  if (connectOnly) return { full: merge('full'), resumed: merge('resumed') };
   return {
     full: merge('full'),
     resumed: merge('resumed'),
@@ -439,6 +432,7 @@ async function workersPhase(env, devices, p) {
         target: { pid: s.pid, port: Number(new URL(s.mqttUrl).port), sessions: new Map() },
       });
     }
+    for (const x of servers) await warmUp(x.target, devices, p);
     const totals = new Map(servers.map((x) => [x.workers, { cpu: 0, ok: 0, failed: 0 }]));
     for (let r = 0; r < p.rounds; r++) {
       for (const x of r % 2 === 0 ? servers : [...servers].reverse()) {
@@ -497,7 +491,7 @@ export async function benchBroker(opts = {}) {
     await server.stop();
     server = await startServe(env);
     const ourPort = server.mqttUrl ? Number(new URL(server.mqttUrl).port) : null;
-    const mosqCert = await mosquittoServerCert(dataDir, work);
+    const mosqCert = await serverCertificate(dataDir, work, 'mosquitto');
     const mosq = await startMosquitto({ dir: work, cafile, ...mosqCert });
     stops.push(() => mosq.stop());
 
@@ -505,7 +499,12 @@ export async function benchBroker(opts = {}) {
     if (ourPort) targets.push({ name: 'ours', pid: server.pid, port: ourPort, sessions: new Map() });
     else log('broker: `fleetgate serve` shows no MQTT listener yet: our broker figures are null');
     targets.push({ name: 'mosquitto', pid: mosq.pid, port: mosq.port, sessions: new Map() });
-    const watches = targets.map((t) => crashWatch(t));
+    // The floor: Node's TLS alone (bench/floor-server.mjs), same certificate as mosquitto's, same
+    // OpenSSL settings as ours. Connect and idle phases only: it is not a broker.
+    const floor = await startFloorServer('mqtt', { ...mosqCert, cafile });
+    stops.push(() => floor.stop());
+    targets.push({ name: 'floor', pid: floor.pid, port: floor.port, sessions: new Map(), connectOnly: true });
+    const watches = targets.filter((t) => !t.connectOnly).map((t) => crashWatch(t));
     const results = {};
     try {
       const idle = {};
@@ -514,13 +513,14 @@ export async function benchBroker(opts = {}) {
         idle[t.name] = await idlePhase(t, devices);
         log(`broker[${t.name}]: idle: ${brief(idle[t.name])}`);
       }
+      for (const t of targets) await warmUp(t, devices, p);
       const rounds = Object.fromEntries(targets.map((t) => [t.name, []]));
       for (let r = 0; r < p.rounds; r++) {
         for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
           rounds[t.name].push(await measureRound(t, devices, subscriber, p, r));
         }
       }
-      for (const t of targets) results[t.name] = { idle: idle[t.name], ...pooled(rounds[t.name]) };
+      for (const t of targets) results[t.name] = { idle: idle[t.name], ...pooled(rounds[t.name], t.connectOnly) };
     } finally {
       for (const w of watches) {
         crashes += w.check();
@@ -543,10 +543,12 @@ export async function benchBroker(opts = {}) {
     // The clustering cost on its own servers, with the main ones stopped (their CPU is not shared).
     await server.stop();
     await mosq.stop();
+    await floor.stop();
     log('broker: clustering cost, FLEETGATE_WORKERS=2 vs 1 (full connects, alternating rounds)');
     const wk = await workersPhase(env, devices, p);
     log(`broker: workers: ${brief(wk)}`);
     const m = results.mosquitto;
+    const f = results.floor;
     return {
       fullConnectCpuVsMosquitto: ratio(ours?.full.cpuMsPer1000, m.full.cpuMsPer1000),
       ourFullConnectCpuMs: num(ours?.full.cpuMsPer1000, 0),
@@ -557,6 +559,12 @@ export async function benchBroker(opts = {}) {
       resumedShare: num(ours ? ours.resumed.reused / ours.resumed.ok : null, 3),
       mosquittoResumedShare: num(m.resumed.reused / m.resumed.ok, 3),
       resumedVsFullCpu: ratio(ours?.resumed.cpuMsPer1000, ours?.full.cpuMsPer1000),
+      // Node's TLS stack alone (no MQTT, no broker) under the same load: no Node broker goes lower.
+      nodeTlsFloorFullConnectCpuVsMosquitto: ratio(f.full.cpuMsPer1000, m.full.cpuMsPer1000),
+      nodeTlsFloorResumedConnectCpuVsMosquitto: ratio(f.resumed.cpuMsPer1000, m.resumed.cpuMsPer1000),
+      nodeTlsFloorFullConnectCpuMs: num(f.full.cpuMsPer1000, 0),
+      nodeTlsFloorResumedConnectCpuMs: num(f.resumed.cpuMsPer1000, 0),
+      nodeTlsFloorIdleKiBPerConn: num(f.idle.kibPerConn, 1),
       connectThroughputVsMosquitto: ratio(ours?.throughput.perSec, m.throughput.perSec),
       // Our broker runs with its default workers (FLEETGATE_WORKERS, else the number of cores).
       ourWorkers: defaultWorkers,
@@ -584,11 +592,11 @@ export async function benchBroker(opts = {}) {
       revokeDisconnectFromCallP99Ms: num(ours?.revoke?.fromCallP99, 1),
       revokeClosedBeforeReturn: ours?.revoke ? ours.revoke.closedBeforeReturn : null,
       revokeTimeouts: ours?.revoke ? ours.revoke.timeouts : null,
-      qos0WrittenOff: Object.values(results).reduce((n, r) => n + r.qos0.writtenOff, 0),
+      qos0WrittenOff: Object.values(results).reduce((n, r) => n + (r.qos0?.writtenOff ?? 0), 0),
       brokerConnectFailures:
         wk.failed +
         Object.values(results).reduce(
-          (n, r) => n + r.idle.failed + r.full.failed + r.resumed.failed + r.throughput.failed,
+          (n, r) => n + r.idle.failed + r.full.failed + r.resumed.failed + (r.throughput?.failed ?? 0),
           0,
         ),
       crashes,

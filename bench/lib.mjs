@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import postgres from 'postgres';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -64,8 +64,16 @@ export function startServe(env) {
     child.stdout.on('data', (d) => {
       out += d;
       if (out.includes('Press Ctrl+C')) {
+        // `serve` relaunches itself under fleetgate's OpenSSL settings (README, "TLS session
+        // tickets"): the serving process, whose tree holds the broker workers, is the one its
+        // data dir names; the launcher only waits for it.
+        let pid = child.pid;
+        try {
+          pid = JSON.parse(readFileSync(path.join(env.FLEETGATE_DATA_DIR, 'serve.json'), 'utf8')).pid ?? pid;
+        } catch {}
         resolve({
-          pid: child.pid,
+          pid,
+          launcherPid: child.pid,
           apiUrl: /API \(HTTPS\)\s+(\S+)/.exec(out)?.[1],
           mqttUrl: /MQTT \(mTLS\)\s+(\S+)/.exec(out)?.[1],
           exited: () => child.exitCode !== null || child.signalCode !== null,
@@ -237,4 +245,61 @@ export async function startMosquitto({
         child.kill('SIGTERM');
       }),
   };
+}
+
+/**
+ * Starts bench/floor-server.mjs (`mqtt` or `https`) with fleetgate's OpenSSL settings; resolves
+ * with { pid, port, stop() }.
+ */
+export async function startFloorServer(mode, { keyfile, certfile, cafile }) {
+  const child = spawn(
+    process.execPath,
+    [
+      `--openssl-config=${path.join(REPO, 'server/openssl/fleetgate.cnf')}`,
+      path.join(REPO, 'bench/floor-server.mjs'),
+      mode,
+      keyfile,
+      certfile,
+      cafile,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const [line] = await new Promise((resolve, reject) => {
+    child.stdout.once('data', (d) => resolve(String(d).split('\n')));
+    child.once('exit', (code) => reject(new Error(`floor server (${mode}) exited ${code}`)));
+  });
+  return {
+    pid: child.pid,
+    port: Number(line),
+    stop: () =>
+      new Promise((r) => {
+        if (child.exitCode !== null || child.signalCode !== null) return r(child.exitCode);
+        child.once('exit', (code) => r(code));
+        child.kill('SIGTERM');
+      }),
+  };
+}
+
+/** The CA loaded in this process from the data dir (compiled server in server/dist). */
+export async function loadCa(dataDir) {
+  const caMod = await import(pathToFileURL(path.join(REPO, 'server/dist/ca/index.js')).href);
+  const read = (f) => readFileSync(path.join(dataDir, 'ca', f), 'utf8');
+  const loaded = await caMod.loadCertificateAuthority({
+    root: { certPem: read('root.crt') },
+    issuing: { certPem: read('issuing.crt'), keyPem: read('issuing.key') },
+  });
+  if (!loaded.ok) throw new Error(`cannot load the CA from ${dataDir}: ${loaded.error.message}`);
+  return { caMod, ca: loaded.value };
+}
+
+/** A server certificate for another TLS server under test (mosquitto, a floor server), issued by
+ * our CA the same way the API's own is; resolves with { certfile, keyfile } in `dir`. */
+export async function serverCertificate(dataDir, dir, name) {
+  const { caMod, ca } = await loadCa(dataDir);
+  const c = await caMod.issueServerCertificate(ca, { now: new Date(), dnsNames: [], ipAddresses: [], validityDays: 2 });
+  const certfile = path.join(dir, `${name}.crt`);
+  const keyfile = path.join(dir, `${name}.key`);
+  writeFileSync(certfile, c.chainPem);
+  writeFileSync(keyfile, c.keyPem, { mode: 0o600 });
+  return { certfile, keyfile };
 }
