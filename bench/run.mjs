@@ -2,6 +2,7 @@
 // of named figures (the contract in DESIGN.md). Progress goes to stderr.
 import { benchBroker } from './broker.mjs';
 import { benchEnroll } from './enroll.mjs';
+import { benchFlood } from './flood.mjs';
 import { benchStorm } from './storm.mjs';
 
 const quick = process.argv.includes('--quick');
@@ -11,6 +12,8 @@ const figures = { quick, machine: `${(await import('node:os')).cpus().length} co
 Object.assign(figures, await benchEnroll(quick ? { devices: 500 } : { devices: 3000 }));
 Object.assign(figures, await benchBroker({ quick }));
 Object.assign(figures, await benchStorm({ quick }));
+Object.assign(figures, await benchFlood(quick ? { seconds: 10 } : { seconds: 300 }));
+figures.crashes += figures.floodCrashes;
 
 figures.benchSeconds = Math.round((Date.now() - started) / 1000);
 console.log(JSON.stringify(figures));
