@@ -6,9 +6,7 @@
  * verdict alone is never enough: `admit` looks at the serial and notAfter on EVERY connection
  * (DESIGN.md, "Hard-won facts").
  */
-import type { TLSSocket } from 'node:tls';
-import { type IdentityFields, identityFields } from '../ca/identity-fields.js';
-import { isSerialHex } from '../ca/serial.js';
+import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import { isValidDeviceId } from '../device-id.js';
 import type { Identity, RefusalReason } from './types.js';
 
@@ -29,11 +27,19 @@ const EXPIRED = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
 export type PeerResult = { ok: true; identity: Identity } | { ok: false; reason: RefusalReason; detail: string };
 
+/** Splits Node's `subjectaltname` ("DNS:a, URI:urn:x, ...") into URI values. */
+function sanUris(altNames: string | undefined): string[] {
+  if (!altNames) return [];
+  return altNames
+    .split(/,\s*/)
+    .filter((part) => part.startsWith('URI:'))
+    .map((part) => part.slice(4));
+}
+
 /** Identity from a verified certificate: the one fleetgate SAN URI, agreeing with the CN. */
-export function identityOf(cert: IdentityFields): PeerResult {
-  const uris = cert.sanUris.filter((u) => u.startsWith(DEVICE_URI) || u.startsWith(SERVICE_URI));
-  if (cert.commonNames.length > 1) return { ok: false, reason: 'no_identity', detail: 'several subject CNs' };
-  const cn = cert.commonNames[0];
+export function identityOf(cert: PeerCertificate): PeerResult {
+  const uris = sanUris(cert.subjectaltname).filter((u) => u.startsWith(DEVICE_URI) || u.startsWith(SERVICE_URI));
+  const cn = typeof cert.subject?.CN === 'string' ? cert.subject.CN : undefined;
   let kind: Identity['kind'];
   let id: string;
   if (uris.length > 1) return { ok: false, reason: 'no_identity', detail: 'several fleetgate SAN URIs' };
@@ -50,27 +56,27 @@ export function identityOf(cert: IdentityFields): PeerResult {
     return { ok: false, reason: 'no_identity', detail: 'no device id in the certificate' };
   }
   if (!isValidDeviceId(id)) return { ok: false, reason: 'no_identity', detail: 'invalid identity in the certificate' };
-  if (!isSerialHex(cert.serial)) return { ok: false, reason: 'invalid_cert', detail: 'no serial number' };
-  return { ok: true, identity: { kind, id, serial: cert.serial, notAfter: cert.notAfter } };
+  const serial = (cert.serialNumber ?? '').toLowerCase().replace(/^(00)+(?=..)/, '');
+  if (!/^[0-9a-f]{2,40}$/.test(serial)) return { ok: false, reason: 'invalid_cert', detail: 'no serial number' };
+  const notAfter = Date.parse(cert.valid_to);
+  if (Number.isNaN(notAfter)) return { ok: false, reason: 'invalid_cert', detail: 'unreadable notAfter' };
+  return { ok: true, identity: { kind, id, serial, notAfter } };
 }
 
 /**
  * Verdict on a TLS connection right after its handshake (full or resumed). The server runs with
  * requestCert and rejectUnauthorized: false so that a refusal has a reason; this function is the
- * rejectUnauthorized check Node would do, plus the identity. The fields come from the raw DER
- * (ca/identity-fields.ts), not from getPeerCertificate(), which costs ~10x more per connection.
+ * rejectUnauthorized check Node would do, plus the identity.
  */
 export function checkPeer(socket: TLSSocket): PeerResult {
-  const cert = socket.getPeerX509Certificate();
-  if (!cert) return { ok: false, reason: 'no_cert', detail: 'no client certificate' };
+  const cert = socket.getPeerCertificate(false) as DetailedPeerCertificate | Record<string, never>;
+  if (!cert || Object.keys(cert).length === 0) return { ok: false, reason: 'no_cert', detail: 'no client certificate' };
   if (!socket.authorized) {
     const code = String(socket.authorizationError ?? 'unknown');
     const reason: RefusalReason = EXPIRED.has(code) ? 'expired' : WRONG_CA.has(code) ? 'wrong_ca' : 'invalid_cert';
     return { ok: false, reason, detail: code };
   }
-  const fields = identityFields(cert.raw);
-  if (!fields) return { ok: false, reason: 'invalid_cert', detail: 'unreadable certificate' };
-  return identityOf(fields);
+  return identityOf(cert as PeerCertificate);
 }
 
 /** Client ids a certificate may use: the device id itself; a service NAME or NAME-<suffix>. */
