@@ -164,7 +164,8 @@ export async function benchStorm({ quick = false, devices: n = quick ? 1_000 : 1
     const cpu0 = treeCpuSeconds(server.pid);
     log(`server back after ${round(up - t0, 0)} ms (stop ${round(down - t0, 0)} ms); waiting for every device`);
     const progress = setInterval(() => log(`${devices.filter((d) => d.backAt).length}/${n} back`), 2_000);
-    await Promise.race([Promise.all(back), sleep(120_000)]);
+    // Unref: a pending 2-minute timer would keep the process alive after the result.
+    await Promise.race([Promise.all(back), sleep(120_000, undefined, { ref: false })]);
     clearInterval(progress);
     const cpu = treeCpuSeconds(server.pid) - cpu0;
     const returned = devices.filter((d) => d.backAt);
