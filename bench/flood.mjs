@@ -25,26 +25,6 @@ import { identityContext, mqttConnect, packetReader, publishPacket, subscribePac
 const startedAt = performance.now();
 const log = (line) => logLine(`[${((performance.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] flood: ${line}`);
 
-/** QoS 1 PUBLISH with a packet id (MQTT 3.1.1 section 3.3). */
-function qos1Publish(topic, payload, packetId) {
-  const t = Buffer.from(topic);
-  const body = Buffer.concat([
-    Buffer.from([t.length >> 8, t.length & 0xff]),
-    t,
-    Buffer.from([packetId >> 8, packetId & 0xff]),
-    payload,
-  ]);
-  const len = [];
-  let n = body.length;
-  do {
-    let b = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) b |= 0x80;
-    len.push(b);
-  } while (n > 0);
-  return Buffer.concat([Buffer.from([0x32, ...len]), body]);
-}
-
 /** Resolves on 'drain' or after `ms` (a throttled socket may stay full), leaving no listener. */
 function drained(socket, ms) {
   return new Promise((resolve) => {
@@ -164,7 +144,7 @@ export async function benchFlood({ seconds = 300, flooders = 4, calm = 8 } = {})
           const topic = `devices/${d.id}/telemetry`;
           sentAt.set(topic + stamp, performance.now());
           calmSent++;
-          c.socket.write(qos1Publish(topic, Buffer.from(stamp), packetId));
+          c.socket.write(publishPacket(topic, Buffer.from(stamp), packetId));
           packetId = (packetId % 65535) + 1;
         } catch {
           c = null;

@@ -38,10 +38,14 @@ export function subscribePacket(filter, packetId = 1) {
   return Buffer.concat([Buffer.from([0x82]), remainingLength(body.length), body]);
 }
 
-/** QoS 0 PUBLISH (no packet id). */
-export function publishPacket(topic, payload) {
-  const body = Buffer.concat([utf8(topic), payload]);
-  return Buffer.concat([Buffer.from([0x30]), remainingLength(body.length), body]);
+/** PUBLISH: QoS 0 without a packet id; QoS 1 with `packetId` (MQTT 3.1.1 section 3.3). */
+export function publishPacket(topic, payload, packetId) {
+  if (packetId === undefined) {
+    const body = Buffer.concat([utf8(topic), payload]);
+    return Buffer.concat([Buffer.from([0x30]), remainingLength(body.length), body]);
+  }
+  const body = Buffer.concat([utf8(topic), Buffer.from([packetId >> 8, packetId & 0xff]), payload]);
+  return Buffer.concat([Buffer.from([0x32]), remainingLength(body.length), body]);
 }
 
 /**
