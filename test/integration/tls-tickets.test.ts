@@ -3,11 +3,12 @@
  * send one TLS 1.3 session ticket per handshake instead of OpenSSL's two (cli/tls-relaunch.ts),
  * and the relaunched server never outlives its launcher.
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { connect } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
+import { FLEETGATE_BIN, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
 
 /** TLS 1.3 handshake with the API; resolves with the number of session tickets received. */
 function ticketsFrom(apiUrl: string): Promise<number> {
@@ -86,5 +87,33 @@ describe('TLS session tickets per handshake', () => {
     expect(await until(() => !alive(pid), 30_000)).toBe(true);
     server = await startServe({ FLEETGATE_DATA_DIR: dataDir, FLEETGATE_WORKERS: '1' });
     expect(await ticketsFrom(server.apiUrl)).toBe(1);
+  });
+
+  it('stops gracefully on Ctrl+C: SIGINT to the whole process group reaches the server once', async () => {
+    const dataDir = tempDir();
+    // Its own process group, as a shell gives a foreground job; the signal goes to the group.
+    const child = spawn(process.execPath, [FLEETGATE_BIN, 'serve'], {
+      env: {
+        ...process.env,
+        FLEETGATE_DATA_DIR: dataDir,
+        FLEETGATE_WORKERS: '1',
+        FLEETGATE_API_PORT: '0',
+        FLEETGATE_MQTT_PORT: '0',
+      },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.resume();
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    expect(await until(() => stdout.includes('Press Ctrl+C to stop.'), 90_000)).toBe(true);
+    process.kill(-(child.pid as number), 'SIGINT');
+    expect(await exited).toBe(0);
+    expect(stdout).toContain('SIGINT: shutting down');
+    expect(stdout).not.toContain('again');
+    expect(stdout).toContain('stopped');
   });
 });

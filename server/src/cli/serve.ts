@@ -52,12 +52,10 @@ ${envHelp}
     // Relaunched under fleetgate's OpenSSL settings: a launcher that died takes the server down.
     followLauncher(() => handler('SIGTERM'));
     const server = await startServer(config, log);
-    log.info(
-      {
-        tlsTicketsPerHandshake: process.env[RELAUNCHED_ENV] === '1' ? 1 : process.env.OPENSSL_CONF ? 'OPENSSL_CONF' : 2,
-      },
-      'TLS session tickets',
-    );
+    // The launcher applied FLEETGATE_TLS_TICKETS=1 unless the operator's OpenSSL config won.
+    const tickets =
+      process.env[RELAUNCHED_ENV] === '1' || config.tlsTickets === 2 ? config.tlsTickets : 'OpenSSL config';
+    log.info({ tlsTicketsPerHandshake: tickets }, 'TLS session tickets');
 
     out(`fleetgate is running${server.caCreated ? ' (new CA created)' : ''}`);
     out(`  API (HTTPS)   ${server.apiUrl}`);

@@ -12,8 +12,9 @@
  *
  * No relaunch when: FLEETGATE_TLS_TICKETS=2 (OpenSSL's default), OPENSSL_CONF is set (the
  * operator's own OpenSSL configuration wins; add NumTickets to it), or the process already has an
- * --openssl-config flag. If the launcher dies (even SIGKILL), the child sees its IPC channel close
- * and shuts down gracefully, so it never outlives the launcher.
+ * --openssl-config flag. The child runs in its own process group and gets each signal once, from
+ * the launcher. If the launcher dies (even SIGKILL), the child sees its IPC channel close and
+ * shuts down gracefully, so it never outlives the launcher.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -54,6 +55,9 @@ export function relaunch(script: string, { argv, env, execArgv }: RelaunchInput)
   const child = spawn(process.execPath, [...execArgv, `--openssl-config=${OPENSSL_CONFIG_FILE}`, script, ...argv], {
     env: { ...env, [RELAUNCHED_ENV]: '1' },
     stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
+    // Its own process group: Ctrl+C in a terminal signals the whole foreground group, and the
+    // server would get SIGINT twice (from the terminal and from us), which it takes as "exit now".
+    detached: true,
   });
   const forward = (signal: NodeJS.Signals) => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
