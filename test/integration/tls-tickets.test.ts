@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { connect } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FLEETGATE_BIN, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
+import { cliEnv, FLEETGATE_BIN, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
 
 /** TLS 1.3 handshake with the API; resolves with the number of session tickets received. */
 function ticketsFrom(apiUrl: string): Promise<number> {
@@ -93,13 +93,8 @@ describe('TLS session tickets per handshake', () => {
     const dataDir = tempDir();
     // Its own process group, as a shell gives a foreground job; the signal goes to the group.
     const child = spawn(process.execPath, [FLEETGATE_BIN, 'serve'], {
-      env: {
-        ...process.env,
-        FLEETGATE_DATA_DIR: dataDir,
-        FLEETGATE_WORKERS: '1',
-        FLEETGATE_API_PORT: '0',
-        FLEETGATE_MQTT_PORT: '0',
-      },
+      // cliEnv, as startServe: CI's DATABASE_URL (a database other tests gave another CA) stays out.
+      env: cliEnv({ FLEETGATE_DATA_DIR: dataDir, FLEETGATE_API_PORT: '0', FLEETGATE_MQTT_PORT: '0' }),
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
