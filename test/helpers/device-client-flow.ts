@@ -14,20 +14,7 @@ import {
   SESSION_FILE,
 } from '../../device-client/src/index.js';
 import type { FleetgateEnv } from './device-client-env.js';
-
-export async function waitFor<T>(
-  what: string,
-  probe: () => T | undefined | Promise<T | undefined>,
-  ms = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined && v !== false) return v as T;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+import { waitFor } from './wait.js';
 
 export function nextConnected(client: DeviceClient): Promise<ConnectedEvent> {
   return new Promise((resolve) => client.once('connected', resolve));

@@ -11,7 +11,7 @@ import { expect } from 'vitest';
 import { pkcs11OpenSslConfig } from '../../device-client/src/index.js';
 import { REPO_ROOT, tempDir } from './cli.js';
 import type { FleetgateEnv } from './device-client-env.js';
-import { waitFor } from './device-client-flow.js';
+import { waitFor } from './wait.js';
 
 const AGENT = path.join(REPO_ROOT, 'test/fixtures/device-client/agent.mjs');
 const DIST = path.join(REPO_ROOT, 'device-client/dist/index.js');

@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, cpSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/cli.js';
 import {
@@ -27,8 +28,6 @@ import {
 } from '../helpers/device.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.js';
 import { deleteRedisPrefix, redisAvailable, TEST_REDIS_URL } from '../helpers/redis.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Credential,
@@ -11,8 +12,7 @@ import {
   type SessionConn,
   startFleet,
 } from '../helpers/device.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+import { until } from '../helpers/wait.js';
 
 /** fleetgate_mqtt_worker_connected per worker pid. */
 function perWorker(text: string): Map<number, { slot: string; connected: number }> {
@@ -21,15 +21,6 @@ function perWorker(text: string): Map<number, { slot: string; connected: number 
     out.set(Number(m[2]), { slot: m[1] as string, connected: Number(m[3]) });
   }
   return out;
-}
-
-async function until<T>(read: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (ok(v) || Date.now() > deadline) return v;
-    await sleep(100);
-  }
 }
 
 describe('broker workers (--workers 2, round-robin scheduling, embedded PGlite)', () => {

@@ -10,8 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CREDENTIAL_FILE, DeviceClient } from '../../device-client/src/index.js';
 import { tempDir } from '../helpers/cli.js';
 import { type FleetgateEnv, freePort, startFleetgate } from '../helpers/device-client-env.js';
-import { runDeviceFlow, waitFor } from '../helpers/device-client-flow.js';
+import { runDeviceFlow } from '../helpers/device-client-flow.js';
 import { requireTool } from '../helpers/system-tools.js';
+import { waitFor } from '../helpers/wait.js';
 
 const tools = requireTool('openssl');
 

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +24,7 @@ import {
   mqttOptions,
   startFleet,
 } from '../helpers/device.js';
+import { until } from '../helpers/wait.js';
 
 const clients: MqttClient[] = [];
 
@@ -54,17 +56,6 @@ function nextMessage(c: MqttClient, timeoutMs = 10_000): Promise<{ topic: string
       resolve({ topic, payload: payload.toString() });
     });
   });
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(f: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (ok(v) || Date.now() > deadline) return v;
-    await sleep(100);
-  }
 }
 
 describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
@@ -212,13 +203,13 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
     type DeviceJson = { online: boolean; lastSeenAt: string | null };
     const show = async () => (await fleet.api<DeviceJson>('GET', '/api/v1/devices/dev-b')).json;
     const b = await connectAs(fleet, dev('dev-b'));
-    const online = await until(show, (d) => d.online);
+    const online = await until(show, (d) => d.online, 15_000);
     expect(online.online).toBe(true);
     expect(online.lastSeenAt).not.toBeNull();
     const m = await metricsText(fleet);
     expect(metricValue(m, 'fleetgate_mqtt_connected', { kind: 'device' })).toBeGreaterThanOrEqual(1);
     await b.endAsync();
-    const offline = await until(show, (d) => !d.online);
+    const offline = await until(show, (d) => !d.online, 15_000);
     expect(offline.online).toBe(false);
     const list = await runDevicesList(fleet);
     expect(list).toContain('dev-b');

@@ -6,6 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -56,8 +57,6 @@ function attempt(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise
     client.once('close', () => finish('closed'));
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('TLS session resumption through MQTT.js', () => {
   let fleet: Fleet;

@@ -5,6 +5,7 @@
  * LISTEN/NOTIFY; and with the database unreachable the broker fails closed once its revocation
  * data is older than FLEETGATE_MQTT_REVOCATION_MAX_AGE, then recovers.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
 import postgres from 'postgres';
@@ -24,8 +25,6 @@ import {
   startFleet,
 } from '../helpers/device.js';
 import { ADMIN_DATABASE_URL } from '../helpers/pg.js';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function connectWithSession(
   fleet: Fleet,

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { connect } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { cliEnv, FLEETGATE_BIN, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** TLS 1.3 handshake with the API; resolves with the number of session tickets received. */
 function ticketsFrom(apiUrl: string): Promise<number> {
@@ -39,15 +40,6 @@ const alive = (pid: number): boolean => {
   }
 };
 
-async function until(check: () => boolean, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (check()) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return check();
-}
-
 describe('TLS session tickets per handshake', () => {
   let server: ServeHandle | undefined;
   afterEach(async () => {
@@ -77,14 +69,14 @@ describe('TLS session tickets per handshake', () => {
     const firstPid = serverPid(dataDir);
     expect(await first.stop('SIGTERM')).toBe(0);
     expect(first.stdout()).toContain('stopped');
-    expect(await until(() => !alive(firstPid), 10_000)).toBe(true);
+    await waitFor('the first server process to exit', () => !alive(firstPid), 10_000);
 
     const second = await startServe({ FLEETGATE_DATA_DIR: dataDir, FLEETGATE_WORKERS: '1' });
     const pid = serverPid(dataDir);
     await second.stop('SIGKILL');
     // The server sees its IPC channel close and shuts down gracefully: the lock is released
     // and the next start on the same data dir works.
-    expect(await until(() => !alive(pid), 30_000)).toBe(true);
+    await waitFor('the server process to exit after its launcher', () => !alive(pid), 30_000);
     server = await startServe({ FLEETGATE_DATA_DIR: dataDir, FLEETGATE_WORKERS: '1' });
     expect(await ticketsFrom(server.apiUrl)).toBe(1);
   });
@@ -104,7 +96,7 @@ describe('TLS session tickets per handshake', () => {
     });
     child.stderr.resume();
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    expect(await until(() => stdout.includes('Press Ctrl+C to stop.'), 90_000)).toBe(true);
+    await waitFor('the serve banner', () => stdout.includes('Press Ctrl+C to stop.'), 90_000);
     process.kill(-(child.pid as number), 'SIGINT');
     expect(await exited).toBe(0);
     expect(stdout).toContain('SIGINT: shutting down');
