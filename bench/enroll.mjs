@@ -21,6 +21,7 @@ import {
   startServe,
   tempDir,
 } from './lib.mjs';
+import { pool } from './mqtt-load.mjs';
 
 x509.cryptoProvider.set(webcrypto);
 
@@ -58,22 +59,9 @@ function enrollOnce(apiUrl, secureContext, deviceId, token, csr) {
 
 /** Runs `request(i)` for every device, `concurrency` at a time; CPU of `pid` from /proc. */
 async function load(pid, request, { count, concurrency }) {
-  let next = 0;
-  let failed = 0;
   const cpu0 = cpuSeconds(pid);
   const t0 = process.hrtime.bigint();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < count) {
-        const i = next++;
-        try {
-          await request(i);
-        } catch {
-          failed++;
-        }
-      }
-    }),
-  );
+  const { failed } = await pool(count, concurrency, request);
   return { failed, seconds: Number(process.hrtime.bigint() - t0) / 1e9, cpu: cpuSeconds(pid) - cpu0 };
 }
 
