@@ -160,7 +160,7 @@ async function serviceIdentity(env, dataDir, apiUrl, dir) {
 }
 
 /** Watches a broker's process tree: any process of it that vanishes counts as a crash. */
-function crashWatch(broker) {
+export function crashWatch(broker) {
   const seen = new Set(processTree(broker.pid));
   const gone = new Set();
   const tick = () => {

@@ -5,15 +5,14 @@
 // calm devices got through (delivered share, latency p50/p99), peak RSS, and whether a new
 // device can connect at the end. The protections under test: the per-connection publish rate
 // limit (TCP backpressure) and the link's bounded reads (no mqemitter stack overflow).
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { enrollDevices } from './broker.mjs';
+import { crashWatch, enrollDevices } from './broker.mjs';
 import {
   cli,
   freshDatabase,
   log as logLine,
   percentile,
-  processTree,
   round,
   startServe,
   tempDir,
@@ -64,17 +63,9 @@ export async function benchFlood({ seconds = 300, flooders = 4, calm = 8 } = {})
     );
 
     // Crash watch over the whole tree (launcher's child, workers).
-    const seen = new Set(processTree(server.pid));
-    let crashes = 0;
+    const crashWatcher = crashWatch(server);
     let peakRssKiB = 0;
-    const watch = setInterval(() => {
-      for (const p of processTree(server.pid)) seen.add(p);
-      for (const p of seen) {
-        if (!existsSync(`/proc/${p}`)) {
-          crashes++;
-          seen.delete(p);
-        }
-      }
+    const rssWatch = setInterval(() => {
       peakRssKiB = Math.max(peakRssKiB, treeRssKiB(server.pid));
     }, 500);
 
@@ -158,7 +149,7 @@ export async function benchFlood({ seconds = 300, flooders = 4, calm = 8 } = {})
     const progress = setInterval(
       () =>
         log(
-          `flood written ${floodWritten}, calm ${latencies.length}/${calmSent} delivered, RSS ${Math.round(peakRssKiB / 1024)} MiB peak, crashes ${crashes}`,
+          `flood written ${floodWritten}, calm ${latencies.length}/${calmSent} delivered, RSS ${Math.round(peakRssKiB / 1024)} MiB peak, crashes ${crashWatcher.check()}`,
         ),
       Math.min(30_000, (seconds * 1000) / 4),
     );
@@ -173,7 +164,9 @@ export async function benchFlood({ seconds = 300, flooders = 4, calm = 8 } = {})
       c.socket.destroy();
       connectsAfter = true;
     } catch {}
-    clearInterval(watch);
+    clearInterval(rssWatch);
+    let crashes = crashWatcher.check();
+    crashWatcher.stop();
     sink.socket.destroy();
     if (server.exited()) crashes++;
     latencies.sort((a, b) => a - b);
