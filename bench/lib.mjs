@@ -50,6 +50,15 @@ export async function freshDatabase() {
   };
 }
 
+/** SIGTERM to a child process; resolves with its exit code once it is gone (at once if it is). */
+function stopChild(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGTERM');
+  });
+}
+
 /** Starts `fleetgate serve`; resolves with its pid, API URL and a stop() once the banner shows. */
 export function startServe(env) {
   return new Promise((resolve, reject) => {
@@ -77,12 +86,7 @@ export function startServe(env) {
           apiUrl: /API \(HTTPS\)\s+(\S+)/.exec(out)?.[1],
           mqttUrl: /MQTT \(mTLS\)\s+(\S+)/.exec(out)?.[1],
           exited: () => child.exitCode !== null || child.signalCode !== null,
-          stop: () =>
-            new Promise((r) => {
-              if (child.exitCode !== null) return r(child.exitCode);
-              child.once('exit', (code) => r(code));
-              child.kill('SIGTERM');
-            }),
+          stop: () => stopChild(child),
         });
       }
     });
@@ -238,12 +242,7 @@ export async function startMosquitto({
     pid: child.pid,
     port,
     exited: () => child.exitCode !== null || child.signalCode !== null,
-    stop: () =>
-      new Promise((r) => {
-        if (child.exitCode !== null || child.signalCode !== null) return r(child.exitCode);
-        child.once('exit', (code) => r(code));
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
 }
 
@@ -271,12 +270,7 @@ export async function startFloorServer(mode, { keyfile, certfile, cafile }) {
   return {
     pid: child.pid,
     port: Number(line),
-    stop: () =>
-      new Promise((r) => {
-        if (child.exitCode !== null || child.signalCode !== null) return r(child.exitCode);
-        child.once('exit', (code) => r(code));
-        child.kill('SIGTERM');
-      }),
+    stop: () => stopChild(child),
   };
 }
 
