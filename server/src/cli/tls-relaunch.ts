@@ -18,6 +18,7 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 /** Set in the child's environment: this process is the relaunched server. */
@@ -26,7 +27,6 @@ export const RELAUNCHED_ENV = 'FLEETGATE_TLS_RELAUNCHED';
 export const OPENSSL_CONFIG_FILE = fileURLToPath(new URL('../../openssl/fleetgate.cnf', import.meta.url));
 
 const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
 
 export interface RelaunchInput {
   argv: readonly string[];
@@ -70,7 +70,7 @@ export function relaunch(script: string, { argv, env, execArgv }: RelaunchInput)
     });
     child.once('exit', (code, signal) => {
       for (const s of SIGNALS) process.off(s, forward);
-      resolve(code ?? 128 + (signal ? (SIGNAL_NUMBERS[signal] ?? 0) : 0));
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0));
     });
   });
 }
