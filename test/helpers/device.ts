@@ -243,16 +243,23 @@ export async function issueFromOtherCa(fleet: Fleet, id: string): Promise<Creden
 export type MqttExtra = IClientOptions &
   Pick<ConnectionOptions, 'session' | 'minVersion' | 'maxVersion' | 'ciphers' | 'secureContext'>;
 
-/** MQTT.js options for a credential (pinned CA, the device id as client id, MQTT 3.1.1). */
-export function mqttOptions(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): IClientOptions {
+/** tls.connect options to the broker with a credential (pinned CA, its key and certificate). */
+export function tlsOptions(fleet: Fleet, cred: Credential) {
   return {
-    protocol: 'mqtts',
     host: fleet.host,
     port: fleet.mqttPort,
     ca: cred.caPem,
     cert: cred.certPem,
     key: cred.keyPem,
     servername: 'localhost',
+  };
+}
+
+/** MQTT.js options for a credential (pinned CA, the device id as client id, MQTT 3.1.1). */
+export function mqttOptions(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): IClientOptions {
+  return {
+    protocol: 'mqtts',
+    ...tlsOptions(fleet, cred),
     clientId: cred.id,
     protocolVersion: 4,
     reconnectPeriod: 0,

@@ -20,6 +20,7 @@ import {
   publishPacket,
   remainingLength,
   startFleet,
+  tlsOptions,
 } from '../helpers/device.js';
 
 interface Outcome {
@@ -32,14 +33,7 @@ const CONNACK_OK = Buffer.from([0x20, 0x02, 0x00, 0x00]);
 /** Opens an mTLS connection, writes `chunks` (gapMs apart) and collects what comes back until close. */
 function rawMqtt(fleet: Fleet, cred: Credential, chunks: Buffer[], gapMs = 50, waitMs = 15_000): Promise<Outcome> {
   return new Promise((resolve) => {
-    const s = tlsConnect({
-      host: fleet.host,
-      port: fleet.mqttPort,
-      ca: cred.caPem,
-      cert: cred.certPem,
-      key: cred.keyPem,
-      servername: 'localhost',
-    });
+    const s = tlsConnect(tlsOptions(fleet, cred));
     const got: Buffer[] = [];
     const timer = setTimeout(() => {
       s.destroy();

@@ -23,6 +23,7 @@ import {
   metricValue,
   mqttOptions,
   startFleet,
+  tlsOptions,
 } from '../helpers/device.js';
 import { until } from '../helpers/wait.js';
 
@@ -218,15 +219,7 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
   it('refuses TLS below 1.2 and TLS 1.2 suites without forward secrecy', async () => {
     const attempt = (opts: object) =>
       new Promise<string>((resolve) => {
-        const s = tlsConnect({
-          host: fleet.host,
-          port: fleet.mqttPort,
-          ca: fleet.caPem,
-          cert: dev('dev-a').certPem,
-          key: dev('dev-a').keyPem,
-          servername: 'localhost',
-          ...opts,
-        });
+        const s = tlsConnect({ ...tlsOptions(fleet, dev('dev-a')), ...opts });
         s.on('secureConnect', () => {
           s.destroy();
           resolve('connected');

@@ -20,6 +20,7 @@ import {
   mqttOptions,
   publishPacket,
   startFleet,
+  tlsOptions,
 } from '../helpers/device.js';
 
 const FLOOD_MS = 5_000;
@@ -43,14 +44,7 @@ async function connectEventually(opts: mqtt.IClientOptions, deadlineMs = 60_000)
 
 /** Connects raw, then writes PUBLISH batches as fast as the socket drains for `ms`; returns packets written. */
 async function flood(fleet: Fleet, cred: Credential, ms: number): Promise<{ sent: number; socket: TLSSocket }> {
-  const socket = tlsConnect({
-    host: fleet.host,
-    port: fleet.mqttPort,
-    ca: cred.caPem,
-    cert: cred.certPem,
-    key: cred.keyPem,
-    servername: 'localhost',
-  });
+  const socket = tlsConnect(tlsOptions(fleet, cred));
   socket.on('error', () => undefined);
   await new Promise<void>((resolve, reject) => {
     socket.once('secureConnect', () => socket.write(connectPacket(cred.id)));
