@@ -7,8 +7,15 @@
  * one IPC message, the primary copies the batch to every other worker (primary.ts), and there it
  * is emitted into the local emitter only (never sent back out). The emit callback waits until the
  * batch has been written to the IPC channel, so a publish flood meets backpressure instead of
- * growing an unbounded queue. `$SYS/<broker>/new/clients` travels the same way, so aedes' own
- * cross-instance takeover (MQTT-3.1.4-2) works between workers.
+ * growing an unbounded queue.
+ *
+ * Takeover between workers (MQTT-3.1.4-2): aedes announces each client it registers on
+ * `$SYS/<broker>/new/clients`, and every other aedes closes its own client with that id. Copying
+ * that announcement to every worker cost each connect an IPC round through the primary and a
+ * wake-up of every other worker. Instead, the id rides in the batch as a claim (and, once the
+ * worker holds it no more, a release); the primary keeps who holds which id (client-owners.ts)
+ * and sends a takeover order only to a worker that holds a claimed id, where it is emitted
+ * locally as the same `$SYS/.../new/clients` announcement aedes acts on.
  *
  * Retained messages: aedes stores a retained PUBLISH in the persistence of the worker that got it;
  * the receiving workers store relayed retained packets in theirs, so a later subscriber on any
@@ -34,30 +41,57 @@ function relayable(p: Message): RelayedPacket {
   };
 }
 
+/** One IPC message from a worker: packets for the other workers, client ids claimed and released. */
+export interface RelayBatch {
+  packets: RelayedPacket[];
+  claims: string[];
+  releases: string[];
+}
+
 export interface IpcEmitterBackends extends BrokerBackends {
   /** Packets relayed from the other workers. */
   deliver(packets: RelayedPacket[]): void;
+  /** Client ids another worker has claimed since: close ours (the primary's takeover order). */
+  takeOver(clientIds: string[]): void;
 }
 
-/** `send(packets, written)`: one IPC message; `written` is called once it left this process. */
-export function ipcEmitterBackends(send: (packets: RelayedPacket[], written: () => void) => void): IpcEmitterBackends {
+const NEW_CLIENT = /^\$SYS\/[^/]+\/new\/clients$/;
+/** The broker id in the `$SYS/<id>/new/clients` announcement of a takeover order: not any worker's. */
+export const TAKEOVER_BROKER_ID = 'fleetgate-cluster-takeover';
+const RELEASE_DELAY_MS = 1_000;
+
+/** `send(batch, written)`: one IPC message; `written` is called once it left this process. */
+export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void) => void): IpcEmitterBackends {
   // concurrency 0: no queue that could drain synchronously into a stack overflow (broker.ts).
   const local: MQEmitter = mqemitter({ concurrency: 0, matchEmptyLevels: true });
   let queue: RelayedPacket[] = [];
   let waiting: (() => void)[] = [];
+  let claims: string[] = [];
+  let releases = new Set<string>();
   let scheduled = false;
+  let releaseTimer: NodeJS.Timeout | null = null;
   let persistence: { storeRetained(p: unknown): Promise<void> } | null = null;
 
   const flush = () => {
     scheduled = false;
-    if (queue.length === 0) return;
-    const batch = queue;
+    if (queue.length === 0 && claims.length === 0 && releases.size === 0) return;
+    const batch: RelayBatch = { packets: queue, claims, releases: [...releases] };
     const callbacks = waiting;
     queue = [];
     waiting = [];
+    claims = [];
+    releases = new Set();
+    if (releaseTimer) clearTimeout(releaseTimer);
+    releaseTimer = null;
     send(batch, () => {
       for (const cb of callbacks) cb();
     });
+  };
+  const schedule = () => {
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
   };
 
   const mq = {
@@ -75,6 +109,15 @@ export function ipcEmitterBackends(send: (packets: RelayedPacket[], written: () 
       local.removeListener(topic, listener, cb);
     },
     emit(message: Message, cb?: (err?: Error) => void) {
+      if (NEW_CLIENT.test(message.topic)) {
+        // Our own aedes registered a client: claim its id (see the header), no packet relayed.
+        const id = Buffer.from(message.payload as Uint8Array).toString('utf8');
+        releases.delete(id);
+        claims.push(id);
+        schedule();
+        local.emit(message, cb);
+        return;
+      }
       let pending = 2;
       let failed: Error | undefined;
       const step = (err?: Error) => {
@@ -83,13 +126,11 @@ export function ipcEmitterBackends(send: (packets: RelayedPacket[], written: () 
       };
       queue.push(relayable(message));
       waiting.push(() => step());
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(flush);
-      }
+      schedule();
       local.emit(message, step);
     },
     close(cb: () => void) {
+      if (releaseTimer) clearTimeout(releaseTimer);
       flush();
       local.close(cb);
     },
@@ -105,6 +146,27 @@ export function ipcEmitterBackends(send: (packets: RelayedPacket[], written: () 
       for (const p of packets) {
         if (p.retain && p.topic.charCodeAt(0) !== 36 /* $ */) void persistence?.storeRetained(p).catch(() => undefined);
         local.emit(p as unknown as Message);
+      }
+    },
+    clientGone(clientId) {
+      // Not urgent (a stale claim is harmless): rides with the next batch, or leaves within
+      // RELEASE_DELAY_MS, so a connect costs one IPC message, not two.
+      releases.add(clientId);
+      releaseTimer ??= setTimeout(() => {
+        releaseTimer = null;
+        schedule();
+      }, RELEASE_DELAY_MS).unref();
+    },
+    takeOver(clientIds) {
+      for (const id of clientIds) {
+        local.emit({
+          cmd: 'publish',
+          topic: `$SYS/${TAKEOVER_BROKER_ID}/new/clients`,
+          payload: Buffer.from(id, 'utf8'),
+          qos: 0,
+          retain: false,
+          dup: false,
+        } as unknown as Message);
       }
     },
     async close() {},

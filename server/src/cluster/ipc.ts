@@ -38,6 +38,8 @@ export type ToWorker =
   | WorkerInit
   | { fg: 'event'; ev: StoreEvent }
   | { fg: 'mq'; packets: RelayedPacket[] }
+  /** Close the connections with these client ids: another worker took them over. */
+  | { fg: 'takeover'; ids: string[] }
   | { fg: 'rpc-res'; id: number; ok: true; value: unknown }
   | { fg: 'rpc-res'; id: number; ok: false; error: { message: string; code?: string } }
   | { fg: 'shutdown' };
@@ -47,7 +49,8 @@ export type FromWorker =
   | { fg: 'hello' }
   | { fg: 'ready'; port: number; brokerId: string; routing: string }
   | { fg: 'failed'; message: string }
-  | { fg: 'mq'; packets: RelayedPacket[] }
+  /** Packets for the other workers; client ids claimed and released (cluster/client-owners.ts). */
+  | { fg: 'mq'; packets: RelayedPacket[]; claims: string[]; releases: string[] }
   | { fg: 'rpc'; id: number; method: RpcMethod; args: unknown[] };
 
 export function isFleetgateMessage(m: unknown): m is { fg: string } {

@@ -6,7 +6,8 @@
  *  - store calls the broker makes (revoked serials, ticket keys, presence batches), run here:
  *    PGlite is single-process, and on PostgreSQL one LISTEN connection serves every worker;
  *  - store events (revocations) pushed to every worker as they commit;
- *  - without Redis, message routing: batches of packets from one worker copied to the others;
+ *  - without Redis, message routing: batches of packets from one worker copied to the others,
+ *    and which worker holds which client id, for takeovers between workers (client-owners.ts);
  *  - metrics: prom-client's AggregatorRegistry collects the workers' series (metrics.ts).
  * Ticket keys come from the store, so every worker installs the same key and a ticket from one
  * resumes on any other. A worker that dies is started again (backoff when it keeps dying).
@@ -18,6 +19,7 @@ import { advertisedUrl, type LogLevel, type MqttConfig } from '../config.js';
 import { FleetgateError } from '../errors.js';
 import { freePort } from '../free-port.js';
 import type { Store } from '../store/types.js';
+import { ClientOwners } from './client-owners.js';
 import { type FromWorker, isFleetgateMessage, type RpcMethod, type ToWorker, type WorkerInit } from './ipc.js';
 
 export interface BrokerWorkersDeps {
@@ -80,6 +82,7 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
   const port = deps.port === 0 ? await freePort(deps.host) : deps.port;
   let stopping = false;
   let routing = '';
+  const owners = new ClientOwners<Worker>();
 
   const sendTo = (w: Worker, msg: ToWorker) => {
     if (w.isConnected()) w.send(msg, undefined, () => undefined);
@@ -144,7 +147,10 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
             );
             break;
           case 'mq':
-            broadcast(msg, w);
+            if (msg.packets.length > 0) broadcast({ fg: 'mq', packets: msg.packets }, w);
+            for (const [holder, ids] of owners.apply(w, msg.claims, msg.releases)) {
+              sendTo(holder, { fg: 'takeover', ids });
+            }
             break;
           case 'ready':
             isReady = true;
@@ -166,6 +172,7 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
             new FleetgateError('INTERNAL', `broker worker ${slot} exited (${signal ?? code}) before it was ready`),
           );
         if (slots.get(slot) === w) slots.delete(slot);
+        owners.forget(w);
         if (stopping || !isReady) return;
         const healthy = Date.now() - bornAt > HEALTHY_AFTER_MS;
         const next = healthy ? 0 : restarts + 1;

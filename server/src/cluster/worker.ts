@@ -43,6 +43,7 @@ export async function runWorker(): Promise<void> {
       const msg = m as ToWorker;
       if (msg.fg === 'init') resolve(msg);
       else if (msg.fg === 'mq') relay?.deliver(msg.packets);
+      else if (msg.fg === 'takeover') relay?.takeOver(msg.ids);
       else if (msg.fg === 'shutdown') void stop(0);
       else store.handle(msg);
     });
@@ -58,7 +59,7 @@ export async function runWorker(): Promise<void> {
     let backends: BrokerBackends;
     if (init.redisUrl) backends = await redisBackends(init.redisUrl, init.redisKeyPrefix, log);
     else {
-      relay = ipcEmitterBackends((packets, written) => send({ fg: 'mq', packets }, () => written()));
+      relay = ipcEmitterBackends((batch, written) => send({ fg: 'mq', ...batch }, () => written()));
       backends = relay;
     }
     broker = await startBroker({

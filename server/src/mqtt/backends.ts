@@ -23,6 +23,11 @@ export interface BrokerBackends {
   persistence?: unknown;
   /** Called with the persistence in place (e.g. to mirror retained messages). */
   attach?(broker: { persistence: unknown }): void;
+  /**
+   * This broker process holds no connection with `clientId` any more (it had one that passed
+   * CONNECT). For a routing that tracks client ids itself (cluster/ipc-emitter.ts).
+   */
+  clientGone?(clientId: string): void;
   /** For logs and the banner. */
   describe: string;
   /** Releases what aedes does not close itself (aedes closes `mq`). */

@@ -309,6 +309,10 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     conns.delete(c);
     bySerial.remove(c.identity.serial, c);
     byId.remove(c.identity.id, c);
+    const clientId = c.clientId;
+    if (c.claimed && clientId !== null && !byId.get(c.identity.id).some((o) => o.claimed && o.clientId === clientId)) {
+      deps.backends?.clientGone?.(clientId);
+    }
     if (c.revokedAt !== null) observer.revokeDisconnect((performance.now() - c.revokedAt) / 1000);
     if (!c.admitted) return;
     admittedCount--;
