@@ -69,7 +69,7 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     expect(sent).toHaveLength(1); // nothing new, nothing sent
   });
 
-  it('sends a release alone after a delay (a connect costs one message, not two)', () => {
+  it('sends claims within 10 ms and releases within a second when no packet carries them', () => {
     vi.useFakeTimers();
     try {
       const sent: RelayBatch[] = [];
@@ -77,11 +77,18 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
         sent.push(batch);
         written();
       });
+      const mq = relay.mq as NonNullable<typeof relay.mq>;
+      relay.clientGone?.('d0');
+      mq.emit(announce('d1'));
+      vi.advanceTimersByTime(5);
+      mq.emit(announce('d2')); // the same batch: the first claim's deadline holds
+      vi.advanceTimersByTime(6);
+      expect(sent).toEqual([{ packets: [], claims: ['d1', 'd2'], releases: ['d0'] }]);
       relay.clientGone?.('d1');
       vi.advanceTimersByTime(900);
-      expect(sent).toHaveLength(0);
+      expect(sent).toHaveLength(1);
       vi.advanceTimersByTime(200);
-      expect(sent).toEqual([{ packets: [], claims: [], releases: ['d1'] }]);
+      expect(sent[1]).toEqual({ packets: [], claims: [], releases: ['d1'] });
     } finally {
       vi.useRealTimers();
     }

@@ -13,7 +13,7 @@
  * `$SYS/<broker>/new/clients`, and every other aedes closes its own client with that id. Copying
  * that announcement to every worker cost each connect an IPC round through the primary and a
  * wake-up of every other worker. Instead, the id rides in the batch as a claim (and, once the
- * worker holds it no more, a release); the primary keeps who holds which id (client-owners.ts)
+ * worker holds it no more, a release), within CLAIM_DELAY_MS; the primary keeps who holds which id (client-owners.ts)
  * and sends a takeover order only to a worker that holds a claimed id, where it is emitted
  * locally as the same `$SYS/.../new/clients` announcement aedes acts on.
  *
@@ -58,6 +58,13 @@ export interface IpcEmitterBackends extends BrokerBackends {
 const NEW_CLIENT = /^\$SYS\/[^/]+\/new\/clients$/;
 /** The broker id in the `$SYS/<id>/new/clients` announcement of a takeover order: not any worker's. */
 export const TAKEOVER_BROKER_ID = 'fleetgate-cluster-takeover';
+/**
+ * Claims and releases are not urgent (the new connection has its CONNACK already; a stale entry is
+ * harmless), so they wait for the next packet batch or these delays: under a connect storm one
+ * IPC message then carries many ids, instead of one message (and one wake-up of the primary) per
+ * connect. A takeover between workers thus closes the old connection within ~CLAIM_DELAY_MS.
+ */
+const CLAIM_DELAY_MS = 10;
 const RELEASE_DELAY_MS = 1_000;
 
 /** `send(batch, written)`: one IPC message; `written` is called once it left this process. */
@@ -69,7 +76,8 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
   let claims: string[] = [];
   let releases = new Set<string>();
   let scheduled = false;
-  let releaseTimer: NodeJS.Timeout | null = null;
+  let idTimer: NodeJS.Timeout | null = null;
+  let idDeadline = 0;
   let persistence: { storeRetained(p: unknown): Promise<void> } | null = null;
 
   const flush = () => {
@@ -81,8 +89,8 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
     waiting = [];
     claims = [];
     releases = new Set();
-    if (releaseTimer) clearTimeout(releaseTimer);
-    releaseTimer = null;
+    if (idTimer) clearTimeout(idTimer);
+    idTimer = null;
     send(batch, () => {
       for (const cb of callbacks) cb();
     });
@@ -92,6 +100,17 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
       scheduled = true;
       setImmediate(flush);
     }
+  };
+  /** Client ids leave with the next batch, or within `ms`. */
+  const flushIdsWithin = (ms: number) => {
+    const deadline = performance.now() + ms;
+    if (idTimer && idDeadline <= deadline) return;
+    if (idTimer) clearTimeout(idTimer);
+    idDeadline = deadline;
+    idTimer = setTimeout(() => {
+      idTimer = null;
+      schedule();
+    }, ms).unref();
   };
 
   const mq = {
@@ -114,7 +133,7 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
         const id = Buffer.from(message.payload as Uint8Array).toString('utf8');
         releases.delete(id);
         claims.push(id);
-        schedule();
+        flushIdsWithin(CLAIM_DELAY_MS);
         local.emit(message, cb);
         return;
       }
@@ -130,7 +149,7 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
       local.emit(message, step);
     },
     close(cb: () => void) {
-      if (releaseTimer) clearTimeout(releaseTimer);
+      if (idTimer) clearTimeout(idTimer);
       flush();
       local.close(cb);
     },
@@ -149,13 +168,8 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
       }
     },
     clientGone(clientId) {
-      // Not urgent (a stale claim is harmless): rides with the next batch, or leaves within
-      // RELEASE_DELAY_MS, so a connect costs one IPC message, not two.
       releases.add(clientId);
-      releaseTimer ??= setTimeout(() => {
-        releaseTimer = null;
-        schedule();
-      }, RELEASE_DELAY_MS).unref();
+      flushIdsWithin(RELEASE_DELAY_MS);
     },
     takeOver(clientIds) {
       for (const id of clientIds) {
