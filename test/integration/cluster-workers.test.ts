@@ -73,6 +73,28 @@ describe('broker workers (--workers 2, round-robin scheduling, embedded PGlite)'
     await Promise.all([...conns, sub].map((c) => c.client.endAsync()));
   });
 
+  it('delivers a command published the moment SUBACK arrives, whichever worker holds each side', async () => {
+    // A worker relays a packet only to workers with a subscriber for its topic, and holds the
+    // SUBACK of a new filter until the primary has it: a publish after the SUBACK is never lost.
+    const cmd = await connectWithSession(fleet, svc, { clientId: 'ingest-cmd' });
+    const devices = await Promise.all(ids.slice(0, 4).map((id) => connectWithSession(fleet, dev(id))));
+    const workers = perWorker(await metricsText(fleet));
+    expect([...workers.values()].every((w) => w.connected >= 2)).toBe(true); // both sides of the relay in use
+    for (const [i, d] of devices.entries()) {
+      const id = ids[i] as string;
+      const got = new Promise<string>((r) => d.client.once('message', (topic) => r(topic)));
+      await d.client.subscribeAsync(`devices/${id}/commands/#`, { qos: 1 });
+      await cmd.client.publishAsync(`devices/${id}/commands/reboot`, 'now', { qos: 1 });
+      expect(await Promise.race([got, sleep(5_000).then(() => 'lost')])).toBe(`devices/${id}/commands/reboot`);
+      // ...and after UNSUBACK nothing more arrives.
+      await d.client.unsubscribeAsync(`devices/${id}/commands/#`);
+      const extra = new Promise<string>((r) => d.client.once('message', (topic) => r(topic)));
+      await cmd.client.publishAsync(`devices/${id}/commands/again`, 'x', { qos: 1 });
+      expect(await Promise.race([extra, sleep(500).then(() => 'none')])).toBe('none');
+    }
+    await Promise.all([...devices, cmd].map((c) => c.client.endAsync()));
+  });
+
   it('delivers a retained message to a later subscriber on either worker', async () => {
     const pub = await connectWithSession(fleet, dev('wk-ret'));
     await pub.client.publishAsync('devices/wk-ret/state', 'on', { qos: 1, retain: true });

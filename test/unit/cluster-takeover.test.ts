@@ -63,6 +63,7 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     expect(sent).toHaveLength(1);
     expect(sent[0]?.claims).toEqual(['d1', 'd2']);
     expect(sent[0]?.releases).toEqual(['d0']);
+    expect(sent[0]?.interest).toEqual(['+$SYS/+/new/clients']);
     expect(sent[0]?.packets.map((p) => p.topic)).toEqual(['devices/d1/telemetry']);
     expect(local).toEqual(['$SYS/w1/new/clients', '$SYS/w1/new/clients']);
     await tick();
@@ -83,12 +84,12 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
       vi.advanceTimersByTime(5);
       mq.emit(announce('d2')); // the same batch: the first claim's deadline holds
       vi.advanceTimersByTime(6);
-      expect(sent).toEqual([{ packets: [], claims: ['d1', 'd2'], releases: ['d0'] }]);
+      expect(sent).toEqual([{ packets: [], claims: ['d1', 'd2'], releases: ['d0'], interest: [] }]);
       relay.clientGone?.('d1');
       vi.advanceTimersByTime(900);
       expect(sent).toHaveLength(1);
       vi.advanceTimersByTime(200);
-      expect(sent[1]).toEqual({ packets: [], claims: [], releases: ['d1'] });
+      expect(sent[1]).toEqual({ packets: [], claims: [], releases: ['d1'], interest: [] });
     } finally {
       vi.useRealTimers();
     }

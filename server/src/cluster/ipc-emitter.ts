@@ -17,6 +17,10 @@
  * and sends a takeover order only to a worker that holds a claimed id, where it is emitted
  * locally as the same `$SYS/.../new/clients` announcement aedes acts on.
  *
+ * Only the workers with a subscriber for a packet's topic get it: each worker reports the topic
+ * filters it has subscribers for, and holds the SUBACK of a new one until the primary has it
+ * (interests.ts).
+ *
  * Retained messages: aedes stores a retained PUBLISH in the persistence of the worker that got it;
  * the receiving workers store relayed retained packets in theirs, so a later subscriber on any
  * worker gets it. Persistent sessions (clean session 0) stay in the worker that holds the
@@ -41,11 +45,15 @@ function relayable(p: Message): RelayedPacket {
   };
 }
 
-/** One IPC message from a worker: packets for the other workers, client ids claimed and released. */
+/**
+ * One IPC message from a worker: packets for the other workers, client ids claimed and released,
+ * and changes to the topic filters it has subscribers for ('+filter' / '-filter', in order).
+ */
 export interface RelayBatch {
   packets: RelayedPacket[];
   claims: string[];
   releases: string[];
+  interest: string[];
 }
 
 export interface IpcEmitterBackends extends BrokerBackends {
@@ -53,6 +61,8 @@ export interface IpcEmitterBackends extends BrokerBackends {
   deliver(packets: RelayedPacket[]): void;
   /** Client ids another worker has claimed since: close ours (the primary's takeover order). */
   takeOver(clientIds: string[]): void;
+  /** The primary applied the oldest batch with new filters not yet acknowledged. */
+  interestAcked(): void;
 }
 
 const NEW_CLIENT = /^\$SYS\/[^/]+\/new\/clients$/;
@@ -79,16 +89,26 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
   let idTimer: NodeJS.Timeout | null = null;
   let idDeadline = 0;
   let persistence: { storeRetained(p: unknown): Promise<void> } | null = null;
+  // Topic filters with local subscribers (subscriptions per filter), the changes not sent yet,
+  // the filters added in the batch being assembled with the callbacks (SUBACKs) waiting on them,
+  // and the sent batches with added filters the primary has not acknowledged yet, oldest first.
+  const filters = new Map<string, number>();
+  let interest: string[] = [];
+  let adds = new Map<string, (() => void)[]>();
+  const unacked: Map<string, (() => void)[]>[] = [];
 
   const flush = () => {
     scheduled = false;
-    if (queue.length === 0 && claims.length === 0 && releases.size === 0) return;
-    const batch: RelayBatch = { packets: queue, claims, releases: [...releases] };
+    if (queue.length === 0 && claims.length === 0 && releases.size === 0 && interest.length === 0) return;
+    const batch: RelayBatch = { packets: queue, claims, releases: [...releases], interest };
     const callbacks = waiting;
+    if (adds.size > 0) unacked.push(adds);
     queue = [];
     waiting = [];
     claims = [];
     releases = new Set();
+    interest = [];
+    adds = new Map();
     if (idTimer) clearTimeout(idTimer);
     idTimer = null;
     send(batch, () => {
@@ -121,11 +141,37 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
       return local.concurrent;
     },
     on(topic: string, listener: (m: Message, done: () => void) => void, cb?: () => void) {
-      local.on(topic, listener, cb);
+      local.on(topic, listener);
+      const count = filters.get(topic) ?? 0;
+      filters.set(topic, count + 1);
+      // The subscription is in place once the primary relays this filter here (interests.ts):
+      // a new filter, or one whose addition is still on its way, answers when acknowledged.
+      let wait = adds.get(topic);
+      if (count === 0) {
+        if (!wait) {
+          wait = [];
+          adds.set(topic, wait);
+        }
+        interest.push(`+${topic}`);
+        schedule();
+      }
+      for (let i = unacked.length - 1; !wait && i >= 0; i--) wait = unacked[i]?.get(topic);
+      if (cb) {
+        if (wait) wait.push(cb);
+        else setImmediate(cb);
+      }
       return mq;
     },
     removeListener(topic: string, listener: (m: Message, done: () => void) => void, cb?: () => void) {
       local.removeListener(topic, listener, cb);
+      const count = filters.get(topic) ?? 0;
+      if (count > 1) filters.set(topic, count - 1);
+      else if (count === 1) {
+        // Not urgent (an unwanted packet only costs a relay): leaves with the next batch.
+        filters.delete(topic);
+        interest.push(`-${topic}`);
+        flushIdsWithin(RELEASE_DELAY_MS);
+      }
     },
     emit(message: Message, cb?: (err?: Error) => void) {
       if (NEW_CLIENT.test(message.topic)) {
@@ -166,6 +212,9 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
         if (p.retain && p.topic.charCodeAt(0) !== 36 /* $ */) void persistence?.storeRetained(p).catch(() => undefined);
         local.emit(p as unknown as Message);
       }
+    },
+    interestAcked() {
+      for (const callbacks of unacked.shift()?.values() ?? []) for (const cb of callbacks) cb();
     },
     clientGone(clientId) {
       releases.add(clientId);

@@ -38,6 +38,8 @@ export type ToWorker =
   | WorkerInit
   | { fg: 'event'; ev: StoreEvent }
   | { fg: 'mq'; packets: RelayedPacket[] }
+  /** The oldest batch with new topic filters not yet acknowledged is applied (interests.ts). */
+  | { fg: 'interest-ack' }
   /** Close the connections with these client ids: another worker took them over. */
   | { fg: 'takeover'; ids: string[] }
   | { fg: 'rpc-res'; id: number; ok: true; value: unknown }
@@ -49,8 +51,11 @@ export type FromWorker =
   | { fg: 'hello' }
   | { fg: 'ready'; port: number; brokerId: string; routing: string }
   | { fg: 'failed'; message: string }
-  /** Packets for the other workers; client ids claimed and released (cluster/client-owners.ts). */
-  | { fg: 'mq'; packets: RelayedPacket[]; claims: string[]; releases: string[] }
+  /**
+   * Packets for the other workers; client ids claimed and released (client-owners.ts); topic
+   * filters added and removed (interests.ts).
+   */
+  | { fg: 'mq'; packets: RelayedPacket[]; claims: string[]; releases: string[]; interest: string[] }
   | { fg: 'rpc'; id: number; method: RpcMethod; args: unknown[] };
 
 export function isFleetgateMessage(m: unknown): m is { fg: string } {

@@ -6,8 +6,9 @@
  *  - store calls the broker makes (revoked serials, ticket keys, presence batches), run here:
  *    PGlite is single-process, and on PostgreSQL one LISTEN connection serves every worker;
  *  - store events (revocations) pushed to every worker as they commit;
- *  - without Redis, message routing: batches of packets from one worker copied to the others,
- *    and which worker holds which client id, for takeovers between workers (client-owners.ts);
+ *  - without Redis, message routing: batches of packets from one worker copied to the workers
+ *    with subscribers for them (interests.ts), and which worker holds which client id, for
+ *    takeovers between workers (client-owners.ts);
  *  - metrics: prom-client's AggregatorRegistry collects the workers' series (metrics.ts).
  * Ticket keys come from the store, so every worker installs the same key and a ticket from one
  * resumes on any other. A worker that dies is started again (backoff when it keeps dying).
@@ -20,7 +21,15 @@ import { FleetgateError } from '../errors.js';
 import { freePort } from '../free-port.js';
 import type { Store } from '../store/types.js';
 import { ClientOwners } from './client-owners.js';
-import { type FromWorker, isFleetgateMessage, type RpcMethod, type ToWorker, type WorkerInit } from './ipc.js';
+import { WorkerInterests } from './interests.js';
+import {
+  type FromWorker,
+  isFleetgateMessage,
+  type RelayedPacket,
+  type RpcMethod,
+  type ToWorker,
+  type WorkerInit,
+} from './ipc.js';
 
 export interface BrokerWorkersDeps {
   count: number;
@@ -83,12 +92,21 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
   let stopping = false;
   let routing = '';
   const owners = new ClientOwners<Worker>();
+  const interests = new WorkerInterests<Worker>();
 
   const sendTo = (w: Worker, msg: ToWorker) => {
     if (w.isConnected()) w.send(msg, undefined, () => undefined);
   };
   const broadcast = (msg: ToWorker, except?: Worker) => {
     for (const w of slots.values()) if (w !== except) sendTo(w, msg);
+  };
+  /** Packets from worker `from` to each other worker with a subscriber; retained ones to all (to store). */
+  const route = (packets: RelayedPacket[], from: Worker) => {
+    for (const w of slots.values()) {
+      if (w === from) continue;
+      const wanted = packets.filter((p) => p.retain || interests.wants(w, p.topic));
+      if (wanted.length > 0) sendTo(w, { fg: 'mq', packets: wanted });
+    }
   };
 
   const rpc: Record<RpcMethod, (...args: never[]) => Promise<unknown>> = {
@@ -147,7 +165,8 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
             );
             break;
           case 'mq':
-            if (msg.packets.length > 0) broadcast({ fg: 'mq', packets: msg.packets }, w);
+            if (interests.apply(w, msg.interest)) sendTo(w, { fg: 'interest-ack' });
+            if (msg.packets.length > 0) route(msg.packets, w);
             for (const [holder, ids] of owners.apply(w, msg.claims, msg.releases)) {
               sendTo(holder, { fg: 'takeover', ids });
             }
@@ -173,6 +192,7 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
           );
         if (slots.get(slot) === w) slots.delete(slot);
         owners.forget(w);
+        interests.forget(w);
         if (stopping || !isReady) return;
         const healthy = Date.now() - bornAt > HEALTHY_AFTER_MS;
         const next = healthy ? 0 : restarts + 1;

@@ -44,6 +44,7 @@ export async function runWorker(): Promise<void> {
       if (msg.fg === 'init') resolve(msg);
       else if (msg.fg === 'mq') relay?.deliver(msg.packets);
       else if (msg.fg === 'takeover') relay?.takeOver(msg.ids);
+      else if (msg.fg === 'interest-ack') relay?.interestAcked();
       else if (msg.fg === 'shutdown') void stop(0);
       else store.handle(msg);
     });
