@@ -2,6 +2,7 @@ import type { Message } from 'mqemitter';
 import { describe, expect, it, vi } from 'vitest';
 import { ClientOwners } from '../../server/src/cluster/client-owners.js';
 import { ipcEmitterBackends, type RelayBatch, TAKEOVER_BROKER_ID } from '../../server/src/cluster/ipc-emitter.js';
+import { decodePackets } from '../../server/src/cluster/relay-codec.js';
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
 
@@ -64,7 +65,7 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     expect(sent[0]?.claims).toEqual(['d1', 'd2']);
     expect(sent[0]?.releases).toEqual(['d0']);
     expect(sent[0]?.interest).toEqual(['+$SYS/+/new/clients']);
-    expect(sent[0]?.packets.map((p) => p.topic)).toEqual(['devices/d1/telemetry']);
+    expect(decodePackets(sent[0]?.packets as Buffer).map((p) => p.topic)).toEqual(['devices/d1/telemetry']);
     expect(local).toEqual(['$SYS/w1/new/clients', '$SYS/w1/new/clients']);
     await tick();
     expect(sent).toHaveLength(1); // nothing new, nothing sent
@@ -84,12 +85,12 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
       vi.advanceTimersByTime(5);
       mq.emit(announce('d2')); // the same batch: the first claim's deadline holds
       vi.advanceTimersByTime(6);
-      expect(sent).toEqual([{ packets: [], claims: ['d1', 'd2'], releases: ['d0'], interest: [] }]);
+      expect(sent).toEqual([{ packets: Buffer.alloc(0), claims: ['d1', 'd2'], releases: ['d0'], interest: [] }]);
       relay.clientGone?.('d1');
       vi.advanceTimersByTime(900);
       expect(sent).toHaveLength(1);
       vi.advanceTimersByTime(200);
-      expect(sent[1]).toEqual({ packets: [], claims: [], releases: ['d1'], interest: [] });
+      expect(sent[1]).toEqual({ packets: Buffer.alloc(0), claims: [], releases: ['d1'], interest: [] });
     } finally {
       vi.useRealTimers();
     }

@@ -4,7 +4,7 @@
  *
  * Each worker keeps aedes' ordinary in-process mqemitter for its own subscribers. Every packet
  * aedes emits is also queued for the other workers: packets are batched per event-loop turn into
- * one IPC message, the primary copies the batch to every other worker (primary.ts), and there it
+ * one IPC message (one Buffer, relay-codec.ts), the primary copies the batch to every other worker (primary.ts), and there it
  * is emitted into the local emitter only (never sent back out). The emit callback waits until the
  * batch has been written to the IPC channel, so a publish flood meets backpressure instead of
  * growing an unbounded queue.
@@ -28,7 +28,7 @@
  */
 import mqemitter, { type Message, type MQEmitter } from 'mqemitter';
 import type { BrokerBackends } from '../mqtt/backends.js';
-import type { RelayedPacket } from './ipc.js';
+import { decodePackets, encodePackets, type RelayedPacket } from './relay-codec.js';
 
 /** The fields of an aedes packet that travel (aedes-packet + what mqemitter matches on). */
 function relayable(p: Message): RelayedPacket {
@@ -50,15 +50,16 @@ function relayable(p: Message): RelayedPacket {
  * and changes to the topic filters it has subscribers for ('+filter' / '-filter', in order).
  */
 export interface RelayBatch {
-  packets: RelayedPacket[];
+  /** Encoded by relay-codec.ts; empty when the batch carries no packet. */
+  packets: Buffer;
   claims: string[];
   releases: string[];
   interest: string[];
 }
 
 export interface IpcEmitterBackends extends BrokerBackends {
-  /** Packets relayed from the other workers. */
-  deliver(packets: RelayedPacket[]): void;
+  /** Packets relayed from the other workers (a batch encoded by relay-codec.ts). */
+  deliver(batch: Buffer): void;
   /** Client ids another worker has claimed since: close ours (the primary's takeover order). */
   takeOver(clientIds: string[]): void;
   /** The primary applied the oldest batch with new filters not yet acknowledged. */
@@ -75,6 +76,7 @@ export const TAKEOVER_BROKER_ID = 'fleetgate-cluster-takeover';
  * connect. A takeover between workers thus closes the old connection within ~CLAIM_DELAY_MS.
  */
 const CLAIM_DELAY_MS = 10;
+const NO_PACKETS = Buffer.alloc(0);
 const RELEASE_DELAY_MS = 1_000;
 
 /** `send(batch, written)`: one IPC message; `written` is called once it left this process. */
@@ -100,7 +102,8 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
   const flush = () => {
     scheduled = false;
     if (queue.length === 0 && claims.length === 0 && releases.size === 0 && interest.length === 0) return;
-    const batch: RelayBatch = { packets: queue, claims, releases: [...releases], interest };
+    const packets = queue.length > 0 ? encodePackets(queue) : NO_PACKETS;
+    const batch: RelayBatch = { packets, claims, releases: [...releases], interest };
     const callbacks = waiting;
     if (adds.size > 0) unacked.push(adds);
     queue = [];
@@ -207,8 +210,8 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
     attach(broker) {
       persistence = broker.persistence as typeof persistence;
     },
-    deliver(packets) {
-      for (const p of packets) {
+    deliver(batch) {
+      for (const p of decodePackets(batch)) {
         if (p.retain && p.topic.charCodeAt(0) !== 36 /* $ */) void persistence?.storeRetained(p).catch(() => undefined);
         local.emit(p as unknown as Message);
       }

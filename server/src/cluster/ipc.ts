@@ -6,18 +6,6 @@
 import type { LogLevel, MqttConfig } from '../config.js';
 import type { StoreEvent } from '../store/types.js';
 
-export interface RelayedPacket {
-  cmd: string;
-  brokerId: string;
-  brokerCounter: number;
-  topic: string;
-  payload: Buffer | Uint8Array;
-  qos: number;
-  retain: boolean;
-  dup: boolean;
-  messageId?: number;
-}
-
 export interface WorkerInit {
   fg: 'init';
   /** 1-based worker slot (kept by a restarted worker). */
@@ -37,7 +25,8 @@ export type RpcMethod = 'listRevoked' | 'listTicketKeys' | 'insertTicketKey' | '
 export type ToWorker =
   | WorkerInit
   | { fg: 'event'; ev: StoreEvent }
-  | { fg: 'mq'; packets: RelayedPacket[] }
+  /** Packets relayed from another worker, encoded by relay-codec.ts. */
+  | { fg: 'mq'; packets: Buffer }
   /** The oldest batch with new topic filters not yet acknowledged is applied (interests.ts). */
   | { fg: 'interest-ack' }
   /** Close the connections with these client ids: another worker took them over. */
@@ -52,10 +41,10 @@ export type FromWorker =
   | { fg: 'ready'; port: number; brokerId: string; routing: string }
   | { fg: 'failed'; message: string }
   /**
-   * Packets for the other workers; client ids claimed and released (client-owners.ts); topic
+   * Packets for the other workers (relay-codec.ts); client ids claimed and released (client-owners.ts); topic
    * filters added and removed (interests.ts).
    */
-  | { fg: 'mq'; packets: RelayedPacket[]; claims: string[]; releases: string[]; interest: string[] }
+  | { fg: 'mq'; packets: Buffer; claims: string[]; releases: string[]; interest: string[] }
   | { fg: 'rpc'; id: number; method: RpcMethod; args: unknown[] };
 
 export function isFleetgateMessage(m: unknown): m is { fg: string } {

@@ -22,14 +22,8 @@ import { freePort } from '../free-port.js';
 import type { Store } from '../store/types.js';
 import { ClientOwners } from './client-owners.js';
 import { WorkerInterests } from './interests.js';
-import {
-  type FromWorker,
-  isFleetgateMessage,
-  type RelayedPacket,
-  type RpcMethod,
-  type ToWorker,
-  type WorkerInit,
-} from './ipc.js';
+import { type FromWorker, isFleetgateMessage, type RpcMethod, type ToWorker, type WorkerInit } from './ipc.js';
+import { type RelayRecord, relayRecords, selectRecords } from './relay-codec.js';
 
 export interface BrokerWorkersDeps {
   count: number;
@@ -101,11 +95,19 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
     for (const w of slots.values()) if (w !== except) sendTo(w, msg);
   };
   /** Packets from worker `from` to each other worker with a subscriber; retained ones to all (to store). */
-  const route = (packets: RelayedPacket[], from: Worker) => {
+  const route = (batch: Buffer, from: Worker) => {
+    let records: RelayRecord[];
+    try {
+      records = relayRecords(batch);
+    } catch (e) {
+      log.error({ err: e }, 'dropped a malformed relay batch from a broker worker');
+      return;
+    }
     for (const w of slots.values()) {
       if (w === from) continue;
-      const wanted = packets.filter((p) => p.retain || interests.wants(w, p.topic));
-      if (wanted.length > 0) sendTo(w, { fg: 'mq', packets: wanted });
+      const wanted = records.filter((r) => r.retain || interests.wants(w, r.topic));
+      if (wanted.length === records.length) sendTo(w, { fg: 'mq', packets: batch });
+      else if (wanted.length > 0) sendTo(w, { fg: 'mq', packets: selectRecords(batch, wanted) });
     }
   };
 

@@ -8,6 +8,7 @@
  * one), or when the IPC channel goes away (the primary died). SIGINT is left to the primary:
  * Ctrl+C reaches the whole process group and the primary orders the shutdown.
  */
+import type { Logger } from 'pino';
 import { createLogger } from '../log.js';
 import { createWorkerMetrics } from '../metrics.js';
 import { type BrokerBackends, newBrokerId, type RunningBroker, redisBackends, startBroker } from '../mqtt/index.js';
@@ -37,12 +38,22 @@ export async function runWorker(): Promise<void> {
     return stopping;
   };
 
+  let log: Logger | null = null;
+  const deliver = (batch: Buffer) => {
+    try {
+      relay?.deliver(batch);
+    } catch (e) {
+      // The primary checked the batch (relayRecords) before forwarding it: a bug, not input.
+      log?.error({ err: e }, 'dropped a malformed relay batch from the primary');
+    }
+  };
+
   const init = await new Promise<WorkerInit>((resolve) => {
     process.on('message', (m: unknown) => {
       if (!isFleetgateMessage(m)) return; // prom-client's metrics requests have their own listener
       const msg = m as ToWorker;
       if (msg.fg === 'init') resolve(msg);
-      else if (msg.fg === 'mq') relay?.deliver(msg.packets);
+      else if (msg.fg === 'mq') deliver(msg.packets);
       else if (msg.fg === 'takeover') relay?.takeOver(msg.ids);
       else if (msg.fg === 'interest-ack') relay?.interestAcked();
       else if (msg.fg === 'shutdown') void stop(0);
@@ -54,7 +65,7 @@ export async function runWorker(): Promise<void> {
   process.on('SIGTERM', () => void stop(0));
   process.on('disconnect', () => void stop(0));
 
-  const log = createLogger(init.logLevel).child({ part: 'mqtt', worker: init.slot });
+  log = createLogger(init.logLevel).child({ part: 'mqtt', worker: init.slot });
   const metrics = createWorkerMetrics(init.slot);
   try {
     let backends: BrokerBackends;
