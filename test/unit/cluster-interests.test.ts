@@ -32,9 +32,8 @@ describe('WorkerInterests (the primary: which worker has subscribers for which t
 describe('the IPC emitter (a worker): topic filters and SUBACK timing', () => {
   function worker() {
     const sent: RelayBatch[] = [];
-    const relay = ipcEmitterBackends((batch, written) => {
+    const relay = ipcEmitterBackends((batch) => {
       sent.push(batch);
-      written();
     });
     return { sent, relay, mq: relay.mq as NonNullable<typeof relay.mq> };
   }

@@ -45,9 +45,8 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
 
   it('sends client ids as claims and releases, never the announcement itself', async () => {
     const sent: RelayBatch[] = [];
-    const relay = ipcEmitterBackends((batch, written) => {
+    const relay = ipcEmitterBackends((batch) => {
       sent.push(batch);
-      written();
     });
     const mq = relay.mq as NonNullable<typeof relay.mq>;
     const local: string[] = [];
@@ -75,9 +74,8 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     vi.useFakeTimers();
     try {
       const sent: RelayBatch[] = [];
-      const relay = ipcEmitterBackends((batch, written) => {
+      const relay = ipcEmitterBackends((batch) => {
         sent.push(batch);
-        written();
       });
       const mq = relay.mq as NonNullable<typeof relay.mq>;
       relay.clientGone?.('d0');
@@ -96,8 +94,34 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     }
   });
 
+  it('completes a publish only when the primary reports its batch relayed, oldest batch first', async () => {
+    const sent: RelayBatch[] = [];
+    const relay = ipcEmitterBackends((batch) => {
+      sent.push(batch);
+    });
+    const mq = relay.mq as NonNullable<typeof relay.mq>;
+    const done: string[] = [];
+    const publish = (topic: string) =>
+      mq.emit({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 0 } as unknown as Message, () =>
+        done.push(topic),
+      );
+    publish('devices/d1/a');
+    publish('devices/d1/b');
+    await tick();
+    publish('devices/d1/c');
+    await tick();
+    expect(sent).toHaveLength(2);
+    expect(done).toEqual([]); // delivered locally, but not yet written towards the other workers
+    relay.relayed();
+    expect(done).toEqual(['devices/d1/a', 'devices/d1/b']);
+    relay.relayed();
+    expect(done).toEqual(['devices/d1/a', 'devices/d1/b', 'devices/d1/c']);
+    relay.relayed(); // nothing pending: no effect
+    expect(done).toHaveLength(3);
+  });
+
   it('turns a takeover order into the announcement aedes closes its client on', async () => {
-    const relay = ipcEmitterBackends((_batch, written) => written());
+    const relay = ipcEmitterBackends(() => undefined);
     const mq = relay.mq as NonNullable<typeof relay.mq>;
     const got: [string, string][] = [];
     mq.on('$SYS/+/new/clients', (m, done) => {

@@ -4,22 +4,21 @@
  *
  * Each worker keeps aedes' ordinary in-process mqemitter for its own subscribers. Every packet
  * aedes emits is also queued for the other workers: packets are batched per event-loop turn into
- * one IPC message (one Buffer, relay-codec.ts), the primary copies the batch to every other worker (primary.ts), and there it
- * is emitted into the local emitter only (never sent back out). The emit callback waits until the
- * batch has been written to the IPC channel, so a publish flood meets backpressure instead of
- * growing an unbounded queue.
+ * one IPC message (one Buffer, relay-codec.ts), the primary forwards each packet to the workers
+ * with a subscriber for its topic (primary.ts, interests.ts), and there it is emitted into the
+ * local emitter only (never sent back out). The emit callback waits until the primary reports
+ * the batch relayed, that is written to every receiving worker's channel: a publish flood meets
+ * backpressure at its slowest hop (a busy receiving worker included) instead of growing an
+ * unbounded queue in the primary. Each worker reports the topic filters it has subscribers for, and holds the
+ * SUBACK of a new one until the primary has it.
  *
  * Takeover between workers (MQTT-3.1.4-2): aedes announces each client it registers on
  * `$SYS/<broker>/new/clients`, and every other aedes closes its own client with that id. Copying
  * that announcement to every worker cost each connect an IPC round through the primary and a
- * wake-up of every other worker. Instead, the id rides in the batch as a claim (and, once the
- * worker holds it no more, a release), within CLAIM_DELAY_MS; the primary keeps who holds which id (client-owners.ts)
- * and sends a takeover order only to a worker that holds a claimed id, where it is emitted
- * locally as the same `$SYS/.../new/clients` announcement aedes acts on.
- *
- * Only the workers with a subscriber for a packet's topic get it: each worker reports the topic
- * filters it has subscribers for, and holds the SUBACK of a new one until the primary has it
- * (interests.ts).
+ * wake-up of every other worker. Instead, the id rides in a batch as a claim (and, once the
+ * worker holds it no more, a release) within CLAIM_DELAY_MS; the primary keeps who holds which
+ * id (client-owners.ts) and sends a takeover order only to a worker that holds a claimed id,
+ * where it is emitted locally as the same `$SYS/.../new/clients` announcement aedes acts on.
  *
  * Retained messages: aedes stores a retained PUBLISH in the persistence of the worker that got it;
  * the receiving workers store relayed retained packets in theirs, so a later subscriber on any
@@ -64,6 +63,8 @@ export interface IpcEmitterBackends extends BrokerBackends {
   takeOver(clientIds: string[]): void;
   /** The primary applied the oldest batch with new filters not yet acknowledged. */
   interestAcked(): void;
+  /** The primary wrote the oldest batch with packets not yet reported to every worker it goes to. */
+  relayed(): void;
 }
 
 const NEW_CLIENT = /^\$SYS\/[^/]+\/new\/clients$/;
@@ -79,8 +80,8 @@ const CLAIM_DELAY_MS = 10;
 const NO_PACKETS = Buffer.alloc(0);
 const RELEASE_DELAY_MS = 1_000;
 
-/** `send(batch, written)`: one IPC message; `written` is called once it left this process. */
-export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void) => void): IpcEmitterBackends {
+/** `send(batch)`: one IPC message to the primary. */
+export function ipcEmitterBackends(send: (batch: RelayBatch) => void): IpcEmitterBackends {
   // concurrency 0: no queue that could drain synchronously into a stack overflow (broker.ts).
   const local: MQEmitter = mqemitter({ concurrency: 0, matchEmptyLevels: true });
   let queue: RelayedPacket[] = [];
@@ -98,6 +99,8 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
   let interest: string[] = [];
   let adds = new Map<string, (() => void)[]>();
   const unacked: Map<string, (() => void)[]>[] = [];
+  /** Emit callbacks of the sent batches with packets, oldest first, until the primary relayed each. */
+  const unrelayed: (() => void)[][] = [];
 
   const flush = () => {
     scheduled = false;
@@ -114,9 +117,8 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
     adds = new Map();
     if (idTimer) clearTimeout(idTimer);
     idTimer = null;
-    send(batch, () => {
-      for (const cb of callbacks) cb();
-    });
+    if (callbacks.length > 0) unrelayed.push(callbacks);
+    send(batch);
   };
   const schedule = () => {
     if (!scheduled) {
@@ -215,6 +217,9 @@ export function ipcEmitterBackends(send: (batch: RelayBatch, written: () => void
         if (p.retain && p.topic.charCodeAt(0) !== 36 /* $ */) void persistence?.storeRetained(p).catch(() => undefined);
         local.emit(p as unknown as Message);
       }
+    },
+    relayed() {
+      for (const cb of unrelayed.shift() ?? []) cb();
     },
     interestAcked() {
       for (const callbacks of unacked.shift()?.values() ?? []) for (const cb of callbacks) cb();

@@ -27,6 +27,8 @@ export type ToWorker =
   | { fg: 'event'; ev: StoreEvent }
   /** Packets relayed from another worker, encoded by relay-codec.ts. */
   | { fg: 'mq'; packets: Buffer }
+  /** The oldest batch with packets not yet reported is written to every worker it goes to. */
+  | { fg: 'relayed' }
   /** The oldest batch with new topic filters not yet acknowledged is applied (interests.ts). */
   | { fg: 'interest-ack' }
   /** Close the connections with these client ids: another worker took them over. */
@@ -41,8 +43,8 @@ export type FromWorker =
   | { fg: 'ready'; port: number; brokerId: string; routing: string }
   | { fg: 'failed'; message: string }
   /**
-   * Packets for the other workers (relay-codec.ts); client ids claimed and released (client-owners.ts); topic
-   * filters added and removed (interests.ts).
+   * Packets for the other workers (relay-codec.ts), client ids claimed and released
+   * (client-owners.ts), topic filters added and removed (interests.ts).
    */
   | { fg: 'mq'; packets: Buffer; claims: string[]; releases: string[]; interest: string[] }
   | { fg: 'rpc'; id: number; method: RpcMethod; args: unknown[] };

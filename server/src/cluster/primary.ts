@@ -88,27 +88,43 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
   const owners = new ClientOwners<Worker>();
   const interests = new WorkerInterests<Worker>();
 
-  const sendTo = (w: Worker, msg: ToWorker) => {
-    if (w.isConnected()) w.send(msg, undefined, () => undefined);
+  /** `written` (if given) once the message is in the worker's channel, or could not be sent. */
+  const sendTo = (w: Worker, msg: ToWorker, written?: () => void) => {
+    if (w.isConnected()) w.send(msg, undefined, () => written?.());
+    else written?.();
   };
   const broadcast = (msg: ToWorker, except?: Worker) => {
     for (const w of slots.values()) if (w !== except) sendTo(w, msg);
   };
-  /** Packets from worker `from` to each other worker with a subscriber; retained ones to all (to store). */
+  /**
+   * Packets from worker `from` to each other worker with a subscriber; retained ones to all (to
+   * store). `from` hears 'relayed' once every copy is written to its worker's channel: its
+   * publishes complete only then, so a receiving worker that reads slowly holds the publishers
+   * back (TCP backpressure on their sockets) instead of filling this process's send queues.
+   */
   const route = (batch: Buffer, from: Worker) => {
-    let records: RelayRecord[];
+    let pending = 1;
+    const written = () => {
+      if (--pending === 0) sendTo(from, { fg: 'relayed' });
+    };
+    let records: RelayRecord[] = [];
     try {
       records = relayRecords(batch);
     } catch (e) {
       log.error({ err: e }, 'dropped a malformed relay batch from a broker worker');
-      return;
     }
     for (const w of slots.values()) {
-      if (w === from) continue;
+      if (w === from || records.length === 0) continue;
       const wanted = records.filter((r) => r.retain || interests.wants(w, r.topic));
-      if (wanted.length === records.length) sendTo(w, { fg: 'mq', packets: batch });
-      else if (wanted.length > 0) sendTo(w, { fg: 'mq', packets: selectRecords(batch, wanted) });
+      if (wanted.length === 0) continue;
+      pending++;
+      sendTo(
+        w,
+        { fg: 'mq', packets: wanted.length === records.length ? batch : selectRecords(batch, wanted) },
+        written,
+      );
     }
+    written();
   };
 
   const rpc: Record<RpcMethod, (...args: never[]) => Promise<unknown>> = {

@@ -10,6 +10,8 @@
  *   u32 record length (these 4 bytes included) | u8 flags: qos (bits 0-1), retain (2), dup (3),
  *   message id present (4) | u16 message id | f64 brokerCounter | u8 length + cmd (latin1) |
  *   u8 length + brokerId (utf8) | u16 length + topic (utf8) | payload (the rest of the record)
+ * Every aedes packet fits: an MQTT topic is at most 65,535 bytes (MQTT 3.1.1 section 1.5.3) and
+ * broker ids are fleetgate's own.
  */
 /** The fields of an aedes packet that travel (aedes-packet + what mqemitter matches on). */
 export interface RelayedPacket {

@@ -56,6 +56,7 @@ export async function runWorker(): Promise<void> {
       else if (msg.fg === 'mq') deliver(msg.packets);
       else if (msg.fg === 'takeover') relay?.takeOver(msg.ids);
       else if (msg.fg === 'interest-ack') relay?.interestAcked();
+      else if (msg.fg === 'relayed') relay?.relayed();
       else if (msg.fg === 'shutdown') void stop(0);
       else store.handle(msg);
     });
@@ -71,7 +72,7 @@ export async function runWorker(): Promise<void> {
     let backends: BrokerBackends;
     if (init.redisUrl) backends = await redisBackends(init.redisUrl, init.redisKeyPrefix, log);
     else {
-      relay = ipcEmitterBackends((batch, written) => send({ fg: 'mq', ...batch }, () => written()));
+      relay = ipcEmitterBackends((batch) => send({ fg: 'mq', ...batch }));
       backends = relay;
     }
     broker = await startBroker({
