@@ -94,30 +94,38 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     }
   });
 
-  it('completes a publish only when the primary reports its batch relayed, oldest batch first', async () => {
+  it('holds publishes back once 1 MiB is on its way, until the primary reports it relayed', async () => {
     const sent: RelayBatch[] = [];
     const relay = ipcEmitterBackends((batch) => {
       sent.push(batch);
     });
     const mq = relay.mq as NonNullable<typeof relay.mq>;
     const done: string[] = [];
-    const publish = (topic: string) =>
-      mq.emit({ cmd: 'publish', topic, payload: Buffer.from('x'), qos: 0 } as unknown as Message, () =>
+    const publish = (topic: string, size: number) =>
+      mq.emit({ cmd: 'publish', topic, payload: Buffer.alloc(size), qos: 0 } as unknown as Message, () =>
         done.push(topic),
       );
-    publish('devices/d1/a');
-    publish('devices/d1/b');
+    publish('devices/d1/small', 10);
     await tick();
-    publish('devices/d1/c');
+    expect(done).toEqual(['devices/d1/small']); // under the window: completes as its batch leaves
+    publish('devices/d1/big', 1024 * 1024);
     await tick();
-    expect(sent).toHaveLength(2);
-    expect(done).toEqual([]); // delivered locally, but not yet written towards the other workers
+    expect(done).toEqual(['devices/d1/small', 'devices/d1/big']); // still under it when sent
+    publish('devices/d1/held', 10);
+    await tick();
+    expect(sent).toHaveLength(3);
+    expect(done).toHaveLength(2); // over the window now: waits for its own batch's report
+    relay.relayed(); // the small batch
+    relay.relayed(); // the big one: the window is free again, but 'held' waits for its batch
+    expect(done).toHaveLength(2);
     relay.relayed();
-    expect(done).toEqual(['devices/d1/a', 'devices/d1/b']);
+    expect(done).toEqual(['devices/d1/small', 'devices/d1/big', 'devices/d1/held']);
+    publish('devices/d1/after', 10);
+    await tick();
+    expect(done).toHaveLength(4);
     relay.relayed();
-    expect(done).toEqual(['devices/d1/a', 'devices/d1/b', 'devices/d1/c']);
     relay.relayed(); // nothing pending: no effect
-    expect(done).toHaveLength(3);
+    expect(done).toHaveLength(4);
   });
 
   it('turns a takeover order into the announcement aedes closes its client on', async () => {

@@ -6,11 +6,12 @@
  * aedes emits is also queued for the other workers: packets are batched per event-loop turn into
  * one IPC message (one Buffer, relay-codec.ts), the primary forwards each packet to the workers
  * with a subscriber for its topic (primary.ts, interests.ts), and there it is emitted into the
- * local emitter only (never sent back out). The emit callback waits until the primary reports
- * the batch relayed, that is written to every receiving worker's channel: a publish flood meets
- * backpressure at its slowest hop (a busy receiving worker included) instead of growing an
- * unbounded queue in the primary. Each worker reports the topic filters it has subscribers for, and holds the
- * SUBACK of a new one until the primary has it.
+ * local emitter only (never sent back out). Once more than RELAY_WINDOW_BYTES are on their way,
+ * the emit callback waits until the primary reports the batch relayed, that is written to every
+ * receiving worker's channel: a publish flood meets backpressure at its slowest hop (a busy
+ * receiving worker included) instead of growing an unbounded queue in the primary. Each worker
+ * reports the topic filters it has subscribers for, and holds the SUBACK of a new one until the
+ * primary has it.
  *
  * Takeover between workers (MQTT-3.1.4-2): aedes announces each client it registers on
  * `$SYS/<broker>/new/clients`, and every other aedes closes its own client with that id. Copying
@@ -79,6 +80,13 @@ export const TAKEOVER_BROKER_ID = 'fleetgate-cluster-takeover';
 const CLAIM_DELAY_MS = 10;
 const NO_PACKETS = Buffer.alloc(0);
 const RELEASE_DELAY_MS = 1_000;
+/**
+ * Packet bytes this worker may have sent that the primary has not yet written to every receiving
+ * worker. Under it a publish completes when its batch leaves; past it, only when the primary
+ * reports the batch relayed, so a slow receiving worker holds the publishers back and the
+ * primary's send queues stay within about this much per worker.
+ */
+const RELAY_WINDOW_BYTES = 1024 * 1024;
 
 /** `send(batch)`: one IPC message to the primary. */
 export function ipcEmitterBackends(send: (batch: RelayBatch) => void): IpcEmitterBackends {
@@ -99,8 +107,10 @@ export function ipcEmitterBackends(send: (batch: RelayBatch) => void): IpcEmitte
   let interest: string[] = [];
   let adds = new Map<string, (() => void)[]>();
   const unacked: Map<string, (() => void)[]>[] = [];
-  /** Emit callbacks of the sent batches with packets, oldest first, until the primary relayed each. */
-  const unrelayed: (() => void)[][] = [];
+  // The sent batches with packets the primary has not reported relayed, oldest first: their size,
+  // and the emit callbacks held until then (none while the bytes in flight were under the window).
+  const unrelayed: { bytes: number; held: (() => void)[] }[] = [];
+  let inFlight = 0;
 
   const flush = () => {
     scheduled = false;
@@ -117,7 +127,12 @@ export function ipcEmitterBackends(send: (batch: RelayBatch) => void): IpcEmitte
     adds = new Map();
     if (idTimer) clearTimeout(idTimer);
     idTimer = null;
-    if (callbacks.length > 0) unrelayed.push(callbacks);
+    if (callbacks.length > 0) {
+      const held = inFlight < RELAY_WINDOW_BYTES ? [] : callbacks;
+      unrelayed.push({ bytes: packets.length, held });
+      inFlight += packets.length;
+      if (held.length === 0) for (const cb of callbacks) cb();
+    }
     send(batch);
   };
   const schedule = () => {
@@ -219,7 +234,10 @@ export function ipcEmitterBackends(send: (batch: RelayBatch) => void): IpcEmitte
       }
     },
     relayed() {
-      for (const cb of unrelayed.shift() ?? []) cb();
+      const batch = unrelayed.shift();
+      if (!batch) return;
+      inFlight -= batch.bytes;
+      for (const cb of batch.held) cb();
     },
     interestAcked() {
       for (const callbacks of unacked.shift()?.values() ?? []) for (const cb of callbacks) cb();
