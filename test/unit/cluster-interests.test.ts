@@ -1,9 +1,8 @@
 import type { Message } from 'mqemitter';
 import { describe, expect, it } from 'vitest';
 import { WorkerInterests } from '../../server/src/cluster/interests.js';
-import { ipcEmitterBackends, type RelayBatch } from '../../server/src/cluster/ipc-emitter.js';
+import { relayWorker, tick } from '../helpers/relay.js';
 
-const tick = () => new Promise<void>((r) => setImmediate(r));
 const noop = (_m: Message, done: () => void) => done();
 
 describe('WorkerInterests (the primary: which worker has subscribers for which topics)', () => {
@@ -30,16 +29,8 @@ describe('WorkerInterests (the primary: which worker has subscribers for which t
 });
 
 describe('the IPC emitter (a worker): topic filters and SUBACK timing', () => {
-  function worker() {
-    const sent: RelayBatch[] = [];
-    const relay = ipcEmitterBackends((batch) => {
-      sent.push(batch);
-    });
-    return { sent, relay, mq: relay.mq as NonNullable<typeof relay.mq> };
-  }
-
   it('answers a subscription to a new filter only once the primary has acknowledged it', async () => {
-    const { sent, relay, mq } = worker();
+    const { sent, relay, mq } = relayWorker();
     const ready: string[] = [];
     mq.on('devices/+/telemetry', noop, () => ready.push('s1'));
     mq.on('devices/+/telemetry', noop, () => ready.push('s2')); // same filter, same batch
@@ -57,7 +48,7 @@ describe('the IPC emitter (a worker): topic filters and SUBACK timing', () => {
   });
 
   it('reports a filter removed with its last subscriber, and a filter added again in order', async () => {
-    const { sent, relay, mq } = worker();
+    const { sent, relay, mq } = relayWorker();
     mq.on('a/#', noop);
     mq.on('a/#', noop);
     await tick();
@@ -77,7 +68,7 @@ describe('the IPC emitter (a worker): topic filters and SUBACK timing', () => {
   });
 
   it('acknowledges batches oldest first', async () => {
-    const { relay, mq } = worker();
+    const { relay, mq } = relayWorker();
     const ready: string[] = [];
     mq.on('x', noop, () => ready.push('x'));
     await tick();

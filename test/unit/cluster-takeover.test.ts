@@ -1,10 +1,9 @@
 import type { Message } from 'mqemitter';
 import { describe, expect, it, vi } from 'vitest';
 import { ClientOwners } from '../../server/src/cluster/client-owners.js';
-import { ipcEmitterBackends, type RelayBatch, TAKEOVER_BROKER_ID } from '../../server/src/cluster/ipc-emitter.js';
+import { TAKEOVER_BROKER_ID } from '../../server/src/cluster/ipc-emitter.js';
 import { decodePackets } from '../../server/src/cluster/relay-codec.js';
-
-const tick = () => new Promise<void>((r) => setImmediate(r));
+import { relayWorker, tick } from '../helpers/relay.js';
 
 describe('ClientOwners (the primary: which worker holds which client id)', () => {
   it('orders a takeover only from the worker that holds a claimed id', () => {
@@ -44,11 +43,7 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     ({ cmd: 'publish', topic: `$SYS/${broker}/new/clients`, payload: Buffer.from(id), qos: 0 }) as unknown as Message;
 
   it('sends client ids as claims and releases, never the announcement itself', async () => {
-    const sent: RelayBatch[] = [];
-    const relay = ipcEmitterBackends((batch) => {
-      sent.push(batch);
-    });
-    const mq = relay.mq as NonNullable<typeof relay.mq>;
+    const { sent, relay, mq } = relayWorker();
     const local: string[] = [];
     mq.on('$SYS/+/new/clients', (m, done) => {
       local.push(m.topic);
@@ -73,11 +68,7 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
   it('sends claims within 10 ms and releases within a second when no packet carries them', () => {
     vi.useFakeTimers();
     try {
-      const sent: RelayBatch[] = [];
-      const relay = ipcEmitterBackends((batch) => {
-        sent.push(batch);
-      });
-      const mq = relay.mq as NonNullable<typeof relay.mq>;
+      const { sent, relay, mq } = relayWorker();
       relay.clientGone?.('d0');
       mq.emit(announce('d1'));
       vi.advanceTimersByTime(5);
@@ -94,43 +85,8 @@ describe('the IPC emitter (a worker): claims, releases and takeover orders', () 
     }
   });
 
-  it('holds publishes back once 1 MiB is on its way, until the primary reports it relayed', async () => {
-    const sent: RelayBatch[] = [];
-    const relay = ipcEmitterBackends((batch) => {
-      sent.push(batch);
-    });
-    const mq = relay.mq as NonNullable<typeof relay.mq>;
-    const done: string[] = [];
-    const publish = (topic: string, size: number) =>
-      mq.emit({ cmd: 'publish', topic, payload: Buffer.alloc(size), qos: 0 } as unknown as Message, () =>
-        done.push(topic),
-      );
-    publish('devices/d1/small', 10);
-    await tick();
-    expect(done).toEqual(['devices/d1/small']); // under the window: completes as its batch leaves
-    publish('devices/d1/big', 1024 * 1024);
-    await tick();
-    expect(done).toEqual(['devices/d1/small', 'devices/d1/big']); // still under it when sent
-    publish('devices/d1/held', 10);
-    await tick();
-    expect(sent).toHaveLength(3);
-    expect(done).toHaveLength(2); // over the window now: waits for its own batch's report
-    relay.relayed(); // the small batch
-    relay.relayed(); // the big one: the window is free again, but 'held' waits for its batch
-    expect(done).toHaveLength(2);
-    relay.relayed();
-    expect(done).toEqual(['devices/d1/small', 'devices/d1/big', 'devices/d1/held']);
-    publish('devices/d1/after', 10);
-    await tick();
-    expect(done).toHaveLength(4);
-    relay.relayed();
-    relay.relayed(); // nothing pending: no effect
-    expect(done).toHaveLength(4);
-  });
-
   it('turns a takeover order into the announcement aedes closes its client on', async () => {
-    const relay = ipcEmitterBackends(() => undefined);
-    const mq = relay.mq as NonNullable<typeof relay.mq>;
+    const { relay, mq } = relayWorker();
     const got: [string, string][] = [];
     mq.on('$SYS/+/new/clients', (m, done) => {
       got.push([m.topic, Buffer.from(m.payload as Uint8Array).toString()]);
