@@ -127,13 +127,13 @@ export function ipcEmitterBackends(send: (batch: RelayBatch) => void): IpcEmitte
     adds = new Map();
     if (idTimer) clearTimeout(idTimer);
     idTimer = null;
+    const held = inFlight < RELAY_WINDOW_BYTES ? [] : callbacks;
     if (callbacks.length > 0) {
-      const held = inFlight < RELAY_WINDOW_BYTES ? [] : callbacks;
       unrelayed.push({ bytes: packets.length, held });
       inFlight += packets.length;
-      if (held.length === 0) for (const cb of callbacks) cb();
     }
     send(batch);
+    if (held.length === 0) for (const cb of callbacks) cb();
   };
   const schedule = () => {
     if (!scheduled) {
