@@ -309,8 +309,10 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     conns.delete(c);
     bySerial.remove(c.identity.serial, c);
     byId.remove(c.identity.id, c);
+    // The identity's other live connections (byId.get copies its set: read it once).
+    const others = byId.get(c.identity.id);
     const clientId = c.clientId;
-    if (c.claimed && clientId !== null && !byId.get(c.identity.id).some((o) => o.claimed && o.clientId === clientId)) {
+    if (c.claimed && clientId !== null && !others.some((o) => o.claimed && o.clientId === clientId)) {
       deps.backends?.clientGone?.(clientId);
     }
     if (c.revokedAt !== null) observer.revokeDisconnect((performance.now() - c.revokedAt) / 1000);
@@ -320,7 +322,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     const cause = c.cause ?? (c.link.sawDisconnect ? 'client' : (c.errorCause ?? 'connection_lost'));
     observer.disconnected(cause);
     // Taken over: the new connection (here or on another broker process) holds the presence.
-    const stillOnline = cause === 'takeover' || byId.get(c.identity.id).some((o) => o.claimed && !o.closed);
+    const stillOnline = cause === 'takeover' || others.some((o) => o.claimed && !o.closed);
     if (!stillOnline) presence.record(c.identity.id, Date.now(), false);
   };
 
