@@ -23,6 +23,7 @@ describe('checkCsr: accepted inputs', () => {
     ['good-p384.pem', 'dev-p384', 'P-384', undefined],
     ['good-ed25519.pem', 'dev-ed25519', 'Ed25519', undefined],
     ['good-rsa2048.pem', 'dev-rsa2048', 'RSA', 2048],
+    ['good-rsa-pss-sha256.pem', 'dev-pss', 'RSA', 2048],
   ] as const)('%s', async (file, cn, alg, bits) => {
     const r = await checkCsr(text(file));
     if (!r.ok) throw r.error;
@@ -63,6 +64,9 @@ describe('checkCsr: accepted inputs', () => {
 describe('checkCsr: rejections carry the exact code', () => {
   test.each([
     ['bad-signature.der', 'CSR_SIGNATURE_INVALID'],
+    // RSASSA-PSS says its digest in parameters: SHA-1 there is refused as sha1WithRSA is.
+    ['rsa-pss-sha1.pem', 'CSR_SIGNATURE_INVALID'],
+    ['rsa-pss-mgf1-sha1.pem', 'CSR_SIGNATURE_INVALID'],
     ['rsa-1024.pem', 'CSR_KEY_UNSUPPORTED'],
     ['secp256k1.pem', 'CSR_KEY_UNSUPPORTED'],
     ['p521.pem', 'CSR_KEY_UNSUPPORTED'],

@@ -76,6 +76,15 @@ const SIGNATURE_ALGORITHMS: Record<string, 'EC' | 'RSA' | 'Ed25519'> = {
   '1.3.101.112': 'Ed25519', // Ed25519 (RFC 8410 3)
 };
 
+const RSASSA_PSS = '1.2.840.113549.1.1.10';
+/**
+ * Digests accepted inside RSASSA-PSS parameters. The OID alone says nothing about the digest: its
+ * default is SHA-1 (RFC 4055 3.1), which this policy refuses as it does sha1WithRSAEncryption. The
+ * MGF1 digest is not checked here: WebCrypto verifies with MGF1 over the same digest, so a
+ * signature made with another one does not verify.
+ */
+const PSS_HASHES = new Set(['SHA-256', 'SHA-384', 'SHA-512']);
+
 const malformed = <T>(message: string): Result<T> => fail('CSR_MALFORMED', message);
 
 /** Input -> DER bytes, accepting DER, PEM, or base64 of DER (RFC 7030 section 4.2.1 bodies). */
@@ -171,6 +180,11 @@ interface ParsedCsr {
   spkiDer: Uint8Array;
   key: SpkiInfo;
   signatureOid: string;
+  /**
+   * The digest a parameterised signature algorithm names (RSASSA-PSS: its hashAlgorithm, SHA-1 when
+   * absent, RFC 4055 3.1); undefined where the OID fixes it.
+   */
+  signatureHash?: string | undefined;
   /** All CN values, or null if one is not a usable character string. */
   commonNames(): string[] | null;
   /** Proof of possession; false (never a throw) when the signature does not verify. */
@@ -241,6 +255,9 @@ async function runPolicy(
   }
   if (family !== key.kind) {
     return fail('CSR_SIGNATURE_INVALID', `signature algorithm ${signatureOid} does not match the ${key.kind} key`);
+  }
+  if (parsed.signatureHash !== undefined && !PSS_HASHES.has(parsed.signatureHash)) {
+    return fail('CSR_SIGNATURE_INVALID', `RSASSA-PSS with ${parsed.signatureHash} is not accepted (SHA-256 or longer)`);
   }
   if (!(await parsed.verifySignature())) {
     return fail('CSR_SIGNATURE_INVALID', 'request signature does not verify with its own key');
@@ -328,6 +345,10 @@ function readRequestGeneral(der: Uint8Array): Result<ParsedCsr> {
     spkiDer,
     key,
     signatureOid,
+    signatureHash:
+      signatureOid === RSASSA_PSS
+        ? ((csr.signatureAlgorithm as { hash?: { name?: string } }).hash?.name ?? 'unknown')
+        : undefined,
     commonNames: () => commonNames(subject),
     verifySignature: () => verifyWithPeculiar(csr),
     publicKey: () => {
