@@ -48,6 +48,8 @@ describe.each(list)('audit, operators and inventory ($name)', (backend) => {
 
   describe('audit', () => {
     it('records an event for every action, in order, and the chain verifies', async () => {
+      // The operator revoked below must not be the last active one (that revocation is refused).
+      await h.operators.create('aud-keeper', OPERATOR);
       const start = (await h.store.listAudit({ limit: 100_000 })).length;
       const a = await enrolled('aud-1'); // token.created, cert.issued
       await rejectsWith(
@@ -127,6 +129,14 @@ describe.each(list)('audit, operators and inventory ($name)', (backend) => {
       expect(await h.operators.authenticate(bob.token)).toBeNull();
       await h.operators.revoke(bob.id, admin); // idempotent
       await rejectsWith(h.operators.revoke('no-such-id', admin), 'NOT_FOUND');
+      // Never locked out: the last active credential cannot be revoked (whichever one that is).
+      await h.operators.create('keep-1', admin);
+      for (const o of await h.operators.list()) {
+        if (o.revokedAt === null) await h.operators.revoke(o.id, admin).catch(() => undefined);
+      }
+      const active = (await h.operators.list()).filter((o) => o.revokedAt === null);
+      expect(active).toHaveLength(1);
+      await rejectsWith(h.operators.revoke(active[0]!.id, admin), 'CONFLICT');
       expect((await h.operators.list()).find((o) => o.id === bob.id)?.revokedAt).toBeInstanceOf(Date);
       // the name is free again once revoked
       const bob2 = await h.operators.create('bob', admin);
@@ -245,6 +255,21 @@ describe.each(list)('operator bootstrap ($name)', (backend) => {
     const file = path.join(dir, 'operator.token');
     expect(await b.operators.ensureAdmin(file)).toEqual({ created: false, fileMissing: true });
     await expect(stat(file)).rejects.toThrow();
+  });
+
+  it('creates a new admin when every credential ended up revoked, once the revoked token file is moved away', async () => {
+    const file = path.join(dir, 'operator.token');
+    expect(await b.operators.ensureAdmin(file)).toMatchObject({ created: true });
+    const old = (await readFile(file, 'utf8')).trim();
+    // Two revocations racing can still revoke the last two; simulated here through the store.
+    for (const o of await b.operators.list()) await b.store.revokeOperatorCredential(o.id, new Date());
+    expect(await b.operators.authenticate(old)).toBeNull();
+    await expect(b.operators.ensureAdmin(file)).rejects.toMatchObject({ code: 'DATA_DIR_INVALID' });
+    await rm(file);
+    expect(await b.operators.ensureAdmin(file)).toMatchObject({ created: true, name: 'admin', adopted: false });
+    const fresh = (await readFile(file, 'utf8')).trim();
+    expect(fresh).not.toBe(old);
+    expect(await b.operators.authenticate(fresh)).toEqual({ kind: 'operator', id: 'admin' });
   });
 
   it('adopts a token file left by a start that could not store it, refuses a foreign file', async () => {

@@ -4,13 +4,18 @@
  * ever compared byte by byte), and a revoked credential never authenticates. Every change is
  * audited with the acting operator (`operator:<name>`).
  *
- * First start (`ensureAdmin(file)`): when the store holds no operator credential at all (active
- * or revoked), an `admin` credential is created and its token written to `file` (0600, atomic,
- * never overwriting: data-dir.ts writeNew). The file is written BEFORE the credential is stored:
- * if storing fails, the next start finds the file and adopts the token in it, so a crash between
- * the two steps never leaves a credential nobody holds. When credentials exist, nothing is
- * created - even if the file is missing (the return value says so; the caller logs it): a lost
- * file is not a reason to mint a new admin.
+ * First start (`ensureAdmin(file)`): when the store holds no active operator credential, an
+ * `admin` credential is created and its token written to `file` (0600, atomic, never overwriting:
+ * data-dir.ts writeNew). The file is written BEFORE the credential is stored: if storing fails,
+ * the next start finds the file and adopts the token in it, so a crash between the two steps never
+ * leaves a credential nobody holds. When an active credential exists, nothing is created - even if
+ * the file is missing (the return value says so; the caller logs it): a lost file is not a reason
+ * to mint a new admin.
+ *
+ * Never locked out: the last active credential cannot be revoked (create another first), and if
+ * every credential still ended up revoked (two revocations racing), the next start creates a new
+ * admin credential, once the file holding the revoked token has been moved away. Whoever can start
+ * the server on this data dir holds the CA keys anyway.
  */
 import { randomUUID } from 'node:crypto';
 import { isTooOpen, readOptional, writeNew } from '../data-dir.js';
@@ -47,7 +52,8 @@ export function createOperators(opts: { store: Store; audit: AuditService }): Op
 
   return {
     async ensureAdmin(file) {
-      if ((await store.listOperatorCredentials()).length > 0) {
+      const all = await store.listOperatorCredentials();
+      if (all.some((c) => c.revokedAt === null)) {
         return { created: false, fileMissing: (await readOptional(file)) === null };
       }
       let token = newSecret(OPERATOR_TOKEN_PREFIX);
@@ -58,6 +64,12 @@ export function createOperators(opts: { store: Store; audit: AuditService }): Op
           throw new FleetgateError(
             'DATA_DIR_INVALID',
             `${file} exists but does not hold an operator token; move it away so a new admin credential can be written`,
+          );
+        }
+        if (all.some((c) => c.tokenHash === hashSecret(existing))) {
+          throw new FleetgateError(
+            'DATA_DIR_INVALID',
+            `${file} holds a revoked operator token and no operator credential is active; move it away so a new admin credential can be written`,
           );
         }
         if (await isTooOpen(file)) {
@@ -108,9 +120,16 @@ export function createOperators(opts: { store: Store; audit: AuditService }): Op
 
     async revoke(id, actor: Actor) {
       await store.transaction(async (tx) => {
-        const rec = (await tx.listOperatorCredentials()).find((c) => c.id === id);
+        const all = await tx.listOperatorCredentials();
+        const rec = all.find((c) => c.id === id);
         if (!rec)
           throw new FleetgateError('NOT_FOUND', `operator credential ${JSON.stringify(printable(id, 64))} not found`);
+        if (rec.revokedAt === null && !all.some((c) => c.revokedAt === null && c.id !== id)) {
+          throw new FleetgateError(
+            'CONFLICT',
+            `${rec.name} is the last active operator credential: create another (fleetgate operator create NAME) before revoking it`,
+          );
+        }
         // Revoking twice is a no-op (the first revocation time stays; nothing new to audit).
         if (!(await tx.revokeOperatorCredential(id, new Date()))) return;
         await tx.appendAudit({
