@@ -68,7 +68,10 @@ export interface MqttConfig {
   handshakeTimeoutMs: number;
   /** Largest MQTT packet accepted (remaining length, bytes); bigger ones close the connection. */
   maxPacketSize: number;
-  /** Sustained PUBLISH packets per second per connection (0 = unlimited); above it reads pause. */
+  /**
+   * Sustained PUBLISH (+ PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) packets per second per
+   * connection (0 = unlimited); above it reads pause.
+   */
   publishRate: number;
   /** Bucket size of the publish rate limit (packets a client may send at once). */
   publishBurst: number;
@@ -76,6 +79,11 @@ export interface MqttConfig {
   connRatePerIp: number;
   /** TCP connections still in the TLS handshake; more are dropped at once. */
   maxHandshakes: number;
+  /**
+   * QoS 1/2 messages a persistent session may hold unacknowledged (queued while offline, or sent
+   * and not yet acknowledged); newer ones are not kept. 0 = unlimited.
+   */
+  maxQueuedPerSession: number;
   /** Topic filters every device may subscribe to (read only). */
   readonlyTopics: string[];
   /** Rights per service name; '*' is the default for services not listed. */
@@ -338,6 +346,7 @@ function readMqttConfig(env: Env): MqttConfig {
     publishBurst: readInt(env, 'FLEETGATE_MQTT_PUBLISH_BURST', Math.max(1, publishRate * 2), 1, 10_000_000),
     connRatePerIp: readInt(env, 'FLEETGATE_MQTT_CONN_RATE_PER_IP', 500, 0, 1_000_000),
     maxHandshakes: readInt(env, 'FLEETGATE_MQTT_MAX_HANDSHAKES', 1_000, 1, 1_000_000),
+    maxQueuedPerSession: readInt(env, 'FLEETGATE_MQTT_MAX_QUEUED', 1_000, 0, 10_000_000),
     readonlyTopics: readTopicFilters(env, 'FLEETGATE_MQTT_READONLY_TOPICS', ['fleet/broadcast/#']),
     serviceAcl: readServiceAcl(env, 'FLEETGATE_MQTT_SERVICE_ACL'),
     ticketRotationMs: readDuration(env, 'FLEETGATE_MQTT_TICKET_ROTATION', 86_400_000, 365 * 86_400_000),
@@ -355,6 +364,29 @@ function readMqttConfig(env: Env): MqttConfig {
 export function advertisedUrl(scheme: string, host: string, port: number): string {
   const h = host === '0.0.0.0' || host === '::' ? 'localhost' : host;
   return `${scheme}://${isIP(h) === 6 ? `[${h}]` : h}:${port}`;
+}
+
+/**
+ * The names the API/broker server certificate must carry so that every URL fleetgate advertises
+ * verifies (RFC 6125: clients match the SAN): FLEETGATE_SERVER_NAMES, the bind host (a wildcard
+ * is reached through loopback: '::' as ::1, 0.0.0.0 as 127.0.0.1) and the public URL's host.
+ * The CA profile adds localhost and 127.0.0.1 itself.
+ */
+export function certificateNames(
+  config: Pick<Config, 'host' | 'serverNames'>,
+  publicUrl: string,
+): Config['serverNames'] {
+  const dnsNames = [...config.serverNames.dnsNames];
+  const ipAddresses = [...config.serverNames.ipAddresses];
+  const add = (name: string) => {
+    const n = name.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+    if (n === '' || n === '0.0.0.0') return;
+    const list = isIP(n) !== 0 ? ipAddresses : dnsNames;
+    if (!list.includes(n)) list.push(n);
+  };
+  add(config.host === '::' ? '::1' : config.host);
+  add(new URL(publicUrl).hostname);
+  return { dnsNames, ipAddresses };
 }
 
 /** Reads and validates the whole configuration. Throws ConfigError on the first bad variable. */
@@ -432,10 +464,19 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   { name: 'FLEETGATE_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace, silent' },
   { name: 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT', default: '5s', meaning: 'TLS handshake (and then CONNECT) deadline' },
   { name: 'FLEETGATE_MQTT_MAX_PACKET_SIZE', default: '131072', meaning: 'largest MQTT packet in bytes' },
-  { name: 'FLEETGATE_MQTT_PUBLISH_RATE', default: '500', meaning: 'PUBLISH packets/s per client (0 = unlimited)' },
+  {
+    name: 'FLEETGATE_MQTT_PUBLISH_RATE',
+    default: '500',
+    meaning: 'PUBLISH (+ PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) packets/s per client (0 = unlimited)',
+  },
   { name: 'FLEETGATE_MQTT_PUBLISH_BURST', default: '2 x rate', meaning: 'publish burst per client' },
   { name: 'FLEETGATE_MQTT_CONN_RATE_PER_IP', default: '500', meaning: 'new connections/s per IP (0 = unlimited)' },
   { name: 'FLEETGATE_MQTT_MAX_HANDSHAKES', default: '1000', meaning: 'TLS handshakes in flight at once' },
+  {
+    name: 'FLEETGATE_MQTT_MAX_QUEUED',
+    default: '1000',
+    meaning: 'unacknowledged QoS 1/2 messages kept per persistent session (0 = unlimited)',
+  },
   {
     name: 'FLEETGATE_MQTT_READONLY_TOPICS',
     default: 'fleet/broadcast/#',

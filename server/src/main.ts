@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
 import { loadOrCreateCa } from './ca-bootstrap.js';
 import { startBrokerWorkers } from './cluster/primary.js';
-import { advertisedUrl, type Config } from './config.js';
+import { advertisedUrl, type Config, certificateNames } from './config.js';
 import { type DataDirLayout, prepareDataDir, removeRuntimeInfo, writeRuntimeInfo } from './data-dir.js';
 import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
 import { freePort } from './free-port.js';
@@ -109,8 +109,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
     const serverCert = await issueServerCertificate(ca, {
       now: new Date(),
-      dnsNames: config.serverNames.dnsNames,
-      ipAddresses: config.serverNames.ipAddresses,
+      ...certificateNames(config, publicUrl),
       validityDays: SERVER_CERT_DAYS,
     });
     const app: FastifyInstance = await createHttpApp({

@@ -161,3 +161,41 @@ describe.each(backends)('fleetgate serve on $name', ({ setup }) => {
     expect(down.stdout).toContain('not ready');
   });
 });
+
+describe('fleetgate serve on a host other than loopback', () => {
+  it('names FLEETGATE_HOST in its certificate, so the CLI and curl verify the URL it advertises', async () => {
+    // 127.0.0.2 is loopback on Linux but not 127.0.0.1: before, the certificate named only
+    // localhost, 127.0.0.1 and FLEETGATE_SERVER_NAMES, and every CLI call failed here with
+    // ERR_TLS_CERT_ALTNAME_INVALID.
+    const dataDir = tempDir();
+    const hostEnv = { FLEETGATE_DATA_DIR: dataDir, FLEETGATE_HOST: '127.0.0.2', FLEETGATE_WORKERS: '1' };
+    const serve = await startServe(hostEnv);
+    try {
+      expect(serve.apiUrl).toMatch(/^https:\/\/127\.0\.0\.2:\d+$/);
+      const health = await runCli(['health', '--json'], hostEnv);
+      expect(health.code, health.stdout + health.stderr).toBe(0);
+      expect(JSON.parse(health.stdout)).toMatchObject({ ok: true, url: serve.apiUrl });
+      const tokens = await runCli(['token', 'create', '--device', 'dev-host-1', '--json'], hostEnv);
+      expect(tokens.code, tokens.stderr).toBe(0);
+
+      const bundleFile = path.join(tempDir(), 'ca.pem');
+      writeFileSync(bundleFile, await exportBundle(dataDir));
+      if (hasCurl) {
+        const out = execFileSync('curl', ['-sS', '--fail', '--cacert', bundleFile, `${serve.apiUrl}/healthz`], {
+          encoding: 'utf8',
+        });
+        expect(JSON.parse(out)).toEqual({ status: 'ok' });
+      }
+
+      // FLEETGATE_URL names another server: the local data dir's CA is not trusted for it (only
+      // the system store, or FLEETGATE_CA_FILE), so our private CA fails here and the pin works.
+      const remote = { FLEETGATE_DATA_DIR: dataDir, FLEETGATE_URL: serve.apiUrl };
+      const unpinned = await runCli(['health'], remote);
+      expect(unpinned.code, unpinned.stdout).toBe(1);
+      const pinned = await runCli(['health', '--json'], { ...remote, FLEETGATE_CA_FILE: bundleFile });
+      expect(pinned.code, pinned.stdout + pinned.stderr).toBe(0);
+    } finally {
+      expect(await serve.stop('SIGTERM')).toBe(0);
+    }
+  });
+});

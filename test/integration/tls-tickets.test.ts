@@ -63,13 +63,21 @@ describe('TLS session tickets per handshake', () => {
     expect(serverPid(dataDir)).toBe(server.child.pid);
   });
 
-  it('passes SIGTERM on and returns the exit code; a killed launcher takes the server down', async () => {
+  it('passes SIGTERM and SIGHUP on and returns the exit code; a killed launcher takes the server down', async () => {
     const dataDir = tempDir();
     const first = await startServe({ FLEETGATE_DATA_DIR: dataDir, FLEETGATE_WORKERS: '1' });
     const firstPid = serverPid(dataDir);
     expect(await first.stop('SIGTERM')).toBe(0);
     expect(first.stdout()).toContain('stopped');
     await waitFor('the first server process to exit', () => !alive(firstPid), 10_000);
+
+    // SIGHUP (a closed terminal) is passed on too and stops the server as gracefully.
+    const hup = await startServe({ FLEETGATE_DATA_DIR: dataDir, FLEETGATE_WORKERS: '1' });
+    const hupPid = serverPid(dataDir);
+    expect(await hup.stop('SIGHUP')).toBe(0);
+    expect(hup.stdout()).toContain('SIGHUP: shutting down');
+    expect(hup.stdout()).toContain('stopped');
+    await waitFor('the SIGHUP-stopped server process to exit', () => !alive(hupPid), 10_000);
 
     const second = await startServe({ FLEETGATE_DATA_DIR: dataDir, FLEETGATE_WORKERS: '1' });
     const pid = serverPid(dataDir);

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig, parseDuration } from '../../server/src/config.js';
+import { ConfigError, certificateNames, loadConfig, parseDuration } from '../../server/src/config.js';
 
 describe('loadConfig', () => {
   it('has the documented defaults', () => {
@@ -112,4 +112,30 @@ describe('parseDuration', () => {
   it.each(['', 'h', '1.5h', '-1s', '1w', '9999999999s', '0'])('rejects %j', (input) =>
     expect(parseDuration(input)).toBeNull(),
   );
+});
+
+describe('certificateNames', () => {
+  const none = { dnsNames: [], ipAddresses: [] };
+  it('adds the bind host and the public URL host to FLEETGATE_SERVER_NAMES, once each', () => {
+    expect(
+      certificateNames(
+        { host: '10.1.2.3', serverNames: { dnsNames: ['mqtt.example.com'], ipAddresses: ['10.1.2.3'] } },
+        'https://fleet.example.com:8443',
+      ),
+    ).toEqual({ dnsNames: ['mqtt.example.com', 'fleet.example.com'], ipAddresses: ['10.1.2.3'] });
+  });
+  it('reaches wildcards through loopback and reads IPv6 URL hosts', () => {
+    expect(certificateNames({ host: '::', serverNames: none }, 'https://[fd00::1]:8443')).toEqual({
+      dnsNames: [],
+      ipAddresses: ['::1', 'fd00::1'],
+    });
+    expect(certificateNames({ host: '0.0.0.0', serverNames: none }, 'https://localhost:8443')).toEqual({
+      dnsNames: ['localhost'],
+      ipAddresses: [],
+    });
+    expect(certificateNames({ host: 'Gateway.Local', serverNames: none }, 'https://gateway.local:1')).toEqual({
+      dnsNames: ['gateway.local'],
+      ipAddresses: [],
+    });
+  });
 });

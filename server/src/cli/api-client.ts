@@ -28,9 +28,11 @@ export async function resolveApiTarget(
     caPem = (await readOptional(env.FLEETGATE_CA_FILE.trim())) ?? undefined;
     if (caPem === undefined)
       throw new FleetgateError('CONFIG_INVALID', `FLEETGATE_CA_FILE ${env.FLEETGATE_CA_FILE} does not exist`);
-  } else {
+  } else if (!remote) {
     caPem = (await readOptional(layout.rootCert)) ?? undefined;
   }
+  // A remote server without FLEETGATE_CA_FILE is checked against the system trust store: a local
+  // data dir's CA (another fleetgate's) says nothing about it.
   let token = env.FLEETGATE_TOKEN?.trim();
   if (!token && !remote) token = (await readOptional(layout.operatorCredential))?.trim();
   if (!token && opts.requireToken !== false) {

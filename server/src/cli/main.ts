@@ -40,7 +40,12 @@ fleetgate: identity and access for IoT fleets (private CA, EST enrollment, revoc
 Commands:
 ${lines.join('\n')}
 
-Run 'fleetgate <command> --help' for a command's options and environment.
+Run 'fleetgate <command> --help' for a command's options ('serve --help' lists the environment).
+
+Commands other than serve and ca export talk to the server's API: locally they find it, the admin
+token and the CA in the data dir (FLEETGATE_DATA_DIR, default ./.fleetgate); for another server set
+FLEETGATE_URL (https) and FLEETGATE_TOKEN, and FLEETGATE_CA_FILE to pin its CA (otherwise the
+system trust store is used).
 `;
 }
 

@@ -16,7 +16,7 @@ export const serveCommand: Command = {
 
 Runs fleetgate in the foreground. On the first start it creates the data dir, the embedded
 database (unless DATABASE_URL is set) and a new root + issuing CA; later starts load them.
-Stops gracefully on SIGINT (Ctrl+C) or SIGTERM.
+Stops gracefully on SIGINT (Ctrl+C), SIGTERM or SIGHUP (the terminal closed).
 
 Options:
   --workers N   MQTT broker worker processes sharing the MQTT port (default FLEETGATE_WORKERS,
@@ -49,6 +49,9 @@ ${envHelp}
     };
     process.on('SIGINT', handler);
     process.on('SIGTERM', handler);
+    // A closed terminal (and the launcher, which passes SIGHUP on) must not cut the server off
+    // mid-write with Node's default action: it stops gracefully too. There is nothing to reload.
+    process.on('SIGHUP', handler);
     // Relaunched under fleetgate's OpenSSL settings: a launcher that died takes the server down.
     followLauncher(() => handler('SIGTERM'));
     const server = await startServer(config, log);
