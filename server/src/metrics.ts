@@ -117,7 +117,7 @@ export function createWorkerMetrics(slot: number): ServerMetrics & { workerConne
 function createBrokerMetrics(registry: Registry): BrokerObserver {
   const handshakes = new Counter({
     name: 'fleetgate_mqtt_handshakes_total',
-    help: 'Completed mTLS handshakes of admitted certificates, by kind (full or resumed)',
+    help: 'Completed mTLS handshakes with a valid client certificate (before the CONNECT checks), by kind (full or resumed)',
     labelNames: ['kind'] as const,
     registers: [registry],
   });

@@ -6,6 +6,7 @@
  * message of the well-behaved device must arrive. A second broker runs with the publish limit
  * off, to show that even then the process survives (our link's backpressure bounds memory).
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,9 +20,11 @@ import {
   metricValue,
   mqttOptions,
   publishPacket,
+  remainingLength,
   startFleet,
   tlsOptions,
 } from '../helpers/device.js';
+import { until } from '../helpers/wait.js';
 
 const FLOOD_MS = 5_000;
 
@@ -141,6 +144,44 @@ describe('publish flood (default rate limit)', () => {
     const c = await connectEventually(mqttOptions(fleet, devs.calm as Credential));
     await c.endAsync();
   }, 150_000);
+
+  it('throttles a PINGREQ flood the same way (not only PUBLISH), without dropping the client', async () => {
+    // Before: only PUBLISH was charged, and one device got ~600k PINGRESPs a second out of it.
+    // The bucket is charged per chunk read (up to one 16 KiB TLS record, 8,192 PINGREQs), then
+    // reading pauses until it refills (500/s): a 2 s flood gets at most a few records answered.
+    const socket: TLSSocket = tlsConnect(tlsOptions(fleet, devs.flooder as Credential));
+    socket.on('error', () => undefined);
+    let pingresps = 0;
+    let connacked = false;
+    socket.on('data', (d: Buffer) => {
+      if (!connacked && d[0] === 0x20) connacked = true;
+      // PINGRESP = d0 00 (after the CONNACK 20 02 00 00, which has no d0 00 in it).
+      for (let i = 0; i + 1 < d.length; i++) if (d[i] === 0xd0 && d[i + 1] === 0x00) pingresps++;
+    });
+    socket.write(connectPacket('flooder'));
+    await until(
+      async () => connacked,
+      (ok) => ok,
+      10_000,
+    );
+    const pings = Buffer.alloc(16 * 1024, Buffer.from([0xc0, 0x00]));
+    let written = 0;
+    const end = performance.now() + 2_000;
+    while (performance.now() < end) {
+      written += pings.length / 2;
+      if (!socket.write(pings)) {
+        await Promise.race([new Promise((r) => socket.once('drain', r)), sleep(end - performance.now())]);
+      }
+      await sleep(0);
+    }
+    console.log(`PINGREQ flood: ${written} queued by the client in 2 s, ${pingresps} answered`);
+    expect(pingresps).toBeGreaterThan(0);
+    expect(pingresps).toBeLessThan(30_000);
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_publish_throttled_total')).toBeGreaterThanOrEqual(1);
+    expect(socket.destroyed).toBe(false);
+    socket.destroy();
+  });
 });
 
 describe('publish flood with the rate limit switched off', () => {
@@ -174,4 +215,65 @@ describe('publish flood with the rate limit switched off', () => {
     await c.endAsync();
     expect(fleet.server.child.exitCode).toBeNull();
   }, 150_000);
+});
+
+describe('a persistent session that never acknowledges', () => {
+  let fleet: Fleet;
+  let devs: Record<string, Credential>;
+  const MAX_QUEUED = 40;
+
+  beforeAll(async () => {
+    fleet = await startFleet({ env: { FLEETGATE_MQTT_MAX_QUEUED: String(MAX_QUEUED) } });
+    devs = await enrollDevices(fleet, ['hoarder']);
+  });
+
+  afterAll(async () => {
+    await fleet?.stop();
+  });
+
+  it('keeps at most FLEETGATE_MQTT_MAX_QUEUED unacknowledged messages for it, and closes it as a slow consumer', async () => {
+    // Before: every QoS 1 message it never acknowledged stayed queued for it, across reconnects,
+    // without bound (one device grew the broker by 83 MB with 2,000 x 60 KB).
+    const str = (s: string) => {
+      const b = Buffer.from(s);
+      return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
+    };
+    const packetOf = (head: number, body: Buffer) =>
+      Buffer.concat([Buffer.from([head]), remainingLength(body.length), body]);
+    // CONNECT, clean session 0 (a persistent session), keepalive 60 s.
+    const connect = packetOf(0x10, Buffer.concat([str('MQTT'), Buffer.from([4, 0x00, 0, 60]), str('hoarder')]));
+    const subscribe = packetOf(
+      0x82,
+      Buffer.concat([Buffer.from([0, 1]), str('devices/hoarder/q/#'), Buffer.from([1])]),
+    );
+    const publish = (id: number) =>
+      packetOf(0x32, Buffer.concat([str('devices/hoarder/q/x'), Buffer.from([id >> 8, id & 0xff]), Buffer.alloc(100)]));
+
+    const socket: TLSSocket = tlsConnect(tlsOptions(fleet, devs.hoarder as Credential));
+    socket.on('error', () => undefined);
+    let deliveries = 0;
+    let suback = false;
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.on('data', (d: Buffer) => {
+      // Deliveries are QoS 1 PUBLISHes (0x32) to us; count their headers in the byte stream.
+      for (let i = 0; i < d.length; i++) {
+        if (d[i] === 0x90) suback = true;
+        if (d[i] === 0x32 && d[i + 1] === 2 + 19 + 2 + 100) deliveries++;
+      }
+    });
+    socket.write(Buffer.concat([connect, subscribe]));
+    await until(
+      async () => suback,
+      (ok) => ok,
+      10_000,
+    );
+    for (let id = 2; id < 2 + 3 * MAX_QUEUED; id++) socket.write(publish(id)); // never a PUBACK back
+    await Promise.race([closed, sleep(10_000)]);
+    expect(socket.destroyed).toBe(true);
+    expect(deliveries).toBeGreaterThan(0);
+    expect(deliveries).toBeLessThanOrEqual(MAX_QUEUED);
+    const m = await metricsText(fleet);
+    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'session_full' })).toBeGreaterThanOrEqual(1);
+    expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'slow_consumer' })).toBe(1);
+  });
 });

@@ -55,8 +55,13 @@ export function rightsFor(
   return { subscribe: r.subscribe.map(split), publish: r.publish.map(split) };
 }
 
+/** Wildcards and U+0000 never belong in a topic name (MQTT 3.1.1 4.7.1-1, 1.5.3-2). */
+const notATopicName = (topic: string): boolean => topic.includes('+') || topic.includes('#') || topic.includes('\0');
+
 export function mayPublish(rights: Rights, topic: string): boolean {
-  if (topic.startsWith('$')) return false;
+  // aedes itself closes a connection whose PUBLISH has a wildcard topic; a will topic, and a NUL
+  // anywhere, reach us here and are dropped.
+  if (topic.startsWith('$') || notATopicName(topic)) return false;
   const t = split(topic);
   return rights.publish.some((f) => topicMatches(t, f));
 }

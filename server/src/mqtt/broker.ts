@@ -17,6 +17,7 @@
  * Revocation events close live connections by serial (revocation.ts).
  */
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { hostname } from 'node:os';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -31,6 +32,7 @@ import { admit, checkPeer } from './identity.js';
 import { MqttLink } from './link.js';
 import { PresenceBatcher } from './presence.js';
 import { type RevocationWatcher, startRevocationWatcher } from './revocation.js';
+import { type LimitablePersistence, limitSessions } from './session-limits.js';
 import { startTicketKeyRotation, type TicketKeyRotation } from './ticket-keys.js';
 import type { BrokerObserver, DisconnectCause, Identity } from './types.js';
 
@@ -83,11 +85,22 @@ const CIPHERS = [
 /** Where refused publishes go: a '$' topic nobody can subscribe to (and that is never forwarded). */
 const BLACKHOLE_TOPIC = '$fleetgate/dropped';
 const MAX_SUBSCRIPTIONS_PER_CLIENT = 256;
+/**
+ * QoS 2 messages of a client awaiting its PUBREL, per persistent session (session-limits.ts):
+ * aedes' own cap, which it applies per connection only.
+ */
+const MAX_INCOMING_PER_SESSION = 1_000;
+
+// aedes' own default persistence (a CommonJS factory; its typings describe an ES default export).
+const memoryPersistence = createRequire(import.meta.url)('aedes-persistence') as () => unknown;
 /** Slow consumers: a socket that does not drain within this is closed (aedes drainTimeout). */
 const DRAIN_TIMEOUT_MS = 10_000;
 
 /** The same on every broker process, so a ticket from one resumes on all (RFC 8446 4.6.1). */
 const SESSION_ID_CONTEXT = 'fleetgate-mqtt-v1';
+
+/** aedes' client id for a service's connection (`identity:clientId`; see preConnect). */
+const sessionName = (serviceName: string, clientId: string): string => `${serviceName}:${clientId}`;
 
 const connack311 = (code: number) => Buffer.from([0x20, 0x02, 0x00, code]);
 const connack5 = (reason: number) => Buffer.from([0x20, 0x03, 0x00, reason, 0x00]);
@@ -99,6 +112,10 @@ interface Conn {
   rights: Rights;
   /** CONNECT passed preConnect: this connection now owns (or is taking over) its client id. */
   claimed: boolean;
+  /** Order of the claims in this process: a later claim of the same client id takes over. */
+  claimSeq: number;
+  /** Filters granted but not yet in aedes' client.subscriptions (see authorizeSubscribe). */
+  pendingFilters: Set<string>;
   /** CONNACK 0 sent. */
   admitted: boolean;
   closed: boolean;
@@ -192,6 +209,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const presence = new PresenceBatcher(deps.store, log);
   const brokerId = deps.brokerId ?? newBrokerId();
   let admittedCount = 0;
+  let claims = 0;
 
   const broker = new Aedes({
     id: brokerId,
@@ -204,11 +222,29 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     // per event-loop turn.
     concurrency: 0,
     ...(deps.backends?.mq ? { mq: deps.backends.mq } : {}),
-    ...(deps.backends?.persistence ? { persistence: deps.backends.persistence } : {}),
+    // aedes' in-memory persistence (this process's sessions), bounded per session; a shared one
+    // (Redis) as it comes: its queues are not this process's alone to count.
+    persistence:
+      deps.backends?.persistence ??
+      limitSessions(memoryPersistence() as LimitablePersistence, {
+        maxQueued: config.maxQueuedPerSession || Number.POSITIVE_INFINITY,
+        maxIncoming: MAX_INCOMING_PER_SESSION,
+        onLimit: (clientId, limit) => {
+          observer.refused('session_full');
+          log.debug({ clientId, limit }, 'persistent session full: message not kept');
+          // aedes closes a connection whose delivery found no queued copy: a slow consumer. (A
+          // refused QoS 2 store closes it too, as the protocol error aedes reports.)
+          if (limit !== 'queued') return;
+          for (const c of byId.get(clientId.split(':')[0] ?? clientId)) {
+            if (c.clientId === clientId && !c.closed) c.errorCause ??= 'slow_consumer';
+          }
+        },
+      }),
     connectTimeout: config.handshakeTimeoutMs,
     drainTimeout: DRAIN_TIMEOUT_MS,
-    // Client ids are device ids (64) or NAME-<suffix> (64 + 1 + 64); the cap only applies to 3.1.
-    maxClientsIdLength: 129,
+    // Client ids are device ids (64) or, for services, NAME:NAME-<suffix> (64 + 1 + 64 + 1 + 64);
+    // the cap only applies to 3.1.
+    maxClientsIdLength: 194,
     maxTopicLevels: 32,
     preConnect(client, packet, done) {
       const c = connOf(client);
@@ -232,14 +268,14 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       }
       // MQTT 3.1.1 3.2.2.3: 0x05 Not authorized, 0x03 Server unavailable.
       if (!decision.ok) return refuse(connack311(decision.serverUnavailable ? 0x03 : 0x05), decision.reason);
-      for (const other of byId.get(c.identity.id)) {
-        if (other !== c && other.claimed && !other.closed && other.clientId === packet.clientId) {
-          // aedes closes it when this one registers [MQTT-3.1.4-2].
-          other.cause ??= 'takeover';
-          observer.takeover();
-        }
-      }
+      // aedes keys sessions and takeovers [MQTT-3.1.4-2] by client id alone. A service may say
+      // NAME-<suffix>, which can be a device's id (or another service's name): the two would share
+      // a session and take each other over. Services therefore get a session name that carries
+      // their identity; identities never contain ':', so no device id or other service's session
+      // name can equal it.
+      if (c.identity.kind === 'service') packet.clientId = sessionName(c.identity.id, packet.clientId);
       c.claimed = true;
+      c.claimSeq = ++claims;
       c.clientId = packet.clientId;
       done(null, true);
     },
@@ -257,11 +293,19 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     },
     authorizeSubscribe(client, sub, done) {
       const c = connOf(client);
-      const count = Object.keys((client as unknown as { subscriptions: object }).subscriptions ?? {}).length;
-      if (!c || !maySubscribe(c.rights, sub.topic) || count >= MAX_SUBSCRIPTIONS_PER_CLIENT) {
+      // aedes adds a SUBSCRIBE's filters to client.subscriptions only after checking all of them
+      // (and, for a persistent session, after storing them): the filters granted meanwhile count
+      // too, or one SUBSCRIBE with thousands of filters would pass the cap. Each filter once: a
+      // clean session may already show a pending one as stored.
+      const stored = (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions ?? {};
+      const isNew = c !== undefined && !(sub.topic in stored) && !c.pendingFilters.has(sub.topic);
+      let count = Object.keys(stored).length;
+      for (const f of c?.pendingFilters ?? []) if (!(f in stored)) count++;
+      if (!c || !maySubscribe(c.rights, sub.topic) || (isNew && count >= MAX_SUBSCRIPTIONS_PER_CLIENT)) {
         observer.refused('acl_subscribe');
         return done(null, null as unknown as Subscription); // SUBACK 0x80
       }
+      if (isNew) c.pendingFilters.add(sub.topic);
       done(null, sub);
     },
     authorizeForward(_client, packet) {
@@ -269,6 +313,10 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       observer.messages('out', 1);
       return packet;
     },
+  });
+  broker.on('subscribe', (subs, client) => {
+    const c = connOf(client);
+    if (c) for (const s of subs) c.pendingFilters.delete(s.topic);
   });
   broker.on('clientError', (client, err) => {
     const c = connOf(client);
@@ -316,6 +364,18 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       deps.backends?.clientGone?.(clientId);
     }
     if (c.revokedAt !== null) observer.revokeDisconnect((performance.now() - c.revokedAt) / 1000);
+    // Taken over [MQTT-3.1.4-2]: a newer connection of this identity claimed the same client id
+    // (a later claim) and is still there. Decided now, not when the newer one said CONNECT: it
+    // may still fail or go away before aedes registers it, and then this one lives on.
+    if (
+      c.cause === null &&
+      c.claimed &&
+      !c.link.sawDisconnect &&
+      others.some((o) => o.claimed && !o.closed && o.clientId === clientId && o.claimSeq > c.claimSeq)
+    ) {
+      c.cause = 'takeover';
+      observer.takeover();
+    }
     if (!c.admitted) return;
     admittedCount--;
     observer.connected(c.identity.kind, -1);
@@ -378,6 +438,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       identity,
       rights: rightsFor(identity, config),
       claimed: false,
+      claimSeq: 0,
+      pendingFilters: new Set<string>(),
       admitted: false,
       closed: false,
       clientId: null,

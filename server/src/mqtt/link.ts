@@ -7,9 +7,12 @@
  * - the remaining length is well formed (at most 4 bytes, MQTT 3.1.1 section 2.2.3) and not above
  *   the configured maximum packet size: an oversized packet closes the link when its header
  *   arrives, not after megabytes were buffered;
- * - a per-connection PUBLISH rate (token bucket): over budget, reads from the socket pause until
- *   the bucket refills, so a flooding client is throttled by TCP backpressure instead of filling
- *   the broker's memory or the mqemitter queue. Its packets are neither lost nor reordered.
+ * - a per-connection packet rate (token bucket) over the packets a client sends on its own
+ *   initiative: PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ. Acknowledgements of the broker's
+ *   deliveries (PUBACK, PUBREC, PUBCOMP) are free, so a busy subscriber never throttles what it
+ *   receives. Over budget, reads from the socket pause until the bucket refills, so a flooding
+ *   client (publishes, or 1M PINGREQs a second) is throttled by TCP backpressure instead of
+ *   filling the broker's memory or CPU. Its packets are neither lost nor reordered.
  *
  * Writes go straight to the socket; chunks corked by mqtt-packet arrive together in _writev and
  * leave as one TLS record. A destroy without error (aedes closing a client normally) flushes
@@ -22,7 +25,7 @@ export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large';
 
 export interface LinkOptions {
   maxPacketSize: number;
-  /** PUBLISH packets per second; 0 = unlimited. */
+  /** Charged packets (PUBLISH, PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) per second; 0 = unlimited. */
   publishRate: number;
   publishBurst: number;
   onViolation(kind: LinkViolation): void;
@@ -41,6 +44,8 @@ enum Frame {
 const PUBLISH = 3;
 const CONNECT = 1;
 const DISCONNECT = 14;
+/** Packet types charged to the rate bucket (MQTT 3.1.1 2.2.1): 3, 6, 8, 10, 12. */
+const CHARGED = new Set([PUBLISH, 6, 8, 10, 12]);
 const FLUSH_GRACE_MS = 2_000;
 /**
  * Reads aedes may make within one event-loop turn. aedes reads, parses and handles a batch, and
@@ -68,6 +73,8 @@ export class MqttLink extends Duplex {
   private readsThisTurn = 0;
   private turnScheduled = false;
   private readableDeferred = false;
+  /** Charged packets seen by the last scan. */
+  private charged = 0;
   /** Last time a packet arrived (ms since the epoch), for presence. */
   lastActivity = Date.now();
   /** The client sent DISCONNECT (a clean goodbye, MQTT 3.1.1 section 3.14). */
@@ -98,12 +105,16 @@ export class MqttLink extends Duplex {
       this.downstreamFull = true;
       this.socket.pause();
     }
-    if (publishes > 0 && this.opts.publishRate > 0) this.charge(publishes);
+    if (this.charged > 0 && this.opts.publishRate > 0) this.charge(this.charged);
   }
 
-  /** Walks packet boundaries in `chunk`; returns the number of PUBLISH headers seen, or -1. */
+  /**
+   * Walks packet boundaries in `chunk`; returns the number of PUBLISH headers seen, or -1, and
+   * leaves the number of charged packets in `charged`.
+   */
   private scan(chunk: Buffer): number {
     let publishes = 0;
+    this.charged = 0;
     let i = 0;
     while (i < chunk.length) {
       switch (this.frame) {
@@ -132,6 +143,7 @@ export class MqttLink extends Duplex {
           if (this.lengthValue > this.opts.maxPacketSize) return this.violation('too_large');
           if (this.packetType === PUBLISH) publishes++;
           else if (this.packetType === DISCONNECT) this.sawDisconnect = true;
+          if (CHARGED.has(this.packetType)) this.charged++;
           this.bodyLeft = this.lengthValue;
           this.frame = this.bodyLeft > 0 ? Frame.Body : Frame.Header;
           break;
@@ -155,12 +167,12 @@ export class MqttLink extends Duplex {
     return -1;
   }
 
-  private charge(publishes: number): void {
+  private charge(packets: number): void {
     const now = performance.now();
     const { publishRate, publishBurst } = this.opts;
     this.tokens = Math.min(publishBurst, this.tokens + ((now - this.refilledAt) * publishRate) / 1000);
     this.refilledAt = now;
-    this.tokens -= publishes;
+    this.tokens -= packets;
     if (this.tokens >= 0 || this.throttleTimer) return;
     this.opts.onThrottle();
     this.socket.pause();

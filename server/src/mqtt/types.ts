@@ -30,7 +30,9 @@ export type RefusalReason =
   | 'ip_rate_limited'
   | 'handshake_limit'
   | 'handshake_failed'
-  | 'bad_packet';
+  | 'bad_packet'
+  /** A persistent session's queue or QoS 2 store is full (session-limits.ts). */
+  | 'session_full';
 
 /** Why an admitted (CONNACK 0) connection ended. */
 export type DisconnectCause =
