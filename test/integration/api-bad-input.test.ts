@@ -176,6 +176,9 @@ describe('re-enrollment with bad input', () => {
       body: (await makeCsr('dev-x')).base64,
     });
     expect4xx(r, 'CERT_REQUIRED', 401);
+    // Re-enrollment authenticates with the TLS client certificate: a Basic challenge would send a
+    // stock EST client looking for a password it does not have.
+    expect(r.headers['www-authenticate']).toBeUndefined();
   });
 });
 

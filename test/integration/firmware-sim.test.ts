@@ -193,6 +193,8 @@ describe('fleetgate-sim against fleetgate serve', () => {
     expect(r.apiUrl).toBe(serve.apiUrl);
     expect(r.mqttUrl).toBe(mqttUrl);
     expect(typeof r.enrollP50Ms).toBe('number');
+    expect(r.p50Ms).toBe(r.enrollP50Ms);
+    expect(r.p99Ms).toBe(r.enrollP99Ms);
     const dirs = await fs.readdir(path.join(dataDir, 'sim/devices'));
     expect(dirs.sort()).toEqual(['sim-000000', 'sim-000001', 'sim-000002', 'sim-000003', 'sim-000004', 'sim-000005']);
     const device = await apiGet(serve, dataDir, '/api/v1/devices/sim-000003');
@@ -225,6 +227,10 @@ describe('fleetgate-sim against fleetgate serve', () => {
     // The telemetry run saved a ticket per device: this run's first connect resumes.
     expect(r.initialConnect.resumed).toBeGreaterThan(0);
     expect(r.initialConnect.resumed + r.initialConnect.full).toBe(6);
+    expect({ resumed: r.resumed, full: r.full }).toEqual({
+      resumed: r.initialConnect.resumed,
+      full: r.initialConnect.full,
+    });
     expect(r.resumed + r.full).toBe(6);
     expect(r.resumed).toBeGreaterThan(0);
     expect(typeof r.timeToAllBackMs).toBe('number');

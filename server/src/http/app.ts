@@ -122,8 +122,9 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
     const status = HTTP_STATUS[code];
     if (code === 'INTERNAL') request.log.error({ err: error }, 'unhandled error');
     else request.log.debug({ code }, fe.message);
-    if (status === 401 && request.url.startsWith('/.well-known/est/')) {
-      // RFC 7030 3.2.3 / RFC 7235: stock EST clients wait for the Basic challenge.
+    if (status === 401 && request.url.startsWith('/.well-known/est/simpleenroll')) {
+      // RFC 7030 3.2.3 / RFC 7235: stock EST clients wait for the Basic challenge. Only where Basic
+      // is the way in: simplereenroll authenticates with the TLS client certificate (3.3.2).
       void reply.header('WWW-Authenticate', 'Basic realm="fleetgate EST"');
     }
     void reply.status(status).send({ code, message: code === 'INTERNAL' ? 'internal error' : fe.message });
