@@ -253,6 +253,15 @@ describe('operator API with bad input', () => {
       ['POST', '/tokens', { count: -1, prefix: 'p' }, undefined, 'BAD_REQUEST'],
       ['POST', '/tokens', { deviceId: 'a', count: 1, prefix: 'p' }, undefined, 'BAD_REQUEST'],
       ['POST', '/tokens', [1, 2, 3], undefined, 'BAD_REQUEST'],
+      // JSON bodies are taken as typed: no coercion of a list to a string, a string to a number...
+      ['POST', '/tokens', { deviceId: ['ok'] }, undefined, 'BAD_REQUEST'],
+      ['POST', '/tokens', { deviceIds: 'ok' }, undefined, 'BAD_REQUEST'],
+      ['POST', '/tokens', { count: '5', prefix: 'p' }, undefined, 'BAD_REQUEST'],
+      ['POST', '/tokens', { count: true, prefix: 'p' }, undefined, 'BAD_REQUEST'],
+      ['POST', '/tokens', { deviceId: 12345 }, undefined, 'BAD_REQUEST'],
+      ['POST', '/tokens', { deviceId: null }, undefined, 'BAD_REQUEST'],
+      ['POST', '/devices/nobody/revoke', { reason: ['keyCompromise'] }, undefined, 'BAD_REQUEST'],
+      ['POST', '/operators', { name: ['x'] }, undefined, 'BAD_REQUEST'],
       ['GET', '/devices?limit=0', undefined, undefined, 'BAD_REQUEST'],
       ['GET', '/devices?limit=abc', undefined, undefined, 'BAD_REQUEST'],
       ['GET', '/devices?status=deleted', undefined, undefined, 'BAD_REQUEST'],
@@ -278,6 +287,17 @@ describe('operator API with bad input', () => {
         throw new Error(`${method} ${path} ${JSON.stringify(body ?? raw)}: ${(e as Error).message}`);
       }
     }
+  });
+
+  it('still reads numbers from query strings, and typed JSON bodies as sent', async () => {
+    expect((await api('GET', '/devices?limit=5&status=active')).status).toBe(200);
+    expect((await api('GET', '/certificates/expiring?days=30')).status).toBe(200);
+    const audit = await api('GET', '/audit?limit=2');
+    expect(audit.status).toBe(200);
+    expect(audit.json<{ events: unknown[] }>().events.length).toBeLessThanOrEqual(2);
+    const made = await api('POST', '/tokens', { count: 2, prefix: 'typed', ttl: '1h' });
+    expect(made.status).toBe(201);
+    expect(made.json<{ tokens: unknown[] }>().tokens).toHaveLength(2);
   });
 
   it('a revoked operator credential stops working', async () => {

@@ -5,6 +5,7 @@
  *
  * This file wires the app and owns the one error handler; routes live in routes/*.ts.
  */
+import AjvCompiler from '@fastify/ajv-compiler';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { type FastifyInstance, type FastifyServerOptions, fastify, LogController } from 'fastify';
@@ -63,6 +64,29 @@ function fromFastifyError(err: {
   return new FleetgateError('INTERNAL', 'internal error');
 }
 
+type RouteValidatorCompiler = (route: { httpPart?: string }) => unknown;
+
+/**
+ * Query strings and path parameters arrive as text, so they are coerced to the schema's types
+ * (`?limit=10`). A JSON body already carries its types and is validated as sent: `{"count":"5"}`
+ * or `{"deviceId":["x"]}` is a 400, not quietly turned into 5 or "x" (ajv's coerceTypes 'array'
+ * would also wrap a string where a list is expected).
+ */
+function validatorFactory(): ReturnType<typeof AjvCompiler> {
+  const pool = AjvCompiler();
+  const build: typeof pool = (externalSchemas, options) => {
+    const coercing = pool(externalSchemas, options) as unknown as RouteValidatorCompiler;
+    const customOptions = { ...options?.customOptions, coerceTypes: false };
+    const asSent = pool(externalSchemas, {
+      ...options,
+      customOptions,
+    } as typeof options) as unknown as RouteValidatorCompiler;
+    return ((route: { httpPart?: string }) =>
+      route.httpPart === 'body' ? asSent(route) : coercing(route)) as unknown as ReturnType<typeof pool>;
+  };
+  return build;
+}
+
 export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstance> {
   const serverOptions: FastifyServerOptions & { https: Record<string, unknown> } = {
     loggerInstance: opts.log.child({ part: 'http' }),
@@ -96,6 +120,7 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
     },
     // Reject unknown properties instead of silently dropping them (hostile input gets a 400).
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+    schemaController: { compilersFactory: { buildValidator: validatorFactory() } },
     https: {
       key: opts.tls.keyPem,
       cert: opts.tls.chainPem,
