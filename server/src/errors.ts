@@ -21,6 +21,7 @@ export const ERROR_CODES = [
   'BODY_TOO_LARGE',
   'UNSUPPORTED_MEDIA_TYPE',
   'NOT_FOUND',
+  'METHOD_NOT_ALLOWED',
   'REQUEST_TIMEOUT',
   'RATE_LIMITED',
   // authentication and authorization

@@ -309,3 +309,28 @@ describe('operator API with bad input', () => {
     expect4xx(await api('GET', '/devices', undefined, op.token), 'AUTH_INVALID', 401);
   });
 });
+
+describe('methods a path does not serve', () => {
+  it('answers 405 METHOD_NOT_ALLOWED with an Allow header on known paths, 404 elsewhere', async () => {
+    const cases: [string, string, string][] = [
+      ['DELETE', '/api/v1/tokens', 'POST'],
+      ['PUT', '/api/v1/devices/dev-1', 'GET, HEAD'],
+      ['GET', '/api/v1/devices/dev-1/revoke', 'POST'],
+      ['GET', '/.well-known/est/simpleenroll', 'POST'],
+      ['POST', '/.well-known/est/cacerts', 'GET, HEAD'],
+      ['POST', '/crl', 'GET, HEAD'],
+      ['PATCH', '/ocsp/MAMCAQA%3D', 'GET, HEAD'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const r = await httpsRequest(`${base}${path}`, { method, ca });
+      try {
+        expect4xx(r, 'METHOD_NOT_ALLOWED', 405);
+        expect(r.headers.allow).toBe(allow);
+      } catch (e) {
+        throw new Error(`${method} ${path}: ${(e as Error).message}`);
+      }
+    }
+    expect4xx(await httpsRequest(`${base}/api/v1/nothing/here`, { method: 'PUT', ca }), 'NOT_FOUND', 404);
+    expect4xx(await httpsRequest(`${base}/api/v1/tokens/extra`, { method: 'GET', ca }), 'NOT_FOUND', 404);
+  });
+});

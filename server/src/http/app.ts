@@ -12,6 +12,7 @@ import { type FastifyInstance, type FastifyServerOptions, fastify, LogController
 import type { Logger } from 'pino';
 import { FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
 import { HTTP_STATUS } from './error-map.js';
+import { trackRouteMethods } from './route-methods.js';
 
 export interface HttpTls {
   keyPem: string;
@@ -155,10 +156,21 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
     void reply.status(status).send({ code, message: code === 'INTERNAL' ? 'internal error' : fe.message });
   });
 
+  const allowedAt = trackRouteMethods(app);
   app.setNotFoundHandler((request, reply) => {
-    void reply
-      .status(404)
-      .send({ code: 'NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]}` });
+    const path = request.url.split('?')[0] as string;
+    const allowed = allowedAt(path);
+    if (allowed.length > 0) {
+      void reply
+        .status(HTTP_STATUS.METHOD_NOT_ALLOWED)
+        .header('Allow', allowed.join(', '))
+        .send({
+          code: 'METHOD_NOT_ALLOWED',
+          message: `${request.method} is not served at ${path} (allowed: ${allowed.join(', ')})`,
+        });
+      return;
+    }
+    void reply.status(404).send({ code: 'NOT_FOUND', message: `no route ${request.method} ${path}` });
   });
 
   // OpenAPI document at /docs/json, browsable docs at /docs (routes registered after this).
