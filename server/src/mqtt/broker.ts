@@ -118,6 +118,8 @@ interface Conn {
   pendingFilters: Set<string>;
   /** CONNACK 0 sent. */
   admitted: boolean;
+  /** This connection's refusal is already in refused_total (each refused connection counts once). */
+  refusalCounted: boolean;
   closed: boolean;
   clientId: string | null;
   client: Client | null;
@@ -255,6 +257,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
         { now: Date.now(), isRevoked: watcher.isRevoked, revocationDataFresh: watcher.fresh() },
       );
       const refuse = (bytes: Buffer, reason: Parameters<BrokerObserver['refused']>[0]) => {
+        c.refusalCounted = true;
         observer.refused(reason);
         log.debug({ id: c.identity.id, clientId: packet.clientId, reason }, 'CONNECT refused');
         c.link.write(bytes);
@@ -327,8 +330,15 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   });
   broker.on('connectionError', (client, err) => {
     const c = connOf(client);
+    const msg = err?.message ?? '';
+    if (c && !c.admitted && !c.refusalCounted) {
+      // No CONNECT got through: mqtt-packet refused it (protocol name or level, reserved flags, a
+      // field overrunning the packet: MQTT 3.1.1 3.1.2) or none arrived in time (aedes' timer).
+      c.refusalCounted = true;
+      observer.refused(/did not arrive/i.test(msg) ? 'connect_timeout' : 'bad_packet');
+    }
     if (c) c.errorCause ??= 'protocol_error';
-    log.debug({ err: err?.message }, 'MQTT connection error before CONNECT');
+    log.debug({ err: msg }, 'MQTT connection error before CONNECT');
   });
   await broker.listen();
   // aedes' typings omit the emitter and persistence it exposes.
@@ -441,6 +451,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       claimSeq: 0,
       pendingFilters: new Set<string>(),
       admitted: false,
+      refusalCounted: false,
       closed: false,
       clientId: null,
       client: null,
@@ -455,7 +466,10 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       publishBurst: config.publishBurst,
       onViolation(kind) {
         c.errorCause = kind === 'too_large' ? 'packet_too_large' : 'protocol_error';
-        if (!c.admitted) observer.refused('bad_packet');
+        if (!c.admitted && !c.refusalCounted) {
+          c.refusalCounted = true;
+          observer.refused('bad_packet');
+        }
       },
       onPublishes: (n) => observer.messages('in', n),
       onThrottle: () => observer.throttled(),

@@ -31,6 +31,8 @@ export type RefusalReason =
   | 'handshake_limit'
   | 'handshake_failed'
   | 'bad_packet'
+  /** TLS was up but no complete CONNECT arrived within the handshake timeout. */
+  | 'connect_timeout'
   /** A persistent session's queue or QoS 2 store is full (session-limits.ts). */
   | 'session_full';
 
