@@ -165,6 +165,21 @@ describe('EST simpleenroll with bad input', () => {
     expect(garbage).toMatch(/^HTTP\/1\.1 400/);
     expect((await httpsRequest(`${base}/healthz`, { ca })).status).toBe(200);
   });
+
+  it('answers requests Node would refuse bare (no Host, an unknown Expect) in the { code, message } shape', async () => {
+    const { hostname, port } = new URL(base);
+    const ask = (req: string) => rawTls(hostname, Number(port), ca, [req], 100, 10_000);
+    const noHost = await ask('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n');
+    expect(noHost).toMatch(/^HTTP\/1\.1 400/);
+    expect(noHost).toContain('"code":"BAD_REQUEST"');
+    // HTTP/1.0 has no Host requirement.
+    expect(await ask('GET /healthz HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200/);
+    const expectation = await ask(
+      'POST /api/v1/tokens HTTP/1.1\r\nHost: localhost\r\nExpect: nonsense\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}',
+    );
+    expect(expectation).toMatch(/^HTTP\/1\.1 401/);
+    expect(expectation).toContain('"code":"AUTH_REQUIRED"');
+  });
 });
 
 describe('re-enrollment with bad input', () => {

@@ -136,6 +136,9 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
       // give both to the server at construction, not just fastify's later assignment.
       requestTimeout: opts.requestTimeoutMs ?? 30_000,
       headersTimeout: Math.min(opts.requestTimeoutMs ?? 30_000, 30_000),
+      // Node answers a missing Host with a bare 400 of its own; the onRequest hook below answers
+      // it in the { code, message } shape instead.
+      requireHostHeader: false,
       // Forward-secret AEAD suites only for TLS 1.2 (TLS 1.3 suites are all AEAD).
       ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305',
     },
@@ -155,6 +158,16 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
     }
     void reply.status(status).send({ code, message: code === 'INTERNAL' ? 'internal error' : fe.message });
   });
+
+  // RFC 9112 3.2: an HTTP/1.1 request without Host is a 400.
+  app.addHook('onRequest', async (request) => {
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      throw new FleetgateError('BAD_REQUEST', 'HTTP/1.1 request without a Host header');
+    }
+  });
+  // An Expect other than 100-continue: RFC 9110 10.1.1 lets a server answer 417 (Node does, with
+  // no body) or go on; going on gives the request its normal answer, in the usual shape.
+  app.server.on('checkExpectation', (req, res) => app.server.emit('request', req, res));
 
   const allowedAt = trackRouteMethods(app);
   app.setNotFoundHandler((request, reply) => {
