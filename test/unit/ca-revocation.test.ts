@@ -50,6 +50,8 @@ const toPkijs = (c: x509.X509Certificate) => pkijs.Certificate.fromBER(new Uint8
 async function ocspRequest(
   pairs: { cert: x509.X509Certificate; issuer: x509.X509Certificate; hash?: string }[],
   nonce?: Uint8Array,
+  /** The nonce extension's value as given, instead of nonce wrapped in an OCTET STRING. */
+  rawNonceValue?: Uint8Array,
 ): Promise<Uint8Array> {
   const req = new pkijs.OCSPRequest();
   for (const { cert, issuer, hash } of pairs) {
@@ -59,11 +61,13 @@ async function ocspRequest(
       pkiEngine,
     );
   }
-  if (nonce) {
+  if (nonce || rawNonceValue) {
     req.tbsRequest.requestExtensions = [
       new pkijs.Extension({
         extnID: OID_NONCE,
-        extnValue: new asn1js.OctetString({ valueHex: nonce }).toBER(false),
+        extnValue: rawNonceValue
+          ? new Uint8Array(rawNonceValue).buffer
+          : new asn1js.OctetString({ valueHex: nonce }).toBER(false),
       }),
     ];
   }
@@ -261,6 +265,17 @@ describe('respondOcsp', () => {
       Array.from({ length: MAX_OCSP_REQUESTS }, () => ({ cert: dev, issuer: ca.issuingCert })),
     );
     const bigNonce = await ocspRequest([{ cert: dev, issuer: ca.issuingCert }], new Uint8Array(64));
+    const withNonceValue = (value: number[]) =>
+      ocspRequest([{ cert: dev, issuer: ca.issuingCert }], undefined, new Uint8Array(value));
+    // RFC 8954 2.1: Nonce ::= OCTET STRING (SIZE(1..32)), nothing else.
+    const badNonces = await Promise.all([
+      ocspRequest([{ cert: dev, issuer: ca.issuingCert }], new Uint8Array(33)), // 33 octets
+      withNonceValue([0x04, 0x00]), // empty
+      withNonceValue(Array.from({ length: 16 }, (_, i) => i + 0x40)), // bare, not an OCTET STRING
+      withNonceValue([0x02, 0x02, 0x01, 0x02]), // an INTEGER
+      withNonceValue([0x04, 0x02, 0x01, 0x02, 0x00]), // trailing byte
+      withNonceValue([0x04, 0x05, 0x01, 0x02]), // length past the end
+    ]);
     const inputs = [
       new Uint8Array(0),
       new Uint8Array([0x30]),
@@ -271,6 +286,7 @@ describe('respondOcsp', () => {
       new Uint8Array(100_000).fill(0x30),
       tooMany,
       bigNonce,
+      ...badNonces,
     ];
     for (const input of inputs) {
       const der = await respondOcsp(ca, input, async () => ({ status: 'good' }), opts);
@@ -278,6 +294,17 @@ describe('respondOcsp', () => {
     }
     const okDer = await respondOcsp(ca, maxOk, async () => ({ status: 'good' }), opts);
     expect(parseResponse(okDer).basic!.tbsResponseData.responses).toHaveLength(MAX_OCSP_REQUESTS);
+    // The bounds themselves are fine, and echoed.
+    for (const size of [1, 32]) {
+      const der = await respondOcsp(
+        ca,
+        await ocspRequest([{ cert: dev, issuer: ca.issuingCert }], new Uint8Array(size).fill(9)),
+        async () => ({ status: 'good' }),
+        opts,
+      );
+      const echoed = parseResponse(der).basic!.tbsResponseData.responseExtensions?.find((e) => e.extnID === OID_NONCE);
+      expect(echoed!.extnValue.valueBlock.valueHexView.byteLength).toBe(size + 2);
+    }
   });
 
   test('failing lookups: store down -> tryLater, anything else -> internalError', async () => {

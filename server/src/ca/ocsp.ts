@@ -38,8 +38,19 @@ const MAX_REQUEST_BYTES = 64 * 1024;
 
 const OID_PKIX_OCSP_BASIC = '1.3.6.1.5.5.7.48.1.1';
 const OID_PKIX_OCSP_NONCE = '1.3.6.1.5.5.7.48.1.2';
-/** RFC 8954 section 2.1: the nonce is 1..32 octets; + 2 for the OCTET STRING header around it. */
-const MAX_NONCE_EXTN_VALUE = 34;
+/** RFC 8954 section 2.1: Nonce ::= OCTET STRING (SIZE(1..32)). */
+const MAX_NONCE_OCTETS = 32;
+
+/**
+ * RFC 8954 2.1: the extension's value is the DER of an OCTET STRING of 1 to 32 octets, and a
+ * request whose nonce is empty or longer "MUST" be rejected with malformedRequest. Anything else
+ * in the value (a bare nonce without the OCTET STRING, another type, trailing bytes) is no nonce
+ * of that syntax either, and is not echoed back.
+ */
+function isRfc8954Nonce(value: Uint8Array): boolean {
+  const length = value[1] ?? 0;
+  return value[0] === 0x04 && length >= 1 && length <= MAX_NONCE_OCTETS && value.byteLength === length + 2;
+}
 
 const CERT_ID_HASHES: Record<string, HashName> = {
   '1.3.14.3.2.26': 'SHA-1',
@@ -79,7 +90,7 @@ function nonceOf(req: pkijs.OCSPRequest): pkijs.Extension | null {
     if (ext.extnID === OID_PKIX_OCSP_NONCE) {
       if (nonce !== null) throw new Malformed('two nonces');
       const value = ext.extnValue.valueBlock.valueHexView;
-      if (value.byteLength === 0 || value.byteLength > MAX_NONCE_EXTN_VALUE) throw new Malformed('nonce size');
+      if (!isRfc8954Nonce(value)) throw new Malformed('nonce');
       nonce = ext;
     } else if (ext.critical) {
       throw new Malformed('unsupported critical extension');
