@@ -120,6 +120,28 @@ describe('bad input to the broker', () => {
     });
   }
 
+  it('answers an unsupported protocol level with CONNACK 0x01, then closes [MQTT-3.1.2-2], even byte by byte', async () => {
+    const CONNACK_BAD_LEVEL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
+    const before = metricValue(await metricsText(fleet), 'fleetgate_mqtt_refused_total', { reason: 'bad_packet' });
+    const bytes = (b: Buffer) => [...b].map((x) => Buffer.from([x]));
+    for (const chunks of [
+      [connectPacket('bad-1', { level: 0 })],
+      [connectPacket('bad-1', { level: 6 })],
+      [connectPacket('bad-1', { level: 0x86 })], // the bridge bit does not make 6 a known level
+      bytes(connectPacket('bad-1', { level: 7 })),
+    ]) {
+      const r = await rawMqtt(fleet, dev, chunks, 5);
+      expect(r.closed).toBe(true);
+      expect(r.received).toEqual(CONNACK_BAD_LEVEL);
+    }
+    // A well-formed CONNECT arriving one byte at a time is admitted.
+    const ok = await rawMqtt(fleet, dev, bytes(connectPacket('bad-1')), 5, 1_500);
+    expect(ok.closed).toBe(false);
+    expect(ok.received).toEqual(CONNACK_OK);
+    const after = metricValue(await metricsText(fleet), 'fleetgate_mqtt_refused_total', { reason: 'bad_packet' });
+    expect(after - before).toBe(4);
+  });
+
   it('closes the connection on an oversized PUBLISH after a good CONNECT', async () => {
     const header = Buffer.concat([Buffer.from([0x30]), remainingLength(1_000_000), Buffer.from([0x00, 0x01, 0x61])]);
     const r = await rawMqtt(fleet, dev, [connectPacket('bad-1'), header, Buffer.alloc(8192)], 200);
@@ -165,9 +187,9 @@ describe('bad input to the broker', () => {
     const m = await metricsText(fleet);
     // Each refused connection counts once: five framing violations caught by the link (HTTP,
     // random bytes, SUBSCRIBE first, five-byte length, oversized CONNECT) and five CONNECTs
-    // mqtt-packet refused (MQTX, levels 6 and 2, overrun, reserved flag); the truncated CONNECT
-    // and the silent TLS connection ran out of time.
-    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'bad_packet' })).toBe(10);
+    // refused (MQTX, levels 6 and 2, overrun, reserved flag), plus the four of the protocol level
+    // test; the truncated CONNECT and the silent TLS connection ran out of time.
+    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'bad_packet' })).toBe(10 + 4);
     expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'connect_timeout' })).toBe(2);
     expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'handshake_failed' })).toBeGreaterThanOrEqual(2);
   });

@@ -4,6 +4,9 @@
  * to enforce, before aedes buffers anything:
  *
  * - the first packet is CONNECT [MQTT-3.1.0-1]; anything else is garbage and closes the link;
+ * - a CONNECT with protocol name MQTT or MQIsdp but a level other than 3, 4 or 5 gets CONNACK 0x01
+ *   (unacceptable protocol level) before the link closes [MQTT-3.1.2-2]; mqtt-packet would only
+ *   fail to parse it, and aedes would close without a word;
  * - the remaining length is well formed (at most 4 bytes, MQTT 3.1.1 section 2.2.3) and not above
  *   the configured maximum packet size: an oversized packet closes the link when its header
  *   arrives, not after megabytes were buffered;
@@ -21,7 +24,7 @@
 import { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 
-export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large';
+export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large' | 'unsupported_level';
 
 export interface LinkOptions {
   maxPacketSize: number;
@@ -44,6 +47,10 @@ enum Frame {
 const PUBLISH = 3;
 const CONNECT = 1;
 const DISCONNECT = 14;
+/** MQTT 3.1.1 3.2.2.3: CONNACK, return code 0x01 unacceptable protocol level. */
+const CONNACK_BAD_LEVEL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
+/** Protocol levels aedes speaks: 3 (3.1, "MQIsdp"), 4 (3.1.1), 5 (5.0, refused later with 0x84). */
+const LEVELS = new Set([3, 4, 5]);
 /** Packet types charged to the rate bucket (MQTT 3.1.1 2.2.1): 3, 6, 8, 10, 12. */
 const CHARGED = new Set([PUBLISH, 6, 8, 10, 12]);
 const FLUSH_GRACE_MS = 2_000;
@@ -66,6 +73,8 @@ export class MqttLink extends Duplex {
   private lengthBytes = 0;
   private bodyLeft = 0;
   private seenConnect = false;
+  /** The CONNECT's first body bytes (protocol name and level) until inspected; then null. */
+  private connectHead: Buffer | null = Buffer.alloc(0);
   private tokens: number;
   private refilledAt = performance.now();
   private throttleTimer: NodeJS.Timeout | null = null;
@@ -150,6 +159,9 @@ export class MqttLink extends Duplex {
         }
         case Frame.Body: {
           const take = Math.min(this.bodyLeft, chunk.length - i);
+          if (this.connectHead && !this.levelAcceptable(chunk.subarray(i, i + take), this.bodyLeft === take)) {
+            return this.refuseLevel();
+          }
           this.bodyLeft -= take;
           i += take;
           if (this.bodyLeft === 0) this.frame = Frame.Header;
@@ -158,6 +170,35 @@ export class MqttLink extends Duplex {
       }
     }
     return publishes;
+  }
+
+  /**
+   * Reads the CONNECT's protocol name and level (3.1.2.1, 3.1.2.2) from the body bytes as they
+   * come. False only for a known protocol name with a level aedes does not speak; anything
+   * malformed is left to mqtt-packet, which refuses it.
+   */
+  private levelAcceptable(bytes: Buffer, lastOfBody: boolean): boolean {
+    const head = Buffer.concat([this.connectHead as Buffer, bytes.subarray(0, 9)]);
+    const nameLength = head.length >= 2 ? head.readUInt16BE(0) : -1;
+    if (nameLength > 6) {
+      this.connectHead = null;
+      return true;
+    }
+    if (nameLength < 0 || head.length < 2 + nameLength + 1) {
+      this.connectHead = lastOfBody ? null : head;
+      return true;
+    }
+    this.connectHead = null;
+    const name = head.toString('latin1', 2, 2 + nameLength);
+    const level = (head[2 + nameLength] as number) & 0x7f; // 0x80: bridge flag some brokers send
+    return !(name === 'MQTT' || name === 'MQIsdp') || LEVELS.has(level);
+  }
+
+  private refuseLevel(): -1 {
+    this.opts.onViolation('unsupported_level');
+    this.socket.write(CONNACK_BAD_LEVEL);
+    this.destroy(); // without an error: flushes the CONNACK, then closes (_destroy)
+    return -1;
   }
 
   private violation(kind: LinkViolation): -1 {
