@@ -110,6 +110,11 @@ describe('bad input to the broker', () => {
     ],
     ['a CONNECT with reserved flag bit set', () => [Buffer.from([0x11, ...connectPacket('bad-1').subarray(1)])]],
     ['a truncated CONNECT, then silence', () => [connectPacket('bad-1').subarray(0, 9)]],
+    // ...followed by bytes that read like a CONNECT body with level 9: not taken for the CONNECT's.
+    [
+      'a CONNECT without a body',
+      () => [Buffer.from([0x10, 0x00, 0xc0, 0x07, 0x00, 0x04, 0x4d, 0x51, 0x54, 0x54, 0x09])],
+    ],
   ];
 
   for (const [name, chunks] of cases) {
@@ -186,10 +191,10 @@ describe('bad input to the broker', () => {
     await c.endAsync();
     const m = await metricsText(fleet);
     // Each refused connection counts once: five framing violations caught by the link (HTTP,
-    // random bytes, SUBSCRIBE first, five-byte length, oversized CONNECT) and five CONNECTs
-    // refused (MQTX, levels 6 and 2, overrun, reserved flag), plus the four of the protocol level
+    // random bytes, SUBSCRIBE first, five-byte length, oversized CONNECT), six CONNECTs refused
+    // (MQTX, levels 6 and 2, overrun, reserved flag, no body) and the four of the protocol level
     // test; the truncated CONNECT and the silent TLS connection ran out of time.
-    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'bad_packet' })).toBe(10 + 4);
+    expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'bad_packet' })).toBe(11 + 4);
     expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'connect_timeout' })).toBe(2);
     expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'handshake_failed' })).toBeGreaterThanOrEqual(2);
   });

@@ -155,6 +155,8 @@ export class MqttLink extends Duplex {
           if (CHARGED.has(this.packetType)) this.charged++;
           this.bodyLeft = this.lengthValue;
           this.frame = this.bodyLeft > 0 ? Frame.Body : Frame.Header;
+          // A CONNECT without a body has no level to read (mqtt-packet refuses it); never read a later packet's.
+          if (this.bodyLeft === 0) this.connectHead = null;
           break;
         }
         case Frame.Body: {
