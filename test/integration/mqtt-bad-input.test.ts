@@ -22,6 +22,7 @@ import {
   startFleet,
   tlsOptions,
 } from '../helpers/device.js';
+import { until } from '../helpers/wait.js';
 
 interface Outcome {
   closed: boolean;
@@ -154,6 +155,23 @@ describe('bad input to the broker', () => {
     expect(r.received.subarray(0, 4)).toEqual(CONNACK_OK);
     const m = await metricsText(fleet);
     expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'packet_too_large' })).toBe(1);
+  });
+
+  it('takes a DISCONNECT with reserved flags set for a protocol error, not a goodbye [MQTT-2.2.2-2]', async () => {
+    const before = await metricsText(fleet);
+    const r = await rawMqtt(fleet, dev, [connectPacket('bad-1'), Buffer.from([0xe2, 0x00])], 200);
+    expect(r.closed).toBe(true);
+    const after = await until(
+      () => metricsText(fleet),
+      (m) =>
+        metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'protocol_error' }) >
+        metricValue(before, 'fleetgate_mqtt_disconnects_total', { cause: 'protocol_error' }),
+    );
+    const delta = (cause: string) =>
+      metricValue(after, 'fleetgate_mqtt_disconnects_total', { cause }) -
+      metricValue(before, 'fleetgate_mqtt_disconnects_total', { cause });
+    expect(delta('protocol_error')).toBe(1);
+    expect(delta('client')).toBe(0);
   });
 
   it('closes the connection on a second CONNECT', async () => {

@@ -68,6 +68,7 @@ const MAX_SYNC_READS = 32;
 export class MqttLink extends Duplex {
   private frame = Frame.Header;
   private packetType = 0;
+  private headerFlags = 0;
   private lengthValue = 0;
   private lengthMultiplier = 1;
   private lengthBytes = 0;
@@ -132,6 +133,7 @@ export class MqttLink extends Duplex {
           if (!this.seenConnect && type !== CONNECT) return this.violation('not_connect');
           this.seenConnect = true;
           this.packetType = type;
+          this.headerFlags = chunk[i]! & 0x0f;
           this.lengthValue = 0;
           this.lengthMultiplier = 1;
           this.lengthBytes = 0;
@@ -151,7 +153,9 @@ export class MqttLink extends Duplex {
           }
           if (this.lengthValue > this.opts.maxPacketSize) return this.violation('too_large');
           if (this.packetType === PUBLISH) publishes++;
-          else if (this.packetType === DISCONNECT) this.sawDisconnect = true;
+          // Only a well-formed DISCONNECT (flags 0: MQTT 3.1.1 2.2.2) is a goodbye; with other flags
+          // mqtt-packet refuses it and the close is a protocol error [MQTT-2.2.2-2].
+          else if (this.packetType === DISCONNECT && this.headerFlags === 0) this.sawDisconnect = true;
           if (CHARGED.has(this.packetType)) this.charged++;
           this.bodyLeft = this.lengthValue;
           this.frame = this.bodyLeft > 0 ? Frame.Body : Frame.Header;
