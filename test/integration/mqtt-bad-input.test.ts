@@ -174,6 +174,59 @@ describe('bad input to the broker', () => {
     expect(delta('client')).toBe(0);
   });
 
+  it('closes on a SUBSCRIBE or UNSUBSCRIBE without filters and on packet id 0; answers well-formed ones', async () => {
+    const topic = Buffer.from([0x00, 0x0f, ...Buffer.from('devices/bad-1/x')]);
+    const subscribe = (id: number, filters: Buffer) =>
+      Buffer.concat([Buffer.from([0x82, 2 + filters.length, id >> 8, id & 0xff]), filters]);
+    const unsubscribe = (id: number, filters: Buffer) =>
+      Buffer.concat([Buffer.from([0xa2, 2 + filters.length, id >> 8, id & 0xff]), filters]);
+    const publish = (qos: number, id: number) =>
+      Buffer.concat([
+        Buffer.from([0x30 | (qos << 1), topic.length + 2 + 1]),
+        topic,
+        Buffer.from([id >> 8, id & 0xff, 0x61]),
+      ]);
+    const bytes = (b: Buffer) => [...b].map((x) => Buffer.from([x]));
+    const before = metricValue(await metricsText(fleet), 'fleetgate_mqtt_disconnects_total', {
+      cause: 'protocol_error',
+    });
+    const bad: [string, Buffer[]][] = [
+      ['SUBSCRIBE without a filter [MQTT-3.8.3-3]', [subscribe(5, Buffer.alloc(0))]],
+      ['UNSUBSCRIBE without a filter [MQTT-3.10.3-2]', [unsubscribe(5, Buffer.alloc(0))]],
+      ['SUBSCRIBE with packet id 0 [MQTT-2.3.1-1]', [subscribe(0, Buffer.concat([topic, Buffer.from([1])]))]],
+      ['UNSUBSCRIBE with packet id 0', [unsubscribe(0, topic)]],
+      ['QoS 1 PUBLISH with packet id 0', [publish(1, 0)]],
+      ['QoS 2 PUBLISH with packet id 0, one byte at a time', bytes(publish(2, 0))],
+    ];
+    for (const [name, chunks] of bad) {
+      const r = await rawMqtt(fleet, dev, [connectPacket('bad-1'), ...chunks], 5);
+      expect(r.closed, name).toBe(true);
+      expect(r.received, name).toEqual(CONNACK_OK); // and nothing after it: no SUBACK, UNSUBACK, PUBACK
+    }
+    // The same packets with identifiers and filters are answered, also when split byte by byte.
+    const good = await rawMqtt(
+      fleet,
+      dev,
+      [
+        connectPacket('bad-1'),
+        subscribe(7, Buffer.concat([topic, Buffer.from([1])])),
+        ...bytes(publish(1, 0x0102)),
+        unsubscribe(8, topic),
+      ],
+      5,
+      1_500,
+    );
+    expect(good.closed).toBe(false);
+    expect(good.received.includes(Buffer.from([0x90, 0x03, 0x00, 0x07, 0x01]))).toBe(true); // SUBACK 7, QoS 1
+    expect(good.received.includes(Buffer.from([0x40, 0x02, 0x01, 0x02]))).toBe(true); // PUBACK 0x0102
+    expect(good.received.includes(Buffer.from([0xb0, 0x02, 0x00, 0x08]))).toBe(true); // UNSUBACK 8
+    const m = await until(
+      () => metricsText(fleet),
+      (t) => metricValue(t, 'fleetgate_mqtt_disconnects_total', { cause: 'protocol_error' }) - before >= bad.length,
+    );
+    expect(metricValue(m, 'fleetgate_mqtt_disconnects_total', { cause: 'protocol_error' }) - before).toBe(bad.length);
+  });
+
   it('closes the connection on a second CONNECT', async () => {
     const r = await rawMqtt(fleet, dev, [connectPacket('bad-1'), connectPacket('bad-1')], 200);
     expect(r.closed).toBe(true);

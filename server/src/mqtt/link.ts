@@ -7,6 +7,9 @@
  * - a CONNECT with protocol name MQTT or MQIsdp but a level other than 3, 4 or 5 gets CONNACK 0x01
  *   (unacceptable protocol level) before the link closes [MQTT-3.1.2-2]; mqtt-packet would only
  *   fail to parse it, and aedes would close without a word;
+ * - SUBSCRIBE and UNSUBSCRIBE carry at least one topic filter [MQTT-3.8.3-3, MQTT-3.10.3-2], and
+ *   they and QoS 1/2 PUBLISHes a non-zero packet identifier [MQTT-2.3.1-1]: mqtt-packet accepts
+ *   both mistakes, and aedes would answer an empty SUBACK or acknowledge packet id 0;
  * - the remaining length is well formed (at most 4 bytes, MQTT 3.1.1 section 2.2.3) and not above
  *   the configured maximum packet size: an oversized packet closes the link when its header
  *   arrives, not after megabytes were buffered;
@@ -24,7 +27,7 @@
 import { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 
-export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large' | 'unsupported_level';
+export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large' | 'unsupported_level' | 'malformed';
 
 export interface LinkOptions {
   maxPacketSize: number;
@@ -46,6 +49,8 @@ enum Frame {
 
 const PUBLISH = 3;
 const CONNECT = 1;
+const SUBSCRIBE = 8;
+const UNSUBSCRIBE = 10;
 const DISCONNECT = 14;
 /** MQTT 3.1.1 3.2.2.3: CONNACK, return code 0x01 unacceptable protocol level. */
 const CONNACK_BAD_LEVEL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
@@ -74,6 +79,17 @@ export class MqttLink extends Duplex {
   private lengthBytes = 0;
   private bodyLeft = 0;
   private seenConnect = false;
+  /**
+   * Packet identifier check of the current packet: the body offset of the next byte wanted (-1:
+   * none), the bytes read so far, and whether they are a PUBLISH's topic length (the identifier
+   * follows the topic) rather than the identifier itself.
+   */
+  private idAt = -1;
+  private idValue = 0;
+  private idBytes = 0;
+  private idAfterTopic = false;
+  /** Body bytes of the current packet already scanned. */
+  private bodyPos = 0;
   /** The CONNECT's first body bytes (protocol name and level) until inspected; then null. */
   private connectHead: Buffer | null = Buffer.alloc(0);
   private tokens: number;
@@ -157,6 +173,15 @@ export class MqttLink extends Duplex {
           // mqtt-packet refuses it and the close is a protocol error [MQTT-2.2.2-2].
           else if (this.packetType === DISCONNECT && this.headerFlags === 0) this.sawDisconnect = true;
           if (CHARGED.has(this.packetType)) this.charged++;
+          this.idAt = -1;
+          if (this.packetType === SUBSCRIBE || this.packetType === UNSUBSCRIBE) {
+            // A packet identifier and at least one filter (2-byte length, then the filter).
+            if (this.lengthValue <= 2) return this.violation('malformed');
+            this.watchId(false);
+          } else if (this.packetType === PUBLISH && (this.headerFlags & 0x06) !== 0) {
+            this.watchId(true);
+          }
+          this.bodyPos = 0;
           this.bodyLeft = this.lengthValue;
           this.frame = this.bodyLeft > 0 ? Frame.Body : Frame.Header;
           // A CONNECT without a body has no level to read (mqtt-packet refuses it); never read a later packet's.
@@ -168,6 +193,8 @@ export class MqttLink extends Duplex {
           if (this.connectHead && !this.levelAcceptable(chunk.subarray(i, i + take), this.bodyLeft === take)) {
             return this.refuseLevel();
           }
+          if (this.idAt >= 0 && !this.idAcceptable(chunk, i, take)) return this.violation('malformed');
+          this.bodyPos += take;
           this.bodyLeft -= take;
           i += take;
           if (this.bodyLeft === 0) this.frame = Frame.Header;
@@ -198,6 +225,35 @@ export class MqttLink extends Duplex {
     const name = head.toString('latin1', 2, 2 + nameLength);
     const level = (head[2 + nameLength] as number) & 0x7f; // 0x80: bridge flag some brokers send
     return !(name === 'MQTT' || name === 'MQIsdp') || LEVELS.has(level);
+  }
+
+  /** Starts reading a 2-byte field at body offset `at`: the identifier, or a PUBLISH's topic length. */
+  private watchId(afterTopic: boolean, at = 0): void {
+    this.idAt = at;
+    this.idValue = 0;
+    this.idBytes = 0;
+    this.idAfterTopic = afterTopic;
+  }
+
+  /**
+   * Reads the packet identifier of the current packet from `take` body bytes of `chunk` at `i`
+   * (body offset `bodyPos`), as they come; false once it reads 0.
+   */
+  private idAcceptable(chunk: Buffer, i: number, take: number): boolean {
+    const end = this.bodyPos + take;
+    while (this.idAt >= 0 && this.idAt < end) {
+      this.idValue = (this.idValue << 8) | (chunk[i + this.idAt - this.bodyPos] as number);
+      this.idAt++;
+      if (++this.idBytes < 2) continue;
+      if (this.idAfterTopic) {
+        // That was the topic length (3.3.2.1); the identifier follows the topic (3.3.2.2).
+        this.watchId(false, this.idAt + this.idValue);
+      } else {
+        this.idAt = -1;
+        if (this.idValue === 0) return false;
+      }
+    }
+    return true;
   }
 
   private refuseLevel(): -1 {
