@@ -13,8 +13,8 @@ import { Pkcs11KeyStore, type Pkcs11KeyStoreOptions } from './keys/pkcs11.js';
 import { SoftwareKeyStore } from './keys/software.js';
 import type { DeviceKey, KeyStore } from './keys/types.js';
 import { type ConnectedEvent, type DisconnectedEvent, MqttSession, type RevokedEvent } from './mqtt-session.js';
+import { checkClientOptions } from './options.js';
 import { crlRevocationCheck } from './revocation.js';
-import { DEVICE_ID_RE } from './util.js';
 import { createCsr, parseCertificates, verifyIssuedCertificate, type x509 } from './x509.js';
 
 export type KeyStoreConfig = { type: 'software' } | ({ type: 'pkcs11' } & Pkcs11KeyStoreOptions);
@@ -94,13 +94,18 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
 
   constructor(private readonly opts: DeviceClientOptions) {
     super();
-    if (!DEVICE_ID_RE.test(opts.deviceId))
-      throw new DeviceClientError('INVALID_OPTIONS', `device id must match ${DEVICE_ID_RE}: ${opts.deviceId}`);
+    checkClientOptions(opts);
     this.deviceId = opts.deviceId;
     this.store = new CredentialStore(opts.credentialDir);
     this.keyStore = makeKeyStore(opts.keyStore, opts.credentialDir);
     this.est = new EstClient({ url: opts.estUrl, ca: opts.ca, timeoutMs: opts.estTimeoutMs });
-    this.trusted = parseCertificates(opts.ca);
+    try {
+      this.trusted = parseCertificates(opts.ca);
+    } catch (e) {
+      throw new DeviceClientError('INVALID_OPTIONS', `the pinned CA bundle is not valid PEM: ${String(e)}`, {
+        cause: e,
+      });
+    }
     if (this.trusted.length === 0)
       throw new DeviceClientError('INVALID_OPTIONS', 'the pinned CA bundle holds no PEM certificate');
   }
@@ -115,14 +120,23 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     await this.store.init();
     let previous: Credential | undefined;
     let usable = false;
+    // A credential file that cannot be ours (corrupt, or another device's) is moved aside, not
+    // overwritten: the new enrollment replaces it and nothing is lost (another device's key stays).
+    let setAside = false;
     try {
       previous = await this.store.load();
-      await this.keyStore.load(previous.key);
-      usable = previous.notAfter > new Date();
+      if (previous.deviceId !== this.deviceId) {
+        previous = undefined;
+        setAside = true;
+      } else {
+        await this.keyStore.load(previous.key);
+        usable = previous.notAfter > new Date();
+      }
     } catch (e) {
       // Missing or corrupt credential, or its key is gone: nothing to protect. A token problem
       // (module, PIN) is reported as such.
       if (e instanceof KeyStoreError && e.code !== 'KEY_INVALID' && e.code !== 'PKCS11_KEY_NOT_FOUND') throw e;
+      if (e instanceof CredentialError && e.code === 'CREDENTIAL_CORRUPT') setAside = true;
     }
     if (previous && usable && !options.replace)
       throw new CredentialError(
@@ -141,6 +155,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
         trusted: this.trusted,
       });
       credential = credentialFrom(this.deviceId, cert, chain, key.ref);
+      if (setAside) await this.store.quarantine();
       await this.store.save(credential);
     } catch (e) {
       await this.keyStore.remove(key.ref).catch(() => undefined);
@@ -171,6 +186,33 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
   }
 
   /**
+   * The credential to use: the current one or, when it has expired and a renewal written before a
+   * restart is still valid, that renewal, promoted now (README "Renewal"). It was checked against
+   * the pinned CA when it was issued; the broker's confirmation would only protect an old
+   * certificate that can no longer be used anyway.
+   */
+  private async usableCredential(): Promise<Credential> {
+    try {
+      return await this.credential();
+    } catch (e) {
+      if (!(e instanceof CredentialError) || e.code !== 'CERT_EXPIRED') throw e;
+      const pending = await this.store.loadPending();
+      if (!pending || pending.deviceId !== this.deviceId || pending.notAfter <= new Date()) throw e;
+      try {
+        await this.keyStore.load(pending.key);
+      } catch {
+        throw e;
+      }
+      const old = await this.store.load();
+      await this.store.promotePending();
+      await this.store.clearSession();
+      if (JSON.stringify(old.key) !== JSON.stringify(pending.key))
+        await this.keyStore.remove(old.key).catch(() => undefined);
+      return pending;
+    }
+  }
+
+  /**
    * Connects to the broker with the stored credential; resolves at the first accepted CONNACK.
    * Network failures are retried with backoff (and reported as `error`, non-fatal); refusals,
    * revocation and a wrong pinned CA reject and stop.
@@ -181,7 +223,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
       throw new DeviceClientError('INVALID_OPTIONS', 'already connected or connecting');
     if (!this.opts.mqttUrl) throw new DeviceClientError('INVALID_OPTIONS', 'mqttUrl is required to connect');
     await this.store.init();
-    const credential = await this.credential();
+    const credential = await this.usableCredential();
     const key = await this.loadKey(credential);
     this.current = { credential, key };
     const session = new MqttSession({
@@ -292,7 +334,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     if (this.closed) throw new DeviceClientError('CLIENT_STOPPED', 'the client was closed');
     if (!this.current) {
       await this.store.init();
-      const credential = await this.credential();
+      const credential = await this.usableCredential();
       this.current = { credential, key: await this.loadKey(credential) };
     }
     const old = this.current;
@@ -381,8 +423,8 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
         if (cause.code === 'DEVICE_REVOKED' || cause.code === 'CLIENT_STOPPED') {
           if (cause.code === 'DEVICE_REVOKED') {
             const error = new BrokerRefusedError('DEVICE_REVOKED', cause.message, undefined, { cause });
-            this.emit('revoked', { serial: this.current.credential.serial, error });
-            await this.session?.close();
+            if (this.session) this.session.stopRevoked(error);
+            else this.emit('revoked', { serial: this.current.credential.serial, error });
           }
           return;
         }

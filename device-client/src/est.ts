@@ -16,6 +16,7 @@ import {
   ServerUnreachableError,
 } from './errors.js';
 import type { DeviceKey } from './keys/types.js';
+import { parseUrl } from './options.js';
 import { clientContext } from './tls-context.js';
 
 export interface EstClientOptions {
@@ -26,6 +27,8 @@ export interface EstClientOptions {
   /** Deadline for a whole request (default 30 s). */
   timeoutMs?: number;
 }
+
+const MAX_ANSWER_BYTES = 1024 * 1024;
 
 interface HttpAnswer {
   status: number;
@@ -92,11 +95,16 @@ export class EstClient {
   private readonly timeoutMs: number;
 
   constructor(options: EstClientOptions) {
-    this.base = new URL(options.url);
+    this.base = parseUrl(options.url, 'estUrl');
     if (this.base.protocol !== 'https:')
       throw new DeviceClientError('INVALID_OPTIONS', `EST needs an https URL, got ${options.url}`);
     this.ca = options.ca;
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    if (!Number.isInteger(this.timeoutMs) || this.timeoutMs < 1 || this.timeoutMs > 2 ** 31 - 1)
+      throw new DeviceClientError(
+        'INVALID_OPTIONS',
+        `estTimeoutMs must be a whole number of ms, got ${this.timeoutMs}`,
+      );
   }
 
   private url(op: string): URL {
@@ -165,7 +173,6 @@ export class EstClient {
         agent: false,
         secureContext,
         rejectUnauthorized: true,
-        timeout: this.timeoutMs,
         headers: {
           Accept: 'application/pkcs7-mime, application/json',
           ...(opts.body !== undefined
@@ -174,24 +181,36 @@ export class EstClient {
           ...opts.headers,
         },
       };
+      // One deadline for the whole exchange: `timeout` of https.request only fires after that
+      // long without a byte, so a server dripping its answer would hold the request for ever.
+      const deadline = setTimeout(() => {
+        req.destroy(Object.assign(new Error(`no complete answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' }));
+      }, this.timeoutMs);
+      deadline.unref?.();
+      const fail = (e: unknown) => {
+        clearTimeout(deadline);
+        reject(this.transportError(e));
+      };
       const req = https.request(url, requestOptions, (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
           size += c.length;
-          if (size > 1024 * 1024) req.destroy(new Error('EST answer larger than 1 MiB'));
+          // A certificate and its chain are a few KiB: a larger answer is not EST (the server
+          // answered, so this is a server error, not an unreachable server).
+          if (size > MAX_ANSWER_BYTES)
+            req.destroy(
+              new DeviceClientError('SERVER_ERROR', `the EST answer is larger than ${MAX_ANSWER_BYTES} bytes`),
+            );
           else chunks.push(c);
         });
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }),
-        );
-        res.on('error', (e) => reject(this.transportError(e)));
+        res.on('end', () => {
+          clearTimeout(deadline);
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) });
+        });
+        res.on('error', fail);
       });
-      req.on('timeout', () => {
-        const e = Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' });
-        req.destroy(e);
-      });
-      req.on('error', (e) => reject(this.transportError(e)));
+      req.on('error', fail);
       req.end(opts.body);
     });
   }

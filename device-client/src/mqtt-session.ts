@@ -33,6 +33,7 @@ import {
 } from './errors.js';
 import { TypedEmitter } from './events.js';
 import type { DeviceKey } from './keys/types.js';
+import { parseUrl } from './options.js';
 import type { RevocationCheck } from './revocation.js';
 import { clientContext } from './tls-context.js';
 
@@ -114,6 +115,7 @@ const CONNACK_RETRY_CODES = new Set([3, 0x88, 0x89, 0x97, 0x9f]);
 export class MqttSession extends TypedEmitter<MqttSessionEvents> {
   readonly broker: string;
   private readonly url: URL;
+  private readonly host: string;
   private cred: SessionCredential;
   private secureContext: tls.SecureContext;
   private tlsSession: Buffer | undefined;
@@ -130,9 +132,11 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
 
   constructor(private readonly opts: MqttSessionOptions) {
     super();
-    this.url = new URL(opts.url);
+    this.url = parseUrl(opts.url, 'mqttUrl');
     if (this.url.protocol !== 'mqtts:')
       throw new DeviceClientError('INVALID_OPTIONS', `the MQTT URL must be mqtts://, got ${opts.url}`);
+    // URL.hostname keeps an IPv6 literal's brackets ([::1]); sockets and SNI want it bare.
+    this.host = this.url.hostname.replace(/^\[(.*)\]$/, '$1');
     this.broker = `${this.url.hostname}:${this.url.port || '8883'}`;
     this.backoff = new Backoff(opts.backoff);
     this.cred = opts.credential;
@@ -231,12 +235,26 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
     });
   }
 
+  /**
+   * The device learned otherwise (its renewal was refused) that it is revoked: report it and stop
+   * the way a refusal by the broker does (`revoked`, then a fatal DEVICE_REVOKED).
+   */
+  stopRevoked(error: BrokerRefusedError): void {
+    if (this.state === 'stopped') return;
+    this.emit('revoked', { serial: this.cred.credential.serial, error });
+    this.stop(error);
+  }
+
   /** Disconnects and stops. Idempotent. */
   async close(): Promise<void> {
     if (this.state === 'stopped') return;
+    // Only an established connection ends gracefully (in-flight messages, then DISCONNECT). One
+    // still being made (a reconnect, a renewal's switch) is cut: MQTT.js would otherwise handle
+    // its CONNACK after closing its stores, a TypeError in Store.createStream nobody can catch.
+    const graceful = this.state === 'connected';
     this.stop(undefined);
     const client = this.client;
-    if (client) await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+    if (client) await new Promise<void>((resolve) => client.end(!graceful, {}, () => resolve()));
     await this.persistChain;
   }
 
@@ -272,9 +290,9 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
     this.lastStreamError = undefined;
     const fingerprint = this.cred.credential.fingerprint;
     const socket = tls.connect({
-      host: this.url.hostname,
+      host: this.host,
       port: Number(this.url.port || 8883),
-      servername: this.opts.servername ?? (isIp(this.url.hostname) ? undefined : this.url.hostname),
+      servername: this.opts.servername ?? (isIp(this.host) ? undefined : this.host),
       secureContext: this.secureContext,
       rejectUnauthorized: true,
       ...(this.tlsSession ? { session: this.tlsSession } : {}),

@@ -32,19 +32,37 @@ export function crlRevocationCheck(ca: string | Buffer, timeoutMs = 10_000): Rev
   };
 }
 
+/**
+ * A CRL lists every revoked serial of the CA: large fleets make it large, but not without bound.
+ * Past this the answer is not used (the check says "unknown"), and nothing more is buffered.
+ */
+const MAX_CRL_BYTES = 16 * 1024 * 1024;
+
 function fetchDer(url: string, ca: string | Buffer, timeoutMs: number): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
-    const req = https.get(url, { ca, agent: false, timeout: timeoutMs }, (res) => {
+    // One deadline for the whole fetch: https's own `timeout` only fires after that long without
+    // a byte, so a server dripping its answer would hold the refusal path for ever.
+    const deadline = setTimeout(() => req.destroy(new Error(`no complete CRL within ${timeoutMs} ms`)), timeoutMs);
+    deadline.unref?.();
+    const fail = (e: Error) => {
+      clearTimeout(deadline);
+      reject(e);
+    };
+    const req = https.get(url, { ca, agent: false }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        res.statusCode === 200
-          ? resolve(new Uint8Array(Buffer.concat(chunks)))
-          : reject(new Error(`HTTP ${res.statusCode}`)),
-      );
-      res.on('error', reject);
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        size += c.length;
+        if (size > MAX_CRL_BYTES) req.destroy(new Error(`CRL larger than ${MAX_CRL_BYTES} bytes`));
+        else chunks.push(c);
+      });
+      res.on('end', () => {
+        clearTimeout(deadline);
+        if (res.statusCode === 200) resolve(new Uint8Array(Buffer.concat(chunks)));
+        else reject(new Error(`HTTP ${res.statusCode}`));
+      });
+      res.on('error', fail);
     });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
+    req.on('error', fail);
   });
 }

@@ -5,8 +5,9 @@
  * missing, wrong PIN.
  */
 import { execFileSync } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { createServer as tlsCreateServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CREDENTIAL_FILE,
@@ -215,6 +216,102 @@ describe.runIf(tools)('device client bad input', () => {
     await c.close();
   });
 
+  it('connects to an IPv6 literal broker URL: the brackets are not part of the host name', async () => {
+    const dir = tempDir('fg-dc-bad-');
+    const port = await freePort();
+    const c = new DeviceClient(
+      opts('ipv6-1', dir, { mqttUrl: `mqtts://[::1]:${port}`, reconnect: { initialMs: 50, maxMs: 100 } }),
+    );
+    await c.enroll(await env.token('ipv6-1'));
+    const errors: DeviceClientError[] = [];
+    c.on('error', (e) => errors.push(e));
+    const connecting = c.connect().catch((e) => e as DeviceClientError);
+    while (errors.length < 2) await new Promise((r) => setTimeout(r, 20));
+    await c.close();
+    await connecting;
+    // Nothing listens there: refused, not "host [::1] not found" (before, every attempt was ENOTFOUND).
+    expect(errors[0]?.code).toBe('SERVER_UNREACHABLE');
+    expect(errors[0]?.message).not.toContain('ENOTFOUND');
+    expect(errors[0]?.message).toMatch(/ECONNREFUSED|refused/);
+  });
+
+  it('a renewal confirmed by nobody before a restart is used once the old certificate has expired', async () => {
+    const dir = tempDir('fg-dc-bad-');
+    const c = new DeviceClient(opts('pending-1', dir));
+    await c.enroll(await env.token('pending-1'));
+    const store = new CredentialStore(dir);
+    const issued = await store.load();
+    // The state a device reboots into when it renewed and lost power before the broker confirmed:
+    // the renewed credential pending, and the current one expired meanwhile (same key here).
+    await store.savePending(issued);
+    const leaf = new x509.X509Certificate(issued.certificatePem);
+    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+    const caKeys = await crypto.subtle.generateKey(alg, false, ['sign', 'verify']);
+    const expired = await x509.X509CertificateGenerator.create({
+      serialNumber: '02',
+      subject: leaf.subject,
+      issuer: 'CN=expired test issuer',
+      notBefore: new Date(Date.now() - 3 * 86_400_000),
+      notAfter: new Date(Date.now() - 86_400_000),
+      publicKey: leaf.publicKey,
+      signingKey: caKeys.privateKey,
+      signingAlgorithm: alg,
+    });
+    await store.save(credentialFrom('pending-1', expired, [], issued.key));
+    const restarted = new DeviceClient(opts('pending-1', dir));
+    const connected = await restarted.connect(); // before: CERT_EXPIRED, and a new factory token needed
+    expect(connected.serial).toBe(issued.serial);
+    expect((await store.load()).serial).toBe(issued.serial);
+    expect(await store.loadPending()).toBeUndefined();
+    await restarted.close();
+  });
+
+  it("enrolling into a directory holding another device's credential sets it aside instead of refusing or losing it", async () => {
+    const dir = tempDir('fg-dc-bad-');
+    await new DeviceClient(opts('owner-1', dir)).enroll(await env.token('owner-1'));
+    const theirs = await fs.readFile(path.join(dir, CREDENTIAL_FILE), 'utf8');
+    const theirKey = (await new CredentialStore(dir).load()).key;
+    const mine = new DeviceClient(opts('intruder-1', dir));
+    expect(((await mine.connect().catch((e) => e)) as DeviceClientError).code).toBe('CREDENTIAL_CORRUPT');
+    // README: CREDENTIAL_CORRUPT -> enroll(token) replaces it (before: ALREADY_ENROLLED).
+    const cred = await mine.enroll(await env.token('intruder-1'));
+    expect(cred.deviceId).toBe('intruder-1');
+    const names = await fs.readdir(dir);
+    const asideName = names.find((n) => n.startsWith(`${CREDENTIAL_FILE}.broken-`));
+    expect(asideName).toBeDefined();
+    expect(await fs.readFile(path.join(dir, asideName as string), 'utf8')).toBe(theirs);
+    if (theirKey.type === 'software') expect(names).toContain(theirKey.file); // their key is kept
+  });
+
+  it('close() while a renewal switches the connection leaves nothing running', async () => {
+    const dir = tempDir('fg-dc-bad-');
+    const c = new DeviceClient(opts('closerace-1', dir));
+    await c.enroll(await env.token('closerace-1'));
+    const sockets = () => process.getActiveResourcesInfo().filter((r) => r === 'TLSWrap').length;
+    const before = sockets();
+    await c.connect();
+    let connectedAfterClose = 0;
+    let closedAt = 0;
+    c.on('connected', () => {
+      if (closedAt) connectedAfterClose++;
+    });
+    const closing = new Promise<void>((resolve) => {
+      // The switch drops the connection and reconnects at once: close during that handshake.
+      c.on('disconnected', (e) => {
+        if (e.reconnectInMs === 0 && !closedAt) {
+          closedAt = Date.now();
+          setTimeout(() => void c.close().then(resolve), 3);
+        }
+      });
+    });
+    const renewal = c.renew().catch((e) => e as DeviceClientError);
+    await closing;
+    await renewal;
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(connectedAfterClose).toBe(0);
+    expect(sockets()).toBeLessThanOrEqual(before);
+  });
+
   it('PKCS#11 module missing: PKCS11_MODULE_MISSING, nothing written', async () => {
     const dir = tempDir('fg-dc-bad-');
     const c = new DeviceClient(
@@ -247,4 +344,146 @@ describe.runIf(tools)('device client bad input', () => {
       expect(await snapshot(dir)).toEqual({});
     },
   );
+});
+
+/** A TLS server with its own CA (openssl), for EST answers fleetgate would never give. */
+function hostileEstServer(answer: (socket: import('node:tls').TLSSocket) => void): Promise<{
+  url: string;
+  ca: string;
+  close(): void;
+}> {
+  const dir = tempDir('fg-dc-hostile-');
+  const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  run([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-subj',
+    '/CN=hostile CA',
+    '-days',
+    '2',
+  ]);
+  run([
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    's.key',
+    '-out',
+    's.csr',
+    '-subj',
+    '/CN=127.0.0.1',
+  ]);
+  writeFileSync(path.join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1\n');
+  run([
+    'x509',
+    '-req',
+    '-in',
+    's.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-out',
+    's.pem',
+    '-days',
+    '2',
+    '-extfile',
+    'ext',
+  ]);
+  const read = (f: string) => readFileSync(path.join(dir, f), 'utf8');
+  const server = tlsCreateServer({ key: read('s.key'), cert: read('s.pem') }, (socket) => {
+    socket.on('error', () => undefined);
+    socket.once('data', () => answer(socket));
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as import('node:net').AddressInfo;
+      resolve({ url: `https://127.0.0.1:${port}`, ca: read('ca.pem'), close: () => server.close() });
+    });
+  });
+}
+
+describe.runIf(tools)('device client against hostile servers and options', () => {
+  const base = (ca: string): DeviceClientOptions => ({
+    deviceId: 'hostile-1',
+    credentialDir: tempDir('fg-dc-hostile-'),
+    ca,
+    estUrl: 'https://127.0.0.1:1',
+  });
+
+  it('one deadline for the whole EST request: a server dripping its answer is SERVER_UNREACHABLE in time', async () => {
+    const drip = await hostileEstServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/pkcs7-mime\r\nContent-Length: 100000\r\n\r\n');
+      const t = setInterval(() => (socket.destroyed ? clearInterval(t) : socket.write('M')), 100);
+    });
+    try {
+      const dir = tempDir('fg-dc-hostile-');
+      const c = new DeviceClient({ ...base(drip.ca), credentialDir: dir, estUrl: drip.url, estTimeoutMs: 1_500 });
+      const started = Date.now();
+      const err = (await c.enroll('tok').catch((e) => e)) as DeviceClientError;
+      expect(err.code).toBe('SERVER_UNREACHABLE');
+      expect(Date.now() - started).toBeLessThan(10_000); // before: pending for as long as the drip went on
+      expect(await snapshot(dir)).toEqual({});
+    } finally {
+      drip.close();
+    }
+  });
+
+  it('an EST answer over 1 MiB is SERVER_ERROR (the server answered), nothing written', async () => {
+    const huge = await hostileEstServer((socket) => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/pkcs7-mime\r\n\r\n');
+      socket.end(Buffer.alloc(2 * 1024 * 1024, 0x41));
+    });
+    try {
+      const dir = tempDir('fg-dc-hostile-');
+      const c = new DeviceClient({ ...base(huge.ca), credentialDir: dir, estUrl: huge.url });
+      expect(((await c.enroll('tok').catch((e) => e)) as DeviceClientError).code).toBe('SERVER_ERROR');
+      expect(await snapshot(dir)).toEqual({});
+    } finally {
+      huge.close();
+    }
+  });
+
+  it('refuses bad options with INVALID_OPTIONS, never a raw TypeError later', async () => {
+    const { ca } = await hostileEstServer(() => undefined).then((s) => {
+      s.close();
+      return s;
+    });
+    const bad: [string, Partial<DeviceClientOptions> | Record<string, unknown>][] = [
+      ['NaN renewal fraction (renewals in a tight loop)', { renewal: { fraction: Number.NaN } }],
+      ['renewal fraction 1', { renewal: { fraction: 1 } }],
+      ['NaN reconnect delay', { reconnect: { initialMs: Number.NaN } }],
+      ['negative retry ceiling', { renewal: { retry: { maxMs: -5 } } }],
+      ['no device id', { deviceId: undefined }],
+      ['no credential dir', { credentialDir: undefined }],
+      ['an EST URL that is no URL', { estUrl: 'not a url' }],
+      ['an empty EST URL', { estUrl: '' }],
+      ['an MQTT URL that is no URL', { mqttUrl: '::' }],
+      ['a CA bundle that is broken PEM', { ca: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' }],
+      ['an EST deadline of 0', { estTimeoutMs: 0 }],
+      ['keepalive 70000', { mqtt: { keepalive: 70_000 } }],
+    ];
+    for (const [name, extra] of bad) {
+      let err: unknown;
+      try {
+        new DeviceClient({ ...base(ca), ...(extra as Partial<DeviceClientOptions>) });
+      } catch (e) {
+        err = e;
+      }
+      expect((err as DeviceClientError | undefined)?.code, name).toBe('INVALID_OPTIONS');
+    }
+  });
 });
