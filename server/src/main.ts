@@ -18,6 +18,7 @@ import { registerMetricsRoute } from './http/routes/metrics.js';
 import { registerOperatorApi } from './http/routes/operator-api.js';
 import { registerRevocationRoutes } from './http/routes/revocation.js';
 import { registerServiceRoutes } from './http/routes/services.js';
+import { listenError } from './listen-error.js';
 import { ClusterRegistry, createMetrics } from './metrics.js';
 import { type BrokerBackends, redisBackends, startBroker } from './mqtt/index.js';
 import { openStore } from './store/index.js';
@@ -123,8 +124,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     registerMetricsRoute(app, metrics.registry);
     await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
     await registerServiceRoutes(app, { provisioning, operators });
-    await app.listen({ host: config.host, port: apiPort });
     closers.push(() => app.close());
+    try {
+      await app.listen({ host: config.host, port: apiPort });
+    } catch (e) {
+      throw listenError(e, { host: config.host, port: apiPort, variable: 'FLEETGATE_API_PORT' });
+    }
     const apiUrl = advertisedUrl('https', config.host, apiPort);
 
     // The broker's TLS certificate comes from the same CA and names the same hosts as the API's.

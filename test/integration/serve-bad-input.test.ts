@@ -113,6 +113,32 @@ describe('serve refuses broken data dirs', () => {
   });
 });
 
+describe('serve when a port is taken', () => {
+  // Before: a stack trace, and with one broker process a server that never exited, ignoring
+  // SIGTERM (the broker's timers outlived the failed listen).
+  for (const [which, workers] of [
+    ['FLEETGATE_API_PORT', '2'],
+    ['FLEETGATE_MQTT_PORT', '1'],
+    ['FLEETGATE_MQTT_PORT', '2'],
+  ] as const) {
+    it(`${which} in use (${workers} broker process${workers === '1' ? '' : 'es'}): one line naming it, exit 1`, async () => {
+      const holder = createServer();
+      await new Promise<void>((r) => holder.listen(0, '127.0.0.1', () => r()));
+      const port = String((holder.address() as { port: number }).port);
+      try {
+        const last = await serveFails(
+          { FLEETGATE_DATA_DIR: tempDir(), FLEETGATE_WORKERS: workers, [which]: port },
+          'CONFIG_INVALID',
+        );
+        expect(last).toContain(which);
+        expect(last).toContain('in use');
+      } finally {
+        holder.close();
+      }
+    });
+  }
+});
+
 describe('serve against PostgreSQL problems', () => {
   let db: { url: string; drop(): Promise<void> };
   beforeAll(async () => {

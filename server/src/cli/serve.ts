@@ -54,7 +54,16 @@ ${envHelp}
     process.on('SIGHUP', handler);
     // Relaunched under fleetgate's OpenSSL settings: a launcher that died takes the server down.
     followLauncher(() => handler('SIGTERM'));
-    const server = await startServer(config, log);
+    let server: Awaited<ReturnType<typeof startServer>>;
+    try {
+      server = await startServer(config, log);
+    } catch (e) {
+      // A failed start reports and exits: no handler may swallow a later SIGTERM, and nothing it
+      // left behind by mistake may keep the process alive (the CLI sets the exit code meanwhile).
+      for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(signal, handler);
+      setTimeout(() => process.exit(), 5_000).unref();
+      throw e;
+    }
     // The launcher applied FLEETGATE_TLS_TICKETS=1 unless the operator's OpenSSL config won.
     const tickets =
       process.env[RELAUNCHED_ENV] === '1' || config.tlsTickets === 2 ? config.tlsTickets : 'OpenSSL config';

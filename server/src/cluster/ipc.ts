@@ -41,7 +41,8 @@ export type FromWorker =
   /** The worker listens: send `init`. */
   | { fg: 'hello' }
   | { fg: 'ready'; port: number; brokerId: string; routing: string }
-  | { fg: 'failed'; message: string }
+  /** Start-up failed; `code` when it was a FleetgateError (e.g. CONFIG_INVALID for a port in use). */
+  | { fg: 'failed'; message: string; code?: string }
   /**
    * Packets for the other workers (relay-codec.ts), client ids claimed and released
    * (client-owners.ts), topic filters added and removed (interests.ts).

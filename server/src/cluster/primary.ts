@@ -17,7 +17,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { advertisedUrl, type LogLevel, type MqttConfig } from '../config.js';
-import { FleetgateError } from '../errors.js';
+import { FleetgateError, isErrorCode } from '../errors.js';
 import { freePort } from '../free-port.js';
 import type { Store } from '../store/types.js';
 import { ClientOwners } from './client-owners.js';
@@ -198,7 +198,12 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
             break;
           case 'failed':
             clearTimeout(timer);
-            reject(new FleetgateError('INTERNAL', `broker worker ${slot}: ${msg.message}`));
+            reject(
+              new FleetgateError(
+                msg.code !== undefined && isErrorCode(msg.code) ? msg.code : 'INTERNAL',
+                `broker worker ${slot}: ${msg.message}`,
+              ),
+            );
             break;
         }
       });

@@ -8,7 +8,9 @@
  * one), or when the IPC channel goes away (the primary died). SIGINT is left to the primary:
  * Ctrl+C reaches the whole process group and the primary orders the shutdown.
  */
+
 import type { Logger } from 'pino';
+import { isFleetgateError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { createWorkerMetrics } from '../metrics.js';
 import { type BrokerBackends, newBrokerId, type RunningBroker, redisBackends, startBroker } from '../mqtt/index.js';
@@ -92,6 +94,9 @@ export async function runWorker(): Promise<void> {
     send({ fg: 'ready', port: broker.port, brokerId: broker.id, routing: backends.describe });
   } catch (e) {
     log.error({ err: e }, 'broker worker failed to start');
-    send({ fg: 'failed', message: (e as Error).message }, () => void stop(1));
+    send(
+      { fg: 'failed', message: (e as Error).message, ...(isFleetgateError(e) ? { code: e.code } : {}) },
+      () => void stop(1),
+    );
   }
 }

@@ -25,6 +25,7 @@ import { Aedes, type Client, type Subscription } from 'aedes';
 import type { MQEmitter } from 'mqemitter';
 import type { Logger } from 'pino';
 import { advertisedUrl, type MqttConfig } from '../config.js';
+import { listenError } from '../listen-error.js';
 import type { Store } from '../store/types.js';
 import { mayPublish, maySubscribe, type Rights, rightsFor } from './acl.js';
 import type { BrokerBackends } from './backends.js';
@@ -552,13 +553,38 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   }, config.presenceFlushMs);
   tick.unref();
 
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(deps.port, deps.host, () => {
-      tcp.off('error', reject);
-      resolve();
+  /** Stops everything started above; the backends too unless the caller still owns them. */
+  const shutdown = async (closeBackends: boolean) => {
+    if (closing) return;
+    closing = true;
+    clearInterval(tick);
+    clearInterval(pruneBuckets);
+    const listenerClosed = new Promise<void>((r) => tcp.close(() => r()));
+    for (const raw of handshakes) raw.destroy();
+    for (const c of conns) c.cause ??= 'shutdown';
+    await new Promise<void>((r) => broker.close(() => r()));
+    for (const c of conns) c.link.destroy();
+    for (const c of conns) if (c.admitted) presence.record(c.identity.id, Date.now(), false);
+    watcher.close();
+    rotation.close();
+    await presence.flush();
+    if (closeBackends) await deps.backends?.close();
+    await listenerClosed;
+  };
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(deps.port, deps.host, () => {
+        tcp.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (e) {
+    // Nothing started above may outlive the failure (its timers kept a failed `serve` alive).
+    await shutdown(false);
+    throw listenError(e, { host: deps.host, port: deps.port, variable: 'FLEETGATE_MQTT_PORT' });
+  }
   const port = (tcp.address() as { port: number }).port;
   const url = advertisedUrl('mqtts', deps.host, port);
   log.info({ url }, 'MQTT broker listening');
@@ -568,22 +594,6 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     url,
     id: brokerId,
     connectedCount: () => admittedCount,
-    async close() {
-      if (closing) return;
-      closing = true;
-      clearInterval(tick);
-      clearInterval(pruneBuckets);
-      const listenerClosed = new Promise<void>((r) => tcp.close(() => r()));
-      for (const raw of handshakes) raw.destroy();
-      for (const c of conns) c.cause ??= 'shutdown';
-      await new Promise<void>((r) => broker.close(() => r()));
-      for (const c of conns) c.link.destroy();
-      for (const c of conns) if (c.admitted) presence.record(c.identity.id, Date.now(), false);
-      watcher.close();
-      rotation.close();
-      await presence.flush();
-      await deps.backends?.close();
-      await listenerClosed;
-    },
+    close: () => shutdown(true),
   };
 }
