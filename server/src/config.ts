@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { FleetgateError } from './errors.js';
+import { redactUserinfo } from './redact.js';
 
 export type CaKeyAlgorithmSetting = 'P-256' | 'P-384' | 'RSA-3072';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -185,7 +186,10 @@ const HOSTNAME =
 function readHost(env: Env, name: string, dflt: string): string {
   const v = readString(env, name);
   if (v === undefined) return dflt;
-  if (isIP(v) === 0 && !HOSTNAME.test(v)) {
+  // The last label of a host name is never all digits (RFC 1123 2.1; WHATWG URL parsing takes such
+  // a name for an IPv4 address): 999.1.1.1 or 1.2.3 would pass the pattern and break every URL.
+  const lastLabel = v.split('.').pop() ?? '';
+  if (isIP(v) === 0 && (!HOSTNAME.test(v) || /^[0-9]+$/.test(lastLabel))) {
     throw new ConfigError(name, `must be an IP address or host name (got ${JSON.stringify(v)})`);
   }
   return v;
@@ -252,15 +256,22 @@ function readPublicUrl(env: Env, name: string, dflt: string): string {
   const v = readString(env, name);
   if (v === undefined) return dflt;
   let url: URL;
+  // Never echo the value: it may carry a password (https://user:pw@host).
   try {
     url = new URL(v);
   } catch {
-    throw new ConfigError(name, `must be an http(s) URL (got ${JSON.stringify(v)})`);
+    throw new ConfigError(name, `must be an http(s) URL (got ${JSON.stringify(redactUserinfo(v))})`);
   }
-  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.search || url.hash || url.username) {
+  if (
+    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
+    url.search ||
+    url.hash ||
+    url.username ||
+    url.password
+  ) {
     throw new ConfigError(
       name,
-      `must be an http(s) URL without query, fragment or credentials (got ${JSON.stringify(v)})`,
+      `must be an http(s) URL without query, fragment or credentials (got ${JSON.stringify(redactUserinfo(v))})`,
     );
   }
   return url.toString().replace(/\/+$/, '');

@@ -8,3 +8,11 @@ export function redactUrl(url: string): string {
     return '(unparseable URL)';
   }
 }
+
+/**
+ * A URL-like text with anything before an '@' in its authority masked, parseable or not: for
+ * error messages about a value that may be broken and still carry a password.
+ */
+export function redactUserinfo(text: string): string {
+  return text.replace(/\/\/[^/?#]*@/, '//***@');
+}

@@ -4,7 +4,7 @@
  * ACLs (SUBACK 0x80, dropped publishes), takeover, presence in the inventory, TLS policy and
  * refusal reasons in /metrics.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
@@ -380,6 +380,17 @@ describe('broker configuration and service credentials', () => {
       // Revocable like a device.
       const revoked = await runCli(['revoke', 'billing'], fleet.env);
       expect(revoked.code, revoked.stderr).toBe(0);
+      // An --out that cannot be written fails before the server issues anything (before: a stack
+      // trace, and an active certificate whose key was stored nowhere).
+      const aFile = path.join(tempDir('fg-svc-out-'), 'a-file');
+      writeFileSync(aFile, 'x');
+      for (const bad of [aFile, '/proc/self', '/proc/self/nope']) {
+        const failed = await runCli(['service', 'create', 'ghost', '--out', bad], fleet.env);
+        expect(failed.code, bad).toBe(1);
+        expect(failed.stderr.trim().split('\n'), bad).toHaveLength(1);
+        expect(failed.stderr, bad).toContain('[BAD_REQUEST]');
+      }
+      expect(await runDevicesList(fleet)).not.toContain('ghost');
     } finally {
       await fleet.stop();
     }

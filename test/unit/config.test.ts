@@ -56,6 +56,10 @@ describe('loadConfig', () => {
     ['FLEETGATE_MQTT_PORT', '1e3'],
     ['FLEETGATE_HOST', 'not a host!'],
     ['FLEETGATE_HOST', 'a'.repeat(300)],
+    // Labels all digits read as IPv4 by URL parsers: 999.1.1.1 broke every advertised URL later.
+    ['FLEETGATE_HOST', '999.1.1.1'],
+    ['FLEETGATE_HOST', '1.2.3'],
+    ['FLEETGATE_HOST', 'host.123'],
     ['DATABASE_URL', 'mysql://x@y/z'],
     ['DATABASE_URL', 'not a url'],
     ['FLEETGATE_CA_KEY_ALGORITHM', 'P-521'],
@@ -67,6 +71,7 @@ describe('loadConfig', () => {
     ['FLEETGATE_LOG_LEVEL', 'loud'],
     ['FLEETGATE_PUBLIC_URL', 'ftp://x'],
     ['FLEETGATE_PUBLIC_URL', 'https://u:p@x'],
+    ['FLEETGATE_PUBLIC_URL', 'https://:secretpw@x'],
     ['FLEETGATE_SERVER_NAMES', 'ok.example,bad name'],
     ['FLEETGATE_CA_NAME', 'x/../y'],
     ['FLEETGATE_DATA_DIR', 'a\0b'],
@@ -88,6 +93,22 @@ describe('loadConfig', () => {
     expect(ce.variable).toBe(name);
     expect(ce.message.startsWith(name)).toBe(true);
     expect(ce.message).not.toContain('\n');
+  });
+
+  it('never echoes a password in a public URL, parseable or not', () => {
+    for (const v of ['https://:secretpw@host', 'ftp://user:secretpw@host', 'https://user:secretpw@[bad']) {
+      let message = '';
+      try {
+        loadConfig({ FLEETGATE_PUBLIC_URL: v });
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      expect(message, v).toContain('FLEETGATE_PUBLIC_URL');
+      expect(message, v).not.toContain('secretpw');
+    }
+    // Host names with digits are fine where the last label is not all digits.
+    expect(loadConfig({ FLEETGATE_HOST: 'node1.example' }).host).toBe('node1.example');
+    expect(loadConfig({ FLEETGATE_HOST: '10.0.0.7' }).host).toBe('10.0.0.7');
   });
 
   it('never echoes a database password in errors', () => {

@@ -7,6 +7,7 @@ import { request as httpsRequest } from 'node:https';
 import { advertisedUrl, loadConfig } from '../config.js';
 import { dataDirLayout, readOptional, readRuntimeInfo } from '../data-dir.js';
 import { FleetgateError, isErrorCode } from '../errors.js';
+import { redactUserinfo } from '../redact.js';
 
 export interface ApiTarget {
   baseUrl: string;
@@ -49,7 +50,10 @@ export async function resolveApiTarget(
     try {
       url = new URL(remote);
     } catch {
-      throw new FleetgateError('CONFIG_INVALID', `FLEETGATE_URL must be an https URL (got ${JSON.stringify(remote)})`);
+      throw new FleetgateError(
+        'CONFIG_INVALID',
+        `FLEETGATE_URL must be an https URL (got ${JSON.stringify(redactUserinfo(remote))})`,
+      );
     }
     if (url.protocol !== 'https:') throw new FleetgateError('CONFIG_INVALID', 'FLEETGATE_URL must be an https URL');
     baseUrl = url.origin;

@@ -67,7 +67,14 @@ Example:
     const keyFile = path.join(dir, `${name}.key`);
     const certFile = path.join(dir, `${name}.crt`);
     const caFile = path.join(dir, 'ca.pem');
-    await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+    const unwritable = (e: unknown) =>
+      new FleetgateError(
+        'BAD_REQUEST',
+        `--out ${dir}: cannot write there (${(e as NodeJS.ErrnoException)?.code ?? String(e)})`,
+      );
+    await makeDir(dir).catch((e) => {
+      throw unwritable(e);
+    });
     for (const f of [keyFile, certFile]) {
       if ((await readOptional(f)) !== null) {
         throw new FleetgateError('CONFLICT', `${f} already exists; remove it or choose another --out`);
@@ -79,11 +86,20 @@ Example:
     const keyPem = pem('PRIVATE KEY', await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
 
     const api = await connect();
-    const issued = await api.call<ServiceJson>('POST', '/api/v1/services', { name, csr: csr.toString('pem') });
-
-    // Key first: a certificate without its key is useless, a key without certificate is retried.
-    if (!(await writeNew(keyFile, keyPem, 0o600)))
-      throw new FleetgateError('CONFLICT', `${keyFile} appeared meanwhile`);
+    // The key is written before the server issues anything: an --out that cannot be written fails
+    // here, not after an active certificate exists whose key was stored nowhere. A certificate
+    // without its key is useless; a key without certificate is removed (or retried).
+    const keyWritten = await writeNew(keyFile, keyPem, 0o600).catch((e) => {
+      throw unwritable(e);
+    });
+    if (!keyWritten) throw new FleetgateError('CONFLICT', `${keyFile} appeared meanwhile`);
+    let issued: ServiceJson;
+    try {
+      issued = await api.call<ServiceJson>('POST', '/api/v1/services', { name, csr: csr.toString('pem') });
+    } catch (e) {
+      await fs.rm(keyFile, { force: true });
+      throw e;
+    }
     if (!(await writeNew(certFile, issued.certificatePem, 0o644))) {
       throw new FleetgateError('CONFLICT', `${certFile} appeared meanwhile`);
     }
@@ -116,3 +132,25 @@ Example:
     return EXIT_OK;
   },
 };
+
+/**
+ * mkdir -p with mode 0700, without Node's recursive mkdir, which retries for ever where a parent
+ * exists and mkdir still answers ENOENT (/proc/self/x: measured, the CLI hung).
+ */
+async function makeDir(dir: string): Promise<void> {
+  try {
+    await fs.mkdir(dir, { mode: 0o700 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && (await fs.stat(dir)).isDirectory()) return;
+    if (code !== 'ENOENT') throw e;
+    const parent = path.dirname(dir);
+    const parentExists = await fs.stat(parent).then(
+      () => true,
+      () => false,
+    );
+    if (parent === dir || parentExists) throw e;
+    await makeDir(parent);
+    await fs.mkdir(dir, { mode: 0o700 });
+  }
+}
