@@ -51,6 +51,20 @@ describe('fleetgate CLI basics', () => {
     expect(group.stderr).toContain('export');
     const none = await runCli([]);
     expect(none.code).toBe(2);
+    // Usage errors are one line with exit 2, also where the value is out of range or Node's
+    // parser would explain over several lines; checked before any server is needed.
+    const dir = { FLEETGATE_DATA_DIR: tempDir() };
+    for (const args of [
+      ['token', 'create', '--device', 'x', '--ttl', '-1s'],
+      ['devices', 'list', '--limit', '0'],
+      ['devices', 'list', '--limit', '5000'],
+      ['certs', 'expiring', '--days', '9999'],
+      ['ca', 'export', '--root-only', '--issuing-only'],
+    ]) {
+      const r = await runCli(args, dir);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n'), args.join(' ')).toHaveLength(1);
+    }
   });
 
   it('stops on a bad config value with one line naming the variable', async () => {

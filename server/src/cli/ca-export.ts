@@ -3,7 +3,7 @@ import { dataDirLayout, readOptional } from '../data-dir.js';
 import { FleetgateError } from '../errors.js';
 import type { Command } from './command.js';
 import { parseCommandArgs } from './command.js';
-import { EXIT_OK } from './output.js';
+import { EXIT_OK, UsageError } from './output.js';
 
 export const caExportCommand: Command = {
   path: ['ca', 'export'],
@@ -26,6 +26,8 @@ Example:
       'root-only': { type: 'boolean' },
       'issuing-only': { type: 'boolean' },
     });
+    if (values['root-only'] && values['issuing-only'])
+      throw new UsageError('--root-only and --issuing-only exclude each other');
     const config = loadConfig();
     const layout = dataDirLayout(config.dataDir);
     const root = await readOptional(layout.rootCert);

@@ -34,6 +34,8 @@ export function parseCommandArgs<T extends Options>(
     return { values: parsed.values as ParsedOptions<T>, positionals: parsed.positionals };
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    throw new UsageError((e as Error).message);
+    // Node's messages can run over several lines (hints for values starting with '-'): the CLI
+    // promises one line.
+    throw new UsageError((e as Error).message.split('\n')[0] ?? 'bad arguments');
   }
 }

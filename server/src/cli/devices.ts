@@ -46,10 +46,14 @@ Options:
         throw new UsageError('--status must be active or revoked');
       q.set('status', values.status);
     }
+    // The server's ranges (operator-api.ts ListQuery), checked here so a bad value is a usage error.
+    const ranges = { limit: [1, 1000], offset: [0, 9_999_999] } as const;
     for (const k of ['limit', 'offset'] as const) {
       const v = values[k];
       if (v === undefined) continue;
-      if (!/^\d{1,7}$/.test(v)) throw new UsageError(`--${k} must be a whole number`);
+      const [min, max] = ranges[k];
+      if (!/^\d{1,7}$/.test(v) || Number(v) < min || Number(v) > max)
+        throw new UsageError(`--${k} must be a whole number from ${min} to ${max}`);
       q.set(k, v);
     }
     const api = await connect();
@@ -108,7 +112,12 @@ export const certsExpiringCommand: Command = {
 `,
   async run(argv) {
     const { values } = parseCommandArgs(argv, { days: { type: 'string' }, json: { type: 'boolean' } });
-    if (values.days === undefined || !/^\d{1,4}$/.test(values.days) || Number(values.days) < 1) {
+    if (
+      values.days === undefined ||
+      !/^\d{1,4}$/.test(values.days) ||
+      Number(values.days) < 1 ||
+      Number(values.days) > 3650
+    ) {
       throw new UsageError('--days N (1-3650) is required');
     }
     const api = await connect();
