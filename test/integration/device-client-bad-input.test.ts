@@ -11,6 +11,7 @@ import { createServer as tlsCreateServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CREDENTIAL_FILE,
+  type Credential,
   CredentialStore,
   credentialFrom,
   DeviceClient,
@@ -34,30 +35,34 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
   return out;
 }
 
+/** A self-signed P-256 CA made by openssl in `dir` (ca.key, ca.pem); returns the PEM. */
+function opensslCa(dir: string, cn: string): string {
+  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  args.push('-keyout', 'ca.key', '-out', 'ca.pem', '-subj', `/CN=${cn}`, '-days', '2');
+  execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
+  return readFileSync(path.join(dir, 'ca.pem'), 'utf8');
+}
+
 function otherCaPem(): string {
-  const dir = tempDir('fg-dc-otherca-');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'k.pem',
-      '-out',
-      'c.pem',
-      '-subj',
-      '/CN=Not our CA',
-      '-days',
-      '2',
-    ],
-    { cwd: dir, stdio: 'ignore' },
-  );
-  return execFileSync('cat', [path.join(dir, 'c.pem')], { encoding: 'utf8' });
+  return opensslCa(tempDir('fg-dc-otherca-'), 'Not our CA');
+}
+
+/** The same key in a certificate that expired yesterday, from a throwaway issuer (a device that slept too long). */
+async function expiredCopy(c: { deviceId: string; certificatePem: string; key: Credential['key'] }, serial: string) {
+  const leaf = new x509.X509Certificate(c.certificatePem);
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+  const caKeys = await crypto.subtle.generateKey(alg, false, ['sign', 'verify']);
+  const expired = await x509.X509CertificateGenerator.create({
+    serialNumber: serial,
+    subject: leaf.subject,
+    issuer: 'CN=expired test issuer',
+    notBefore: new Date(Date.now() - 3 * 86_400_000),
+    notAfter: new Date(Date.now() - 86_400_000),
+    publicKey: leaf.publicKey,
+    signingKey: caKeys.privateKey,
+    signingAlgorithm: alg,
+  });
+  return credentialFrom(c.deviceId, expired, [], c.key);
 }
 
 describe.runIf(tools)('device client bad input', () => {
@@ -190,21 +195,7 @@ describe.runIf(tools)('device client bad input', () => {
     const c = new DeviceClient(opts('expired-1', dir));
     await c.enroll(await env.token('expired-1'));
     const current = await new CredentialStore(dir).load();
-    // Re-sign the same key into a certificate that expired yesterday (a device that slept too long).
-    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-    const caKeys = await crypto.subtle.generateKey(alg, false, ['sign', 'verify']);
-    const leaf = new x509.X509Certificate(current.certificatePem);
-    const expired = await x509.X509CertificateGenerator.create({
-      serialNumber: '01',
-      subject: leaf.subject,
-      issuer: 'CN=expired test issuer',
-      notBefore: new Date(Date.now() - 3 * 86_400_000),
-      notAfter: new Date(Date.now() - 86_400_000),
-      publicKey: leaf.publicKey,
-      signingKey: caKeys.privateKey,
-      signingAlgorithm: alg,
-    });
-    await new CredentialStore(dir).save(credentialFrom('expired-1', expired, [], current.key));
+    await new CredentialStore(dir).save(await expiredCopy(current, '01'));
     const before = await snapshot(dir);
     const err = (await c.connect().catch((e) => e)) as DeviceClientError;
     expect(err.code).toBe('CERT_EXPIRED');
@@ -244,20 +235,7 @@ describe.runIf(tools)('device client bad input', () => {
     // The state a device reboots into when it renewed and lost power before the broker confirmed:
     // the renewed credential pending, and the current one expired meanwhile (same key here).
     await store.savePending(issued);
-    const leaf = new x509.X509Certificate(issued.certificatePem);
-    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-    const caKeys = await crypto.subtle.generateKey(alg, false, ['sign', 'verify']);
-    const expired = await x509.X509CertificateGenerator.create({
-      serialNumber: '02',
-      subject: leaf.subject,
-      issuer: 'CN=expired test issuer',
-      notBefore: new Date(Date.now() - 3 * 86_400_000),
-      notAfter: new Date(Date.now() - 86_400_000),
-      publicKey: leaf.publicKey,
-      signingKey: caKeys.privateKey,
-      signingAlgorithm: alg,
-    });
-    await store.save(credentialFrom('pending-1', expired, [], issued.key));
+    await store.save(await expiredCopy(issued, '02'));
     const restarted = new DeviceClient(opts('pending-1', dir));
     const connected = await restarted.connect(); // before: CERT_EXPIRED, and a new factory token needed
     expect(connected.serial).toBe(issued.serial);
@@ -354,23 +332,7 @@ function hostileEstServer(answer: (socket: import('node:tls').TLSSocket) => void
 }> {
   const dir = tempDir('fg-dc-hostile-');
   const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-  run([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-subj',
-    '/CN=hostile CA',
-    '-days',
-    '2',
-  ]);
+  opensslCa(dir, 'hostile CA');
   run([
     'req',
     '-newkey',
