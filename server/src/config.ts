@@ -186,8 +186,8 @@ const HOSTNAME =
 function readHost(env: Env, name: string, dflt: string): string {
   const v = readString(env, name);
   if (v === undefined) return dflt;
-  // The last label of a host name is never all digits (RFC 1123 2.1; WHATWG URL parsing takes such
-  // a name for an IPv4 address): 999.1.1.1 or 1.2.3 would pass the pattern and break every URL.
+  // A top-level label is never all digits (RFC 3696 section 2; WHATWG URL parsing takes such a
+  // name for an IPv4 address): 999.1.1.1 or 1.2.3 would pass the pattern and break every URL.
   const lastLabel = v.split('.').pop() ?? '';
   if (isIP(v) === 0 && (!HOSTNAME.test(v) || /^[0-9]+$/.test(lastLabel))) {
     throw new ConfigError(name, `must be an IP address or host name (got ${JSON.stringify(v)})`);
@@ -256,7 +256,7 @@ function readPublicUrl(env: Env, name: string, dflt: string): string {
   const v = readString(env, name);
   if (v === undefined) return dflt;
   let url: URL;
-  // Never echo the value: it may carry a password (https://user:pw@host).
+  // Errors show the value with its user information masked: it may carry a password.
   try {
     url = new URL(v);
   } catch {
