@@ -12,6 +12,7 @@ import net from 'node:net';
 import path from 'node:path';
 import mqtt from 'mqtt';
 import { runCli, type ServeHandle, startServe, tempDir } from './cli.js';
+import { NEW_P256_KEY } from './openssl.js';
 
 /** A backend service subscribed to device topics: sees what devices publish, independent of them. */
 export interface Observer {
@@ -135,21 +136,7 @@ async function startMosquitto(env: Record<string, string>, apiUrl: string, bundl
     'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\nauthorityKeyIdentifier=keyid\n',
   );
   const ossl = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  ossl([
-    'req',
-    '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    'server.key',
-    '-subj',
-    '/CN=mosquitto-test',
-    '-out',
-    'server.csr',
-  ]);
+  ossl(['req', '-new', ...NEW_P256_KEY, '-keyout', 'server.key', '-subj', '/CN=mosquitto-test', '-out', 'server.csr']);
   ossl([
     'x509',
     '-req',

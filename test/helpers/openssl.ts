@@ -16,6 +16,9 @@ function detect(): string | null {
 
 export const opensslVersion: string | null = detect();
 
+/** `openssl req` options for a new unencrypted P-256 key (the keys fleetgate issues for by default). */
+export const NEW_P256_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'] as const;
+
 /**
  * True when openssl-backed tests can run. When they cannot: warns (and returns false), or throws if
  * FLEETGATE_REQUIRE_SYSTEM_TOOLS=1 so CI cannot silently lose coverage.

@@ -22,6 +22,7 @@ import {
 import { x509 } from '../../device-client/src/x509.js';
 import { tempDir } from '../helpers/cli.js';
 import { type FleetgateEnv, freePort, startFleetgate } from '../helpers/device-client-env.js';
+import { NEW_P256_KEY } from '../helpers/openssl.js';
 import { createSoftHsmToken } from '../helpers/softhsm.js';
 import { requireTool } from '../helpers/system-tools.js';
 
@@ -37,7 +38,7 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
 
 /** A self-signed P-256 CA made by openssl in `dir` (ca.key, ca.pem); returns the PEM. */
 function opensslCa(dir: string, cn: string): string {
-  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  const args = ['req', '-x509', ...NEW_P256_KEY];
   args.push('-keyout', 'ca.key', '-out', 'ca.pem', '-subj', `/CN=${cn}`, '-days', '2');
   execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
   return readFileSync(path.join(dir, 'ca.pem'), 'utf8');
@@ -333,20 +334,7 @@ function hostileEstServer(answer: (socket: import('node:tls').TLSSocket) => void
   const dir = tempDir('fg-dc-hostile-');
   const run = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
   opensslCa(dir, 'hostile CA');
-  run([
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    's.key',
-    '-out',
-    's.csr',
-    '-subj',
-    '/CN=127.0.0.1',
-  ]);
+  run(['req', ...NEW_P256_KEY, '-keyout', 's.key', '-out', 's.csr', '-subj', '/CN=127.0.0.1']);
   writeFileSync(path.join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1\n');
   run([
     'x509',

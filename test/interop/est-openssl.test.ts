@@ -10,6 +10,7 @@ import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
+import { NEW_P256_KEY } from '../helpers/openssl.js';
 import { createTestDatabase } from '../helpers/pg.js';
 import { requireTool } from '../helpers/system-tools.js';
 
@@ -85,11 +86,7 @@ describe.runIf(tools).each(backends)('EST enrollment, renewal and revocation wit
       [
         'req',
         '-new',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:P-256',
-        '-nodes',
+        ...NEW_P256_KEY,
         '-keyout',
         `${name}.key`,
         '-subj',
