@@ -21,7 +21,7 @@ import { constants, createPublicKey, type JsonWebKey, type KeyObject, verify } f
 import * as asn1js from 'asn1js';
 import { isValidDeviceId } from '../device-id.js';
 import { fail, ok, type Result } from '../errors.js';
-import { crypto, sha256HexSync, toBytes } from './crypto.js';
+import { crypto, toBytes } from './crypto.js';
 import {
   type DerNode,
   derBytes,
@@ -32,7 +32,7 @@ import {
   parseWholeBer,
   readDer,
 } from './der.js';
-import { classifySpki, classifySpkiFast, type SpkiInfo } from './keys.js';
+import { classifySpki, classifySpkiFast, keyFingerprintOf, type SpkiInfo } from './keys.js';
 import { decodeBase64Strict, decodePemStrict } from './pem.js';
 import * as x509 from './x509.js';
 
@@ -47,7 +47,7 @@ export interface CheckedCsr {
   commonName: string;
   /** SubjectPublicKeyInfo exactly as it appears in the request. */
   spkiDer: Uint8Array;
-  /** SHA-256 of spkiDer, lower-case hex. */
+  /** SHA-256 of the canonical form of the key, lower-case hex (keys.ts keyFingerprintOf). */
   keyFingerprint: string;
   keyAlgorithm: CsrKeyAlgorithm;
   /** RSA modulus length; absent for EC and Ed25519. */
@@ -298,7 +298,7 @@ async function runPolicy(
   const checked = {
     commonName,
     spkiDer,
-    keyFingerprint: sha256HexSync(spkiDer),
+    keyFingerprint: keyFingerprintOf(spkiDer),
     keyAlgorithm,
     ...(keyBits !== undefined ? { keyBits } : {}),
   } as CheckedCsr;

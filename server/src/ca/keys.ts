@@ -3,17 +3,30 @@
  * classified from the SubjectPublicKeyInfo itself (RFC 5280 section 4.1.2.7; RFC 5480 for EC,
  * RFC 8410 for Ed25519, RFC 8017 for RSA), before any crypto library is asked to import them.
  */
+import { ECDH } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import {
   type CryptoKey,
   type CryptoKeyPair,
   type EcKeyImportParams,
   type RsaHashedImportParams,
+  sha256HexSync,
   subtle,
   toArrayBuffer,
   toBytes,
 } from './crypto.js';
-import { type DerNode, derChildren, derContent, derEquals, parseWholeBer, readDer } from './der.js';
+import {
+  type DerNode,
+  derChildren,
+  derContent,
+  derEquals,
+  encodeOid,
+  parseWholeBer,
+  readDer,
+  seq,
+  TAG,
+  tlv,
+} from './der.js';
 import { encodePem } from './pem.js';
 
 export type CaKeyAlgorithm = 'P-256' | 'P-384' | 'RSA-3072';
@@ -155,6 +168,108 @@ function exponentBytesOk(bytes: Uint8Array): boolean {
   const bits = unsignedBitLength(bytes);
   if (bits > 256 || bits < 2) return false;
   return (bytes[bytes.byteLength - 1]! & 1) === 1;
+}
+
+/**
+ * The fingerprint that identifies a subject key: SHA-256 (lower-case hex) of its canonical
+ * SubjectPublicKeyInfo DER. This is the one function that fingerprints a subject key (CSR
+ * policy, issuance, and so renewal's new-key rule, CSR_KEY_REUSED).
+ *
+ * Why canonical: one key has several encodings that every parser here accepts. An EC point may be
+ * compressed, uncompressed or hybrid (SEC 1 section 2.3.3; RFC 5480 section 2.2), an RSA SPKI may
+ * carry NULL or absent parameters, BER lengths or INTEGERs with extra leading zeros. A fingerprint
+ * over the bytes as sent let a device renew with its old key written another way. The canonical
+ * form is the one WebCrypto and OpenSSL export: EC = id-ecPublicKey with the namedCurve OID and
+ * the uncompressed point (RFC 5480 2.1.1, 2.2); RSA = rsaEncryption with NULL parameters and the
+ * minimal positive modulus and exponent (RFC 3279 2.3.1, RFC 8017 A.1.1); Ed25519 per RFC 8410
+ * section 4. For those usual encodings the canonical SPKI is byte for byte the SPKI received, so
+ * the fingerprints stored for existing certificates (SHA-256 of the SPKI as received) stay
+ * comparable without a migration. A key that cannot be read (never certified: the CSR policy
+ * refuses it) is fingerprinted over its bytes as given.
+ */
+export function keyFingerprintOf(spkiDer: Uint8Array): string {
+  return sha256HexSync(canonicalSpki(spkiDer) ?? spkiDer);
+}
+
+/** Node's names of the curves classifySpki knows, with the size of a coordinate in bytes. */
+const EC_CURVES_NODE: Record<string, [name: string, coordinateBytes: number]> = {
+  '1.2.840.10045.3.1.7': ['prime256v1', 32],
+  '1.3.132.0.34': ['secp384r1', 48],
+  '1.3.132.0.35': ['secp521r1', 66],
+  '1.3.132.0.10': ['secp256k1', 32],
+};
+
+/** The canonical DER SubjectPublicKeyInfo of a key (see keyFingerprintOf), or null if unreadable. */
+export function canonicalSpki(spkiDer: Uint8Array): Uint8Array | null {
+  const info = classifySpki(spkiDer);
+  if (info === null || info.kind === 'other') return null;
+  const keyBits = subjectPublicKeyBits(spkiDer);
+  if (keyBits === null) return null;
+  switch (info.kind) {
+    case 'EC': {
+      const curve = EC_CURVES_NODE[info.curveOid];
+      if (curve === undefined) return null;
+      let point = keyBits;
+      if (!(point.byteLength === 1 + 2 * curve[1] && point[0] === 0x04)) {
+        try {
+          // OpenSSL decodes the compressed (0x02/0x03) and hybrid (0x06/0x07) forms and checks
+          // that the point is on the curve; it throws for anything else.
+          point = new Uint8Array(
+            ECDH.convertKey(Buffer.from(point), curve[0], undefined, undefined, 'uncompressed') as Buffer,
+          );
+        } catch {
+          return null;
+        }
+      }
+      return seq(seq(encodeOid(OID_EC_PUBLIC_KEY), encodeOid(info.curveOid)), bitString(point));
+    }
+    case 'Ed25519':
+      return keyBits.byteLength === 32 ? seq(seq(encodeOid(OID_ED25519)), bitString(keyBits)) : null;
+    case 'RSA': {
+      const rsa = parseWholeBer(keyBits);
+      if (!(rsa instanceof asn1js.Sequence) || rsa.valueBlock.value.length !== 2) return null;
+      const [n, e] = rsa.valueBlock.value;
+      if (!(n instanceof asn1js.Integer) || !(e instanceof asn1js.Integer)) return null;
+      const ints = [n, e].map((i) => minimalPositiveInteger(i.valueBlock.valueHexView));
+      if (ints[0] === null || ints[1] === null) return null;
+      return seq(
+        seq(encodeOid(OID_RSA_ENCRYPTION), tlv(TAG.NULL)),
+        bitString(seq(tlv(TAG.INTEGER, ints[0]!), tlv(TAG.INTEGER, ints[1]!))),
+      );
+    }
+  }
+}
+
+function bitString(content: Uint8Array): Uint8Array {
+  return tlv(TAG.BIT_STRING, new Uint8Array([0]), content);
+}
+
+/** DER content of a positive INTEGER given as two's complement bytes (X.690 8.3.2), or null. */
+function minimalPositiveInteger(bytes: Uint8Array): Uint8Array | null {
+  if (bytes.byteLength === 0 || (bytes[0]! & 0x80) !== 0) return null;
+  let i = 0;
+  while (i < bytes.byteLength - 1 && bytes[i] === 0 && (bytes[i + 1]! & 0x80) === 0) i++;
+  if (i === bytes.byteLength - 1 && bytes[i] === 0) return null; // zero
+  return bytes.subarray(i);
+}
+
+/**
+ * The subjectPublicKey BIT STRING value of an SPKI: read strictly when it is DER, else through
+ * asn1js (BER-tolerant, as the general CSR reader is), so every SPKI the policy accepts has one.
+ */
+function subjectPublicKeyBits(spkiDer: Uint8Array): Uint8Array | null {
+  const top = readDer(spkiDer, 0);
+  const parts =
+    top !== null && top.tag === TAG.SEQUENCE && top.end === spkiDer.byteLength ? derChildren(spkiDer, top) : null;
+  if (parts !== null && parts.length === 2 && parts[1]!.tag === TAG.BIT_STRING) {
+    const content = derContent(spkiDer, parts[1]!);
+    return content.byteLength >= 1 && content[0] === 0 ? content.subarray(1) : null;
+  }
+  const spki = parseWholeBer(spkiDer);
+  if (!(spki instanceof asn1js.Sequence) || spki.valueBlock.value.length !== 2) return null;
+  const bits = spki.valueBlock.value[1];
+  if (!(bits instanceof asn1js.BitString) || bits.valueBlock.unusedBits !== 0) return null;
+  return bits.valueBlock.valueHexView;
 }
 
 /** The CA algorithm of a certificate's key, or null if fleetgate cannot sign with it. */

@@ -7,9 +7,9 @@ import { isIP } from 'node:net';
 import { deviceUri, isValidDeviceId, serviceUri } from '../device-id.js';
 import { FleetgateError, fail, ok, type Result } from '../errors.js';
 import { type CaInternals, type CertificateAuthority, internalsOf } from './authority.js';
-import { type CryptoKeyPair, crypto, digestSync, sha256HexSync, toBytes } from './crypto.js';
+import { type CryptoKeyPair, crypto, digestSync, toBytes } from './crypto.js';
 import type { CheckedCsr } from './csr-policy.js';
-import { classifySpki, exportPkcs8Pem, signingAlgorithm } from './keys.js';
+import { classifySpki, exportPkcs8Pem, keyFingerprintOf, signingAlgorithm } from './keys.js';
 import {
   certificatePem,
   encodeTbs,
@@ -34,7 +34,7 @@ export interface IssuedCertificate {
   commonName: string;
   notBefore: Date;
   notAfter: Date;
-  /** SHA-256 of the certified SubjectPublicKeyInfo DER, lower-case hex. */
+  /** SHA-256 of the canonical form of the certified key, lower-case hex (keys.ts keyFingerprintOf). */
   keyFingerprint: string;
 }
 
@@ -104,7 +104,7 @@ async function describe(cert: x509.X509Certificate, commonName: string): Promise
     commonName,
     notBefore: cert.notBefore,
     notAfter: cert.notAfter,
-    keyFingerprint: sha256HexSync(toBytes(cert.publicKey.rawData)),
+    keyFingerprint: keyFingerprintOf(toBytes(cert.publicKey.rawData)),
   };
 }
 
@@ -174,7 +174,7 @@ export async function issueIdentityCertificate(
         commonName: csr.commonName,
         notBefore: window.value.notBefore,
         notAfter: window.value.notAfter,
-        keyFingerprint: sha256HexSync(csr.spkiDer),
+        keyFingerprint: keyFingerprintOf(csr.spkiDer),
       });
     }
     return ok(await issueWithGenerator(inner, ca.algorithm, csr, opts, subjectUri, window.value, randomSerial()));
