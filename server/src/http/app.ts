@@ -12,6 +12,7 @@ import { type FastifyInstance, type FastifyServerOptions, fastify, LogController
 import type { Logger } from 'pino';
 import { FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
 import { HTTP_STATUS } from './error-map.js';
+import { ApiResponse } from './response.js';
 import { trackRouteMethods } from './route-methods.js';
 
 export interface HttpTls {
@@ -123,6 +124,8 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
     schemaController: { compilersFactory: { buildValidator: validatorFactory() } },
     https: {
+      // Canonical header names on EST responses and Retry-After on every 503 (response.ts).
+      ServerResponse: ApiResponse,
       key: opts.tls.keyPem,
       cert: opts.tls.chainPem,
       ca: opts.tls.clientCaPem,
