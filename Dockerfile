@@ -15,7 +15,9 @@ COPY firmware-sim firmware-sim
 # `prepare` compiles the TypeScript; then development packages are dropped.
 RUN npm install --no-audit --no-fund && npm prune --omit=dev --no-audit --no-fund
 
-RUN mkdir -p /data/ca && chown -R node:node /data
+# The data dir holds the CA keys and the embedded database: private to the node user (0700), as
+# fleetgate would make it. A volume mounted at /data (or /data/ca) starts with these modes.
+RUN mkdir -p /data/ca && chown -R node:node /data && chmod -R 0700 /data
 USER node
 ENV FLEETGATE_DATA_DIR=/data \
     FLEETGATE_HOST=0.0.0.0 \

@@ -3,6 +3,11 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+// Nothing fleetgate creates (data dir, embedded database, keys, service credentials) may be open
+// to group or others: the umask goes first, before any file exists, and the relaunched server and
+// its broker workers inherit it (server/src/data-dir.ts, PRIVATE_UMASK).
+process.umask(process.umask(0o077) | 0o077);
+
 const dist = (file) => new URL(`../dist/cli/${file}`, import.meta.url);
 if (!existsSync(dist('main.js'))) {
   process.stderr.write('fleetgate: not built yet - run `npm run build` in the repository root\n');

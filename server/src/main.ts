@@ -8,7 +8,13 @@ import { type CertificateAuthority, issueServerCertificate } from './ca/index.js
 import { loadOrCreateCa } from './ca-bootstrap.js';
 import { startBrokerWorkers } from './cluster/primary.js';
 import { advertisedUrl, type Config, certificateNames } from './config.js';
-import { type DataDirLayout, prepareDataDir, removeRuntimeInfo, writeRuntimeInfo } from './data-dir.js';
+import {
+  type DataDirLayout,
+  prepareDataDir,
+  removeRuntimeInfo,
+  securePgliteDir,
+  writeRuntimeInfo,
+} from './data-dir.js';
 import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
 import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
@@ -59,12 +65,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     closers.length = 0;
   };
   try {
-    const layout = await prepareDataDir(config.dataDir);
+    const layout = await prepareDataDir(config.dataDir, (message, fields) => log.warn(fields, message));
     // Port 0 means "any free port"; it is resolved now because certificates carry the API URL.
     const apiPort = config.apiPort === 0 ? await freePort(config.host) : config.apiPort;
     const publicUrl = config.publicUrlExplicit ? config.publicUrl : advertisedUrl('https', config.host, apiPort);
     const store = await openStore({ databaseUrl: config.databaseUrl, pgliteDir: layout.pgliteDir });
     closers.push(() => store.close());
+    // PGlite makes some files 0666/0644 whatever the umask (data-dir.ts): private from here on.
+    if (!config.databaseUrl) await securePgliteDir(layout);
     log.info({ backend: store.backend }, 'store open');
 
     const { ca, created } = await loadOrCreateCa({
