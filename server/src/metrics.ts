@@ -27,6 +27,12 @@ export function createMetrics(opts: {
     labelNames: ['kind', 'result'] as const,
     registers: [registry],
   });
+  const unauthenticated = new Counter({
+    name: 'fleetgate_est_unauthenticated_total',
+    help: 'EST requests that proved no identity (not audited; logged rate-limited), by kind and reason',
+    labelNames: ['kind', 'reason'] as const,
+    registers: [registry],
+  });
   const revocations = new Counter({
     name: 'fleetgate_revocations_total',
     help: 'Certificates revoked',
@@ -55,6 +61,9 @@ export function createMetrics(opts: {
     provisioning: {
       enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode) {
         enrollments.inc({ kind, result });
+      },
+      unauthenticated(kind: 'enroll' | 'reenroll', reason: string) {
+        unauthenticated.inc({ kind, reason });
       },
       revoked(count: number) {
         revocations.inc(count);

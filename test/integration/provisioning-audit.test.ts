@@ -43,7 +43,8 @@ describe.each(list)('audit, operators and inventory ($name)', (backend) => {
 
   const enrolled = async (id: string) => {
     const [t] = await h.provisioning.createTokens({ deviceIds: [id] }, { actor: OPERATOR });
-    return h.provisioning.enroll({ deviceId: id, token: t!.token, csr: (await makeCsr(id)).der });
+    const r = await h.provisioning.enroll({ deviceId: id, token: t!.token, csr: (await makeCsr(id)).der });
+    return { ...r, token: t!.token };
   };
 
   describe('audit', () => {
@@ -52,14 +53,11 @@ describe.each(list)('audit, operators and inventory ($name)', (backend) => {
       await h.operators.create('aud-keeper', OPERATOR);
       const start = (await h.store.listAudit({ limit: 100_000 })).length;
       const a = await enrolled('aud-1'); // token.created, cert.issued
-      await rejectsWith(
-        h.provisioning.enroll({ deviceId: 'aud-1', token: `fgt_${'Z'.repeat(43)}`, csr: 'x' }),
-        'TOKEN_INVALID',
-      );
+      await rejectsWith(h.provisioning.enroll({ deviceId: 'aud-1', token: a.token, csr: 'x' }), 'TOKEN_USED');
       const b = await h.provisioning.reenroll({ clientCertDer: a.certificate.der, csr: (await makeCsr('aud-1')).der });
       await rejectsWith(
-        h.provisioning.reenroll({ clientCertDer: new Uint8Array([0x30, 0]), csr: 'x' }),
-        'CERT_INVALID',
+        h.provisioning.reenroll({ clientCertDer: a.certificate.der, csr: (await makeCsr('aud-other')).der }),
+        'CSR_SUBJECT_INVALID',
       );
       await h.provisioning.issueService({ name: 'aud-svc', csr: (await makeCsr('aud-svc')).der, actor: OPERATOR });
       await h.revocation.revokeCertificate(b.certificate.serial, 4, OPERATOR);
@@ -87,7 +85,7 @@ describe.each(list)('audit, operators and inventory ($name)', (backend) => {
         'device:aud-1',
         'device:aud-1',
         'device:aud-1',
-        'device:?',
+        'device:aud-1',
         'operator:alice',
         'operator:alice',
         'operator:alice',

@@ -216,6 +216,7 @@ describe.each(list)('re-enrollment and service credentials ($name)', (backend) =
         (String(e.subject).startsWith('renmix-') || e.details.code === 'CERT_REQUIRED'),
     );
     expect(failed.filter((e) => e.details.code === 'CSR_KEY_REUSED')).toHaveLength(9);
+    expect(failed.filter((e) => e.details.code === 'CERT_REQUIRED')).toHaveLength(0);
     expect(
       failed.filter((e) => e.details.code === 'CERT_REVOKED' && String(e.subject).startsWith('renmix-')),
     ).toHaveLength(8);
@@ -247,7 +248,9 @@ describe.each(list)('re-enrollment and service credentials ($name)', (backend) =
       h.provisioning.reenroll({ clientCertDer: forged, csr: (await makeCsr('who-1')).der }),
       'CERT_INVALID',
     );
-    expect(await renewals('CERT_INVALID')).toHaveLength(3);
+    // None of them proved an identity: nothing appended to the audit log (issue 21).
+    expect(await renewals('CERT_INVALID')).toHaveLength(0);
+    expect(await renewals('CERT_REQUIRED')).toHaveLength(0);
   });
 
   describe('issueService', () => {

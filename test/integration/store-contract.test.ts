@@ -641,11 +641,17 @@ function storeContract(backend: Backend): void {
           { id: randomUUID(), deviceId: dev, tokenHash: boundHash, expiresAt: later, createdBy: 'op' },
         ]);
         expect(await store.consumeToken(expiredHash, dev, now)).toEqual({ ok: false, reason: 'expired' });
+        // a mismatch names the device the token is bound to (the audit records it, not the claim)
         expect(await store.consumeToken(boundHash, uid('intruder'), now)).toEqual({
           ok: false,
           reason: 'device_mismatch',
+          deviceId: dev,
         });
-        expect(await store.consumeToken(boundHash, `${dev} `, now)).toEqual({ ok: false, reason: 'device_mismatch' });
+        expect(await store.consumeToken(boundHash, `${dev} `, now)).toEqual({
+          ok: false,
+          reason: 'device_mismatch',
+          deviceId: dev,
+        });
         // still usable by the right device
         expect((await store.consumeToken(boundHash, dev, now)).ok).toBe(true);
       });

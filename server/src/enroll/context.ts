@@ -4,6 +4,7 @@
  */
 import type { CertificateAuthority } from '../ca/index.js';
 import { type ErrorCode, FleetgateError, isFleetgateError } from '../errors.js';
+import { redactSecrets } from '../redact.js';
 import type { RevocationReason, Store } from '../store/types.js';
 import type { AuditService } from './types.js';
 
@@ -42,9 +43,12 @@ export function assertRevocationReason(reason: unknown): asserts reason is Revoc
   }
 }
 
-/** A short, printable rendering of untrusted input for messages and audit details. */
+/**
+ * A short, printable rendering of untrusted input for messages and audit details; anything shaped
+ * like a fleetgate secret is masked (a token typed into the wrong field must not be recorded).
+ */
 export function printable(value: unknown, max = 80): string {
-  const s = typeof value === 'string' ? value : String(value);
+  const s = redactSecrets(typeof value === 'string' ? value : String(value));
   const clean = s.replace(/[^\x20-\x7e]/g, '?');
   return clean.length > max ? `${clean.slice(0, max)}...` : clean;
 }

@@ -22,12 +22,18 @@
  * concurrent uses of one token see it used (TOKEN_USED): within a batch through the same
  * transaction, across transactions once the first commits (or get their turn if it rolled back).
  *
- * Rejections are audited as `enroll.failed` (with the code) after the rollback to the savepoint,
- * in the batch transaction: they survive the rollback that keeps the token usable.
+ * Rejections about a real credential are audited as `enroll.failed` (with the code) after the
+ * rollback to the savepoint, in the batch transaction: they survive the rollback that keeps the
+ * token usable. Their actor and subject are the device the token is bound to, never the name the
+ * caller typed (for TOKEN_DEVICE_MISMATCH the claim is kept, masked, as `claimedId`).
+ * Unauthenticated rejections (malformed id or token, a token nobody issued) are not audited at
+ * all: anyone could append them without limit, naming anything (auth-failures.ts counts and logs
+ * them instead). Malformed credentials are refused without touching the database.
  */
 import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError } from '../errors.js';
 import type { NewAuditEvent, TokenConsumeResult } from '../store/types.js';
+import { unauthenticated, unauthenticatedReason } from './auth-failures.js';
 import { chainDerOf, codeOf, printable, type UseCaseContext } from './context.js';
 import { groupCommit } from './group-commit.js';
 import { certDetails, checkRequest, type IssuancePolicy, lockIdentity, signAndStore } from './issuance.js';
@@ -36,10 +42,10 @@ import type { EnrollResult } from './types.js';
 
 export type EnrollContext = UseCaseContext & IssuancePolicy;
 
-function tokenError(reason: Extract<TokenConsumeResult, { ok: false }>['reason'], deviceId: string): FleetgateError {
-  switch (reason) {
+function tokenError(consumed: Extract<TokenConsumeResult, { ok: false }>, deviceId: string): FleetgateError {
+  switch (consumed.reason) {
     case 'unknown':
-      return new FleetgateError('TOKEN_INVALID', 'unknown device id or enrollment token');
+      return unauthenticated('TOKEN_INVALID', 'unknown device id or enrollment token', 'token_unknown');
     case 'used':
       return new FleetgateError('TOKEN_USED', 'enrollment token was already used', { deviceId });
     case 'expired':
@@ -56,35 +62,46 @@ export async function enroll(
   req: { deviceId: string; token: string; csr: Uint8Array | string },
 ): Promise<EnrollResult> {
   const deviceId = req.deviceId;
-  const validId = isValidDeviceId(deviceId);
   const now = ctx.now();
-  const seen: { tokenId?: string } = {};
-  const failed = (e: unknown): NewAuditEvent => {
+  // What the store proved about the token: set once a real token was found (whatever its state).
+  const seen: { tokenId?: string; tokenDevice?: string } = {};
+  const failed = (e: unknown): NewAuditEvent | null => {
+    // Nothing proved: not an audit event (counted and logged by the transport).
+    if (seen.tokenDevice === undefined || unauthenticatedReason(e) !== null) return null;
     const code = codeOf(e);
+    const owner = seen.tokenDevice;
     return {
-      actor: validId ? `device:${deviceId}` : 'device:?',
+      actor: `device:${owner}`,
       action: 'enroll.failed',
-      subject: validId ? deviceId : null,
+      subject: owner,
       details: {
         code,
-        ...(validId ? {} : { claimedId: printable(deviceId, 64) }),
+        ...(deviceId !== owner ? { claimedId: printable(deviceId, 64) } : {}),
         ...(seen.tokenId ? { tokenId: seen.tokenId } : {}),
         ...(code === 'INTERNAL' ? {} : { message: printable((e as Error)?.message, 200) }),
       },
     };
   };
-  const batches = groupCommit(ctx.store);
-  // Malformed credentials are rejected without touching the database (only the audit append).
-  if (!validId || !looksLikeSecret(req.token, ENROLLMENT_TOKEN_PREFIX)) {
-    return batches.reject(new FleetgateError('TOKEN_INVALID', 'unknown device id or enrollment token'), failed);
+  // Malformed credentials are refused without touching the database (and without an audit row).
+  if (!isValidDeviceId(deviceId)) {
+    throw unauthenticated('TOKEN_INVALID', 'unknown device id or enrollment token', 'id_malformed');
+  }
+  if (!looksLikeSecret(req.token, ENROLLMENT_TOKEN_PREFIX)) {
+    throw unauthenticated('TOKEN_INVALID', 'unknown device id or enrollment token', 'token_malformed');
   }
   const tokenHash = hashSecret(req.token);
-  const certificate = await batches.submit({
+  const certificate = await groupCommit(ctx.store).submit({
     failed,
     run: async (tx) => {
       const consumed = await tx.consumeToken(tokenHash, deviceId, now);
-      if (!consumed.ok) throw tokenError(consumed.reason, deviceId);
+      if (!consumed.ok) {
+        if (consumed.reason !== 'unknown') {
+          seen.tokenDevice = consumed.reason === 'device_mismatch' ? consumed.deviceId : deviceId;
+        }
+        throw tokenError(consumed, deviceId);
+      }
       seen.tokenId = consumed.token.id;
+      seen.tokenDevice = consumed.token.deviceId;
       await lockIdentity(tx, deviceId, 'device');
       const csr = await checkRequest(req.csr, 'device', deviceId);
       const cert = await signAndStore(ctx, tx, csr, { kind: 'device', now });

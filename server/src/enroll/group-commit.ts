@@ -11,7 +11,8 @@
  *   identity, CSR checks, sign, insert the certificate); RELEASE, or ROLLBACK TO SAVEPOINT if it
  *   failed (only that request's work is undone: its token stays usable, nothing was issued);
  *   then all the batch's audit events (`cert.issued` / `cert.renewed` for the successes,
- *   `enroll.failed` / `reenroll.failed` for the rejections) in that order, with one head-lock
+ *   `enroll.failed` / `reenroll.failed` for the rejections that name a real identity; a request
+ *   that proved none has no event, see auth-failures.ts) in that order, with one head-lock
  *   acquisition and one statement; COMMIT.
  *
  * Guarantees, as before: a certificate and its audit event commit together or not at all (same
@@ -31,6 +32,7 @@
  * within QUEUE_TIMEOUT_MS fails with STORE_UNAVAILABLE (its rejection is audited all the same).
  */
 import { FleetgateError, isFleetgateError } from '../errors.js';
+import { redactSecretsDeep } from '../redact.js';
 import type { NewAuditEvent, Store, StoreTx } from '../store/types.js';
 
 /**
@@ -55,14 +57,17 @@ export const QUEUE_TIMEOUT_MS = 10_000;
 export interface IssueJob<T> {
   /** The request's work, inside its own savepoint; returns its result and the event recording it. */
   run(tx: StoreTx): Promise<{ value: T; audit: NewAuditEvent }>;
-  /** The event recording a rejection of this request with `error`. */
-  failed(error: unknown): NewAuditEvent;
+  /**
+   * The event recording a rejection of this request with `error`, or null when the rejection is
+   * not an audit event (the request proved no identity: see auth-failures.ts).
+   */
+  failed(error: unknown): NewAuditEvent | null;
 }
 
 interface Entry {
   /** null: rejected before reaching the store (only its rejection is audited). */
   run: ((tx: StoreTx) => Promise<{ value: unknown; audit: NewAuditEvent }>) | null;
-  failed(error: unknown): NewAuditEvent;
+  failed(error: unknown): NewAuditEvent | null;
   /** Set when the request was rejected before its batch ran (bad input, queue timeout). */
   error?: unknown;
   settled: boolean;
@@ -134,7 +139,7 @@ export class GroupCommit {
    * A request rejected before it reached the store: the rejection is audited with the next batch
    * (so it does not take the audit lock on its own), then `error` is thrown.
    */
-  reject(error: unknown, failed: (error: unknown) => NewAuditEvent): Promise<never> {
+  reject(error: unknown, failed: (error: unknown) => NewAuditEvent | null): Promise<never> {
     return new Promise<never>((_, reject) => {
       const entry: Entry = { run: null, failed, error, settled: false, resolve: () => undefined, reject };
       this.enqueue(entry);
@@ -242,14 +247,16 @@ export class GroupCommit {
   }
 }
 
-function pushEvent(events: NewAuditEvent[], make: () => NewAuditEvent): void {
+function pushEvent(events: NewAuditEvent[], make: () => NewAuditEvent | null): void {
   const ev = eventOrNull(make);
   if (ev) events.push(ev);
 }
 
-function eventOrNull(make: () => NewAuditEvent): NewAuditEvent | null {
+/** A rejection's event, with anything secret-shaped masked (its fields may echo caller input). */
+function eventOrNull(make: () => NewAuditEvent | null): NewAuditEvent | null {
   try {
-    return make();
+    const ev = make();
+    return ev && redactSecretsDeep(ev);
   } catch {
     return null;
   }

@@ -14,7 +14,9 @@
  * the device only switches after it has the new one safely stored (RFC 7030 4.2.2 leaves the old
  * certificate's fate to the CA). Everything after parsing runs in the request's savepoint of a
  * group-commit batch, like enroll, with its `cert.renewed` audit event appended in the same
- * transaction; rejections are audited as `reenroll.failed`.
+ * transaction; rejections are audited as `reenroll.failed` once the certificate is one we issued
+ * (no certificate, or one we never issued, proved no identity: counted and logged instead, see
+ * auth-failures.ts).
  *
  * Known limit: revoking just the presented certificate at the very instant it is used to renew
  * can let that renewal complete (nothing locks the old certificate row). Revoking the device
@@ -23,6 +25,7 @@
 import * as x509 from '../ca/x509.js';
 import { FleetgateError } from '../errors.js';
 import type { NewAuditEvent } from '../store/types.js';
+import { unauthenticated, unauthenticatedReason } from './auth-failures.js';
 import { chainDerOf, codeOf, printable } from './context.js';
 import type { EnrollContext } from './enrollment.js';
 import { groupCommit } from './group-commit.js';
@@ -39,7 +42,7 @@ function serialOf(der: Uint8Array): string {
   try {
     return new x509.X509Certificate(der).serialNumber.toLowerCase();
   } catch {
-    throw new FleetgateError('CERT_INVALID', 'client certificate is not a parsable X.509 certificate');
+    throw unauthenticated('CERT_INVALID', 'client certificate is not a parsable X.509 certificate', 'cert_unknown');
   }
 }
 
@@ -49,12 +52,14 @@ export async function reenroll(
 ): Promise<EnrollResult> {
   const now = ctx.now();
   const seen: { identity?: string; kind?: string; serial?: string } = {};
-  const failed = (e: unknown): NewAuditEvent => {
+  const failed = (e: unknown): NewAuditEvent | null => {
+    // A certificate we never issued (or none) proved nothing: not an audit event.
+    if (seen.identity === undefined || unauthenticatedReason(e) !== null) return null;
     const code = codeOf(e);
     return {
-      actor: seen.identity ? `${seen.kind ?? 'device'}:${seen.identity}` : 'device:?',
+      actor: `${seen.kind ?? 'device'}:${seen.identity}`,
       action: 'reenroll.failed',
-      subject: seen.identity ?? null,
+      subject: seen.identity,
       details: {
         code,
         ...(seen.serial ? { serial: seen.serial } : {}),
@@ -62,24 +67,18 @@ export async function reenroll(
       },
     };
   };
-  const batches = groupCommit(ctx.store);
   const presented = req.clientCertDer;
-  let serial: string;
-  try {
-    if (!(presented instanceof Uint8Array) || presented.byteLength === 0) {
-      throw new FleetgateError('CERT_REQUIRED', 're-enrollment needs the current certificate');
-    }
-    serial = serialOf(presented);
-  } catch (e) {
-    return batches.reject(e, failed);
+  if (!(presented instanceof Uint8Array) || presented.byteLength === 0) {
+    throw unauthenticated('CERT_REQUIRED', 're-enrollment needs the current certificate', 'cert_missing');
   }
+  const serial = serialOf(presented);
   seen.serial = serial;
-  const certificate = await batches.submit({
+  const certificate = await groupCommit(ctx.store).submit({
     failed,
     run: async (tx) => {
       const current = await tx.getCertificate(serial);
       if (!current || !sameBytes(current.der, presented)) {
-        throw new FleetgateError('CERT_INVALID', 'client certificate was not issued by this CA');
+        throw unauthenticated('CERT_INVALID', 'client certificate was not issued by this CA', 'cert_unknown');
       }
       const id = current.deviceId;
       seen.identity = id;

@@ -12,6 +12,7 @@ import type {
   OperatorCredentialRecord,
   RevocationReason,
 } from '../store/types.js';
+import type { UnauthenticatedReason } from './auth-failures.js';
 
 /** Who did something; audited as `${kind}:${id}`. */
 export interface Actor {
@@ -39,6 +40,8 @@ export interface EnrollResult {
 /** What the use cases report for metrics; the composition root wires prom-client behind it. */
 export interface ProvisioningObserver {
   enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode): void;
+  /** An EST request that proved no identity (not audited: see auth-failures.ts), by reason. */
+  unauthenticated?(kind: 'enroll' | 'reenroll', reason: UnauthenticatedReason): void;
   revoked(count: number): void;
   crlPublished(thisUpdate: Date): void;
 }

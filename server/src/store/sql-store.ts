@@ -598,7 +598,7 @@ class SqlOps implements StoreTx {
     );
     const t = found[0];
     if (!t) return { ok: false, reason: 'unknown' };
-    if (t.device_id !== deviceId) return { ok: false, reason: 'device_mismatch' };
+    if (t.device_id !== deviceId) return { ok: false, reason: 'device_mismatch', deviceId: str(t.device_id) };
     if (t.used_at !== null) return { ok: false, reason: 'used' };
     return { ok: false, reason: 'expired' };
   }

@@ -88,7 +88,9 @@ export interface NewToken {
 
 export type TokenConsumeResult =
   | { ok: true; token: TokenRecord }
-  | { ok: false; reason: 'unknown' | 'used' | 'expired' | 'device_mismatch' };
+  | { ok: false; reason: 'unknown' | 'used' | 'expired' }
+  /** `deviceId`: the device the token IS bound to (the audit names it, not the caller's claim). */
+  | { ok: false; reason: 'device_mismatch'; deviceId: string };
 
 export interface AuditEvent {
   seq: number;

@@ -7,6 +7,7 @@ import * as asn1js from 'asn1js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CertificateAuthority } from '../../ca/index.js';
 import { certsOnly } from '../../ca/pkcs7.js';
+import { UnauthenticatedFailureLog, unauthenticatedReason } from '../../enroll/auth-failures.js';
 import type { ProvisioningObserver, ProvisioningService } from '../../enroll/types.js';
 import { FleetgateError, isFleetgateError } from '../../errors.js';
 import { requireMediaType } from '../media-type.js';
@@ -108,6 +109,11 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
       reply.headers({ 'Content-Type': 'application/csrattrs', 'Content-Transfer-Encoding': 'base64' }).send(csrattrs),
   );
 
+  // Unauthenticated failures are not audited (anyone can send them): counted and logged, rate-limited.
+  const unauthenticatedLog = new UnauthenticatedFailureLog({
+    log: (fields, message) => app.log.warn(fields, message),
+    count: (kind, reason) => deps.observer?.unauthenticated?.(kind, reason),
+  });
   const observe = async <T>(kind: 'enroll' | 'reenroll', work: () => Promise<T>): Promise<T> => {
     try {
       const r = await work();
@@ -115,6 +121,8 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
       return r;
     } catch (e) {
       deps.observer?.enrollment(kind, isFleetgateError(e) ? e.code : 'INTERNAL');
+      const reason = unauthenticatedReason(e);
+      if (reason) unauthenticatedLog.record(kind, reason);
       throw e;
     }
   };
