@@ -36,6 +36,10 @@ export interface Config {
   httpRequestTimeoutMs: number;
   /** Whether re-enrollment may keep the old key (RFC 7030 4.2.2 allows it; a new key is better). */
   allowKeyReuse: boolean;
+  /** OCSP requests per second per source address (0 = unlimited); over it: tryLater. */
+  ocspRatePerIp: number;
+  /** OCSP requests one source address may send at once. */
+  ocspRateBurst: number;
   logLevel: LogLevel;
   /** The mTLS MQTT broker (server/src/mqtt). */
   mqtt: MqttConfig;
@@ -426,6 +430,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     tokenTtlMs: readDuration(env, 'FLEETGATE_TOKEN_TTL', 24 * 3_600_000, 365 * 86_400_000),
     httpRequestTimeoutMs: readDuration(env, 'FLEETGATE_HTTP_REQUEST_TIMEOUT', 30_000, 600_000),
     allowKeyReuse: readBool(env, 'FLEETGATE_ALLOW_KEY_REUSE', false),
+    ocspRatePerIp: readInt(env, 'FLEETGATE_OCSP_RATE_PER_IP', 50, 0, 1_000_000),
+    ocspRateBurst: readInt(env, 'FLEETGATE_OCSP_RATE_BURST', 100, 1, 10_000_000),
     logLevel: readEnum(
       env,
       'FLEETGATE_LOG_LEVEL',
@@ -472,6 +478,8 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   { name: 'FLEETGATE_TOKEN_TTL', default: '24h', meaning: 'default enrollment token lifetime' },
   { name: 'FLEETGATE_HTTP_REQUEST_TIMEOUT', default: '30s', meaning: 'deadline for a whole HTTP request' },
   { name: 'FLEETGATE_ALLOW_KEY_REUSE', default: 'false', meaning: 'let re-enrollment keep the old key' },
+  { name: 'FLEETGATE_OCSP_RATE_PER_IP', default: '50', meaning: 'OCSP requests/s per source address (0 = unlimited)' },
+  { name: 'FLEETGATE_OCSP_RATE_BURST', default: '100', meaning: 'OCSP requests one address may send at once' },
   { name: 'FLEETGATE_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace, silent' },
   { name: 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT', default: '5s', meaning: 'TLS handshake (and then CONNECT) deadline' },
   { name: 'FLEETGATE_MQTT_MAX_PACKET_SIZE', default: '131072', meaning: 'largest MQTT packet in bytes' },

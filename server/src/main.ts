@@ -103,7 +103,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ocspUrl: `${publicUrl}/ocsp`,
       allowKeyReuse: config.allowKeyReuse,
     });
-    const revocation = createRevocation({ store, ca, audit, observer: metrics.provisioning });
+    const revocation = createRevocation({
+      store,
+      ca,
+      audit,
+      observer: metrics.provisioning,
+      ocspObserver: metrics.ocsp,
+    });
     closers.push(() => revocation.close());
     const inventory = createInventory({ store });
     const operators = createOperators({ store, audit });
@@ -128,7 +134,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
     registerHealthRoutes(app, { store });
     registerEstRoutes(app, { ca, provisioning, observer: metrics.provisioning });
-    registerRevocationRoutes(app, { revocation });
+    registerRevocationRoutes(app, {
+      revocation,
+      ocspRateLimit: { ratePerIp: config.ocspRatePerIp, burst: config.ocspRateBurst },
+      ocspObserver: metrics.ocsp,
+    });
     registerMetricsRoute(app, metrics.registry);
     await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
     await registerServiceRoutes(app, { provisioning, operators });

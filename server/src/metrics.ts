@@ -3,6 +3,7 @@
  * interfaces; only this module knows prom-client.
  */
 import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { OcspObserver } from './enroll/ocsp-responder.js';
 import type { ProvisioningObserver } from './enroll/types.js';
 import type { ErrorCode } from './errors.js';
 import { type BrokerObserver, NULL_BROKER_OBSERVER } from './mqtt/types.js';
@@ -11,6 +12,7 @@ export interface ServerMetrics {
   registry: Registry;
   provisioning: ProvisioningObserver;
   broker: BrokerObserver;
+  ocsp: OcspObserver;
 }
 
 export function createMetrics(opts: {
@@ -55,8 +57,28 @@ export function createMetrics(opts: {
       this.set(await opts.certsExpiringSoon());
     },
   });
+  const ocspCache = new Counter({
+    name: 'fleetgate_ocsp_cache_total',
+    help: 'OCSP requests without nonce answered from the response cache (hit) or signed afresh (miss)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const ocspLimited = new Counter({
+    name: 'fleetgate_ocsp_limited_total',
+    help: 'OCSP requests answered tryLater: over the per-address rate (rate) or responder busy (busy)',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
   return {
     registry,
+    ocsp: {
+      cache(result: 'hit' | 'miss') {
+        ocspCache.inc({ result });
+      },
+      limited(reason: 'rate' | 'busy') {
+        ocspLimited.inc({ reason });
+      },
+    },
     broker: opts.broker === false ? NULL_BROKER_OBSERVER : createBrokerMetrics(registry),
     provisioning: {
       enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode) {
@@ -114,6 +136,7 @@ export function createWorkerMetrics(slot: number): ServerMetrics & { workerConne
   });
   return {
     registry,
+    ocsp: { cache() {}, limited() {} },
     broker: createBrokerMetrics(registry),
     provisioning: { enrollment() {}, revoked() {}, crlPublished() {} },
     workerConnected(r) {

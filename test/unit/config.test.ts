@@ -45,6 +45,16 @@ describe('loadConfig', () => {
     expect(c.tokenTtlMs).toBe(15 * 60_000);
   });
 
+  it('reads the OCSP rate limit (defaults 50/s, burst 100; 0 = unlimited; bad values refused)', () => {
+    expect(loadConfig({})).toMatchObject({ ocspRatePerIp: 50, ocspRateBurst: 100 });
+    expect(loadConfig({ FLEETGATE_OCSP_RATE_PER_IP: '0', FLEETGATE_OCSP_RATE_BURST: '7' })).toMatchObject({
+      ocspRatePerIp: 0,
+      ocspRateBurst: 7,
+    });
+    expect(() => loadConfig({ FLEETGATE_OCSP_RATE_PER_IP: '-1' })).toThrow(/FLEETGATE_OCSP_RATE_PER_IP/);
+    expect(() => loadConfig({ FLEETGATE_OCSP_RATE_BURST: '0' })).toThrow(/FLEETGATE_OCSP_RATE_BURST/);
+  });
+
   it('treats empty values as unset', () => {
     expect(loadConfig({ FLEETGATE_API_PORT: '', DATABASE_URL: '  ' }).apiPort).toBe(8443);
   });

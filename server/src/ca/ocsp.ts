@@ -131,11 +131,47 @@ function certStatusOf(s: OcspCertStatus): asn1js.BaseBlock {
   }
 }
 
+/**
+ * Where signed responses are kept between requests (RFC 5019 section 6: a responder may answer
+ * from pre-produced responses). The key names the exact list of CertIDs asked about; `serials`
+ * lets the keeper drop every response about a certificate the moment it is revoked.
+ */
+export interface OcspResponseCache {
+  /** The cached response for `key`, or a ticket to keep the one about to be built. */
+  lookup(
+    key: string,
+  ): { der: Uint8Array } | { keep(der: Uint8Array, serials: readonly string[], nextUpdate: Date): void };
+}
+
+/** The DER OCSPResponse saying only "tryLater" (RFC 6960 4.2.1; unsigned, as 4.2.1 allows). */
+export const OCSP_TRY_LATER: Uint8Array = statusOnly(OCSP_RESPONSE_STATUS.tryLater);
+
+/**
+ * Cache key of a request: the DER of its CertIDs in order (self-delimiting, so concatenation is
+ * unambiguous). They are echoed in the response, so two requests share an answer only if they
+ * name the same certificates the same way.
+ */
+function cacheKeyOf(req: pkijs.OCSPRequest): string {
+  return Buffer.concat(
+    req.tbsRequest.requestList.map((single) => Buffer.from(single.reqCert.toSchema().toBER(false))),
+  ).toString('base64');
+}
+
 export async function respondOcsp(
   ca: CertificateAuthority,
   requestDer: Uint8Array,
   lookup: (serialHex: string) => Promise<OcspCertStatus>,
-  opts: { now: Date; validityMs: number },
+  opts: {
+    now: Date;
+    validityMs: number;
+    cache?: OcspResponseCache | undefined;
+    /**
+     * A slot for building a fresh response (status lookups and a signature), or null when the
+     * responder is busy: the request then gets tryLater (RFC 6960 4.2.1) at once. Cached answers
+     * need no slot.
+     */
+    admit?: (() => (() => void) | null) | undefined;
+  },
 ): Promise<Uint8Array> {
   let req: pkijs.OCSPRequest;
   let nonce: pkijs.Extension | null;
@@ -145,7 +181,31 @@ export async function respondOcsp(
   } catch {
     return statusOnly(OCSP_RESPONSE_STATUS.malformedRequest);
   }
+  // A request with a nonce (RFC 8954) must get its nonce back in a freshly signed response, so
+  // only nonce-less requests are answered from, and kept in, the cache (RFC 5019 2.1, 6).
+  let ticket: Extract<ReturnType<OcspResponseCache['lookup']>, { keep: unknown }> | null = null;
+  if (nonce === null && opts.cache !== undefined) {
+    const cached = opts.cache.lookup(cacheKeyOf(req));
+    if ('der' in cached) return cached.der;
+    ticket = cached;
+  }
+  const release = opts.admit === undefined ? () => undefined : opts.admit();
+  if (release === null) return OCSP_TRY_LATER;
+  try {
+    return await build(ca, req, nonce, lookup, opts, ticket);
+  } finally {
+    release();
+  }
+}
 
+async function build(
+  ca: CertificateAuthority,
+  req: pkijs.OCSPRequest,
+  nonce: pkijs.Extension | null,
+  lookup: (serialHex: string) => Promise<OcspCertStatus>,
+  opts: { now: Date; validityMs: number },
+  ticket: Extract<ReturnType<OcspResponseCache['lookup']>, { keep: unknown }> | null,
+): Promise<Uint8Array> {
   const inner = internalsOf(ca);
   const issuerHashes = new Map<HashName, { name: Uint8Array; key: Uint8Array }>();
   const hashesFor = async (hash: HashName) => {
@@ -162,6 +222,9 @@ export async function respondOcsp(
   const now = wholeSeconds(opts.now);
   const nextUpdate = wholeSeconds(new Date(opts.now.getTime() + Math.max(0, opts.validityMs)));
   const responses: pkijs.SingleResponse[] = [];
+  // Serials of the certificates answered; null once one is unknown (or not ours): such answers
+  // are not kept, so requests for invented serials cannot fill the cache.
+  let knownSerials: string[] | null = [];
   try {
     for (const single of req.tbsRequest.requestList) {
       const certID = single.reqCert;
@@ -172,8 +235,13 @@ export async function respondOcsp(
         const ours =
           bytesEqual(toBytes(certID.issuerNameHash.valueBlock.valueHexView), h.name) &&
           bytesEqual(toBytes(certID.issuerKeyHash.valueBlock.valueHexView), h.key);
-        if (ours) status = await lookup(canonicalSerialHex(toBytes(certID.serialNumber.valueBlock.valueHexView)));
+        if (ours) {
+          const serial = canonicalSerialHex(toBytes(certID.serialNumber.valueBlock.valueHexView));
+          status = await lookup(serial);
+          if (status.status !== 'unknown') knownSerials?.push(serial);
+        }
       }
+      if (status.status === 'unknown') knownSerials = null;
       responses.push(
         new pkijs.SingleResponse({
           certID,
@@ -220,7 +288,9 @@ export async function respondOcsp(
         response: new asn1js.OctetString({ valueHex: basic.toSchema().toBER(false) }),
       }),
     });
-    return new Uint8Array(resp.toSchema().toBER(false));
+    const der = new Uint8Array(resp.toSchema().toBER(false));
+    if (ticket !== null && knownSerials !== null && opts.validityMs > 0) ticket.keep(der, knownSerials, nextUpdate);
+    return der;
   } catch {
     return statusOnly(OCSP_RESPONSE_STATUS.internalError);
   }

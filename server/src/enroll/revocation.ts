@@ -17,7 +17,7 @@ import { FleetgateError } from '../errors.js';
 import type { RevocationReason, Store } from '../store/types.js';
 import { assertRevocationReason, type Clock, printable, systemClock } from './context.js';
 import { CrlPublisher } from './crl-publisher.js';
-import { createOcspResponder } from './ocsp-responder.js';
+import { createOcspResponder, type OcspObserver } from './ocsp-responder.js';
 import {
   type Actor,
   type AuditService,
@@ -38,6 +38,11 @@ export interface RevocationOptions {
   crlValidityMs?: number | undefined;
   /** OCSP response validity. Default 1 h. */
   ocspValidityMs?: number | undefined;
+  /** OCSP answers kept (0 = no cache). Default DEFAULT_OCSP_CACHE_ENTRIES. */
+  ocspCacheEntries?: number | undefined;
+  /** Fresh OCSP answers built at once before tryLater (0 = no cap). Default DEFAULT_OCSP_MAX_IN_FLIGHT. */
+  ocspMaxInFlight?: number | undefined;
+  ocspObserver?: OcspObserver | undefined;
 }
 
 const SERIAL = /^[0-9a-f]{2,40}$/;
@@ -50,10 +55,23 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
     throw new FleetgateError('CONFIG_INVALID', 'crlValidityMs must be at least 2 seconds');
   }
   const crl = new CrlPublisher({ store, ca, now, validityMs: crlValidityMs, observer });
-  const ocsp = createOcspResponder({ store, ca, now, validityMs: opts.ocspValidityMs });
+  const ocsp = createOcspResponder({
+    store,
+    ca,
+    now,
+    validityMs: opts.ocspValidityMs,
+    cacheEntries: opts.ocspCacheEntries,
+    maxInFlight: opts.ocspMaxInFlight,
+    observer: opts.ocspObserver,
+  });
 
-  // Revocations committed by other processes (PostgreSQL NOTIFY) make the cached CRL stale.
-  const unsubscribe = store.onEvent(() => crl.refreshSoon());
+  // Revocations committed by other processes (PostgreSQL NOTIFY) make the cached CRL and the
+  // kept OCSP answers about those certificates stale. (Our own revocations invalidate below,
+  // before returning, without waiting for the event.)
+  const unsubscribe = store.onEvent((ev) => {
+    ocsp.invalidate(ev.type === 'revoked' ? [ev.serial] : ev.serials);
+    crl.refreshSoon();
+  });
 
   return {
     async revokeDevice(deviceId: string, reason: RevocationReason, actor: Actor) {
@@ -76,6 +94,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
         return serials;
       });
       if (serials.length > 0) {
+        ocsp.invalidate(serials);
         observer?.revoked(serials.length);
         await crl.refresh();
       }
@@ -102,6 +121,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
         return true;
       });
       if (revoked) {
+        ocsp.invalidate([normalised]);
         observer?.revoked(1);
         await crl.refresh();
       }
@@ -111,7 +131,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
       return crl.current();
     },
 
-    ocsp,
+    ocsp: ocsp.respond,
 
     async close() {
       unsubscribe();
