@@ -3,6 +3,7 @@
  * start. A bad value stops start-up with one line naming the variable (ConfigError). Nothing else
  * in the code base reads process.env for settings.
  */
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
@@ -60,6 +61,10 @@ export interface Config {
   redisUrl: string | undefined;
   /** Prefix of fleetgate's keys in Redis (aedes sessions, retained messages). */
   redisKeyPrefix: string;
+  /** Bearer token /metrics requires (from FLEETGATE_METRICS_TOKEN_FILE); undefined = open, as before. */
+  metricsToken: string | undefined;
+  /** Plain-HTTP listener serving only /metrics (then not on the public API); undefined = the API serves it. */
+  metricsAddress: { host: string; port: number } | undefined;
 }
 
 /** Rights of a backend service on the broker: MQTT topic filters it may subscribe / publish to. */
@@ -444,6 +449,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     tlsTickets: readEnum(env, 'FLEETGATE_TLS_TICKETS', ['1', '2'] as const, '1') === '1' ? 1 : 2,
     redisUrl: readRedisUrl(env, 'REDIS_URL'),
     redisKeyPrefix: readRedisKeyPrefix(env, 'FLEETGATE_REDIS_KEY_PREFIX'),
+    metricsToken: readTokenFile(env, 'FLEETGATE_METRICS_TOKEN_FILE', cwd),
+    metricsAddress: readListenAddress(env, 'FLEETGATE_METRICS_ADDRESS'),
   };
 }
 
@@ -457,6 +464,46 @@ function readRedisKeyPrefix(env: Env, name: string): string {
     );
   }
   return v;
+}
+
+/**
+ * A file holding a bearer token (RFC 6750 2.1: b64token), e.g. the one Prometheus sends from its
+ * `authorization.credentials_file`. Surrounding whitespace (a trailing newline) is ignored, as
+ * Prometheus does. Errors name the file, never its content.
+ */
+function readTokenFile(env: Env, name: string, cwd: string): string | undefined {
+  const v = readString(env, name);
+  if (v === undefined) return undefined;
+  const file = path.resolve(cwd, v);
+  let content: string;
+  try {
+    content = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(name, `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const token = content.trim();
+  if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(token) || token.length < 16 || token.length > 1024) {
+    throw new ConfigError(
+      name,
+      `${file} must hold one token of 16-1024 characters from A-Z a-z 0-9 - . _ ~ + / (RFC 6750 b64token)`,
+    );
+  }
+  return token;
+}
+
+/** host:port, with an IPv6 address in brackets ([::1]:9464); port 0 = any free port. */
+function readListenAddress(env: Env, name: string): { host: string; port: number } | undefined {
+  const v = readString(env, name);
+  if (v === undefined) return undefined;
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
+  const host = m?.[1] ?? m?.[2] ?? '';
+  const lastLabel = host.split('.').pop() ?? '';
+  const hostOk =
+    m?.[1] !== undefined ? isIP(host) === 6 : isIP(host) === 4 || (HOSTNAME.test(host) && !/^[0-9]+$/.test(lastLabel));
+  if (!m || !hostOk || Number(m[3]) > 65535) {
+    throw new ConfigError(name, `must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464 (got ${JSON.stringify(v)})`);
+  }
+  return { host, port: Number(m[3]) };
 }
 
 /** The variables `loadConfig` reads, for `--help` texts and docs. */
@@ -524,4 +571,14 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   },
   { name: 'REDIS_URL', default: '(unset: no cluster)', meaning: 'redis:// URL shared by the nodes of a cluster' },
   { name: 'FLEETGATE_REDIS_KEY_PREFIX', default: 'fleetgate:', meaning: 'prefix of fleetgate keys in Redis' },
+  {
+    name: 'FLEETGATE_METRICS_TOKEN_FILE',
+    default: '(unset: /metrics open)',
+    meaning: 'file with the bearer token /metrics requires',
+  },
+  {
+    name: 'FLEETGATE_METRICS_ADDRESS',
+    default: '(unset: on the API)',
+    meaning: 'host:port of a plain-HTTP listener for /metrics only',
+  },
 ];

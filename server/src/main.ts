@@ -20,7 +20,7 @@ import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
 import { registerEstRoutes } from './http/routes/est.js';
 import { registerHealthRoutes } from './http/routes/health.js';
-import { registerMetricsRoute } from './http/routes/metrics.js';
+import { registerMetricsRoute, startMetricsServer } from './http/routes/metrics.js';
 import { registerOperatorApi } from './http/routes/operator-api.js';
 import { registerRevocationRoutes } from './http/routes/revocation.js';
 import { registerServiceRoutes } from './http/routes/services.js';
@@ -45,6 +45,8 @@ export interface RunningServer {
   workers: number;
   /** How messages reach the other broker processes ('' when there are none). */
   brokerRouting: string;
+  /** URL of the separate metrics listener (FLEETGATE_METRICS_ADDRESS), or '' when the API serves /metrics. */
+  metricsUrl: string;
   close(): Promise<void>;
 }
 
@@ -139,7 +141,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ocspRateLimit: { ratePerIp: config.ocspRatePerIp, burst: config.ocspRateBurst },
       ocspObserver: metrics.ocsp,
     });
-    registerMetricsRoute(app, metrics.registry);
+    // With a separate metrics listener, /metrics is served there only (not to the devices' network).
+    if (!config.metricsAddress) registerMetricsRoute(app, metrics.registry, { token: config.metricsToken });
     await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
     await registerServiceRoutes(app, { provisioning, operators });
     closers.push(() => app.close());
@@ -195,6 +198,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     }
     // Closed before the API and the store (closers run in reverse): live sessions end first.
     closers.push(() => broker.close());
+    let metricsUrl = '';
+    if (config.metricsAddress) {
+      const metricsServer = await startMetricsServer({
+        ...config.metricsAddress,
+        registry: metrics.registry,
+        access: { token: config.metricsToken },
+      });
+      closers.push(() => metricsServer.close());
+      metricsUrl = metricsServer.url;
+    }
     await writeRuntimeInfo(layout, { pid: process.pid, apiUrl, mqttUrl: broker.url });
     closers.push(() => removeRuntimeInfo(layout));
 
@@ -209,6 +222,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       mqttUrl: broker.url,
       workers,
       brokerRouting,
+      metricsUrl,
       close: closeAll,
     };
   } catch (e) {

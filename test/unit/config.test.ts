@@ -1,5 +1,7 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ConfigError, certificateNames, loadConfig, parseDuration } from '../../server/src/config.js';
 
 describe('loadConfig', () => {
@@ -168,5 +170,83 @@ describe('certificateNames', () => {
       dnsNames: ['gateway.local'],
       ipAddresses: [],
     });
+  });
+});
+
+describe('metrics access (FLEETGATE_METRICS_TOKEN_FILE, FLEETGATE_METRICS_ADDRESS)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'fg-config-metrics-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, content: string) => {
+    const p = path.join(dir, name);
+    writeFileSync(p, content);
+    return p;
+  };
+  const errorOf = (env: Record<string, string>): ConfigError => {
+    try {
+      loadConfig(env, dir);
+    } catch (e) {
+      return e as ConfigError;
+    }
+    throw new Error(`accepted ${JSON.stringify(env)}`);
+  };
+
+  it('is open and on the API by default', () => {
+    const c = loadConfig({});
+    expect(c.metricsToken).toBeUndefined();
+    expect(c.metricsAddress).toBeUndefined();
+  });
+
+  it('reads the token from the file (trailing newline ignored, relative to the working dir) and the address', () => {
+    file('token', 'c2NyYXBlLXRva2VuLTEyMzQ1Ng==\n');
+    const c = loadConfig({ FLEETGATE_METRICS_TOKEN_FILE: 'token', FLEETGATE_METRICS_ADDRESS: '127.0.0.1:9464' }, dir);
+    expect(c.metricsToken).toBe('c2NyYXBlLXRva2VuLTEyMzQ1Ng==');
+    expect(c.metricsAddress).toEqual({ host: '127.0.0.1', port: 9464 });
+    expect(loadConfig({ FLEETGATE_METRICS_ADDRESS: '[::1]:0' }).metricsAddress).toEqual({ host: '::1', port: 0 });
+    expect(loadConfig({ FLEETGATE_METRICS_ADDRESS: 'metrics.example:80' }).metricsAddress).toEqual({
+      host: 'metrics.example',
+      port: 80,
+    });
+  });
+
+  it.each([
+    ['missing file', () => path.join(dir, 'nope')],
+    ['a directory', () => dir],
+    ['an empty file', () => file('empty', '\n')],
+    ['a short token', () => file('short', 'abc123')],
+    ['two tokens', () => file('two', 'aaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbb')],
+    ['a non-ASCII token', () => file('utf8', 'tökentökentökentöken')],
+    ['a token with a quote', () => file('quote', 'aaaaaaaaaaaaaaaa"')],
+    ['a huge token', () => file('huge', 'a'.repeat(5000))],
+  ])('rejects a token file that is %s, in one line naming the variable, never the content', (_what, make) => {
+    const e = errorOf({ FLEETGATE_METRICS_TOKEN_FILE: make() });
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e.variable).toBe('FLEETGATE_METRICS_TOKEN_FILE');
+    expect(e.message.startsWith('FLEETGATE_METRICS_TOKEN_FILE')).toBe(true);
+    expect(e.message).not.toContain('\n');
+    for (const secret of ['bbbbbbbbbbbbbbbb', 'tökentöken', 'abc123', 'aaaaaaaaaaaaaaaa']) {
+      expect(e.message).not.toContain(secret);
+    }
+  });
+
+  it.each([
+    '9464',
+    ':9464',
+    '127.0.0.1',
+    '127.0.0.1:',
+    '127.0.0.1:65536',
+    '127.0.0.1:-1',
+    '::1:9464',
+    '[::1:9464',
+    '[example.com]:9464',
+    '999.1.1.1:9464',
+    'bad host:9464',
+    'http://127.0.0.1:9464',
+    '127.0.0.1:9464/metrics',
+  ])('rejects FLEETGATE_METRICS_ADDRESS=%j in one line naming the variable', (value) => {
+    const e = errorOf({ FLEETGATE_METRICS_ADDRESS: value });
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e.variable).toBe('FLEETGATE_METRICS_ADDRESS');
+    expect(e.message.startsWith('FLEETGATE_METRICS_ADDRESS')).toBe(true);
+    expect(e.message).not.toContain('\n');
   });
 });
