@@ -47,7 +47,7 @@ describe('/metrics without a token configured', () => {
   });
 
   it('is open, as before (any Authorization header is ignored)', async () => {
-    for (const headers of [{}, { authorization: 'Bearer whatever' }]) {
+    for (const headers of [{}, { authorization: 'Bearer whatever' }] as Record<string, string>[]) {
       const r = await httpsRequest(`${s.server.apiUrl}/metrics`, { ca: s.ca, headers });
       expect(r.status).toBe(200);
       expect(r.body.toString()).toContain('fleetgate_enrollments_total');
