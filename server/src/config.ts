@@ -33,6 +33,10 @@ export interface Config {
   certValidityDays: number;
   /** Default lifetime of an enrollment token. */
   tokenTtlMs: number;
+  /** Whether a service certificate may renew itself through EST simplereenroll. */
+  serviceSelfRenew: boolean;
+  /** How long after an operator issued a service credential its renewals stop (REISSUE_REQUIRED). */
+  serviceMaxLifetimeMs: number;
   /** Whole-request deadline of the HTTPS API (slow or stalled bodies get 408). */
   httpRequestTimeoutMs: number;
   /** Whether re-enrollment may keep the old key (RFC 7030 4.2.2 allows it; a new key is better). */
@@ -433,6 +437,8 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     caName,
     certValidityDays: readInt(env, 'FLEETGATE_CERT_VALIDITY_DAYS', 30, 1, 825),
     tokenTtlMs: readDuration(env, 'FLEETGATE_TOKEN_TTL', 24 * 3_600_000, 365 * 86_400_000),
+    serviceSelfRenew: readBool(env, 'FLEETGATE_SERVICE_SELF_RENEW', true),
+    serviceMaxLifetimeMs: readDuration(env, 'FLEETGATE_SERVICE_MAX_LIFETIME', 365 * 86_400_000, 3650 * 86_400_000),
     httpRequestTimeoutMs: readDuration(env, 'FLEETGATE_HTTP_REQUEST_TIMEOUT', 30_000, 600_000),
     allowKeyReuse: readBool(env, 'FLEETGATE_ALLOW_KEY_REUSE', false),
     ocspRatePerIp: readInt(env, 'FLEETGATE_OCSP_RATE_PER_IP', 50, 0, 1_000_000),
@@ -523,6 +529,12 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   { name: 'FLEETGATE_CA_NAME', default: 'fleetgate', meaning: 'name in the CA subjects (first start only)' },
   { name: 'FLEETGATE_CERT_VALIDITY_DAYS', default: '30', meaning: 'device certificate lifetime' },
   { name: 'FLEETGATE_TOKEN_TTL', default: '24h', meaning: 'default enrollment token lifetime' },
+  { name: 'FLEETGATE_SERVICE_SELF_RENEW', default: 'true', meaning: 'let service certificates renew over EST' },
+  {
+    name: 'FLEETGATE_SERVICE_MAX_LIFETIME',
+    default: '365d',
+    meaning: 'service renewals refused this long after `service create` (up to 3650d)',
+  },
   { name: 'FLEETGATE_HTTP_REQUEST_TIMEOUT', default: '30s', meaning: 'deadline for a whole HTTP request' },
   { name: 'FLEETGATE_ALLOW_KEY_REUSE', default: 'false', meaning: 'let re-enrollment keep the old key' },
   { name: 'FLEETGATE_OCSP_RATE_PER_IP', default: '50', meaning: 'OCSP requests/s per source address (0 = unlimited)' },

@@ -37,6 +37,8 @@ export const ERROR_CODES = [
   'CERT_REVOKED',
   'CERT_EXPIRED',
   'DEVICE_REVOKED',
+  // a service credential may no longer renew itself: an operator must issue a new one
+  'REISSUE_REQUIRED',
   // state
   'DEVICE_NOT_FOUND',
   'CERT_NOT_FOUND',

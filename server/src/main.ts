@@ -101,6 +101,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       // Enrollment outcomes are counted once, at the EST routes (they also see auth failures).
       certValidityDays: config.certValidityDays,
       tokenTtlMs: config.tokenTtlMs,
+      serviceSelfRenew: config.serviceSelfRenew,
+      serviceMaxLifetimeMs: config.serviceMaxLifetimeMs,
       crlUrl: `${publicUrl}/crl`,
       ocspUrl: `${publicUrl}/ocsp`,
       allowKeyReuse: config.allowKeyReuse,

@@ -102,8 +102,15 @@ export interface Harness {
   inventory: ReturnType<typeof createInventory>;
   operators: ReturnType<typeof createOperators>;
   /** A provisioning service over the same store with other options. */
-  provisioningWith(o: { allowKeyReuse?: boolean }): ReturnType<typeof createProvisioning>;
+  provisioningWith(o: ProvisioningVariant): ReturnType<typeof createProvisioning>;
   close(): Promise<void>;
+}
+
+/** Options a test may vary on a second provisioning service over the same store. */
+export interface ProvisioningVariant {
+  allowKeyReuse?: boolean;
+  serviceSelfRenew?: boolean;
+  serviceMaxLifetimeMs?: number;
 }
 
 export const CERT_VALIDITY_DAYS = 30;
@@ -115,7 +122,7 @@ export async function openHarness(backend: Backend, opts: { crlValidityMs?: numb
   const clock = new TestClock();
   const observer = new RecordingObserver();
   const audit = createAudit({ store });
-  const provisioningWith = (o: { allowKeyReuse?: boolean }) =>
+  const provisioningWith = (o: ProvisioningVariant) =>
     createProvisioning({
       store,
       ca,
@@ -125,6 +132,8 @@ export async function openHarness(backend: Backend, opts: { crlValidityMs?: numb
       tokenTtlMs: TOKEN_TTL_MS,
       ...URLS,
       allowKeyReuse: o.allowKeyReuse ?? false,
+      serviceSelfRenew: o.serviceSelfRenew,
+      serviceMaxLifetimeMs: o.serviceMaxLifetimeMs,
     });
   const revocation = createRevocation({
     store,

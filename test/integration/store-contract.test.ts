@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isFleetgateError } from '../../server/src/errors.js';
 import { GENESIS_HASH, verifyAuditChain } from '../../server/src/store/audit-hash.js';
 import { openStore } from '../../server/src/store/index.js';
-import { LATEST_SCHEMA_VERSION } from '../../server/src/store/migrations.js';
+import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../../server/src/store/migrations.js';
 import type { NewCertificate, Store, StoreEvent } from '../../server/src/store/types.js';
 import { createTestDatabase, postgresAvailable } from '../helpers/pg.js';
 
@@ -275,6 +275,19 @@ function storeContract(backend: Backend): void {
       expect(rec.issuedAt).toBeInstanceOf(Date);
       const second = await store.insertCertificate(newCert(dev, { renewedFrom: first.serial }));
       expect(second.renewedFrom).toBe(first.serial);
+      // a renewal inherits the origin of what it renews; a given origin is kept as given
+      expect(rec.originIssuedAt).toBeInstanceOf(Date);
+      expect(second.originIssuedAt).toEqual(rec.originIssuedAt);
+      const other = uid('cert-origin');
+      await store.upsertDevice(other, 'service');
+      const given = new Date('2026-03-04T05:06:07.089Z');
+      const fresh = await store.insertCertificate(newCert(other, { originIssuedAt: given }));
+      expect(fresh.originIssuedAt).toEqual(given);
+      const renewal = await store.insertCertificate(newCert(other, { renewedFrom: fresh.serial }));
+      expect(renewal.originIssuedAt).toEqual(given);
+      expect((await store.insertCertificate(newCert(other, { renewedFrom: renewal.serial }))).originIssuedAt).toEqual(
+        given,
+      );
 
       expect(await store.getCertificate(first.serial)).toEqual(rec);
       expect(await store.getCertificate(serial())).toBeNull();
@@ -881,6 +894,36 @@ function storeContract(backend: Backend): void {
           expect(versions.map((r) => Number(r.version))).toEqual(
             Array.from({ length: LATEST_SCHEMA_VERSION }, (_, i) => i + 1),
           );
+        } finally {
+          await fresh.dispose();
+        }
+      });
+
+      it("migration 2 gives existing certificates the issue time of their renewal chain's first certificate", async () => {
+        const fresh = await backend.createDb();
+        try {
+          // a database as schema version 1 left it: two chains, the second renewed twice
+          await fresh.raw(
+            `${MIGRATIONS[0]!.sql}
+            CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+              applied_at timestamptz NOT NULL DEFAULT now());
+            INSERT INTO schema_migrations (version, name) VALUES (1, 'initial schema');
+            INSERT INTO devices (id, kind) VALUES ('m-svc', 'service'), ('m-dev', 'device');
+            INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der,
+              issued_at, renewed_from) VALUES
+              ('a1', 'm-dev', 'CN=m-dev', now(), now(), 'k1', '\\x30', '2025-01-01T00:00:00Z', NULL),
+              ('b1', 'm-svc', 'CN=m-svc', now(), now(), 'k2', '\\x30', '2025-02-01T00:00:00Z', NULL),
+              ('b2', 'm-svc', 'CN=m-svc', now(), now(), 'k3', '\\x30', '2025-03-01T00:00:00Z', 'b1'),
+              ('b3', 'm-svc', 'CN=m-svc', now(), now(), 'k4', '\\x30', '2025-04-01T00:00:00Z', 'b2');`,
+          );
+          const store = await fresh.open();
+          try {
+            const origin = async (s: string) => (await store.getCertificate(s))?.originIssuedAt.toISOString();
+            expect(await origin('a1')).toBe('2025-01-01T00:00:00.000Z');
+            for (const s of ['b1', 'b2', 'b3']) expect(await origin(s)).toBe('2025-02-01T00:00:00.000Z');
+          } finally {
+            await store.close();
+          }
         } finally {
           await fresh.dispose();
         }

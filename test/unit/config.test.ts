@@ -57,6 +57,18 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ FLEETGATE_OCSP_RATE_BURST: '0' })).toThrow(/FLEETGATE_OCSP_RATE_BURST/);
   });
 
+  it('reads the service self-renewal settings (defaults on and 365 days; bad values refused)', () => {
+    expect(loadConfig({})).toMatchObject({ serviceSelfRenew: true, serviceMaxLifetimeMs: 365 * 86_400_000 });
+    expect(loadConfig({ FLEETGATE_SERVICE_SELF_RENEW: 'false', FLEETGATE_SERVICE_MAX_LIFETIME: '90d' })).toMatchObject({
+      serviceSelfRenew: false,
+      serviceMaxLifetimeMs: 90 * 86_400_000,
+    });
+    expect(() => loadConfig({ FLEETGATE_SERVICE_SELF_RENEW: 'sometimes' })).toThrow(/FLEETGATE_SERVICE_SELF_RENEW/);
+    for (const bad of ['0', '-1d', '3651d', 'forever']) {
+      expect(() => loadConfig({ FLEETGATE_SERVICE_MAX_LIFETIME: bad })).toThrow(/FLEETGATE_SERVICE_MAX_LIFETIME/);
+    }
+  });
+
   it('treats empty values as unset', () => {
     expect(loadConfig({ FLEETGATE_API_PORT: '', DATABASE_URL: '  ' }).apiPort).toBe(8443);
   });

@@ -80,6 +80,8 @@ export async function signAndStore(
     keyFingerprint: cert.keyFingerprint,
     der: cert.der,
     renewedFrom: opts.renewedFrom ?? null,
+    // A renewal inherits its predecessor's origin (the store's default); anything else starts one.
+    originIssuedAt: opts.renewedFrom ? null : opts.now,
   });
   return cert;
 }

@@ -4,7 +4,7 @@ import { FleetgateError } from '../errors.js';
 import type { Store } from '../store/types.js';
 import { type Clock, systemClock } from './context.js';
 import { enroll } from './enrollment.js';
-import { reenroll } from './renewal.js';
+import { DEFAULT_SERVICE_MAX_LIFETIME_MS, reenroll } from './renewal.js';
 import { issueService } from './service-identity.js';
 import { checkTtl, createTokens } from './tokens.js';
 import type { AuditService, ProvisioningObserver, ProvisioningService } from './types.js';
@@ -30,6 +30,10 @@ export interface ProvisioningOptions {
   ocspUrl: string;
   /** Let a renewal certify the key that is already certified (RFC 7030 4.2.2 allows either). */
   allowKeyReuse: boolean;
+  /** Whether services may renew through simplereenroll (default true). */
+  serviceSelfRenew?: boolean | undefined;
+  /** Renewals of a service stop this long after its credential was issued (default 365 days). */
+  serviceMaxLifetimeMs?: number | undefined;
 }
 
 export function createProvisioning(opts: ProvisioningOptions): ProvisioningService {
@@ -48,6 +52,8 @@ export function createProvisioning(opts: ProvisioningOptions): ProvisioningServi
     crlUrl: opts.crlUrl,
     ocspUrl: opts.ocspUrl,
     allowKeyReuse: opts.allowKeyReuse,
+    serviceSelfRenew: opts.serviceSelfRenew ?? true,
+    serviceMaxLifetimeMs: opts.serviceMaxLifetimeMs ?? DEFAULT_SERVICE_MAX_LIFETIME_MS,
     defaultTtlMs: opts.tokenTtlMs,
   };
   return {

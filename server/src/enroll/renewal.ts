@@ -8,7 +8,9 @@
  * it is not revoked (CERT_REVOKED) nor past notAfter (CERT_EXPIRED); its identity is active
  * (DEVICE_REVOKED); the CSR passes the policy and names the same CN (CSR_*); its key is new
  * (CSR_KEY_REUSED, unless allowKeyReuse) - "new" meaning not used by any certificate of this
- * identity so far, so a device cannot flip back to an older key either.
+ * identity so far, so a device cannot flip back to an older key either. A service may renew only
+ * while self-renewal is on and its credential is younger than the maximum lifetime
+ * (REISSUE_REQUIRED, see checkServiceRenewal).
  *
  * The new certificate records `renewedFrom`; the old one stays valid until it expires, because
  * the device only switches after it has the new one safely stored (RFC 7030 4.2.2 leaves the old
@@ -32,7 +34,42 @@ import { groupCommit } from './group-commit.js';
 import { certDetails, checkRequest, lockIdentity, signAndStore } from './issuance.js';
 import type { EnrollResult } from './types.js';
 
-export type RenewalContext = EnrollContext & { allowKeyReuse: boolean };
+export type RenewalContext = EnrollContext & {
+  allowKeyReuse: boolean;
+  serviceSelfRenew: boolean;
+  serviceMaxLifetimeMs: number;
+};
+
+/** Default FLEETGATE_SERVICE_MAX_LIFETIME: a year after `service create`, an operator acts again. */
+export const DEFAULT_SERVICE_MAX_LIFETIME_MS = 365 * 86_400_000;
+
+/**
+ * A service is a backend holding broad rights (by default every device's telemetry), and its
+ * credential was handed out by an operator (`fleetgate service create`). Renewing itself forever
+ * would let a stolen service key live on with no operator ever seeing it again, so: self-renewal
+ * can be switched off, and it ends `serviceMaxLifetimeMs` after the operator issued the credential
+ * the presented certificate descends from (the store's originIssuedAt, carried along renewals).
+ * Either way the answer is REISSUE_REQUIRED: the operator runs `service create` again. (RFC 7030
+ * 4.2.2 leaves the re-enrollment policy to the CA.) Devices are not limited: they were enrolled
+ * with a one-time token and renew as a fleet, which is what simplereenroll is for.
+ */
+function checkServiceRenewal(ctx: RenewalContext, id: string, origin: Date, now: Date): void {
+  if (!ctx.serviceSelfRenew) {
+    throw new FleetgateError(
+      'REISSUE_REQUIRED',
+      `service ${id} may not renew its own certificate (FLEETGATE_SERVICE_SELF_RENEW is off): an operator must issue a new one with fleetgate service create`,
+      { id },
+    );
+  }
+  const end = new Date(origin.getTime() + ctx.serviceMaxLifetimeMs);
+  if (now.getTime() >= end.getTime()) {
+    throw new FleetgateError(
+      'REISSUE_REQUIRED',
+      `the credential of service ${id} was issued at ${origin.toISOString()}; its renewals ended at ${end.toISOString()} (FLEETGATE_SERVICE_MAX_LIFETIME): an operator must issue a new one with fleetgate service create`,
+      { id, originIssuedAt: origin.toISOString() },
+    );
+  }
+}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
@@ -94,6 +131,7 @@ export async function reenroll(
       if (!device) throw new FleetgateError('INTERNAL', `certificate ${serial} has no identity row`);
       seen.kind = device.kind;
       await lockIdentity(tx, id, device.kind);
+      if (device.kind === 'service') checkServiceRenewal(ctx, id, current.originIssuedAt, now);
       const csr = await checkRequest(req.csr, device.kind, id);
       if (!ctx.allowKeyReuse) {
         const history = await tx.listCertificates(id);

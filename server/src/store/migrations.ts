@@ -150,6 +150,24 @@ CREATE TABLE crl_number (
 INSERT INTO crl_number (id, value) VALUES (1, 0);
 `,
   },
+  {
+    version: 2,
+    name: 'certificate origin (issue 21: service self-renewal limit)',
+    // When the credential a certificate descends from through renewals was issued by enrollment
+    // or by an operator: a renewal inherits it, anything else starts a new origin. Existing rows
+    // get it from their renewal chain (the issued_at of the chain's first certificate).
+    sql: `
+ALTER TABLE certificates ADD COLUMN origin_issued_at timestamptz;
+WITH RECURSIVE lineage (serial, origin) AS (
+  SELECT serial, issued_at FROM certificates WHERE renewed_from IS NULL
+  UNION
+  SELECT c.serial, l.origin FROM certificates c JOIN lineage l ON c.renewed_from = l.serial
+)
+UPDATE certificates SET origin_issued_at = lineage.origin FROM lineage WHERE certificates.serial = lineage.serial;
+UPDATE certificates SET origin_issued_at = issued_at WHERE origin_issued_at IS NULL;
+ALTER TABLE certificates ALTER COLUMN origin_issued_at SET NOT NULL;
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -103,7 +103,7 @@ function mapDevice(r: Row): DeviceRecord {
 }
 
 const CERT_COLS =
-  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from';
+  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from, origin_issued_at';
 function mapCert(r: Row): CertificateRecord {
   return {
     serial: str(r.serial),
@@ -118,6 +118,7 @@ function mapCert(r: Row): CertificateRecord {
     der: toBytes(r.der),
     issuedAt: toDate(r.issued_at),
     renewedFrom: strOrNull(r.renewed_from),
+    originIssuedAt: toDate(r.origin_issued_at),
   };
 }
 
@@ -452,8 +453,11 @@ class SqlOps implements StoreTx {
   async insertCertificate(cert: NewCertificate): Promise<CertificateRecord> {
     try {
       const rows = await this.ex.query(
-        `INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der, renewed_from)
-         VALUES ($1::text, $2::text, $3::text, $4::timestamptz, $5::timestamptz, $6::text, $7::bytea, $8::text)
+        // A renewal inherits its predecessor's origin; anything else starts one now.
+        `INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der, renewed_from,
+           origin_issued_at)
+         VALUES ($1::text, $2::text, $3::text, $4::timestamptz, $5::timestamptz, $6::text, $7::bytea, $8::text,
+           COALESCE($9::timestamptz, (SELECT origin_issued_at FROM certificates WHERE serial = $8::text), now()))
          RETURNING ${CERT_COLS}`,
         [
           cert.serial,
@@ -464,6 +468,7 @@ class SqlOps implements StoreTx {
           cert.keyFingerprint,
           cert.der,
           cert.renewedFrom ?? null,
+          cert.originIssuedAt ?? null,
         ],
       );
       return mapCert(rows[0]!);

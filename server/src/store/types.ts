@@ -54,6 +54,11 @@ export interface CertificateRecord {
   issuedAt: Date;
   /** Serial of the certificate this one renewed, if any. */
   renewedFrom: string | null;
+  /**
+   * When the credential this certificate descends from through renewals was issued (by
+   * enrollment with a token, or by an operator): its own issue time unless it renewed another.
+   */
+  originIssuedAt: Date;
 }
 
 export interface NewCertificate {
@@ -65,6 +70,8 @@ export interface NewCertificate {
   keyFingerprint: string;
   der: Uint8Array;
   renewedFrom?: string | null;
+  /** Defaults to the origin of `renewedFrom` (a renewal), else the time of the insert. */
+  originIssuedAt?: Date | null;
 }
 
 export interface TokenRecord {
