@@ -106,6 +106,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       crlUrl: `${publicUrl}/crl`,
       ocspUrl: `${publicUrl}/ocsp`,
       allowKeyReuse: config.allowKeyReuse,
+      log: log.child({ part: 'enroll' }),
     });
     const revocation = createRevocation({
       store,

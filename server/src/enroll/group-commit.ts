@@ -78,11 +78,17 @@ interface Entry {
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
 
+/** Where failures nobody waits for are reported (the server's pino logger; pino's argument order). */
+export interface FailureLog {
+  error(fields: Record<string, unknown>, message: string): void;
+}
+
 export interface GroupCommitOptions {
   maxBatch?: number;
   maxInFlight?: number;
   maxQueued?: number;
   queueTimeoutMs?: number;
+  log?: FailureLog;
 }
 
 export class GroupCommit {
@@ -92,6 +98,8 @@ export class GroupCommit {
   private readonly maxInFlight: number;
   private readonly maxQueued: number;
   private readonly queueTimeoutMs: number;
+  /** Set by the composition root (groupCommit(store, log)); without one, a process warning. */
+  log: FailureLog | undefined;
 
   constructor(
     private readonly store: Store,
@@ -101,6 +109,7 @@ export class GroupCommit {
     this.maxInFlight = Math.max(1, opts.maxInFlight ?? MAX_BATCHES_IN_FLIGHT);
     this.maxQueued = Math.max(1, opts.maxQueued ?? MAX_QUEUED);
     this.queueTimeoutMs = Math.max(1, opts.queueTimeoutMs ?? QUEUE_TIMEOUT_MS);
+    this.log = opts.log;
   }
 
   /** Runs the job in the next batch; resolves once its batch has committed. */
@@ -240,9 +249,11 @@ export class GroupCommit {
     try {
       await this.store.appendAuditMany(evs);
     } catch (e) {
-      process.emitWarning(
-        `fleetgate: could not audit ${evs.length} rejected certificate request(s): ${(e as Error)?.message ?? String(e)}`,
-      );
+      // Usually the database is down (the batch failed for the same reason): an operational
+      // event for the server's log, not a Node process warning on stderr.
+      const message = `could not audit ${evs.length} rejected certificate request(s)`;
+      if (this.log) this.log.error({ err: e, events: evs.length }, message);
+      else process.emitWarning(`fleetgate: ${message}: ${(e as Error)?.message ?? String(e)}`);
     }
   }
 }
@@ -272,12 +283,16 @@ function storeFailure(e: unknown): FleetgateError {
 
 const perStore = new WeakMap<Store, GroupCommit>();
 
-/** The one batching loop of this store (shared by every provisioning service over it). */
-export function groupCommit(store: Store): GroupCommit {
+/**
+ * The one batching loop of this store (shared by every provisioning service over it); `log`, when
+ * given, becomes where it reports what no caller hears of.
+ */
+export function groupCommit(store: Store, log?: FailureLog): GroupCommit {
   let g = perStore.get(store);
   if (!g) {
     g = new GroupCommit(store);
     perStore.set(store, g);
   }
+  if (log) g.log = log;
   return g;
 }

@@ -46,19 +46,60 @@ function executorOf(tx: postgres.TransactionSql): SqlExecutor {
   };
 }
 
+/**
+ * postgres.js's own connection failures, and the SQLSTATE classes that mean the same: 08
+ * (connection exception) and 57P01-57P05 (server shutting down, cannot connect now, ...).
+ */
+const CONNECTION_ERRORS = new Set([
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+
+/**
+ * A database that cannot be reached is STORE_UNAVAILABLE (503 with Retry-After on the API) for
+ * every query, not only where a use case maps it: otherwise the raw network error would reach a
+ * transport as a bug (500). Anything else is passed on unchanged.
+ */
+function unreachable(e: unknown): unknown {
+  if (e instanceof FleetgateError) return e;
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (CONNECTION_ERRORS.has(code) || /^(08|57P0)/.test(code))) {
+    return new FleetgateError('STORE_UNAVAILABLE', `database unreachable: ${oneLine(e)}`, undefined, { cause: e });
+  }
+  return e;
+}
+
 class PgDriver implements SqlDriver {
   readonly backend = 'postgres' as const;
   readonly notifies = true;
   constructor(private readonly sql: Sql) {}
 
   async query<R extends Row = Row>(text: string, params: readonly SqlParam[] = []): Promise<R[]> {
-    return run<R>(this.sql, text, params);
+    try {
+      return await run<R>(this.sql, text, params);
+    } catch (e) {
+      throw unreachable(e);
+    }
   }
 
   async transaction<T>(fn: (ex: SqlExecutor) => Promise<T>): Promise<T> {
-    // Boxed because postgres.js's begin() return type unwraps arrays of promises.
-    const box = await this.sql.begin(async (tx) => ({ value: await fn(executorOf(tx)) }));
-    return (box as { value: T }).value;
+    try {
+      // Boxed because postgres.js's begin() return type unwraps arrays of promises.
+      const box = await this.sql.begin(async (tx) => ({ value: await fn(executorOf(tx)) }));
+      return (box as { value: T }).value;
+    } catch (e) {
+      throw unreachable(e);
+    }
   }
 
   close(): Promise<void> {
