@@ -4,6 +4,7 @@ import { FleetgateError } from '../errors.js';
 import type { Store } from '../store/types.js';
 import { type Clock, systemClock } from './context.js';
 import { enroll } from './enrollment.js';
+import { type FailureLog, groupCommit } from './group-commit.js';
 import { DEFAULT_SERVICE_MAX_LIFETIME_MS, reenroll } from './renewal.js';
 import { issueService } from './service-identity.js';
 import { checkTtl, createTokens } from './tokens.js';
@@ -34,6 +35,8 @@ export interface ProvisioningOptions {
   serviceSelfRenew?: boolean | undefined;
   /** Renewals of a service stop this long after its credential was issued (default 365 days). */
   serviceMaxLifetimeMs?: number | undefined;
+  /** Where failures no caller hears of go (an audit append that failed while the store is down). */
+  log?: FailureLog | undefined;
 }
 
 export function createProvisioning(opts: ProvisioningOptions): ProvisioningService {
@@ -43,6 +46,7 @@ export function createProvisioning(opts: ProvisioningOptions): ProvisioningServi
   } catch (e) {
     throw new FleetgateError('CONFIG_INVALID', `tokenTtlMs: ${(e as Error).message}`);
   }
+  if (opts.log) groupCommit(opts.store, opts.log);
   const ctx = {
     store: opts.store,
     ca: opts.ca,
