@@ -94,7 +94,9 @@ function exchange(head: string, body: Buffer | string = '', tls: { cert?: string
     socket.once('secureConnect', () => {
       const b = Buffer.from(body);
       const length = head.startsWith('POST') ? `Content-Length: ${b.length}\r\n` : '';
-      socket.end(Buffer.concat([Buffer.from(`${head}\r\nHost: localhost\r\n${length}Connection: close\r\n\r\n`), b]));
+      // write, not end: Node's HTTP server may drop a half-closed request before answering it;
+      // Connection: close makes the server end the connection after its answer.
+      socket.write(Buffer.concat([Buffer.from(`${head}\r\nHost: localhost\r\n${length}Connection: close\r\n\r\n`), b]));
     });
   });
 }
