@@ -23,7 +23,7 @@ ENV FLEETGATE_DATA_DIR=/data \
     FLEETGATE_HOST=0.0.0.0 \
     NODE_ENV=production
 VOLUME ["/data"]
-EXPOSE 8443 8883
+EXPOSE 8443 8883 8080
 
 HEALTHCHECK --interval=10s --timeout=6s --start-period=60s --retries=3 \
   CMD ["node", "server/bin/fleetgate.js", "health"]

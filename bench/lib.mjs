@@ -65,7 +65,14 @@ export function startServe(env) {
     // FLEETGATE_BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the server.
     const nodeArgs = (process.env.FLEETGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const child = spawn(process.execPath, [...nodeArgs, FLEETGATE, 'serve'], {
-      env: { ...process.env, FLEETGATE_API_PORT: '0', FLEETGATE_MQTT_PORT: '0', FLEETGATE_LOG_LEVEL: 'warn', ...env },
+      env: {
+        ...process.env,
+        FLEETGATE_API_PORT: '0',
+        FLEETGATE_MQTT_PORT: '0',
+        FLEETGATE_PKI_HTTP_PORT: '0',
+        FLEETGATE_LOG_LEVEL: 'warn',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';

@@ -41,6 +41,13 @@ export interface Config {
   httpRequestTimeoutMs: number;
   /** Whether re-enrollment may keep the old key (RFC 7030 4.2.2 allows it; a new key is better). */
   allowKeyReuse: boolean;
+  /**
+   * Port of the plain-HTTP listener serving only /crl and /ocsp (RFC 5280 4.2.1.13, 4.2.2.1 and
+   * RFC 6960 appendix A expect http:// for them); 0 = any free port; null = off.
+   */
+  pkiHttpPort: number | null;
+  /** Base URL of /crl and /ocsp written into new certificates, when set explicitly (FLEETGATE_PKI_PUBLIC_URL). */
+  pkiPublicUrl: string | undefined;
   /** OCSP requests per second per source address (0 = unlimited); over it: tryLater. */
   ocspRatePerIp: number;
   /** OCSP requests one source address may send at once. */
@@ -441,6 +448,14 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     serviceMaxLifetimeMs: readDuration(env, 'FLEETGATE_SERVICE_MAX_LIFETIME', 365 * 86_400_000, 3650 * 86_400_000),
     httpRequestTimeoutMs: readDuration(env, 'FLEETGATE_HTTP_REQUEST_TIMEOUT', 30_000, 600_000),
     allowKeyReuse: readBool(env, 'FLEETGATE_ALLOW_KEY_REUSE', false),
+    pkiHttpPort:
+      readString(env, 'FLEETGATE_PKI_HTTP_PORT')?.toLowerCase() === 'off'
+        ? null
+        : readPort(env, 'FLEETGATE_PKI_HTTP_PORT', 8080),
+    pkiPublicUrl:
+      readString(env, 'FLEETGATE_PKI_PUBLIC_URL') === undefined
+        ? undefined
+        : readPublicUrl(env, 'FLEETGATE_PKI_PUBLIC_URL', ''),
     ocspRatePerIp: readInt(env, 'FLEETGATE_OCSP_RATE_PER_IP', 50, 0, 1_000_000),
     ocspRateBurst: readInt(env, 'FLEETGATE_OCSP_RATE_BURST', 100, 1, 10_000_000),
     logLevel: readEnum(
@@ -537,6 +552,16 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
   },
   { name: 'FLEETGATE_HTTP_REQUEST_TIMEOUT', default: '30s', meaning: 'deadline for a whole HTTP request' },
   { name: 'FLEETGATE_ALLOW_KEY_REUSE', default: 'false', meaning: 'let re-enrollment keep the old key' },
+  {
+    name: 'FLEETGATE_PKI_HTTP_PORT',
+    default: '8080',
+    meaning: 'plain-HTTP listener for /crl and /ocsp only (0 = any free port, off = none)',
+  },
+  {
+    name: 'FLEETGATE_PKI_PUBLIC_URL',
+    default: 'http://<public host>:<pki port>',
+    meaning: 'base URL of /crl and /ocsp put in certificates',
+  },
   { name: 'FLEETGATE_OCSP_RATE_PER_IP', default: '50', meaning: 'OCSP requests/s per source address (0 = unlimited)' },
   { name: 'FLEETGATE_OCSP_RATE_BURST', default: '100', meaning: 'OCSP requests one address may send at once' },
   { name: 'FLEETGATE_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace, silent' },

@@ -18,11 +18,13 @@ import {
 import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
 import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
+import { createEstLimiter } from './http/est-limits.js';
+import { createPkiHttpApp } from './http/pki-app.js';
 import { registerEstRoutes } from './http/routes/est.js';
 import { registerHealthRoutes } from './http/routes/health.js';
 import { registerMetricsRoute, startMetricsServer } from './http/routes/metrics.js';
 import { registerOperatorApi } from './http/routes/operator-api.js';
-import { registerRevocationRoutes } from './http/routes/revocation.js';
+import { AddressRateLimiter, registerRevocationRoutes } from './http/routes/revocation.js';
 import { registerServiceRoutes } from './http/routes/services.js';
 import { listenError } from './listen-error.js';
 import { ClusterRegistry, createMetrics } from './metrics.js';
@@ -47,7 +49,26 @@ export interface RunningServer {
   brokerRouting: string;
   /** URL of the separate metrics listener (FLEETGATE_METRICS_ADDRESS), or '' when the API serves /metrics. */
   metricsUrl: string;
+  /** http:// URL of the plain-HTTP /crl and /ocsp listener, or '' when it is off. */
+  pkiUrl: string;
   close(): Promise<void>;
+}
+
+/**
+ * Base URL of /crl and /ocsp written into new certificates: FLEETGATE_PKI_PUBLIC_URL if set; else,
+ * with the plain-HTTP listener on, http:// on the public URL's host (FLEETGATE_PUBLIC_URL, or the
+ * bind host) at the PKI port; with it off, the HTTPS public URL as before.
+ */
+export function pkiBaseUrl(
+  config: Pick<Config, 'pkiPublicUrl' | 'publicUrlExplicit' | 'host'>,
+  publicUrl: string,
+  pkiPort: number | null,
+): string {
+  if (config.pkiPublicUrl !== undefined) return config.pkiPublicUrl;
+  if (pkiPort === null) return publicUrl;
+  if (!config.publicUrlExplicit) return advertisedUrl('http', config.host, pkiPort);
+  const host = new URL(publicUrl).hostname; // IPv6 stays in brackets
+  return `http://${host}:${pkiPort}`;
 }
 
 /** Validity of the API's own TLS certificate; it is re-issued at every start. */
@@ -71,6 +92,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // Port 0 means "any free port"; it is resolved now because certificates carry the API URL.
     const apiPort = config.apiPort === 0 ? await freePort(config.host) : config.apiPort;
     const publicUrl = config.publicUrlExplicit ? config.publicUrl : advertisedUrl('https', config.host, apiPort);
+    const pkiPort =
+      config.pkiHttpPort === null ? null : config.pkiHttpPort === 0 ? await freePort(config.host) : config.pkiHttpPort;
+    const pkiBase = pkiBaseUrl(config, publicUrl, pkiPort);
     const store = await openStore({ databaseUrl: config.databaseUrl, pgliteDir: layout.pgliteDir });
     closers.push(() => store.close());
     // PGlite makes some files 0666/0644 whatever the umask (data-dir.ts): private from here on.
@@ -103,8 +127,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       tokenTtlMs: config.tokenTtlMs,
       serviceSelfRenew: config.serviceSelfRenew,
       serviceMaxLifetimeMs: config.serviceMaxLifetimeMs,
-      crlUrl: `${publicUrl}/crl`,
-      ocspUrl: `${publicUrl}/ocsp`,
+      crlUrl: `${pkiBase}/crl`,
+      ocspUrl: `${pkiBase}/ocsp`,
       allowKeyReuse: config.allowKeyReuse,
       log: log.child({ part: 'enroll' }),
     });
@@ -138,12 +162,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       tls: { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, clientCaPem: ca.bundlePem },
     });
     registerHealthRoutes(app, { store });
-    registerEstRoutes(app, { ca, provisioning, observer: metrics.provisioning });
-    registerRevocationRoutes(app, {
-      revocation,
-      ocspRateLimit: { ratePerIp: config.ocspRatePerIp, burst: config.ocspRateBurst },
-      ocspObserver: metrics.ocsp,
+    registerEstRoutes(app, {
+      ca,
+      provisioning,
+      observer: metrics.provisioning,
+      limiter: createEstLimiter(config.estRateLimits, { limited: (l) => metrics.provisioning.estRateLimited?.(l) }),
     });
+    // One OCSP budget per address across the HTTPS API and the plain-HTTP listener.
+    const ocspRateLimit = new AddressRateLimiter({ ratePerIp: config.ocspRatePerIp, burst: config.ocspRateBurst });
+    registerRevocationRoutes(app, { revocation, ocspRateLimit, ocspObserver: metrics.ocsp });
     // With a separate metrics listener, /metrics is served there only (not to the devices' network).
     if (!config.metricsAddress) registerMetricsRoute(app, metrics.registry, { token: config.metricsToken });
     await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
@@ -155,6 +182,17 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       throw listenError(e, { host: config.host, port: apiPort, variable: 'FLEETGATE_API_PORT' });
     }
     const apiUrl = advertisedUrl('https', config.host, apiPort);
+    let pkiUrl = '';
+    if (pkiPort !== null) {
+      const pki = await createPkiHttpApp({ log, revocation, ocspRateLimit, ocspObserver: metrics.ocsp });
+      closers.push(() => pki.close());
+      try {
+        await pki.listen({ host: config.host, port: pkiPort });
+      } catch (e) {
+        throw listenError(e, { host: config.host, port: pkiPort, variable: 'FLEETGATE_PKI_HTTP_PORT' });
+      }
+      pkiUrl = advertisedUrl('http', config.host, pkiPort);
+    }
 
     // The broker's TLS certificate comes from the same CA and names the same hosts as the API's.
     const brokerTls = { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, caPem: ca.bundlePem };
@@ -211,7 +249,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       closers.push(() => metricsServer.close());
       metricsUrl = metricsServer.url;
     }
-    await writeRuntimeInfo(layout, { pid: process.pid, apiUrl, mqttUrl: broker.url });
+    const runtime = { pid: process.pid, apiUrl, mqttUrl: broker.url, ...(pkiUrl ? { pkiUrl } : {}) };
+    await writeRuntimeInfo(layout, runtime);
     closers.push(() => removeRuntimeInfo(layout));
 
     return {
@@ -226,6 +265,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       workers,
       brokerRouting,
       metricsUrl,
+      pkiUrl,
       close: closeAll,
     };
   } catch (e) {

@@ -28,6 +28,8 @@ export function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.P
   }
   env.FLEETGATE_LOG_LEVEL = 'warn';
   env.FLEETGATE_WORKERS = '1';
+  // The plain-HTTP CRL/OCSP listener defaults to port 8080: any free port, so servers run side by side.
+  env.FLEETGATE_PKI_HTTP_PORT = '0';
   for (const [k, v] of Object.entries(extra)) {
     if (v === undefined) delete env[k];
     else env[k] = v;

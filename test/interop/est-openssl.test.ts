@@ -172,8 +172,11 @@ describe.runIf(tools).each(backends)('EST enrollment, renewal and revocation wit
     const text = openssl(['x509', '-in', certFile, '-noout', '-text'], { cwd: work });
     expect(text).toContain('Subject: CN = dev-1');
     expect(text).toContain('URI:urn:fleetgate:device:dev-1');
-    expect(text).toContain(`${server.apiUrl}/crl`);
-    expect(text).toContain(`OCSP - URI:${server.apiUrl}/ocsp`);
+    // Revocation URLs point at the plain-HTTP listener (RFC 5280 4.2.1.13, 4.2.2.1).
+    const pkiUrl = /CRL\/OCSP\s+(http:\/\/\S+)\/crl/.exec(server.banner)?.[1];
+    expect(pkiUrl, server.banner).toBeDefined();
+    expect(text).toContain(`URI:${pkiUrl}/crl`);
+    expect(text).toContain(`OCSP - URI:${pkiUrl}/ocsp`);
 
     // The token is one-time: a replay is refused and issues nothing.
     writeFileSync(path.join(work, 'dev1b.b64'), makeCsr('dev1b', 'dev-1'));

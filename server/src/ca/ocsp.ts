@@ -143,6 +143,27 @@ export interface OcspResponseCache {
   ): { der: Uint8Array } | { keep(der: Uint8Array, serials: readonly string[], nextUpdate: Date): void };
 }
 
+/**
+ * When a successful response was produced and until when it is fresh (the earliest nextUpdate of
+ * its SingleResponses), for HTTP caching headers (RFC 5019 6.2); null for an unsigned status-only
+ * response or one without nextUpdate.
+ */
+export function ocspResponseTimes(der: Uint8Array): { producedAt: Date; nextUpdate: Date } | null {
+  try {
+    const resp = pkijs.OCSPResponse.fromBER(toArrayBuffer(der));
+    if (resp.responseStatus.valueBlock.valueDec !== OCSP_RESPONSE_STATUS.successful || !resp.responseBytes) return null;
+    const basic = pkijs.BasicOCSPResponse.fromBER(
+      toArrayBuffer(toBytes(resp.responseBytes.response.valueBlock.valueHexView)),
+    );
+    const next = basic.tbsResponseData.responses.map((r) => r.nextUpdate?.getTime() ?? Number.NaN);
+    const nextUpdate = Math.min(...next);
+    if (next.length === 0 || Number.isNaN(nextUpdate)) return null;
+    return { producedAt: basic.tbsResponseData.producedAt, nextUpdate: new Date(nextUpdate) };
+  } catch {
+    return null;
+  }
+}
+
 /** The DER OCSPResponse saying only "tryLater" (RFC 6960 4.2.1; unsigned, as 4.2.1 allows). */
 export const OCSP_TRY_LATER: Uint8Array = statusOnly(OCSP_RESPONSE_STATUS.tryLater);
 

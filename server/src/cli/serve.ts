@@ -73,6 +73,7 @@ ${envHelp}
     out(`  API (HTTPS)   ${server.apiUrl}`);
     out(`  EST           ${server.apiUrl}/.well-known/est/`);
     out(`  MQTT (mTLS)   ${server.mqttUrl}`);
+    if (server.pkiUrl) out(`  CRL/OCSP      ${server.pkiUrl}/crl  ${server.pkiUrl}/ocsp  (plain HTTP)`);
     if (server.workers > 1 || server.brokerRouting) {
       const routing = server.brokerRouting ? `, messages via ${server.brokerRouting}` : '';
       out(`  MQTT workers  ${server.workers}${routing}`);

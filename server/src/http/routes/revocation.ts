@@ -1,7 +1,8 @@
 /** Revocation publishing: GET /crl (RFC 5280 DER CRL) and the OCSP responder (RFC 6960). */
+import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { OCSP_TRY_LATER } from '../../ca/ocsp.js';
+import { OCSP_TRY_LATER, ocspResponseTimes } from '../../ca/ocsp.js';
 import type { OcspObserver } from '../../enroll/ocsp-responder.js';
 import type { RevocationService } from '../../enroll/types.js';
 import { FleetgateError } from '../../errors.js';
@@ -77,9 +78,32 @@ export class AddressRateLimiter {
   }
 }
 
+/**
+ * HTTP caching headers of an OCSP GET answer (RFC 5019 6.2): a signed answer may be cached until
+ * its nextUpdate (max-age and Expires), Last-Modified is when it was produced, and the ETag names
+ * these exact bytes (SHA-1 of the OCSPResponse, as 6.2 suggests; not a security function here).
+ * Unsigned status-only answers (malformedRequest, tryLater) must not be cached.
+ */
+function cachingHeaders(der: Uint8Array): Record<string, string> {
+  const times = ocspResponseTimes(der);
+  if (times === null) return { 'Cache-Control': 'no-store' };
+  const maxAge = Math.max(0, Math.floor((times.nextUpdate.getTime() - Date.now()) / 1000));
+  return {
+    'Cache-Control': `max-age=${maxAge}, public, no-transform, must-revalidate`,
+    'Last-Modified': times.producedAt.toUTCString(),
+    Expires: times.nextUpdate.toUTCString(),
+    ETag: `"${createHash('sha1').update(der).digest('hex')}"`,
+  };
+}
+
 export function registerRevocationRoutes(
   app: FastifyInstance,
-  deps: { revocation: RevocationService; ocspRateLimit?: OcspRateLimit; ocspObserver?: OcspObserver },
+  deps: {
+    revocation: RevocationService;
+    /** The limit, or a limiter shared with another listener (the plain-HTTP one: one budget per address). */
+    ocspRateLimit?: OcspRateLimit | AddressRateLimiter;
+    ocspObserver?: OcspObserver;
+  },
 ): void {
   app.addContentTypeParser(
     ['application/ocsp-request'],
@@ -113,7 +137,10 @@ export function registerRevocationRoutes(
    * "busy, ask again" and every client parses it. no-store keeps caches and proxies from serving
    * it in place of a real answer (RFC 5019 6.2).
    */
-  const limiter = new AddressRateLimiter(deps.ocspRateLimit ?? { ratePerIp: 0, burst: 1 });
+  const limiter =
+    deps.ocspRateLimit instanceof AddressRateLimiter
+      ? deps.ocspRateLimit
+      : new AddressRateLimiter(deps.ocspRateLimit ?? { ratePerIp: 0, burst: 1 });
   const rateLimited = async (request: FastifyRequest, reply: FastifyReply) => {
     const retryAfter = limiter.take(request.ip);
     if (retryAfter === 0) return;
@@ -159,9 +186,8 @@ export function registerRevocationRoutes(
       if (b64.length > OCSP_REQUEST_LIMIT * 2 || !/^[A-Za-z0-9+/]*={0,2}$/.test(b64)) {
         throw new FleetgateError('BAD_REQUEST', 'OCSP GET path is not URL-encoded base64');
       }
-      return reply
-        .headers({ 'Content-Type': 'application/ocsp-response', 'Cache-Control': 'max-age=60' })
-        .send(await answer(new Uint8Array(Buffer.from(b64, 'base64'))));
+      const der = await answer(new Uint8Array(Buffer.from(b64, 'base64')));
+      return reply.headers({ 'Content-Type': 'application/ocsp-response', ...cachingHeaders(der) }).send(der);
     },
   );
 }
