@@ -7,12 +7,13 @@ import 'reflect-metadata';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { availableParallelism, loadavg } from 'node:os';
+import { loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import * as x509 from '@peculiar/x509';
 import {
+  benchWorkers,
   cli,
   freshDatabase,
   loadCa,
@@ -539,7 +540,7 @@ export async function benchBroker(opts = {}) {
     }
     if (server.exited()) crashes += 1;
     if (mosq.exited()) crashes += 1;
-    const defaultWorkers = Number(process.env.FLEETGATE_WORKERS ?? availableParallelism());
+    const defaultWorkers = benchWorkers();
     // The clustering cost on its own servers, with the main ones stopped (their CPU is not shared).
     await server.stop();
     await mosq.stop();

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import postgres from 'postgres';
@@ -31,6 +31,32 @@ export function tempDir(prefix = 'fleetgate-bench-') {
 
 export function log(line) {
   process.stderr.write(`${line}\n`);
+}
+
+/**
+ * What the caller's environment may say that would change what a child of the benchmark does:
+ * fleetgate's settings (a data dir, ports, a database or Redis of the caller's, workers, limits),
+ * libpq's PG* defaults, an OpenSSL configuration (it replaces fleetgate's, see README "TLS session
+ * tickets") and NODE_OPTIONS. None of it reaches a child: each gets exactly what the benchmark sets.
+ * The benchmark itself still reads DATABASE_URL (the PostgreSQL server it creates its databases
+ * on) and its own FLEETGATE_BENCH_* knobs.
+ */
+const CALLER_ONLY = /^(FLEETGATE_|PG[A-Z]|DATABASE_URL$|REDIS_URL$|OPENSSL_CONF$|OPENSSL_MODULES$|NODE_OPTIONS$)/;
+
+/** The environment of a child process: the caller's minus CALLER_ONLY, plus `set`. */
+export function childEnv(set = {}, from = process.env) {
+  const env = {};
+  for (const [k, v] of Object.entries(from)) if (!CALLER_ONLY.test(k) && v !== undefined) env[k] = v;
+  return { ...env, ...set };
+}
+
+/**
+ * Broker workers of the servers the benchmark starts: FLEETGATE_BENCH_WORKERS if set (passed on
+ * as FLEETGATE_WORKERS), else fleetgate's default, one per core.
+ */
+export function benchWorkers() {
+  const n = process.env.FLEETGATE_BENCH_WORKERS;
+  return n ? Number(n) : availableParallelism();
 }
 
 /** A throw-away database on the PostgreSQL server in DATABASE_URL (or the local default). */
@@ -65,14 +91,14 @@ export function startServe(env) {
     // FLEETGATE_BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the server.
     const nodeArgs = (process.env.FLEETGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
     const child = spawn(process.execPath, [...nodeArgs, FLEETGATE, 'serve'], {
-      env: {
-        ...process.env,
+      env: childEnv({
         FLEETGATE_API_PORT: '0',
         FLEETGATE_MQTT_PORT: '0',
         FLEETGATE_PKI_HTTP_PORT: '0',
         FLEETGATE_LOG_LEVEL: 'warn',
+        FLEETGATE_WORKERS: String(benchWorkers()),
         ...env,
-      },
+      }),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -109,7 +135,7 @@ export function startServe(env) {
 /** Runs `fleetgate <args>` and resolves with stdout (rejects on a non-zero exit). */
 export function cli(args, env) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FLEETGATE, ...args], { env: { ...process.env, ...env } });
+    const child = spawn(process.execPath, [FLEETGATE, ...args], { env: childEnv(env) });
     let out = '';
     let err = '';
     child.stdout.on('data', (d) => {
@@ -235,7 +261,7 @@ export async function startMosquitto({
       '',
     ].join('\n'),
   );
-  const child = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(bin, ['-c', conf], { stdio: ['ignore', 'ignore', 'pipe'], env: childEnv() });
   let err = '';
   child.stderr.on('data', (d) => {
     err += d;
@@ -268,7 +294,7 @@ export async function startFloorServer(mode, { keyfile, certfile, cafile }) {
       certfile,
       cafile,
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: childEnv() },
   );
   const [line] = await new Promise((resolve, reject) => {
     child.stdout.once('data', (d) => resolve(String(d).split('\n')));

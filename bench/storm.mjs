@@ -5,12 +5,12 @@
 // the TLS session. Devices are enrolled through EST once and cached with the data dir (embedded
 // PGlite, CA files) in $TMPDIR/fleetgate-bench-storm-<N> (`--fresh` enrolls again).
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
 import { enrollDevices, OUR_BROKER_ENV } from './broker.mjs';
-import { cli, log as logLine, percentile, round, startServe, treeCpuSeconds } from './lib.mjs';
+import { benchWorkers, cli, log as logLine, percentile, round, startServe, treeCpuSeconds } from './lib.mjs';
 import { identityContext, mqttConnect, pool } from './mqtt-load.mjs';
 
 /**
@@ -129,7 +129,7 @@ export async function benchStorm({ quick = false, devices: n = quick ? 1_000 : 1
   }));
   let server = await startServe(env);
   const port = Number(new URL(server.mqttUrl).port);
-  const workerCount = Number(workers ?? process.env.FLEETGATE_WORKERS ?? availableParallelism());
+  const workerCount = Number(workers ?? benchWorkers());
   const stats = { failedAttempts: 0, errors: {} };
   try {
     // 1. Everyone connected (full handshakes), tickets saved.
