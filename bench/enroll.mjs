@@ -114,6 +114,8 @@ export async function benchEnroll({ devices = 2000, concurrency = 32 } = {}) {
       enrollFloorPerSec: round((devices - floor.failed) / floor.seconds, 1),
       enrollFloorServerCpuMsPerRequest: round((floor.cpu * 1000) / (devices - floor.failed), 3),
       enrollVsFloor: round(ok / run.seconds / ((devices - floor.failed) / floor.seconds), 3),
+      // Server CPU per enrollment / the floor server's CPU per request, both in this run.
+      enrollServerCpuVsFloor: round(run.cpu / ok / (floor.cpu / (devices - floor.failed)), 3),
     };
     log(`enroll: ${JSON.stringify(result)}`);
     return result;
