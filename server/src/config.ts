@@ -164,6 +164,16 @@ function readPort(env: Env, name: string, dflt: number): number {
   return Number(v);
 }
 
+/** A port, 0 (any free port) or `off` (null: no listener). */
+function readPkiHttpPort(env: Env, name: string): number | null {
+  const v = readString(env, name);
+  if (v?.toLowerCase() === 'off') return null;
+  if (v !== undefined && (!/^\d{1,5}$/.test(v) || Number(v) > 65535)) {
+    throw new ConfigError(name, `must be a port number 0-65535 or off (got ${JSON.stringify(v)})`);
+  }
+  return v === undefined ? 8080 : Number(v);
+}
+
 function readInt(env: Env, name: string, dflt: number, min: number, max: number): number {
   const v = readString(env, name);
   if (v === undefined) return dflt;
@@ -448,10 +458,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     serviceMaxLifetimeMs: readDuration(env, 'FLEETGATE_SERVICE_MAX_LIFETIME', 365 * 86_400_000, 3650 * 86_400_000),
     httpRequestTimeoutMs: readDuration(env, 'FLEETGATE_HTTP_REQUEST_TIMEOUT', 30_000, 600_000),
     allowKeyReuse: readBool(env, 'FLEETGATE_ALLOW_KEY_REUSE', false),
-    pkiHttpPort:
-      readString(env, 'FLEETGATE_PKI_HTTP_PORT')?.toLowerCase() === 'off'
-        ? null
-        : readPort(env, 'FLEETGATE_PKI_HTTP_PORT', 8080),
+    pkiHttpPort: readPkiHttpPort(env, 'FLEETGATE_PKI_HTTP_PORT'),
     pkiPublicUrl:
       readString(env, 'FLEETGATE_PKI_PUBLIC_URL') === undefined
         ? undefined

@@ -33,7 +33,8 @@ describe('where certificates point for /crl and /ocsp', () => {
     expect(pkiBaseUrl(off, off.publicUrl, null)).toBe('https://127.0.0.1:8443');
     expect(loadConfig({}).pkiHttpPort).toBe(8080);
     expect(loadConfig({ FLEETGATE_PKI_HTTP_PORT: '0' }).pkiHttpPort).toBe(0);
-    expect(() => loadConfig({ FLEETGATE_PKI_HTTP_PORT: 'nope' })).toThrow(/FLEETGATE_PKI_HTTP_PORT/);
+    expect(() => loadConfig({ FLEETGATE_PKI_HTTP_PORT: 'nope' })).toThrow(/FLEETGATE_PKI_HTTP_PORT .*or off/);
+    expect(() => loadConfig({ FLEETGATE_PKI_HTTP_PORT: '70000' })).toThrow(/FLEETGATE_PKI_HTTP_PORT/);
     expect(() => loadConfig({ FLEETGATE_PKI_PUBLIC_URL: 'ftp://x' })).toThrow(/FLEETGATE_PKI_PUBLIC_URL/);
   });
 });
