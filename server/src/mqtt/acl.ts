@@ -71,3 +71,14 @@ export function maySubscribe(rights: Rights, filter: string): boolean {
   const f = split(filter);
   return rights.subscribe.some((allowed) => filterWithin(f, allowed));
 }
+
+/**
+ * True if a message on `topic` may reach this client: the topic lies inside a filter it may
+ * subscribe to. Checked when a stored session's queue is delivered, which aedes does without
+ * asking authorizeSubscribe (see broker.ts, authorizeForward).
+ */
+export function mayReceive(rights: Rights, topic: string): boolean {
+  if (topic.startsWith('$')) return false;
+  const t = split(topic);
+  return rights.subscribe.some((f) => topicMatches(t, f));
+}

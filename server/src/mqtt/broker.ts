@@ -27,11 +27,12 @@ import type { Logger } from 'pino';
 import { advertisedUrl, type MqttConfig } from '../config.js';
 import { listenError } from '../listen-error.js';
 import type { Store } from '../store/types.js';
-import { mayPublish, maySubscribe, type Rights, rightsFor } from './acl.js';
+import { mayPublish, mayReceive, maySubscribe, type Rights, rightsFor } from './acl.js';
 import type { BrokerBackends } from './backends.js';
 import { admit, checkPeer } from './identity.js';
 import { MqttLink } from './link.js';
 import { PresenceBatcher } from './presence.js';
+import { clearRetainedOf, type RetainedStore } from './retained.js';
 import { type RevocationWatcher, startRevocationWatcher } from './revocation.js';
 import { type LimitablePersistence, limitSessions } from './session-limits.js';
 import { startTicketKeyRotation, type TicketKeyRotation } from './ticket-keys.js';
@@ -102,6 +103,11 @@ const SESSION_ID_CONTEXT = 'fleetgate-mqtt-v1';
 
 /** aedes' client id for a service's connection (`identity:clientId`; see preConnect). */
 const sessionName = (serviceName: string, clientId: string): string => `${serviceName}:${clientId}`;
+
+/** The persistence calls used on a refused restored subscription (aedes-persistence, promise form). */
+interface RestorablePersistence {
+  removeSubscriptions(client: { id: string }, topics: string[]): Promise<void>;
+}
 
 const connack311 = (code: number) => Buffer.from([0x20, 0x02, 0x00, code]);
 const connack5 = (reason: number) => Buffer.from([0x20, 0x03, 0x00, reason, 0x00]);
@@ -192,6 +198,25 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     else c.link.destroy();
   };
 
+  // aedes' in-memory persistence (this process's sessions), bounded per session; a shared one
+  // (Redis) as it comes: its queues are not this process's alone to count.
+  const persistence =
+    deps.backends?.persistence ??
+    limitSessions(memoryPersistence() as LimitablePersistence, {
+      maxQueued: config.maxQueuedPerSession || Number.POSITIVE_INFINITY,
+      maxIncoming: MAX_INCOMING_PER_SESSION,
+      onLimit: (clientId, limit) => {
+        observer.refused('session_full');
+        log.debug({ clientId, limit }, 'persistent session full: message not kept');
+        // aedes closes a connection whose delivery found no queued copy: a slow consumer. (A
+        // refused QoS 2 store closes it too, as the protocol error aedes reports.)
+        if (limit !== 'queued') return;
+        for (const c of byId.get(clientId.split(':')[0] ?? clientId)) {
+          if (c.clientId === clientId && !c.closed) c.errorCause ??= 'slow_consumer';
+        }
+      },
+    });
+
   const watcher: RevocationWatcher = await startRevocationWatcher({
     store: deps.store,
     resyncMs: config.revocationResyncMs,
@@ -206,6 +231,13 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
         log.info({ id: c.identity.id, serial: c.identity.serial }, 'closing connection of a revoked certificate');
         closeConn(c, 'revoked');
       }
+    },
+    // A revoked device's retained messages go with it, in this process's persistence (retained.ts).
+    onDeviceRevoked(deviceId) {
+      clearRetainedOf(persistence as RetainedStore, deviceId).then(
+        (n) => n > 0 && log.info({ id: deviceId, retained: n }, 'removed the retained messages of a revoked device'),
+        (e) => log.warn({ err: e, id: deviceId }, 'could not remove the retained messages of a revoked device'),
+      );
     },
   });
   observer.revocationDataAge(() => watcher.ageMs() / 1000);
@@ -225,24 +257,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     // per event-loop turn.
     concurrency: 0,
     ...(deps.backends?.mq ? { mq: deps.backends.mq } : {}),
-    // aedes' in-memory persistence (this process's sessions), bounded per session; a shared one
-    // (Redis) as it comes: its queues are not this process's alone to count.
-    persistence:
-      deps.backends?.persistence ??
-      limitSessions(memoryPersistence() as LimitablePersistence, {
-        maxQueued: config.maxQueuedPerSession || Number.POSITIVE_INFINITY,
-        maxIncoming: MAX_INCOMING_PER_SESSION,
-        onLimit: (clientId, limit) => {
-          observer.refused('session_full');
-          log.debug({ clientId, limit }, 'persistent session full: message not kept');
-          // aedes closes a connection whose delivery found no queued copy: a slow consumer. (A
-          // refused QoS 2 store closes it too, as the protocol error aedes reports.)
-          if (limit !== 'queued') return;
-          for (const c of byId.get(clientId.split(':')[0] ?? clientId)) {
-            if (c.clientId === clientId && !c.closed) c.errorCause ??= 'slow_consumer';
-          }
-        },
-      }),
+    persistence,
     connectTimeout: config.handshakeTimeoutMs,
     drainTimeout: DRAIN_TIMEOUT_MS,
     // Client ids are device ids (64) or, for services, NAME:NAME-<suffix> (64 + 1 + 64 + 1 + 64);
@@ -302,18 +317,45 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       // too, or one SUBSCRIBE with thousands of filters would pass the cap. Each filter once: a
       // clean session may already show a pending one as stored.
       const stored = (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions ?? {};
+      // Before CONNACK the only subscriptions aedes authorizes are a persistent session's stored
+      // ones being restored (it reads nothing from the client until CONNACK has left). They were
+      // granted under the ACL of that time: the current one decides again.
+      const restoring = c !== undefined && !c.admitted;
       const isNew = c !== undefined && !(sub.topic in stored) && !c.pendingFilters.has(sub.topic);
       let count = Object.keys(stored).length;
       for (const f of c?.pendingFilters ?? []) if (!(f in stored)) count++;
       if (!c || !maySubscribe(c.rights, sub.topic) || (isNew && count >= MAX_SUBSCRIPTIONS_PER_CLIENT)) {
         observer.refused('acl_subscribe');
+        if (restoring) {
+          // Dropped from the stored session too, or messages would keep being queued for it
+          // while the client is offline (aedes enqueues by the stored subscriptions).
+          log.info(
+            { id: c.identity.id, clientId: client.id, filter: sub.topic },
+            'stored subscription no longer allowed: removed',
+          );
+          (persistence as RestorablePersistence)
+            .removeSubscriptions({ id: client.id }, [sub.topic])
+            .catch((e: unknown) => log.warn({ err: e, clientId: client.id }, 'could not remove a stored subscription'));
+        }
         return done(null, null as unknown as Subscription); // SUBACK 0x80
       }
-      if (isNew) c.pendingFilters.add(sub.topic);
+      // A restored filter is in client.subscriptions before any SUBSCRIBE can be read: not pending.
+      if (isNew && !restoring) c.pendingFilters.add(sub.topic);
       done(null, sub);
     },
-    authorizeForward(_client, packet) {
+    authorizeForward(client, packet) {
       if (packet.topic.charCodeAt(0) === 36 /* $ */) return null;
+      // QoS 1/2 messages may come from a stored session's queue, filled by subscriptions granted
+      // under an older ACL (aedes delivers the queue at reconnect without authorizing anything):
+      // each is checked against the client's current rights. QoS 0 messages only reach live
+      // subscriptions, each authorized by authorizeSubscribe, so the fan-out path skips the check.
+      if (packet.qos > 0) {
+        const c = connOf(client);
+        if (c && !mayReceive(c.rights, packet.topic)) {
+          observer.refused('acl_subscribe');
+          return null;
+        }
+      }
       observer.messages('out', 1);
       return packet;
     },

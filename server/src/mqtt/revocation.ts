@@ -31,6 +31,8 @@ export async function startRevocationWatcher(opts: {
   maxAgeMs: number;
   log: Logger;
   onRevoked: RevokedListener;
+  /** A whole device (every certificate of it) was revoked: the `device-revoked` event. */
+  onDeviceRevoked?: (deviceId: string) => void;
 }): Promise<RevocationWatcher> {
   let revoked = new Set<string>();
   let loadedAt = 0;
@@ -46,6 +48,7 @@ export async function startRevocationWatcher(opts: {
       duringLoad?.add(s);
     }
     opts.onRevoked(serials, ev.deviceId, receivedAt);
+    if (ev.type === 'device-revoked') opts.onDeviceRevoked?.(ev.deviceId);
   };
   // Subscribe before the first load so nothing revoked in between is missed.
   const unsubscribe = opts.store.onEvent(onEvent);
