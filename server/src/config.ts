@@ -37,6 +37,8 @@ export interface Config {
   serviceSelfRenew: boolean;
   /** How long after an operator issued a service credential its renewals stop (REISSUE_REQUIRED). */
   serviceMaxLifetimeMs: number;
+  /** EST rate limits per source address and per device id (http/est-limits.ts); 0 = unlimited. */
+  estRateLimits: { ratePerIp: number; burstPerIp: number; authFailuresPerMin: number; authFailureBurst: number };
   /** Whole-request deadline of the HTTPS API (slow or stalled bodies get 408). */
   httpRequestTimeoutMs: number;
   /** Whether re-enrollment may keep the old key (RFC 7030 4.2.2 allows it; a new key is better). */
@@ -456,6 +458,12 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     tokenTtlMs: readDuration(env, 'FLEETGATE_TOKEN_TTL', 24 * 3_600_000, 365 * 86_400_000),
     serviceSelfRenew: readBool(env, 'FLEETGATE_SERVICE_SELF_RENEW', true),
     serviceMaxLifetimeMs: readDuration(env, 'FLEETGATE_SERVICE_MAX_LIFETIME', 365 * 86_400_000, 3650 * 86_400_000),
+    estRateLimits: {
+      ratePerIp: readInt(env, 'FLEETGATE_EST_RATE_PER_IP', 1_000, 0, 1_000_000),
+      burstPerIp: readInt(env, 'FLEETGATE_EST_BURST_PER_IP', 2_000, 1, 10_000_000),
+      authFailuresPerMin: readInt(env, 'FLEETGATE_EST_AUTH_FAILURES_PER_MIN', 10, 0, 1_000_000),
+      authFailureBurst: readInt(env, 'FLEETGATE_EST_AUTH_FAILURE_BURST', 10, 1, 1_000_000),
+    },
     httpRequestTimeoutMs: readDuration(env, 'FLEETGATE_HTTP_REQUEST_TIMEOUT', 30_000, 600_000),
     allowKeyReuse: readBool(env, 'FLEETGATE_ALLOW_KEY_REUSE', false),
     pkiHttpPort: readPkiHttpPort(env, 'FLEETGATE_PKI_HTTP_PORT'),
@@ -556,6 +564,18 @@ export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning
     name: 'FLEETGATE_SERVICE_MAX_LIFETIME',
     default: '365d',
     meaning: 'service renewals refused this long after `service create` (up to 3650d)',
+  },
+  { name: 'FLEETGATE_EST_RATE_PER_IP', default: '1000', meaning: 'EST requests/s per source address (0 = unlimited)' },
+  { name: 'FLEETGATE_EST_BURST_PER_IP', default: '2000', meaning: 'EST requests one address may send at once' },
+  {
+    name: 'FLEETGATE_EST_AUTH_FAILURES_PER_MIN',
+    default: '10',
+    meaning: 'failed EST Basic authentications per minute per device id (0 = unlimited)',
+  },
+  {
+    name: 'FLEETGATE_EST_AUTH_FAILURE_BURST',
+    default: '10',
+    meaning: 'failed authentications one id may have at once',
   },
   { name: 'FLEETGATE_HTTP_REQUEST_TIMEOUT', default: '30s', meaning: 'deadline for a whole HTTP request' },
   { name: 'FLEETGATE_ALLOW_KEY_REUSE', default: 'false', meaning: 'let re-enrollment keep the old key' },

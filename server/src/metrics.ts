@@ -35,6 +35,13 @@ export function createMetrics(opts: {
     labelNames: ['kind', 'reason'] as const,
     registers: [registry],
   });
+  const estLimited = new Counter({
+    name: 'fleetgate_est_rate_limited_total',
+    help: 'EST requests answered 429 by a rate limit: per source address (address) or per device id after failed authentication (device)',
+    labelNames: ['limit'] as const,
+    registers: [registry],
+  });
+  for (const limit of ['address', 'device']) estLimited.inc({ limit }, 0);
   const revocations = new Counter({
     name: 'fleetgate_revocations_total',
     help: 'Certificates revoked',
@@ -86,6 +93,9 @@ export function createMetrics(opts: {
       },
       unauthenticated(kind: 'enroll' | 'reenroll', reason: string) {
         unauthenticated.inc({ kind, reason });
+      },
+      estRateLimited(limit: 'address' | 'device') {
+        estLimited.inc({ limit });
       },
       revoked(count: number) {
         revocations.inc(count);

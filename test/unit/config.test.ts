@@ -69,6 +69,32 @@ describe('loadConfig', () => {
     }
   });
 
+  it('reads the EST rate limits (defaults 1000/s, burst 2000 per address; 10 failures a minute per id)', () => {
+    expect(loadConfig({}).estRateLimits).toEqual({
+      ratePerIp: 1000,
+      burstPerIp: 2000,
+      authFailuresPerMin: 10,
+      authFailureBurst: 10,
+    });
+    expect(
+      loadConfig({
+        FLEETGATE_EST_RATE_PER_IP: '0',
+        FLEETGATE_EST_BURST_PER_IP: '7',
+        FLEETGATE_EST_AUTH_FAILURES_PER_MIN: '0',
+        FLEETGATE_EST_AUTH_FAILURE_BURST: '3',
+      }).estRateLimits,
+    ).toEqual({ ratePerIp: 0, burstPerIp: 7, authFailuresPerMin: 0, authFailureBurst: 3 });
+    for (const [name, bad] of [
+      ['FLEETGATE_EST_RATE_PER_IP', '-1'],
+      ['FLEETGATE_EST_RATE_PER_IP', '1e3'],
+      ['FLEETGATE_EST_BURST_PER_IP', '0'],
+      ['FLEETGATE_EST_AUTH_FAILURES_PER_MIN', '2.5'],
+      ['FLEETGATE_EST_AUTH_FAILURE_BURST', '0'],
+    ] as const) {
+      expect(() => loadConfig({ [name]: bad })).toThrow(new RegExp(name));
+    }
+  });
+
   it('treats empty values as unset', () => {
     expect(loadConfig({ FLEETGATE_API_PORT: '', DATABASE_URL: '  ' }).apiPort).toBe(8443);
   });

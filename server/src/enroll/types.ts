@@ -42,6 +42,8 @@ export interface ProvisioningObserver {
   enrollment(kind: 'enroll' | 'reenroll', result: 'ok' | ErrorCode): void;
   /** An EST request that proved no identity (not audited: see auth-failures.ts), by reason. */
   unauthenticated?(kind: 'enroll' | 'reenroll', reason: UnauthenticatedReason): void;
+  /** An EST request answered 429 by a rate limit: per source address or per device id. */
+  estRateLimited?(limit: 'address' | 'device'): void;
   revoked(count: number): void;
   crlPublished(thisUpdate: Date): void;
 }

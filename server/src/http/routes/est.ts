@@ -10,6 +10,7 @@ import { certsOnly } from '../../ca/pkcs7.js';
 import { UnauthenticatedFailureLog, unauthenticatedReason } from '../../enroll/auth-failures.js';
 import type { ProvisioningObserver, ProvisioningService } from '../../enroll/types.js';
 import { FleetgateError, isFleetgateError } from '../../errors.js';
+import type { EstLimiter } from '../est-limits.js';
 import { requireMediaType } from '../media-type.js';
 
 const EST_CSR_LIMIT = 16 * 1024;
@@ -73,6 +74,8 @@ export interface EstDeps {
   ca: CertificateAuthority;
   provisioning: ProvisioningService;
   observer?: ProvisioningObserver | undefined;
+  /** Rate limits per source address and per device id (est-limits.ts); none when absent. */
+  limiter?: EstLimiter | undefined;
 }
 
 export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
@@ -94,17 +97,19 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
     'Content-Transfer-Encoding': 'base64',
   };
   const est = (summary: string) => ({ tags: ['est'], summary });
+  // The rate limits run first: a request over one is answered before any other work.
+  const limited = (perDevice: boolean) => (deps.limiter ? [deps.limiter.hook(perDevice)] : []);
 
   app.get(
     '/.well-known/est/cacerts',
-    { schema: est('RFC 7030 4.1: CA certificates (base64 PKCS#7 certs-only)') },
+    { onRequest: limited(false), schema: est('RFC 7030 4.1: CA certificates (base64 PKCS#7 certs-only)') },
     async (_request, reply) =>
       reply.headers({ 'Content-Type': 'application/pkcs7-mime', 'Content-Transfer-Encoding': 'base64' }).send(cacerts),
   );
 
   app.get(
     '/.well-known/est/csrattrs',
-    { schema: est('RFC 7030 4.5: CSR attributes the CA wants') },
+    { onRequest: limited(false), schema: est('RFC 7030 4.5: CSR attributes the CA wants') },
     async (_request, reply) =>
       reply.headers({ 'Content-Type': 'application/csrattrs', 'Content-Transfer-Encoding': 'base64' }).send(csrattrs),
   );
@@ -114,13 +119,19 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
     log: (fields, message) => app.log.warn(fields, message),
     count: (kind, reason) => deps.observer?.unauthenticated?.(kind, reason),
   });
-  const observe = async <T>(kind: 'enroll' | 'reenroll', work: () => Promise<T>): Promise<T> => {
+  const observe = async <T>(
+    kind: 'enroll' | 'reenroll',
+    work: () => Promise<T>,
+    request?: FastifyRequest,
+  ): Promise<T> => {
     try {
       const r = await work();
       deps.observer?.enrollment(kind, 'ok');
+      if (request) deps.limiter?.outcome(request, 'ok');
       return r;
     } catch (e) {
       deps.observer?.enrollment(kind, isFleetgateError(e) ? e.code : 'INTERNAL');
+      if (request) deps.limiter?.outcome(request, isFleetgateError(e) ? e.code : 'INTERNAL');
       const reason = unauthenticatedReason(e);
       if (reason) unauthenticatedLog.record(kind, reason);
       throw e;
@@ -129,19 +140,30 @@ export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
 
   app.post(
     '/.well-known/est/simpleenroll',
-    { onRequest: pkcs10Only, schema: est('RFC 7030 4.2.1: enroll (Basic auth device id:token, body base64 PKCS#10)') },
+    {
+      onRequest: [...limited(true), pkcs10Only],
+      ...(deps.limiter ? { onResponse: deps.limiter.settle } : {}),
+      schema: est('RFC 7030 4.2.1: enroll (Basic auth device id:token, body base64 PKCS#10)'),
+    },
     async (request, reply) => {
-      const result = await observe('enroll', async () => {
-        const { user, password } = parseBasicAuth(request.headers.authorization);
-        return deps.provisioning.enroll({ deviceId: user, token: password, csr: csrFromBody(request.body) });
-      });
+      const result = await observe(
+        'enroll',
+        async () => {
+          const { user, password } = parseBasicAuth(request.headers.authorization);
+          return deps.provisioning.enroll({ deviceId: user, token: password, csr: csrFromBody(request.body) });
+        },
+        request,
+      );
       return reply.headers(pkcs7Headers).send(sendCert(result.certificate.der));
     },
   );
 
   app.post(
     '/.well-known/est/simplereenroll',
-    { onRequest: pkcs10Only, schema: est('RFC 7030 4.2.2: renew (TLS client certificate = current device cert)') },
+    {
+      onRequest: [...limited(false), pkcs10Only],
+      schema: est('RFC 7030 4.2.2: renew (TLS client certificate = current device cert)'),
+    },
     async (request, reply) => {
       const result = await observe('reenroll', async () => {
         const cert = clientCertificate(request);
