@@ -4,7 +4,7 @@
  * overwrite an existing file (a second CA must never silently replace the first).
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fs, constants as fsc } from 'node:fs';
+import { chmodSync, promises as fs, constants as fsc, lstatSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { FleetgateError } from './errors.js';
 
@@ -96,15 +96,24 @@ async function secureDir(dir: string, warn: DataDirWarn | undefined): Promise<vo
  * followed nor changed (lstat; chmod on a link would change its target). An entry owned by
  * someone else is refused, as its owner could rewrite it. Returns how many entries changed.
  */
-async function tightenTree(dir: string): Promise<number> {
+function tightenTree(dir: string): number {
   const uid = ownUid();
   let changed = 0;
   // Entries may go away while we look (temporary files of a server still running here): skipped.
-  const gone = (e: unknown) => (e as NodeJS.ErrnoException).code === 'ENOENT';
-  const entries = await fs.readdir(dir).catch((e: unknown) => (gone(e) ? [] : Promise.reject(e)));
-  for (const name of entries) {
+  const skipGone = <T>(op: () => T, fallback: T): T => {
+    try {
+      return op();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return fallback;
+      throw e;
+    }
+  };
+  // Synchronous on purpose: this runs at start-up before anything listens, and ~1,000 PGlite
+  // files walked through the thread pool took 0.25-0.6 s on a loaded machine, 0.05-0.08 s like
+  // this (measured at load average 10 on 2 cores).
+  for (const name of skipGone(() => readdirSync(dir), [] as string[])) {
     const p = path.join(dir, name);
-    const st = await fs.lstat(p).catch((e: unknown) => (gone(e) ? null : Promise.reject(e)));
+    const st = skipGone(() => lstatSync(p), null);
     if (st === null || st.isSymbolicLink()) continue;
     if (uid !== undefined && st.uid !== uid) {
       throw new FleetgateError(
@@ -115,14 +124,14 @@ async function tightenTree(dir: string): Promise<number> {
     }
     if (st.isDirectory()) {
       if ((st.mode & 0o077) !== 0) {
-        await fs.chmod(p, 0o700);
+        chmodSync(p, 0o700);
         changed++;
       }
-      changed += await tightenTree(p);
+      changed += tightenTree(p);
     } else if ((st.mode & 0o077) !== 0) {
       // A file swapped for a link between lstat and chmod would have its target changed: the
       // entries are ours in a directory that is ours and private by now, so nobody else can.
-      await fs.chmod(p, 0o600).catch((e: unknown) => (gone(e) ? undefined : Promise.reject(e)));
+      skipGone(() => chmodSync(p, 0o600), undefined);
       changed++;
     }
   }
@@ -166,10 +175,13 @@ export async function prepareDataDir(root: string, warn?: DataDirWarn): Promise<
     }
   }
   // Then what is inside (db/, ca/, operator.token, sim/, ...), one summary line for all of it.
-  const changed = await tightenTree(layout.root).catch((e: unknown) => {
+  let changed: number;
+  try {
+    changed = tightenTree(layout.root);
+  } catch (e) {
     if (e instanceof FleetgateError) throw e;
     throw new FleetgateError('DATA_DIR_INVALID', `cannot check the data dir ${layout.root} (${describe(e)})`);
-  });
+  }
   if (changed > 0) {
     warn?.('data dir entries were open to group or others: tightened (files 0600, directories 0700)', {
       path: layout.root,
@@ -189,7 +201,7 @@ export async function prepareDataDir(root: string, warn?: DataDirWarn): Promise<
 export async function securePgliteDir(layout: DataDirLayout): Promise<void> {
   if (!(await exists(layout.pgliteDir))) return;
   await secureDir(layout.pgliteDir, undefined);
-  await tightenTree(layout.pgliteDir);
+  tightenTree(layout.pgliteDir);
 }
 
 /** Reads a file, or returns null when it does not exist. Other failures are DATA_DIR_INVALID. */

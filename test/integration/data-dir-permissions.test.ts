@@ -70,7 +70,10 @@ describe('data dir permissions', () => {
     await server?.stop('SIGKILL');
   });
 
-  it('a loose data dir (0755, PGlite files 0666, loose files in db/ and ca/) is tightened at start and stays private', async () => {
+  // Two starts of a real server and a few CLI runs: generous on a loaded 2-core machine.
+  it('a loose data dir (0755, PGlite files 0666, loose files in db/ and ca/) is tightened at start and stays private', {
+    timeout: 240_000,
+  }, async () => {
     const dataDir = scratch('fg-perm-');
     chmodSync(dataDir, 0o755);
     const env = { FLEETGATE_DATA_DIR: dataDir };
@@ -125,7 +128,7 @@ describe('data dir permissions', () => {
     expect(looseEntries(dataDir)).toEqual([]);
   });
 
-  it('a new data dir and everything in it is private from the first start', async () => {
+  it('a new data dir and everything in it is private from the first start', { timeout: 180_000 }, async () => {
     const dataDir = path.join(scratch('fg-perm-new-'), 'nested', 'data');
     const env = { FLEETGATE_DATA_DIR: dataDir };
     server = await startServe(env);
@@ -141,7 +144,9 @@ describe('data dir permissions', () => {
   });
 
   const isRoot = process.getuid?.() === 0;
-  it('a data dir owned by another user is refused with one line naming it and its mode', async () => {
+  it('a data dir owned by another user is refused with one line naming it and its mode', {
+    timeout: 180_000,
+  }, async () => {
     if (!isRoot) {
       console.warn('\n!!! not running as root: cannot chown a data dir to another user; ownership case SKIPPED !!!\n');
       return;
