@@ -147,10 +147,11 @@ describe('OCSP flood', () => {
         `healthz p50 idle ${idle.toFixed(2)} ms, during the OCSP flood ${flooded.toFixed(2)} ms; flood answers ${JSON.stringify(stats)}`,
       );
       // The flood did run, and was answered (signed or tryLater), not dropped.
-      expect(stats.ok! + stats.tryLater!).toBeGreaterThan(20);
+      expect(stats.ok! + stats.tryLater!).toBeGreaterThanOrEqual(FLOOD_CLIENTS);
       expect(stats.errors).toBe(0);
-      // Generous: 5x idle plus 15 ms. Before the fix the ratio was about 100x.
-      expect(flooded).toBeLessThan(idle * 5 + 15);
+      // Generous, so a loaded 2-core machine cannot flake it: 5x idle plus 50 ms. The review
+      // measured 1.2 ms idle against 120-173 ms under six clients (100x), which this catches.
+      expect(flooded).toBeLessThan(idle * 5 + 50);
     }
   }, 60_000);
 });
