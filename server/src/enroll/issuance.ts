@@ -55,12 +55,11 @@ export async function lockIdentity(tx: StoreTx, id: string, kind: IdentityKind):
   }
 }
 
-/** Signs and inserts the certificate (the identity row must exist: lockIdentity first). */
-export async function signAndStore(
+/** Signs the certificate for a checked CSR (nothing stored: storeCertificate does that). */
+export async function signCertificate(
   ctx: UseCaseContext & IssuancePolicy,
-  tx: StoreTx,
   csr: CheckedCsr,
-  opts: { kind: IdentityKind; now: Date; renewedFrom?: string },
+  opts: { kind: IdentityKind; now: Date },
 ): Promise<IssuedCertificate> {
   const issued = await issueIdentityCertificate(ctx.ca, csr, {
     now: opts.now,
@@ -70,7 +69,15 @@ export async function signAndStore(
     kind: opts.kind,
   });
   if (!issued.ok) throw issued.error;
-  const cert = issued.value;
+  return issued.value;
+}
+
+/** Inserts a signed certificate (the identity row must exist: lockIdentity first). */
+export async function storeCertificate(
+  tx: StoreTx,
+  cert: IssuedCertificate,
+  opts: { now: Date; renewedFrom?: string },
+): Promise<void> {
   await tx.insertCertificate({
     serial: cert.serial,
     deviceId: cert.commonName,
@@ -83,6 +90,17 @@ export async function signAndStore(
     // A renewal inherits its predecessor's origin (the store's default); anything else starts one.
     originIssuedAt: opts.renewedFrom ? null : opts.now,
   });
+}
+
+/** Signs and inserts the certificate (the identity row must exist: lockIdentity first). */
+export async function signAndStore(
+  ctx: UseCaseContext & IssuancePolicy,
+  tx: StoreTx,
+  csr: CheckedCsr,
+  opts: { kind: IdentityKind; now: Date; renewedFrom?: string },
+): Promise<IssuedCertificate> {
+  const cert = await signCertificate(ctx, csr, opts);
+  await storeCertificate(tx, cert, opts);
   return cert;
 }
 
