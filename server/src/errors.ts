@@ -9,6 +9,8 @@ export const ERROR_CODES = [
   'DATA_DIR_INVALID',
   'CA_MATERIAL_INVALID',
   'STORE_UNAVAILABLE',
+  // the MQTT broker (or one of its workers) is not accepting connections yet (/readyz)
+  'BROKER_UNAVAILABLE',
   // CSR policy (RFC 2986 requests checked before issuance)
   'CSR_MALFORMED',
   'CSR_SIGNATURE_INVALID',

@@ -161,7 +161,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       requestTimeoutMs: config.httpRequestTimeoutMs,
       tls: { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, clientCaPem: ca.bundlePem },
     });
-    registerHealthRoutes(app, { store });
+    // Not ready until the broker below accepts (in every worker); the API starts first.
+    let brokerAccepting = (): boolean => false;
+    registerHealthRoutes(app, { store, brokerAccepting: () => brokerAccepting() });
     registerEstRoutes(app, {
       ca,
       provisioning,
@@ -214,6 +216,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       });
       broker = started;
       brokerRouting = started.routing;
+      brokerAccepting = () => started.allAccepting();
     } else {
       const mqttLog = log.child({ part: 'mqtt' });
       let backends: BrokerBackends | undefined;
@@ -237,6 +240,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         throw e;
       }
     }
+    if (workers <= 1) brokerAccepting = () => true; // startBroker resolved once its listener accepts
     // Closed before the API and the store (closers run in reverse): live sessions end first.
     closers.push(() => broker.close());
     let metricsUrl = '';

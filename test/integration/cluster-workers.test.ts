@@ -250,7 +250,22 @@ describe('broker workers (--workers 2, round-robin scheduling, embedded PGlite)'
     expect(before.size).toBe(2);
     const [victim] = [...before.entries()].find(([, w]) => w.connected > 0) ?? [];
     expect(victim).toBeDefined();
+    const readyz = async () => {
+      const r = await fleet.api<{ code?: string }>('GET', '/readyz');
+      return `${r.status} ${r.json.code ?? ''}`.trim();
+    };
+    expect(await readyz()).toBe('200');
     process.kill(victim as number, 'SIGKILL');
+    // Not ready while a worker's broker is down (a load balancer must not send devices here),
+    // ready again once the new worker accepts. Asked back to back: the window is a worker's start.
+    const seen: string[] = [];
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline; ) {
+      const status = await readyz();
+      if (status !== seen.at(-1)) seen.push(status);
+      if (status === '200' && seen.includes('503 BROKER_UNAVAILABLE')) break;
+    }
+    // The first answers may still come from before the primary saw the worker die.
+    expect(seen.slice(seen[0] === '200' ? 1 : 0)).toEqual(['503 BROKER_UNAVAILABLE', '200']);
     const after = await until(
       async () => perWorker(await metricsText(fleet)),
       (w) => w.size === 2 && !w.has(victim as number),

@@ -47,6 +47,8 @@ export interface BrokerWorkers {
   routing: string;
   /** pid per worker slot, live workers only. */
   pids(): number[];
+  /** Every worker slot holds a worker whose broker accepts on the MQTT port (readiness). */
+  allAccepting(): boolean;
   close(): Promise<void>;
 }
 
@@ -82,6 +84,8 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
   });
   const mqtt = perWorker(deps.config, deps.count);
   const slots = new Map<number, Worker>();
+  /** Workers that reported their broker listening (the worker sends `ready` after listen()). */
+  const accepting = new Set<Worker>();
   const port = deps.port === 0 ? await freePort(deps.host) : deps.port;
   let stopping = false;
   let routing = '';
@@ -191,6 +195,7 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
             break;
           case 'ready':
             isReady = true;
+            accepting.add(w);
             clearTimeout(timer);
             routing = msg.routing;
             log.info({ worker: slot, pid: w.process.pid, brokerId: msg.brokerId }, 'broker worker ready');
@@ -209,6 +214,7 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
       });
       w.on('exit', (code, signal) => {
         clearTimeout(timer);
+        accepting.delete(w);
         if (!isReady)
           reject(
             new FleetgateError('INTERNAL', `broker worker ${slot} exited (${signal ?? code}) before it was ready`),
@@ -269,6 +275,7 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
     url,
     routing,
     pids: () => [...slots.values()].filter((w) => !w.isDead()).map((w) => w.process.pid as number),
+    allAccepting: () => !stopping && [...slots.values()].filter((w) => accepting.has(w)).length === deps.count,
     close: stopAll,
   };
 }
