@@ -24,7 +24,7 @@ export {
   DEFAULT_ISSUING_VALIDITY_DAYS,
   DEFAULT_ROOT_VALIDITY_DAYS,
 } from './hierarchy.js';
-export { CA_KEY_ALGORITHMS, type CaKeyAlgorithm } from './keys.js';
+export { CA_KEY_ALGORITHMS, type CaKeyAlgorithm, certifiedKeyFingerprint } from './keys.js';
 export { MAX_OCSP_REQUESTS, OCSP_RESPONSE_STATUS, type OcspCertStatus, respondOcsp } from './ocsp.js';
 export {
   type IssuedCertificate,

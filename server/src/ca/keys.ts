@@ -5,6 +5,7 @@
  */
 import { ECDH } from 'node:crypto';
 import * as asn1js from 'asn1js';
+import { certParts } from './cert-parts.js';
 import {
   type CryptoKey,
   type CryptoKeyPair,
@@ -189,6 +190,20 @@ function exponentBytesOk(bytes: Uint8Array): boolean {
  */
 export function keyFingerprintOf(spkiDer: Uint8Array): string {
   return sha256HexSync(canonicalSpki(spkiDer) ?? spkiDer);
+}
+
+/**
+ * keyFingerprintOf the key a certificate certifies, recomputed from its DER. Certificates carry
+ * the key as the request sent it, and rows written before fingerprints were canonical hold the
+ * hash of those bytes: renewal's new-key rule compares against this value too, so a key first
+ * certified in a non-canonical encoding is still recognised. Null if the DER cannot be read.
+ */
+export function certifiedKeyFingerprint(certDer: Uint8Array): string | null {
+  try {
+    return keyFingerprintOf(certParts(certDer).spkiDer);
+  } catch {
+    return null;
+  }
 }
 
 /** Node's names of the curves classifySpki knows, with the size of a coordinate in bytes. */

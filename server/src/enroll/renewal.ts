@@ -24,6 +24,7 @@
  * can let that renewal complete (nothing locks the old certificate row). Revoking the device
  * does not have this gap: it locks the device row, which renewal locks too (see lockIdentity).
  */
+import { certifiedKeyFingerprint } from '../ca/index.js';
 import * as x509 from '../ca/x509.js';
 import { FleetgateError } from '../errors.js';
 import type { NewAuditEvent } from '../store/types.js';
@@ -135,7 +136,11 @@ export async function reenroll(
       const csr = await checkRequest(req.csr, device.kind, id);
       if (!ctx.allowKeyReuse) {
         const history = await tx.listCertificates(id);
-        if (history.some((c) => c.keyFingerprint === csr.keyFingerprint)) {
+        // The stored fingerprint, and the one recomputed from the DER: rows written before
+        // fingerprints were canonical (ca/keys.ts keyFingerprintOf) hold the hash of the bytes sent.
+        const reused = (c: (typeof history)[number]) =>
+          c.keyFingerprint === csr.keyFingerprint || certifiedKeyFingerprint(c.der) === csr.keyFingerprint;
+        if (history.some(reused)) {
           throw new FleetgateError(
             'CSR_KEY_REUSED',
             're-enrollment needs a new key pair; this key was certified before',
