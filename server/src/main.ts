@@ -138,6 +138,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       audit,
       observer: metrics.provisioning,
       ocspObserver: metrics.ocsp,
+      log: log.child({ part: 'crl' }),
     });
     closers.push(() => revocation.close());
     const inventory = createInventory({ store });

@@ -1,7 +1,8 @@
 /**
  * A batch that cannot be recorded while the database is down: every request fails with
  * STORE_UNAVAILABLE, and the rejection that could not be audited either is reported on the
- * server's log (pino, through GroupCommit's log), not as a Node process warning.
+ * server's log (pino, through GroupCommit's log), not as a Node process warning; the same for a
+ * background CRL regeneration that fails.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { GroupCommit, groupCommit } from '../../server/src/enroll/group-commit.js';
@@ -52,5 +53,28 @@ describe('GroupCommit with the database down', () => {
     await new Promise((r) => setImmediate(r));
     expect(logged).toEqual(['could not audit 1 rejected certificate request(s)']);
     expect(warnings).toEqual([]);
+  });
+});
+
+describe('CRL regeneration with the database down', () => {
+  it('logs the failed background regeneration, and emits no process warning', async () => {
+    const { CrlPublisher } = await import('../../server/src/enroll/crl-publisher.js');
+    const { createTestCa } = await import('../helpers/ca.js');
+    const logged: string[] = [];
+    const crl = new CrlPublisher({
+      store: downStore(),
+      ca: await createTestCa(),
+      now: () => new Date(),
+      validityMs: 3_600_000,
+      log: { error: (_f, message) => logged.push(message) },
+    });
+    try {
+      crl.refreshSoon();
+      for (let i = 0; i < 100 && logged.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(logged).toEqual(['CRL regeneration after a change failed']);
+      expect(warnings).toEqual([]);
+    } finally {
+      await crl.close();
+    }
   });
 });

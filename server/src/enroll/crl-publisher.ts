@@ -19,6 +19,7 @@
 import { buildCrl, type CertificateAuthority } from '../ca/index.js';
 import type { Store } from '../store/types.js';
 import type { Clock } from './context.js';
+import type { FailureLog } from './group-commit.js';
 import type { ProvisioningObserver } from './types.js';
 
 export interface PublishedCrl {
@@ -57,8 +58,19 @@ export class CrlPublisher {
       now: Clock;
       validityMs: number;
       observer?: ProvisioningObserver | undefined;
+      /** Where a failed background regeneration is reported; without one, a process warning. */
+      log?: FailureLog | undefined;
     },
   ) {}
+
+  /**
+   * A regeneration nobody awaits failed (typically the database is down; it is retried within a
+   * minute): an operational event for the server's log, not a Node process warning on stderr.
+   */
+  private report(message: string, e: unknown): void {
+    if (this.deps.log) this.deps.log.error({ err: e }, message);
+    else process.emitWarning(`fleetgate: ${message}: ${(e as Error)?.message ?? String(e)}`);
+  }
 
   /** The cached CRL, built first if there is none or it is past nextUpdate. */
   async current(): Promise<PublishedCrl> {
@@ -87,9 +99,7 @@ export class CrlPublisher {
     const mark = this.starts;
     setTimeout(() => {
       if (this.closed || this.starts > mark) return;
-      this.refresh().catch((e) => {
-        process.emitWarning(`fleetgate: CRL regeneration after a change failed: ${(e as Error)?.message ?? String(e)}`);
-      });
+      this.refresh().catch((e) => this.report('CRL regeneration after a change failed', e));
     }, EVENT_DEBOUNCE_MS).unref();
   }
 
@@ -147,9 +157,7 @@ export class CrlPublisher {
     this.timer = setTimeout(
       () => {
         this.timer = null;
-        this.refresh().catch((e) => {
-          process.emitWarning(`fleetgate: scheduled CRL regeneration failed: ${(e as Error)?.message ?? String(e)}`);
-        });
+        this.refresh().catch((e) => this.report('scheduled CRL regeneration failed', e));
       },
       Math.max(1_000, Math.min(delayMs, 2_147_483_647)),
     );

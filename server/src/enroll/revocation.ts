@@ -17,6 +17,7 @@ import { FleetgateError } from '../errors.js';
 import type { RevocationReason, Store } from '../store/types.js';
 import { assertRevocationReason, type Clock, printable, systemClock } from './context.js';
 import { CrlPublisher } from './crl-publisher.js';
+import type { FailureLog } from './group-commit.js';
 import { createOcspResponder, type OcspObserver } from './ocsp-responder.js';
 import {
   type Actor,
@@ -43,6 +44,8 @@ export interface RevocationOptions {
   /** Fresh OCSP answers built at once before tryLater (0 = no cap). Default DEFAULT_OCSP_MAX_IN_FLIGHT. */
   ocspMaxInFlight?: number | undefined;
   ocspObserver?: OcspObserver | undefined;
+  /** Where failed background CRL regenerations go (the server's log). */
+  log?: FailureLog | undefined;
 }
 
 const SERIAL = /^[0-9a-f]{2,40}$/;
@@ -54,7 +57,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
   if (!(crlValidityMs >= 2_000) || !Number.isFinite(crlValidityMs)) {
     throw new FleetgateError('CONFIG_INVALID', 'crlValidityMs must be at least 2 seconds');
   }
-  const crl = new CrlPublisher({ store, ca, now, validityMs: crlValidityMs, observer });
+  const crl = new CrlPublisher({ store, ca, now, validityMs: crlValidityMs, observer, log: opts.log });
   const ocsp = createOcspResponder({
     store,
     ca,
