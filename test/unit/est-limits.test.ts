@@ -2,7 +2,8 @@
  * The EST rate limits' token buckets (issue 14 item 2), with an injected clock: no sleeps.
  */
 import { describe, expect, it } from 'vitest';
-import { basicUser, isAuthFailure, KeyedTokenBuckets } from '../../server/src/http/est-limits.js';
+import { basicUser, isAuthFailure } from '../../server/src/http/est-limits.js';
+import { KeyedTokenBuckets } from '../../server/src/http/rate-limit.js';
 
 describe('KeyedTokenBuckets', () => {
   it('lets a burst through, then one per 1/rate, per key, and says how long to wait', () => {

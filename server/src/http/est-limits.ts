@@ -23,7 +23,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ErrorCode } from '../errors.js';
-import { addressKey } from './routes/revocation.js';
+import { addressKey, KeyedTokenBuckets } from './rate-limit.js';
 
 export interface EstRateLimits {
   /** Sustained EST requests per second per source address (0 = unlimited). */
@@ -34,59 +34,6 @@ export interface EstRateLimits {
   authFailuresPerMin: number;
   /** Failed authentications one id may have at once before it is slowed. */
   authFailureBurst: number;
-}
-
-/** Keys tracked per limit; beyond this the least recently seen go first (a full bucket is worth nothing). */
-export const MAX_TRACKED_KEYS = 100_000;
-
-/**
- * Token buckets by key, bounded in memory (Map insertion order refreshed on use = LRU).
- * `take` consumes a token or says how long to wait; `refund` gives one back.
- */
-export class KeyedTokenBuckets {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
-
-  constructor(
-    private readonly ratePerSec: number,
-    private readonly burst: number,
-    private readonly now: () => number = () => performance.now(),
-    private readonly maxKeys = MAX_TRACKED_KEYS,
-  ) {}
-
-  private bucket(key: string): { tokens: number; at: number } {
-    const now = this.now();
-    const b = this.buckets.get(key) ?? { tokens: this.burst, at: now };
-    b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) * this.ratePerSec) / 1000);
-    b.at = now;
-    this.buckets.delete(key);
-    this.buckets.set(key, b);
-    if (this.buckets.size > this.maxKeys) {
-      const oldest = this.buckets.keys().next().value;
-      if (oldest !== undefined) this.buckets.delete(oldest);
-    }
-    return b;
-  }
-
-  /** 0 when a token was taken, else the whole seconds until one is back (nothing taken). */
-  take(key: string): number {
-    if (this.ratePerSec <= 0) return 0;
-    const b = this.bucket(key);
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return 0;
-    }
-    return Math.max(1, Math.ceil((1 - b.tokens) / this.ratePerSec));
-  }
-
-  refund(key: string): void {
-    if (this.ratePerSec <= 0) return;
-    const b = this.bucket(key);
-    b.tokens = Math.min(this.burst, b.tokens + 1);
-  }
-
-  get tracked(): number {
-    return this.buckets.size;
-  }
 }
 
 /** Failures that count against a device id: the credential was tried and was wrong. */

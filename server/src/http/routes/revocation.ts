@@ -1,12 +1,12 @@
 /** Revocation publishing: GET /crl (RFC 5280 DER CRL) and the OCSP responder (RFC 6960). */
 import { createHash } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OCSP_TRY_LATER, ocspResponseTimes } from '../../ca/ocsp.js';
 import type { OcspObserver } from '../../enroll/ocsp-responder.js';
 import type { RevocationService } from '../../enroll/types.js';
 import { FleetgateError } from '../../errors.js';
 import { requireMediaType } from '../media-type.js';
+import { addressKey, KeyedTokenBuckets } from '../rate-limit.js';
 
 const OCSP_REQUEST_LIMIT = 8 * 1024;
 /** Source addresses tracked by the OCSP rate limit; the least recently seen go first. */
@@ -20,61 +20,23 @@ export interface OcspRateLimit {
 }
 
 /**
- * The rate-limit key of a source address: IPv4 as is (an IPv4-mapped IPv6 address as its IPv4),
- * IPv6 by its /64, since a single host commonly holds a whole /64 (RFC 4291 2.5.1, RFC 7421).
- */
-export function addressKey(ip: string): string {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (mapped) return mapped[1]!;
-  if (isIP(ip) !== 6) return ip;
-  const [head = '', tail] = ip.toLowerCase().split('::');
-  const h = head === '' ? [] : head.split(':');
-  const t = tail === undefined || tail === '' ? [] : tail.split(':');
-  const groups =
-    tail === undefined ? h : [...h, ...Array<string>(Math.max(0, 8 - h.length - t.length)).fill('0'), ...t];
-  return `${groups
-    .slice(0, 4)
-    .map((g) => Number.parseInt(g, 16).toString(16))
-    .join(':')}::/64`;
-}
-
-/**
- * Token buckets per source address, bounded in memory: a bucket idle long enough to be full again
- * is worth nothing and goes first when the map is full (Map insertion order, refreshed on use).
+ * The OCSP rate limit: token buckets per source address (rate-limit.ts), one budget shared by the
+ * HTTPS and plain-HTTP listeners when both are handed the same instance.
  */
 export class AddressRateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly buckets: KeyedTokenBuckets;
 
-  constructor(
-    private readonly limit: OcspRateLimit,
-    private readonly now: () => number = () => performance.now(),
-    private readonly maxTracked = MAX_TRACKED_ADDRESSES,
-  ) {}
+  constructor(limit: OcspRateLimit, now?: () => number, maxTracked = MAX_TRACKED_ADDRESSES) {
+    this.buckets = new KeyedTokenBuckets(limit.ratePerIp, limit.burst, now, maxTracked);
+  }
 
   /** 0 when the request may go ahead, else the seconds until the address has a token again. */
   take(ip: string): number {
-    const { ratePerIp: rate, burst } = this.limit;
-    if (rate <= 0) return 0;
-    const key = addressKey(ip);
-    const now = this.now();
-    const b = this.buckets.get(key) ?? { tokens: burst, at: now };
-    b.tokens = Math.min(burst, b.tokens + ((now - b.at) * rate) / 1000);
-    b.at = now;
-    this.buckets.delete(key);
-    this.buckets.set(key, b);
-    if (this.buckets.size > this.maxTracked) {
-      const oldest = this.buckets.keys().next().value;
-      if (oldest !== undefined) this.buckets.delete(oldest);
-    }
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return 0;
-    }
-    return Math.max(1, Math.ceil((1 - b.tokens) / rate));
+    return this.buckets.take(addressKey(ip));
   }
 
   get tracked(): number {
-    return this.buckets.size;
+    return this.buckets.tracked;
   }
 }
 
