@@ -29,6 +29,7 @@ import { listenError } from '../listen-error.js';
 import type { Store } from '../store/types.js';
 import { mayPublish, mayReceive, maySubscribe, type Rights, rightsFor } from './acl.js';
 import type { BrokerBackends } from './backends.js';
+import { type ConnectRefusal, refusalConnack } from './connack.js';
 import { admit, checkPeer } from './identity.js';
 import { MqttLink } from './link.js';
 import { PresenceBatcher } from './presence.js';
@@ -109,9 +110,6 @@ interface RestorablePersistence {
   removeSubscriptions(client: { id: string }, topics: string[]): Promise<void>;
 }
 
-const connack311 = (code: number) => Buffer.from([0x20, 0x02, 0x00, code]);
-const connack5 = (reason: number) => Buffer.from([0x20, 0x03, 0x00, reason, 0x00]);
-
 interface Conn {
   socket: TLSSocket;
   link: MqttLink;
@@ -187,6 +185,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const byLink = new WeakMap<object, Conn>();
   const bySerial = new Index<string>();
   const byId = new Index<string>();
+  /** Connections that passed CONNECT, by the client id aedes knows them by (takeovers, limits). */
+  const byClientId = new Index<string>();
   let closing = false;
 
   const connOf = (client: Client | null): Conn | undefined => (client ? byLink.get(client.conn as object) : undefined);
@@ -211,9 +211,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
         // aedes closes a connection whose delivery found no queued copy: a slow consumer. (A
         // refused QoS 2 store closes it too, as the protocol error aedes reports.)
         if (limit !== 'queued') return;
-        for (const c of byId.get(clientId.split(':')[0] ?? clientId)) {
-          if (c.clientId === clientId && !c.closed) c.errorCause ??= 'slow_consumer';
-        }
+        for (const c of byClientId.get(clientId)) if (!c.closed) c.errorCause ??= 'slow_consumer';
       },
     });
 
@@ -272,21 +270,17 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
         { clientId: packet.clientId, username: packet.username },
         { now: Date.now(), isRevoked: watcher.isRevoked, revocationDataFresh: watcher.fresh() },
       );
-      const refuse = (bytes: Buffer, reason: Parameters<BrokerObserver['refused']>[0]) => {
+      const refuse = (reason: Exclude<ConnectRefusal, 'unsupported_level'>) => {
         c.refusalCounted = true;
         observer.refused(reason);
         log.debug({ id: c.identity.id, clientId: packet.clientId, reason }, 'CONNECT refused');
-        c.link.write(bytes);
+        c.link.write(refusalConnack(reason, packet.protocolVersion ?? 4));
         c.link.destroy();
         done(null, false);
       };
-      if (packet.protocolVersion === 5) {
-        // MQTT 5 3.2.2.2: 0x87 Not authorized, 0x88 Server unavailable, 0x84 Unsupported protocol version.
-        if (!decision.ok) return refuse(connack5(decision.serverUnavailable ? 0x88 : 0x87), decision.reason);
-        return refuse(connack5(0x84), 'mqtt5_unsupported');
-      }
-      // MQTT 3.1.1 3.2.2.3: 0x05 Not authorized, 0x03 Server unavailable.
-      if (!decision.ok) return refuse(connack311(decision.serverUnavailable ? 0x03 : 0x05), decision.reason);
+      if (!decision.ok) return refuse(decision.reason);
+      // aedes speaks 3.1.1 only: an admissible MQTT 5 CONNECT still gets an MQTT 5 refusal.
+      if (packet.protocolVersion === 5) return refuse('mqtt5_unsupported');
       // aedes keys sessions and takeovers [MQTT-3.1.4-2] by client id alone. A service may say
       // NAME-<suffix>, which can be a device's id (or another service's name): the two would share
       // a session and take each other over. Services therefore get a session name that carries
@@ -296,6 +290,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       c.claimed = true;
       c.claimSeq = ++claims;
       c.clientId = packet.clientId;
+      byClientId.add(c.clientId, c);
       done(null, true);
     },
     authorizePublish(client, packet, done) {
@@ -364,12 +359,18 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     const c = connOf(client);
     if (c) for (const s of subs) c.pendingFilters.delete(s.topic);
   });
+  // The cause of an error is read from state, never from aedes' message strings: aedes announces a
+  // keepalive expiry [MQTT-3.1.2-24] on its own event just before the error it raises for it, and
+  // its drain timeout ends a connection whose socket still owes a 'drain'.
+  broker.on('keepaliveTimeout', (client: Client) => {
+    const c = connOf(client);
+    if (c) c.errorCause ??= 'keepalive';
+  });
   broker.on('clientError', (client, err) => {
     const c = connOf(client);
     if (!c) return;
-    const msg = err?.message ?? '';
-    c.errorCause ??= /keep ?alive/i.test(msg) ? 'keepalive' : /drain/i.test(msg) ? 'slow_consumer' : 'protocol_error';
-    log.debug({ id: c.identity.id, err: msg }, 'MQTT client error');
+    c.errorCause ??= c.link.writableNeedDrain || c.socket.writableNeedDrain ? 'slow_consumer' : 'protocol_error';
+    log.debug({ id: c.identity.id, err: err?.message }, 'MQTT client error');
   });
   broker.on('connectionError', (client, err) => {
     const c = connOf(client);
@@ -394,8 +395,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     const serverId = packet.topic.split('/')[1];
     if (serverId !== brokerId) {
       const clientId = Buffer.from(packet.payload as Uint8Array).toString('utf8');
-      for (const c of conns) {
-        if (c.claimed && !c.closed && c.clientId === clientId && !c.cause) {
+      for (const c of byClientId.get(clientId)) {
+        if (!c.closed && !c.cause) {
           c.cause = 'takeover';
           observer.takeover();
         }
@@ -410,6 +411,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     conns.delete(c);
     bySerial.remove(c.identity.serial, c);
     byId.remove(c.identity.id, c);
+    if (c.clientId !== null) byClientId.remove(c.clientId, c);
     // The identity's other live connections (byId.get copies its set: read it once).
     const others = byId.get(c.identity.id);
     const clientId = c.clientId;

@@ -8,6 +8,7 @@
  */
 import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import { isValidDeviceId } from '../device-id.js';
+import type { ConnectRefusal } from './connack.js';
 import type { Identity, RefusalReason } from './types.js';
 
 const DEVICE_URI = 'urn:fleetgate:device:';
@@ -86,7 +87,9 @@ export function clientIdAllowed(identity: Identity, clientId: string): boolean {
   return /^[A-Za-z0-9._-]{1,64}$/.test(clientId.slice(identity.id.length + 1));
 }
 
-export type Admission = { ok: true } | { ok: false; reason: RefusalReason; serverUnavailable?: boolean };
+export type Admission =
+  | { ok: true }
+  | { ok: false; reason: Extract<ConnectRefusal, 'revocation_data_stale' | 'revoked' | 'expired' | 'id_mismatch'> };
 
 /**
  * The CONNECT gate, run before CONNACK on every connection, full handshake or resumed:
@@ -98,7 +101,7 @@ export function admit(
   connect: { clientId: string; username?: string | undefined },
   state: { now: number; isRevoked(serial: string): boolean; revocationDataFresh: boolean },
 ): Admission {
-  if (!state.revocationDataFresh) return { ok: false, reason: 'revocation_data_stale', serverUnavailable: true };
+  if (!state.revocationDataFresh) return { ok: false, reason: 'revocation_data_stale' };
   if (state.isRevoked(identity.serial)) return { ok: false, reason: 'revoked' };
   if (state.now >= identity.notAfter) return { ok: false, reason: 'expired' };
   if (!clientIdAllowed(identity, connect.clientId)) return { ok: false, reason: 'id_mismatch' };

@@ -26,6 +26,7 @@
  */
 import { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { refusalConnack } from './connack.js';
 
 export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large' | 'unsupported_level' | 'malformed';
 
@@ -53,7 +54,7 @@ const SUBSCRIBE = 8;
 const UNSUBSCRIBE = 10;
 const DISCONNECT = 14;
 /** MQTT 3.1.1 3.2.2.3: CONNACK, return code 0x01 unacceptable protocol level. */
-const CONNACK_BAD_LEVEL = Buffer.from([0x20, 0x02, 0x00, 0x01]);
+const CONNACK_BAD_LEVEL = refusalConnack('unsupported_level', 4);
 /** Protocol levels aedes speaks: 3 (3.1, "MQIsdp"), 4 (3.1.1), 5 (5.0, refused later with 0x84). */
 const LEVELS = new Set([3, 4, 5]);
 /** Packet types charged to the rate bucket (MQTT 3.1.1 2.2.1): 3, 6, 8, 10, 12. */
