@@ -114,6 +114,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const workers = config.workers;
     const metrics = createMetrics({
       certsExpiringSoon: async () => (await store.listExpiring(new Date(Date.now() + EXPIRING_SOON_MS))).length,
+      caNotAfter: { root: ca.rootCert.notAfter, issuing: ca.issuingCert.notAfter },
       // With workers the broker series live in the workers; the primary's registry collects them.
       ...(workers > 1 ? { registry: new ClusterRegistry(), broker: false } : {}),
     });
@@ -160,6 +161,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const app: FastifyInstance = await createHttpApp({
       log,
       requestTimeoutMs: config.httpRequestTimeoutMs,
+      observer: metrics.http,
       tls: { keyPem: serverCert.keyPem, chainPem: serverCert.chainPem, clientCaPem: ca.bundlePem },
     });
     // Not ready until the broker below accepts (in every worker); the API starts first.

@@ -2,10 +2,12 @@
  * Prometheus metrics (prom-client), one registry per server. Parts receive narrow observer
  * interfaces; only this module knows prom-client.
  */
-import { AggregatorRegistry, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import cluster from 'node:cluster';
+import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { OcspObserver } from './enroll/ocsp-responder.js';
 import type { ProvisioningObserver } from './enroll/types.js';
 import type { ErrorCode } from './errors.js';
+import type { HttpObserver } from './http/app.js';
 import { type BrokerObserver, NULL_BROKER_OBSERVER } from './mqtt/types.js';
 
 export interface ServerMetrics {
@@ -13,16 +15,50 @@ export interface ServerMetrics {
   provisioning: ProvisioningObserver;
   broker: BrokerObserver;
   ocsp: OcspObserver;
+  http: HttpObserver;
+}
+
+/** Every series of this server carries this prefix, prom-client's process and Node.js ones too. */
+const PREFIX = 'fleetgate_';
+
+/** The API's request latency by route pattern (never the raw URL: unbounded label values), method, status. */
+function createHttpMetrics(registry: Registry): HttpObserver {
+  const requests = new Histogram({
+    name: 'fleetgate_http_request_duration_seconds',
+    help: 'HTTPS API requests by route pattern (unmatched for no route), method and status code: latency until the response was sent',
+    labelNames: ['route', 'method', 'status'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  return {
+    request(route, method, status, seconds) {
+      requests.observe({ route, method, status: String(status) }, seconds);
+    },
+  };
 }
 
 export function createMetrics(opts: {
   certsExpiringSoon: () => Promise<number>;
+  /** The CA certificates' notAfter (fleetgate_ca_cert_not_after_seconds{ca="root"|"issuing"}). */
+  caNotAfter?: { root: Date; issuing: Date };
   /** The registry to fill (a ClusterRegistry when broker workers run); a new one by default. */
   registry?: Registry;
   /** False when the broker runs in worker processes (their series come from the workers). */
   broker?: boolean;
 }): ServerMetrics {
   const registry = opts.registry ?? new Registry();
+  // process_* and nodejs_* of this process (with broker workers, theirs come labelled {worker}).
+  collectDefaultMetrics({ register: registry, prefix: PREFIX });
+  if (opts.caNotAfter) {
+    const notAfter = new Gauge({
+      name: 'fleetgate_ca_cert_not_after_seconds',
+      help: 'notAfter of the CA certificates (root, issuing), Unix time in seconds',
+      labelNames: ['ca'] as const,
+      registers: [registry],
+    });
+    notAfter.set({ ca: 'root' }, opts.caNotAfter.root.getTime() / 1000);
+    notAfter.set({ ca: 'issuing' }, opts.caNotAfter.issuing.getTime() / 1000);
+  }
   const enrollments = new Counter({
     name: 'fleetgate_enrollments_total',
     help: 'EST enrollments and re-enrollments by result (ok or error code)',
@@ -78,6 +114,7 @@ export function createMetrics(opts: {
   });
   return {
     registry,
+    http: createHttpMetrics(registry),
     ocsp: {
       cache(result: 'hit' | 'miss') {
         ocspCache.inc({ result });
@@ -112,18 +149,64 @@ export function createMetrics(opts: {
  * workers' broker series, aggregated with prom-client's AggregatorRegistry (counters and
  * histograms summed; gauges summed, except where a series says otherwise). A worker that does
  * not answer within 5 s leaves its series out of that scrape, noted in a comment line.
+ * Process and Node.js series exist in both: the workers' carry {worker} and join the primary's
+ * family (one HELP/TYPE per name: Prometheus refuses a scrape that repeats a family).
  */
 export class ClusterRegistry extends Registry {
   private readonly aggregator = new AggregatorRegistry();
 
+  constructor() {
+    super();
+    const exits = new Counter({
+      name: 'fleetgate_broker_worker_exits_total',
+      help: 'Broker worker processes that exited (each is restarted unless the server is stopping)',
+      registers: [this],
+    });
+    exits.inc(0);
+    cluster.on('exit', () => exits.inc());
+  }
+
   override async metrics(): Promise<string> {
     const own = await super.metrics();
     try {
-      return `${own}${await this.aggregator.clusterMetrics()}`;
+      return mergeExpositions(own, await this.aggregator.clusterMetrics());
     } catch (e) {
       return `${own}# broker worker metrics unavailable: ${(e as Error).message}\n`;
     }
   }
+}
+
+/**
+ * Joins two Prometheus text expositions (both prom-client's): a family present in both keeps the
+ * first one's HELP/TYPE lines and gets the second one's samples after its own.
+ */
+export function mergeExpositions(first: string, second: string): string {
+  const families = new Map<string, string[]>();
+  const loose: string[] = [];
+  for (const text of [first, second]) {
+    const fresh = new Set<string>();
+    let current: string[] = loose;
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      const header = /^# (?:HELP|TYPE) (\S+)/.exec(line);
+      if (header) {
+        const name = header[1] as string;
+        let lines = families.get(name);
+        if (!lines) {
+          lines = [];
+          families.set(name, lines);
+          fresh.add(name);
+        }
+        current = lines;
+        if (fresh.has(name)) lines.push(line);
+      } else if (line.startsWith('#')) {
+        loose.push(line);
+      } else {
+        current.push(line);
+      }
+    }
+  }
+  return `${[...families.values(), loose].flat().join('\n')}\n`;
 }
 
 /**
@@ -132,6 +215,12 @@ export class ClusterRegistry extends Registry {
  */
 export function createWorkerMetrics(slot: number): ServerMetrics & { workerConnected(read: () => number): void } {
   const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: PREFIX, labels: { worker: String(slot) } });
+  // prom-client omits the start time when aggregating; per worker it stays meaningful (restarts).
+  const started = registry.getSingleMetric(`${PREFIX}process_start_time_seconds`) as
+    | { aggregator?: string }
+    | undefined;
+  if (started) started.aggregator = 'first';
   new AggregatorRegistry(); // installs prom-client's worker-side answer to the primary's requests
   AggregatorRegistry.setRegistries([registry]);
   let read: (() => number) | null = null;
@@ -147,6 +236,7 @@ export function createWorkerMetrics(slot: number): ServerMetrics & { workerConne
   return {
     registry,
     ocsp: { cache() {}, limited() {} },
+    http: { request() {} },
     broker: createBrokerMetrics(registry),
     provisioning: { enrollment() {}, revoked() {}, crlPublished() {} },
     workerConnected(r) {

@@ -23,9 +23,16 @@ export interface HttpTls {
   clientCaPem: string;
 }
 
+/** Told of every answered request (metrics.ts counts them). */
+export interface HttpObserver {
+  /** route: the matched route pattern, never the raw URL ('unmatched' when no route matched). */
+  request(route: string, method: string, status: number, seconds: number): void;
+}
+
 export interface HttpAppOptions {
   tls: HttpTls;
   log: Logger;
+  observer?: HttpObserver;
   /** Largest request body accepted, bytes. EST bodies are a few KiB. */
   bodyLimit?: number;
   /** Whole-request deadline, ms (slow bodies get 408). */
@@ -168,6 +175,18 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
       throw new FleetgateError('BAD_REQUEST', 'HTTP/1.1 request without a Host header');
     }
   });
+  const observer = opts.observer;
+  if (observer) {
+    // The route pattern (/api/v1/devices/:id), not the URL: label values must stay a bounded set.
+    app.addHook('onResponse', async (request, reply) => {
+      observer.request(
+        request.routeOptions?.url ?? 'unmatched',
+        request.method,
+        reply.statusCode,
+        reply.elapsedTime / 1000,
+      );
+    });
+  }
   // An Expect other than 100-continue: RFC 9110 10.1.1 lets a server answer 417 (Node does, with
   // no body) or go on; going on gives the request its normal answer, in the usual shape.
   app.server.on('checkExpectation', (req, res) => app.server.emit('request', req, res));
