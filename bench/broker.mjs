@@ -560,6 +560,11 @@ export async function benchBroker(opts = {}) {
       resumedShare: num(ours ? ours.resumed.reused / ours.resumed.ok : null, 3),
       mosquittoResumedShare: num(m.resumed.reused / m.resumed.ok, 3),
       resumedVsFullCpu: ratio(ours?.resumed.cpuMsPer1000, ours?.full.cpuMsPer1000),
+      // The broker's cost targets (issue 13): ratios to Node's TLS floor measured in this run.
+      fullConnectCpuVsFloor: ratio(ours?.full.cpuMsPer1000, f.full.cpuMsPer1000),
+      resumedConnectCpuVsFloor: ratio(ours?.resumed.cpuMsPer1000, f.resumed.cpuMsPer1000),
+      idleMemPerConnVsFloor: ratio(ours?.idle.kibPerConn, f.idle.kibPerConn),
+      qos0CpuPerMsgVsMosquitto: ratio(ours?.qos0.cpuUsPerMsg, m.qos0.cpuUsPerMsg),
       // Node's TLS stack alone (no MQTT, no broker) under the same load: no Node broker goes lower.
       nodeTlsFloorFullConnectCpuVsMosquitto: ratio(f.full.cpuMsPer1000, m.full.cpuMsPer1000),
       nodeTlsFloorResumedConnectCpuVsMosquitto: ratio(f.resumed.cpuMsPer1000, m.resumed.cpuMsPer1000),
