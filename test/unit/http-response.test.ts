@@ -4,7 +4,7 @@
  * `res.writeHead(503, {...})`) gets Retry-After; under /.well-known/est/ names go out canonical
  * and a field set twice (setHeader, then writeHead) is sent once.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, get, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApiResponse, canonicalHeaderName, RETRY_AFTER_UNAVAILABLE_SECONDS } from '../../server/src/http/response.js';
@@ -74,5 +74,33 @@ describe('ApiResponse', () => {
     expect(canonicalHeaderName('www-authenticate')).toBe('WWW-Authenticate');
     expect(canonicalHeaderName('RETRY-AFTER')).toBe('Retry-After');
     expect(canonicalHeaderName('etag')).toBe('ETag');
+  });
+});
+
+describe('the plain-HTTP PKI listener', () => {
+  it('answers a 503 (CRL unavailable: database down) with Retry-After', async () => {
+    const { createPkiHttpApp } = await import('../../server/src/http/pki-app.js');
+    const { FleetgateError } = await import('../../server/src/errors.js');
+    const { pino } = await import('pino');
+    const down = () => Promise.reject(new FleetgateError('STORE_UNAVAILABLE', 'database down'));
+    const app = await createPkiHttpApp({
+      log: pino({ level: 'silent' }),
+      revocation: { currentCrl: down, ocsp: down } as never,
+    });
+    try {
+      // A real listener: app.inject() would bypass the server's response class.
+      await app.listen({ host: '127.0.0.1', port: 0 });
+      const { port: pkiPort } = app.server.address() as AddressInfo;
+      const r = await new Promise<{ status?: number; retryAfter?: string | string[] }>((resolve, reject) => {
+        get(`http://127.0.0.1:${pkiPort}/crl`, (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode, retryAfter: res.headers['retry-after'] }));
+        }).on('error', reject);
+      });
+      expect(r.status).toBe(503);
+      expect(r.retryAfter).toBe(String(RETRY_AFTER_UNAVAILABLE_SECONDS));
+    } finally {
+      await app.close();
+    }
   });
 });

@@ -12,6 +12,7 @@ import type { OcspObserver } from '../enroll/ocsp-responder.js';
 import type { RevocationService } from '../enroll/types.js';
 import { type ErrorCode, FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
 import { HTTP_STATUS } from './error-map.js';
+import { ApiResponse } from './response.js';
 import { type AddressRateLimiter, type OcspRateLimit, registerRevocationRoutes } from './routes/revocation.js';
 
 export async function createPkiHttpApp(opts: {
@@ -28,6 +29,8 @@ export async function createPkiHttpApp(opts: {
     requestTimeout: 10_000,
     connectionTimeout: 30_000,
     return503OnClosing: true,
+    // Retry-After on every 503, as on the HTTPS API (response.ts).
+    http: { ServerResponse: ApiResponse },
   }) as unknown as FastifyInstance;
   app.setErrorHandler((error, request, reply) => {
     let code: ErrorCode = 'INTERNAL';
