@@ -3,7 +3,7 @@
  * `npm test` builds first (pretest), so dist/ is current.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,8 +37,23 @@ export function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.P
   return env;
 }
 
+/**
+ * Every directory `tempDir` made in this test file. test/setup.ts removes them in an `afterAll`
+ * that runs after the file's own hooks (vitest runs after-hooks in stack order), so a failing
+ * test leaves nothing behind and servers using a dir are stopped before it goes.
+ */
+const madeDirs = new Set<string>();
+
 export function tempDir(prefix = 'fleetgate-test-'): string {
-  return mkdtempSync(path.join(tmpdir(), prefix));
+  const dir = mkdtempSync(path.join(tmpdir(), prefix));
+  madeDirs.add(dir);
+  return dir;
+}
+
+/** Removes every directory `tempDir` made so far (called by test/setup.ts after each file). */
+export function removeTempDirs(): void {
+  for (const dir of madeDirs) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  madeDirs.clear();
 }
 
 /** Runs a Node.js bin of this repository (as users run it) in a child process. */

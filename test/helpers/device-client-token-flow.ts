@@ -89,7 +89,8 @@ const step = (lines: Line[], name: string, nth = 0): Line => {
 export async function runTokenFlow(opts: TokenFlowOptions): Promise<{ firstKey: unknown; renewedKey: unknown }> {
   const { env, deviceId } = opts;
   const dir = tempDir('fg-dc-token-');
-  const caFile = path.join(dir, '..', `${path.basename(dir)}-ca.pem`);
+  // Outside the credential dir, in a temp dir of its own (removed after the file like every tempDir).
+  const caFile = path.join(tempDir('fg-dc-ca-'), 'ca.pem');
   writeFileSync(caFile, env.bundle);
   const observer = await env.observe(`devices/${deviceId}/#`);
   const token = await env.token(deviceId);

@@ -4,9 +4,9 @@
  * are not run - loudly - unless FLEETGATE_REQUIRE_SYSTEM_TOOLS=1, in which case they fail.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { tempDir } from './cli.js';
 
 function detect(): string | null {
   const r = spawnSync('openssl', ['version'], { encoding: 'utf8' });
@@ -45,7 +45,7 @@ export class OpensslDir {
   readonly dir: string;
 
   constructor(prefix = 'fleetgate-openssl-') {
-    this.dir = mkdtempSync(join(tmpdir(), prefix));
+    this.dir = tempDir(prefix);
   }
 
   path(name: string): string {

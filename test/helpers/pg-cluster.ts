@@ -8,11 +8,11 @@
  * (FLEETGATE_REQUIRE_SYSTEM_TOOLS=1) it fails them (requireTool).
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { tempDir } from './cli.js';
 import { requireTool } from './system-tools.js';
 
 const run = promisify(execFile);
@@ -53,7 +53,7 @@ function runAs(): { uid: number; gid: number } | undefined {
 }
 
 export async function startPrivateCluster(): Promise<PrivateCluster> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'fleetgate-pg-'));
+  const dir = tempDir('fleetgate-pg-');
   const data = path.join(dir, 'data');
   const user = runAs();
   const opts = { ...(user ?? {}), cwd: dir, env: { ...process.env, LC_ALL: 'C' } };
