@@ -65,5 +65,5 @@ describe('bench/lib.mjs child environment', () => {
     } finally {
       expect(await server.stop()).toBe(0);
     }
-  }, 120_000);
+  }, 300_000);
 });
