@@ -16,11 +16,11 @@
 import { randomUUID } from 'node:crypto';
 import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError } from '../errors.js';
-import type { NewToken } from '../store/types.js';
+import type { NewToken, TokenRecord, TokenState } from '../store/types.js';
 import type { UseCaseContext } from './context.js';
 import { printable } from './context.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, newSecret } from './secrets.js';
-import { type Actor, actorString, type IssuedToken, type TokenRequest } from './types.js';
+import { type Actor, actorString, type IssuedToken, type TokenRequest, type TokenView } from './types.js';
 
 /** Largest factory batch (and largest explicit id list) per request. */
 export const MAX_TOKEN_BATCH = 10_000;
@@ -145,4 +145,76 @@ export async function createTokens(
     });
   });
   return issued;
+}
+
+/** Largest token listing per request. */
+export const MAX_TOKEN_LIST = 1000;
+const TOKEN_STATES: readonly TokenState[] = ['unused', 'expired', 'used'];
+const TOKEN_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function tokenView(t: TokenRecord, now: Date): TokenView {
+  const state: TokenState = t.usedAt ? 'used' : t.expiresAt.getTime() <= now.getTime() ? 'expired' : 'unused';
+  // Neither the secret (never stored) nor its hash leaves the server.
+  return {
+    id: t.id,
+    deviceId: t.deviceId,
+    state,
+    createdAt: t.createdAt,
+    expiresAt: t.expiresAt,
+    usedAt: t.usedAt,
+    createdBy: t.createdBy,
+  };
+}
+
+export async function listTokens(
+  ctx: UseCaseContext,
+  opts: { deviceId?: string; state?: TokenState; limit?: number },
+): Promise<TokenView[]> {
+  const limit = opts.limit ?? 100;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_TOKEN_LIST) {
+    throw bad(`limit must be an integer from 1 to ${MAX_TOKEN_LIST}`);
+  }
+  if (opts.state !== undefined && !TOKEN_STATES.includes(opts.state)) {
+    throw bad(`state must be one of ${TOKEN_STATES.join(', ')}`);
+  }
+  if (opts.deviceId !== undefined && !isValidDeviceId(opts.deviceId)) {
+    throw bad(`invalid device id ${JSON.stringify(printable(opts.deviceId))}`);
+  }
+  const now = ctx.now();
+  const rows = await ctx.store.listTokens({
+    limit,
+    now,
+    ...(opts.deviceId !== undefined ? { deviceId: opts.deviceId } : {}),
+    ...(opts.state !== undefined ? { state: opts.state } : {}),
+  });
+  return rows.map((t) => tokenView(t, now));
+}
+
+/**
+ * Revoking a token deletes it while unused (an expired one too), in one transaction with its
+ * `token.revoked` audit event; a used token is spent already (its certificate is what to revoke).
+ */
+export async function revokeToken(ctx: UseCaseContext, id: string, opts: { actor: Actor }): Promise<TokenView> {
+  if (typeof id !== 'string' || !TOKEN_ID.test(id)) throw bad(`invalid token id ${JSON.stringify(printable(id))}`);
+  const actor = actorString(opts.actor);
+  const now = ctx.now();
+  return ctx.store.transaction(async (tx) => {
+    const deleted = await tx.deleteUnusedToken(id);
+    if (!deleted) {
+      const t = await tx.getToken(id);
+      if (!t) throw new FleetgateError('NOT_FOUND', `token ${id} not found`);
+      throw new FleetgateError(
+        'CONFLICT',
+        `token ${id} was used at ${t.usedAt?.toISOString()}; revoke the device's certificate instead`,
+      );
+    }
+    const view = tokenView(deleted, now);
+    await tx.appendAudit({
+      actor,
+      action: 'token.revoked',
+      subject: deleted.deviceId,
+      details: { tokenId: id, state: view.state, expiresAt: deleted.expiresAt.toISOString() },
+    });
+    return view;
+  });
 }

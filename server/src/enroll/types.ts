@@ -11,6 +11,7 @@ import type {
   DeviceRecord,
   OperatorCredentialRecord,
   RevocationReason,
+  TokenState,
 } from '../store/types.js';
 import type { UnauthenticatedReason } from './auth-failures.js';
 
@@ -48,9 +49,24 @@ export interface ProvisioningObserver {
   crlPublished(thisUpdate: Date): void;
 }
 
+/** A token as operators see it: never the secret nor its hash. */
+export interface TokenView {
+  id: string;
+  deviceId: string;
+  state: TokenState;
+  createdAt: Date;
+  expiresAt: Date;
+  usedAt: Date | null;
+  createdBy: string;
+}
+
 export interface ProvisioningService {
   /** One-time enrollment tokens bound to device ids (or a factory batch P0001..PNNNN). */
   createTokens(req: TokenRequest, opts: { ttlMs?: number; actor: Actor }): Promise<IssuedToken[]>;
+  /** Tokens newest first, optionally of one device and in one state. */
+  listTokens(opts: { deviceId?: string; state?: TokenState; limit?: number }): Promise<TokenView[]>;
+  /** Deletes an unused token (audited): NOT_FOUND if unknown, CONFLICT if already used. */
+  revokeToken(id: string, opts: { actor: Actor }): Promise<TokenView>;
   /** RFC 7030 4.2.1 simpleenroll: authenticate with device id + token, issue from the CSR. */
   enroll(req: { deviceId: string; token: string; csr: Uint8Array | string }): Promise<EnrollResult>;
   /** RFC 7030 4.2.2 simplereenroll: authenticated by the current device certificate (DER). */

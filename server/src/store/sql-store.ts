@@ -29,6 +29,7 @@ import type {
   TicketKeyRecord,
   TokenConsumeResult,
   TokenRecord,
+  TokenState,
 } from './types.js';
 
 export type SqlParam = string | number | boolean | Date | Uint8Array | null;
@@ -606,6 +607,37 @@ class SqlOps implements StoreTx {
     if (t.device_id !== deviceId) return { ok: false, reason: 'device_mismatch', deviceId: str(t.device_id) };
     if (t.used_at !== null) return { ok: false, reason: 'used' };
     return { ok: false, reason: 'expired' };
+  }
+
+  async listTokens(
+    opts: { deviceId?: string; state?: TokenState; now?: Date; limit?: number } = {},
+  ): Promise<TokenRecord[]> {
+    const rows = await this.ex.query(
+      `SELECT ${TOKEN_COLS} FROM enrollment_tokens
+       WHERE ($1::text IS NULL OR device_id = $1::text)
+         AND ($3::text IS NULL
+           OR ($3::text = 'used' AND used_at IS NOT NULL)
+           OR ($3::text = 'unused' AND used_at IS NULL AND expires_at > $4::timestamptz)
+           OR ($3::text = 'expired' AND used_at IS NULL AND expires_at <= $4::timestamptz))
+       ORDER BY created_at DESC, id LIMIT $2::int`,
+      [opts.deviceId ?? null, opts.limit ?? 1000, opts.state ?? null, (opts.now ?? new Date()).toISOString()],
+    );
+    return rows.map(mapToken);
+  }
+
+  async getToken(id: string): Promise<TokenRecord | null> {
+    const rows = await this.ex.query(`SELECT ${TOKEN_COLS} FROM enrollment_tokens WHERE id = $1::text`, [id]);
+    return rows[0] ? mapToken(rows[0]) : null;
+  }
+
+  async deleteUnusedToken(id: string): Promise<TokenRecord | null> {
+    // Conditional on used_at IS NULL: a token consumed concurrently is not deleted (consumeToken's
+    // UPDATE and this DELETE serialise on the row).
+    const rows = await this.ex.query(
+      `DELETE FROM enrollment_tokens WHERE id = $1::text AND used_at IS NULL RETURNING ${TOKEN_COLS}`,
+      [id],
+    );
+    return rows[0] ? mapToken(rows[0]) : null;
   }
 
   // --- audit --------------------------------------------------------------------------------

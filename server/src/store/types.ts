@@ -85,6 +85,9 @@ export interface TokenRecord {
   createdBy: string;
 }
 
+/** unused: can still enroll; expired: unused past expiresAt; used: spent by an enrollment. */
+export type TokenState = 'unused' | 'expired' | 'used';
+
 export interface NewToken {
   id: string;
   deviceId: string;
@@ -189,6 +192,11 @@ export interface StoreTx {
    * and bound to `deviceId`. Exactly one concurrent caller can succeed.
    */
   consumeToken(tokenHash: string, deviceId: string, now: Date): Promise<TokenConsumeResult>;
+  /** Tokens, newest first, optionally of one device and in one state at `now`. */
+  listTokens(opts?: { deviceId?: string; state?: TokenState; now?: Date; limit?: number }): Promise<TokenRecord[]>;
+  getToken(id: string): Promise<TokenRecord | null>;
+  /** Deletes the token if it is still unused; returns it, or null (unknown or already used). */
+  deleteUnusedToken(id: string): Promise<TokenRecord | null>;
 
   // audit (append-only, hash-chained)
   appendAudit(ev: NewAuditEvent): Promise<AuditEvent>;

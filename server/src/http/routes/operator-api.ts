@@ -13,6 +13,7 @@ import type {
   OperatorService,
   ProvisioningService,
   RevocationService,
+  TokenView,
 } from '../../enroll/types.js';
 import { FleetgateError } from '../../errors.js';
 import { parseRevocationReason, REVOCATION_REASON_NAMES, revocationReasonName } from '../../revocation-reasons.js';
@@ -157,6 +158,64 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
             tokens: tokens.map((t) => ({ deviceId: t.deviceId, token: t.token, expiresAt: t.expiresAt.toISOString() })),
           });
         },
+      );
+
+      const TokenJson = Type.Object({
+        id: Type.String(),
+        deviceId: Type.String(),
+        state: Type.Union([Type.Literal('unused'), Type.Literal('expired'), Type.Literal('used')]),
+        createdAt: Type.String(),
+        expiresAt: Type.String(),
+        usedAt: Type.Union([Type.String(), Type.Null()]),
+        createdBy: Type.String(),
+      });
+      const tokenJson = (t: TokenView) => ({
+        ...t,
+        createdAt: t.createdAt.toISOString(),
+        expiresAt: t.expiresAt.toISOString(),
+        usedAt: t.usedAt?.toISOString() ?? null,
+      });
+      const TokenQuery = Type.Object(
+        {
+          deviceId: Type.Optional(DeviceId),
+          state: Type.Optional(Type.Union([Type.Literal('unused'), Type.Literal('expired'), Type.Literal('used')])),
+          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+        },
+        { additionalProperties: false },
+      );
+      api.get<{ Querystring: Static<typeof TokenQuery> }>(
+        '/tokens',
+        {
+          schema: {
+            ...tags('tokens'),
+            summary: 'List enrollment tokens, newest first (never the secret): unused, expired or used',
+            querystring: TokenQuery,
+            response: { 200: Type.Object({ tokens: Type.Array(TokenJson) }), ...errors },
+          },
+        },
+        async (request) => {
+          const q = request.query;
+          const tokens = await deps.provisioning.listTokens({
+            limit: q.limit ?? 100,
+            ...(q.deviceId !== undefined ? { deviceId: q.deviceId } : {}),
+            ...(q.state !== undefined ? { state: q.state } : {}),
+          });
+          return { tokens: tokens.map(tokenJson) };
+        },
+      );
+      const TokenParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
+      api.post<{ Params: Static<typeof TokenParams> }>(
+        '/tokens/:id/revoke',
+        {
+          schema: {
+            ...tags('tokens'),
+            summary: 'Revoke (delete) an unused enrollment token; a used one is refused (409)',
+            params: TokenParams,
+            response: { 200: TokenJson, ...errors },
+          },
+        },
+        async (request) =>
+          tokenJson(await deps.provisioning.revokeToken(request.params.id, { actor: actorOf(request) })),
       );
 
       const ListQuery = Type.Object(

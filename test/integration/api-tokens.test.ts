@@ -1,0 +1,133 @@
+/** Enrollment tokens after creation: listed by state (never the secret), revoked while unused. */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashSecret } from '../../server/src/enroll/secrets.js';
+import { makeCsr } from '../helpers/csr.js';
+import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';
+import { httpsRequest } from '../helpers/https.js';
+
+interface TokenJson {
+  id: string;
+  deviceId: string;
+  state: 'unused' | 'expired' | 'used';
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  createdBy: string;
+}
+
+let fleet: Fleet;
+const secrets: string[] = [];
+
+const create = async (deviceId: string, ttl: string) => {
+  const r = await fleet.api<{ tokens: { token: string }[] }>('POST', '/api/v1/tokens', { deviceId, ttl });
+  expect(r.status).toBe(201);
+  const token = r.json.tokens[0]?.token as string;
+  secrets.push(token);
+  return token;
+};
+const list = async (query = '') => {
+  const r = await fleet.api<{ tokens: TokenJson[] }>('GET', `/api/v1/tokens${query}`);
+  expect(r.status, JSON.stringify(r.json)).toBe(200);
+  return r.json.tokens;
+};
+const enroll = async (deviceId: string, token: string) =>
+  httpsRequest(`${fleet.apiUrl}/.well-known/est/simpleenroll`, {
+    method: 'POST',
+    ca: fleet.caPem,
+    headers: {
+      'content-type': 'application/pkcs10',
+      authorization: `Basic ${Buffer.from(`${deviceId}:${token}`).toString('base64')}`,
+    },
+    body: (await makeCsr(deviceId)).base64,
+  });
+
+beforeAll(async () => {
+  fleet = await startFleet({ env: { FLEETGATE_WORKERS: '1' } });
+  await enrollDevices(fleet, ['tk-used']);
+  await create('tk-unused', '1h');
+  await create('tk-expired', '1s');
+  await sleep(1_500);
+}, 120_000);
+
+afterAll(async () => {
+  await fleet?.stop();
+});
+
+describe('GET /api/v1/tokens', () => {
+  it('lists tokens with their state, newest first, and never a secret or its hash', async () => {
+    const r = await fleet.api('GET', '/api/v1/tokens');
+    const text = JSON.stringify(r.json);
+    const tokens = await list();
+    const byDevice = new Map(tokens.map((t) => [t.deviceId, t]));
+    expect(byDevice.get('tk-used')?.state).toBe('used');
+    expect(byDevice.get('tk-used')?.usedAt).toMatch(/^\d{4}-/);
+    expect(byDevice.get('tk-unused')?.state).toBe('unused');
+    expect(byDevice.get('tk-unused')?.usedAt).toBeNull();
+    expect(byDevice.get('tk-expired')?.state).toBe('expired');
+    expect(byDevice.get('tk-unused')?.createdBy).toMatch(/^operator:/);
+    expect(tokens.map((t) => t.deviceId).slice(0, 2)).toEqual(['tk-expired', 'tk-unused']);
+    for (const secret of secrets) {
+      expect(text).not.toContain(secret);
+      expect(text).not.toContain(hashSecret(secret));
+    }
+    expect(text).not.toMatch(/fgt_|tokenHash|token_hash/);
+  });
+
+  it('filters by state and device', async () => {
+    expect((await list('?state=expired')).map((t) => t.deviceId)).toEqual(['tk-expired']);
+    expect((await list('?state=used')).map((t) => t.deviceId)).toEqual(['tk-used']);
+    expect((await list('?state=unused&deviceId=tk-unused')).map((t) => t.deviceId)).toEqual(['tk-unused']);
+    expect(await list('?deviceId=nobody')).toEqual([]);
+    expect((await list('?limit=1')).length).toBe(1);
+    for (const bad of ['?state=gone', '?limit=0', '?deviceId=a%20b', '?secret=1']) {
+      const r = await fleet.api<{ code: string }>('GET', `/api/v1/tokens${bad}`);
+      expect(r.status, bad).toBe(400);
+      expect(r.json.code).toBe('BAD_REQUEST');
+    }
+  });
+});
+
+describe('POST /api/v1/tokens/:id/revoke', () => {
+  it('deletes an unused token, audited: the device can no longer enroll with it', async () => {
+    const secret = await create('tk-revoke', '1h');
+    const [t] = await list('?deviceId=tk-revoke');
+    const r = await fleet.api<TokenJson>('POST', `/api/v1/tokens/${t?.id}/revoke`);
+    expect(r.status).toBe(200);
+    expect(r.json).toMatchObject({ id: t?.id, deviceId: 'tk-revoke', state: 'unused' });
+    expect(await list('?deviceId=tk-revoke')).toEqual([]);
+    const e = await enroll('tk-revoke', secret);
+    expect(e.status).toBe(401);
+    expect(e.json<{ code: string }>().code).toBe('TOKEN_INVALID');
+    const audit = await fleet.api<{ events: { action: string; subject: string; details: Record<string, unknown> }[] }>(
+      'GET',
+      '/api/v1/audit?limit=1000',
+    );
+    const revoked = audit.json.events.filter((ev) => ev.action === 'token.revoked');
+    expect(revoked).toHaveLength(1);
+    expect(revoked[0]).toMatchObject({ subject: 'tk-revoke', details: { tokenId: t?.id } });
+    expect(JSON.stringify(audit.json)).not.toContain(hashSecret(secret));
+  });
+
+  it('revokes an expired token too; refuses a used one (409), an unknown one (404), a malformed id (400)', async () => {
+    const [expired] = await list('?state=expired');
+    expect((await fleet.api('POST', `/api/v1/tokens/${expired?.id}/revoke`)).status).toBe(200);
+    const [used] = await list('?state=used');
+    const again = await fleet.api<{ code: string }>('POST', `/api/v1/tokens/${used?.id}/revoke`);
+    expect([again.status, again.json.code]).toEqual([409, 'CONFLICT']);
+    expect((await list('?state=used')).length).toBe(1);
+    const unknown = await fleet.api<{ code: string }>(
+      'POST',
+      '/api/v1/tokens/00000000-0000-4000-8000-000000000000/revoke',
+    );
+    expect([unknown.status, unknown.json.code]).toEqual([404, 'NOT_FOUND']);
+    const bad = await fleet.api<{ code: string }>('POST', '/api/v1/tokens/not-a-token/revoke');
+    expect([bad.status, bad.json.code]).toEqual([400, 'BAD_REQUEST']);
+  });
+
+  it('is in the OpenAPI document', async () => {
+    const doc = (await fleet.api<{ paths: Record<string, Record<string, unknown>> }>('GET', '/docs/json')).json;
+    expect(doc.paths['/api/v1/tokens']).toHaveProperty('get');
+    expect(doc.paths['/api/v1/tokens/{id}/revoke']).toHaveProperty('post');
+  });
+});
