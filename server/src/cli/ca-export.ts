@@ -1,26 +1,11 @@
 import { loadConfig } from '../config.js';
 import { dataDirLayout, readOptional } from '../data-dir.js';
 import { FleetgateError } from '../errors.js';
-import type { Command } from './command.js';
+import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { EXIT_OK, UsageError } from './output.js';
 
-export const caExportCommand: Command = {
-  path: ['ca', 'export'],
-  summary: 'print the CA bundle (root + issuing CA, PEM)',
-  help: `Usage: fleetgate ca export [--issuing-only | --root-only]
-
-Prints the PEM certificates devices and clients must trust: the root CA, then the issuing CA.
-Reads them from the data dir (FLEETGATE_DATA_DIR, default ./.fleetgate); never prints keys.
-
-Options:
-  --root-only      only the root CA certificate
-  --issuing-only   only the issuing CA certificate
-
-Example:
-  npx fleetgate ca export > ca.pem
-  openssl verify -CAfile ca.pem device.crt
-`,
+export const caExportCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
       'root-only': { type: 'boolean' },

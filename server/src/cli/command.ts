@@ -1,12 +1,19 @@
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { UsageError } from './output.js';
 
-export interface Command {
+/** What the CLI knows about a command before loading it (server/src/cli/commands.ts). */
+export interface CommandSpec {
   /** Words that select the command, e.g. ['ca', 'export']. */
   path: string[];
   summary: string;
   /** Full help text shown by --help (usage line, options, environment, examples). */
   help: string;
+  /** Imports the command's module only when it runs (`serve` alone loads the whole server). */
+  load(): Promise<CommandImpl>;
+}
+
+/** A command's implementation, in its own module. */
+export interface CommandImpl {
   run(argv: string[]): Promise<number>;
 }
 

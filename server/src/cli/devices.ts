@@ -1,5 +1,5 @@
 import { connect } from './api-client.js';
-import type { Command } from './command.js';
+import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { EXIT_OK, out, UsageError } from './output.js';
 
@@ -22,17 +22,7 @@ interface DeviceJson {
   certificates?: CertJson[];
 }
 
-export const devicesListCommand: Command = {
-  path: ['devices', 'list'],
-  summary: 'list devices, their status and current certificate',
-  help: `Usage: fleetgate devices list [--status active|revoked] [--limit N] [--offset N] [--json]
-
-Options:
-  --status S   only active or only revoked devices
-  --limit N    at most N devices (1-1000, default 100)
-  --offset N   skip the first N
-  --json       print the API's JSON
-`,
+export const devicesListCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
       status: { type: 'string' },
@@ -76,11 +66,7 @@ Options:
   },
 };
 
-export const devicesShowCommand: Command = {
-  path: ['devices', 'show'],
-  summary: 'show one device with all its certificates',
-  help: `Usage: fleetgate devices show <device-id> [--json]
-`,
+export const devicesShowCommand: CommandImpl = {
   async run(argv) {
     const { values, positionals } = parseCommandArgs(argv, { json: { type: 'boolean' } }, { positionals: 1 });
     const id = positionals[0];
@@ -105,11 +91,7 @@ export const devicesShowCommand: Command = {
   },
 };
 
-export const certsExpiringCommand: Command = {
-  path: ['certs', 'expiring'],
-  summary: 'list valid certificates expiring within N days',
-  help: `Usage: fleetgate certs expiring --days N [--json]
-`,
+export const certsExpiringCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, { days: { type: 'string' }, json: { type: 'boolean' } });
     if (

@@ -1,34 +1,14 @@
 /**
- * `fleetgate` command line. Each command is a module exporting a Command; this file only routes
- * words to commands, prints help and turns errors into one line on stderr plus an exit code.
+ * `fleetgate` command line. Each command's words, summary and help live in commands.ts and its
+ * implementation in its own module, imported only when it runs; this file only routes words to
+ * commands, prints help and turns errors into one line on stderr plus an exit code.
  */
 import { isFleetgateError } from '../errors.js';
-import { caExportCommand } from './ca-export.js';
-import type { Command } from './command.js';
-import { certsExpiringCommand, devicesListCommand, devicesShowCommand } from './devices.js';
-import { healthCommand } from './health.js';
-import { auditVerifyCommand, operatorCreateCommand, operatorListCommand, operatorRevokeCommand } from './operators.js';
+import type { CommandSpec } from './command.js';
+import { COMMANDS } from './commands.js';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, err, out, UsageError } from './output.js';
-import { revokeCommand } from './revoke.js';
-import { serveCommand } from './serve.js';
-import { serviceCreateCommand } from './service.js';
-import { tokenCreateCommand } from './tokens.js';
 
-export const COMMANDS: Command[] = [
-  serveCommand,
-  caExportCommand,
-  tokenCreateCommand,
-  devicesListCommand,
-  devicesShowCommand,
-  revokeCommand,
-  serviceCreateCommand,
-  certsExpiringCommand,
-  operatorCreateCommand,
-  operatorListCommand,
-  operatorRevokeCommand,
-  auditVerifyCommand,
-  healthCommand,
-];
+export { COMMANDS };
 
 function overview(): string {
   const width = Math.max(...COMMANDS.map((c) => c.path.join(' ').length));
@@ -50,8 +30,8 @@ system trust store is used).
 }
 
 /** Finds the command with the longest matching path; returns it and the remaining arguments. */
-function resolve(argv: string[]): { command: Command | undefined; rest: string[]; prefix: string[] } {
-  let best: Command | undefined;
+function resolve(argv: string[]): { command: CommandSpec | undefined; rest: string[]; prefix: string[] } {
+  let best: CommandSpec | undefined;
   for (const c of COMMANDS) {
     if (c.path.every((w, i) => argv[i] === w) && (!best || c.path.length > best.path.length)) best = c;
   }
@@ -72,6 +52,18 @@ export async function main(argv: string[]): Promise<number> {
   const { command, rest, prefix } = resolve(argv);
   if (!command) {
     const group = COMMANDS.filter((c) => c.path[0] === prefix[0] && c.path.length > 1);
+    if (group.length > 0 && (argv[1] === '--help' || argv[1] === '-h')) {
+      // `fleetgate token --help`: the group's commands, as the overview lists them.
+      const width = Math.max(...group.map((c) => c.path.join(' ').length));
+      out(`Usage: fleetgate ${prefix[0]} <command> [options]
+
+Commands:
+${group.map((c) => `  ${c.path.join(' ').padEnd(width)}   ${c.summary}`).join('\n')}
+
+Run 'fleetgate ${prefix[0]} <command> --help' for a command's options.
+`);
+      return EXIT_OK;
+    }
     if (group.length > 0) {
       err(`fleetgate ${prefix[0]}: choose one of: ${group.map((c) => c.path.slice(1).join(' ')).join(', ')}`);
     } else {
@@ -84,7 +76,7 @@ export async function main(argv: string[]): Promise<number> {
     return EXIT_OK;
   }
   try {
-    return await command.run(rest);
+    return await (await command.load()).run(rest);
   } catch (e) {
     const name = `fleetgate ${command.path.join(' ')}`;
     if (e instanceof UsageError) {

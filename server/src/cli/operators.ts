@@ -1,15 +1,9 @@
 import { connect } from './api-client.js';
-import type { Command } from './command.js';
+import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { EXIT_FAILURE, EXIT_OK, out, UsageError } from './output.js';
 
-export const operatorCreateCommand: Command = {
-  path: ['operator', 'create'],
-  summary: 'create an operator API credential (token shown once)',
-  help: `Usage: fleetgate operator create <name> [--json]
-
-Creates an operator credential for the API and this CLI (FLEETGATE_TOKEN). Stored hashed.
-`,
+export const operatorCreateCommand: CommandImpl = {
   async run(argv) {
     const { values, positionals } = parseCommandArgs(argv, { json: { type: 'boolean' } }, { positionals: 1 });
     if (!positionals[0]) throw new UsageError('name required');
@@ -27,11 +21,7 @@ Creates an operator credential for the API and this CLI (FLEETGATE_TOKEN). Store
   },
 };
 
-export const operatorListCommand: Command = {
-  path: ['operator', 'list'],
-  summary: 'list operator credentials',
-  help: `Usage: fleetgate operator list [--json]
-`,
+export const operatorListCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, { json: { type: 'boolean' } });
     const api = await connect();
@@ -46,11 +36,7 @@ export const operatorListCommand: Command = {
   },
 };
 
-export const operatorRevokeCommand: Command = {
-  path: ['operator', 'revoke'],
-  summary: 'revoke an operator credential',
-  help: `Usage: fleetgate operator revoke <id>
-`,
+export const operatorRevokeCommand: CommandImpl = {
   async run(argv) {
     const { positionals } = parseCommandArgs(argv, {}, { positionals: 1 });
     if (!positionals[0]) throw new UsageError('operator id required');
@@ -61,14 +47,7 @@ export const operatorRevokeCommand: Command = {
   },
 };
 
-export const auditVerifyCommand: Command = {
-  path: ['audit', 'verify'],
-  summary: 'verify the tamper-evident audit chain',
-  help: `Usage: fleetgate audit verify [--json]
-
-Walks the audit trail and checks every event's hash link. Exit 0 when the chain is intact,
-1 with the first broken link otherwise.
-`,
+export const auditVerifyCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, { json: { type: 'boolean' } });
     const api = await connect();

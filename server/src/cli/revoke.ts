@@ -1,24 +1,10 @@
 import { parseRevocationReason, REVOCATION_REASON_NAMES } from '../revocation-reasons.js';
 import { connect } from './api-client.js';
-import type { Command } from './command.js';
+import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { EXIT_OK, out, UsageError } from './output.js';
 
-export const revokeCommand: Command = {
-  path: ['revoke'],
-  summary: 'revoke a device (all its certificates) or one certificate',
-  help: `Usage: fleetgate revoke <device-id> [--reason R] [--json]
-       fleetgate revoke --serial HEX [--reason R] [--json]
-
-Revokes every valid certificate of the device (or the one certificate). When the command returns,
-the revocation is stored, the CRL is regenerated and OCSP answers "revoked".
-
-Options:
-  --serial HEX   revoke one certificate by serial instead of a whole device
-  --reason R     RFC 5280 reason (default unspecified):
-                 ${REVOCATION_REASON_NAMES.join(', ')}
-  --json         print the API's JSON
-`,
+export const revokeCommand: CommandImpl = {
   async run(argv) {
     const { values, positionals } = parseCommandArgs(
       argv,

@@ -1,31 +1,13 @@
-import { CONFIG_VARIABLES, loadConfig } from '../config.js';
+import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { startServer } from '../main.js';
 import { redactUrl } from '../redact.js';
-import type { Command } from './command.js';
+import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { colonHex, EXIT_OK, out } from './output.js';
 import { followLauncher, RELAUNCHED_ENV } from './tls-relaunch.js';
 
-const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning} (default ${v.default})`).join('\n');
-
-export const serveCommand: Command = {
-  path: ['serve'],
-  summary: 'run the provisioning service (HTTPS API, EST, CRL, OCSP) and the mTLS MQTT broker',
-  help: `Usage: fleetgate serve [--workers N]
-
-Runs fleetgate in the foreground. On the first start it creates the data dir, the embedded
-database (unless DATABASE_URL is set) and a new root + issuing CA; later starts load them.
-Stops gracefully on SIGINT (Ctrl+C), SIGTERM or SIGHUP (the terminal closed).
-
-Options:
-  --workers N   MQTT broker worker processes sharing the MQTT port (default FLEETGATE_WORKERS,
-                else the number of cores); 1 runs the broker in the serve process itself.
-                Several nodes share messages and sessions through REDIS_URL (see README).
-
-Environment:
-${envHelp}
-`,
+export const serveCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, { workers: { type: 'string' } });
     const config = loadConfig(

@@ -6,7 +6,7 @@ import * as x509 from '../ca/x509.js';
 import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError } from '../errors.js';
 import { connect } from './api-client.js';
-import type { Command } from './command.js';
+import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { EXIT_OK, out, UsageError } from './output.js';
 
@@ -25,35 +25,7 @@ interface ServiceJson {
   chainPem: string;
 }
 
-export const serviceCreateCommand: Command = {
-  path: ['service', 'create'],
-  summary: 'issue a backend service credential for the MQTT broker (key made here)',
-  help: `Usage: fleetgate service create NAME --out DIR [--json]
-
-Makes a P-256 key here (it never leaves this machine), sends a CSR (CN = NAME) to the operator
-API and writes:
-  DIR/NAME.key   private key, PKCS#8 PEM, mode 0600
-  DIR/NAME.crt   certificate with SAN URI urn:fleetgate:service:NAME, EKU clientAuth, mode 0644
-  DIR/ca.pem     issuing + root CA certificates (to verify the broker), mode 0644
-Existing key or certificate files are never overwritten (an existing ca.pem is kept), and
-nothing is written through a symbolic link: a link at any of these paths is refused. All files
-are created before the certificate is issued; if one cannot be written, the command fails, the
-certificate is revoked and the files it created are removed.
-
-On the broker the service connects with client id NAME or NAME-<suffix> (several instances) and
-may by default subscribe to devices/+/# and publish to devices/+/commands/#
-(FLEETGATE_MQTT_SERVICE_ACL changes that per service). Revoke it like a device:
-  npx fleetgate revoke NAME
-
-Options:
-  --out DIR   directory for the files (created 0700 if missing)
-  --json      print { name, serial, notAfter, key, certificate, ca } (file paths)
-
-Example:
-  npx fleetgate service create telemetry-ingest --out ./creds
-  mosquitto_sub -h 127.0.0.1 -p 8883 --cafile creds/ca.pem --cert creds/telemetry-ingest.crt \\
-    --key creds/telemetry-ingest.key -i telemetry-ingest-1 -t 'devices/+/telemetry' -v
-`,
+export const serviceCreateCommand: CommandImpl = {
   async run(argv) {
     const { values, positionals } = parseCommandArgs(
       argv,

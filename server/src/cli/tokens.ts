@@ -1,5 +1,5 @@
 import { connect } from './api-client.js';
-import type { Command } from './command.js';
+import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { EXIT_OK, out, UsageError } from './output.js';
 
@@ -9,27 +9,7 @@ interface TokenJson {
   expiresAt: string;
 }
 
-export const tokenCreateCommand: Command = {
-  path: ['token', 'create'],
-  summary: 'create one-time enrollment tokens (one device or a factory batch)',
-  help: `Usage: fleetgate token create --device ID [--device ID ...] [--ttl 24h] [--json]
-       fleetgate token create --count N --prefix P [--ttl 24h] [--json]
-
-Creates one-time enrollment tokens. Each token is bound to one device id, expires (default
-FLEETGATE_TOKEN_TTL, 24h) and is stored only as a hash: this is the one time it is shown.
-A device enrolls with EST simpleenroll using HTTP Basic auth (user = device id, password = token).
-
-Options:
-  --device ID      device id (letters, digits, . _ -; up to 64), repeatable
-  --count N        factory batch of N tokens for devices P0001, P0002, ... (with --prefix)
-  --prefix P       device id prefix for a batch
-  --ttl D          token lifetime: 90s, 15m, 24h, 30d
-  --json           print one JSON array of { "deviceId", "token", "expiresAt" }
-
-Examples:
-  npx fleetgate token create --device sensor-42
-  npx fleetgate token create --count 500 --prefix line3-2026w48- --ttl 8h --json > batch.json
-`,
+export const tokenCreateCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
       device: { type: 'string', multiple: true },

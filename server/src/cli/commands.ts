@@ -1,0 +1,196 @@
+/**
+ * What the CLI knows about each command without loading it: the words that select it, the one-line
+ * summary and the --help text. The implementation (which for `serve` is the whole server) is
+ * imported only when the command runs, so `fleetgate --help` and an API call such as `devices list`
+ * do not pay for modules they never use (issue 16 item 5).
+ */
+
+import { CONFIG_VARIABLES } from '../config.js';
+import { REVOCATION_REASON_NAMES } from '../revocation-reasons.js';
+import type { CommandSpec } from './command.js';
+
+const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning} (default ${v.default})`).join('\n');
+
+export const COMMANDS: CommandSpec[] = [
+  {
+    path: ['serve'],
+    summary: 'run the provisioning service (HTTPS API, EST, CRL, OCSP) and the mTLS MQTT broker',
+    help: `Usage: fleetgate serve [--workers N]
+
+Runs fleetgate in the foreground. On the first start it creates the data dir, the embedded
+database (unless DATABASE_URL is set) and a new root + issuing CA; later starts load them.
+Stops gracefully on SIGINT (Ctrl+C), SIGTERM or SIGHUP (the terminal closed).
+
+Options:
+  --workers N   MQTT broker worker processes sharing the MQTT port (default FLEETGATE_WORKERS,
+                else the number of cores); 1 runs the broker in the serve process itself.
+                Several nodes share messages and sessions through REDIS_URL (see README).
+
+Environment:
+${envHelp}
+`,
+    load: async () => (await import('./serve.js')).serveCommand,
+  },
+  {
+    path: ['ca', 'export'],
+    summary: 'print the CA bundle (root + issuing CA, PEM)',
+    help: `Usage: fleetgate ca export [--issuing-only | --root-only]
+
+Prints the PEM certificates devices and clients must trust: the root CA, then the issuing CA.
+Reads them from the data dir (FLEETGATE_DATA_DIR, default ./.fleetgate); never prints keys.
+
+Options:
+  --root-only      only the root CA certificate
+  --issuing-only   only the issuing CA certificate
+
+Example:
+  npx fleetgate ca export > ca.pem
+  openssl verify -CAfile ca.pem device.crt
+`,
+    load: async () => (await import('./ca-export.js')).caExportCommand,
+  },
+  {
+    path: ['token', 'create'],
+    summary: 'create one-time enrollment tokens (one device or a factory batch)',
+    help: `Usage: fleetgate token create --device ID [--device ID ...] [--ttl 24h] [--json]
+       fleetgate token create --count N --prefix P [--ttl 24h] [--json]
+
+Creates one-time enrollment tokens. Each token is bound to one device id, expires (default
+FLEETGATE_TOKEN_TTL, 24h) and is stored only as a hash: this is the one time it is shown.
+A device enrolls with EST simpleenroll using HTTP Basic auth (user = device id, password = token).
+
+Options:
+  --device ID      device id (letters, digits, . _ -; up to 64), repeatable
+  --count N        factory batch of N tokens for devices P0001, P0002, ... (with --prefix)
+  --prefix P       device id prefix for a batch
+  --ttl D          token lifetime: 90s, 15m, 24h, 30d
+  --json           print one JSON array of { "deviceId", "token", "expiresAt" }
+
+Examples:
+  npx fleetgate token create --device sensor-42
+  npx fleetgate token create --count 500 --prefix line3-2026w48- --ttl 8h --json > batch.json
+`,
+    load: async () => (await import('./tokens.js')).tokenCreateCommand,
+  },
+  {
+    path: ['devices', 'list'],
+    summary: 'list devices, their status and current certificate',
+    help: `Usage: fleetgate devices list [--status active|revoked] [--limit N] [--offset N] [--json]
+
+Options:
+  --status S   only active or only revoked devices
+  --limit N    at most N devices (1-1000, default 100)
+  --offset N   skip the first N
+  --json       print the API's JSON
+`,
+    load: async () => (await import('./devices.js')).devicesListCommand,
+  },
+  {
+    path: ['devices', 'show'],
+    summary: 'show one device with all its certificates',
+    help: `Usage: fleetgate devices show <device-id> [--json]
+`,
+    load: async () => (await import('./devices.js')).devicesShowCommand,
+  },
+  {
+    path: ['revoke'],
+    summary: 'revoke a device (all its certificates) or one certificate',
+    help: `Usage: fleetgate revoke <device-id> [--reason R] [--json]
+       fleetgate revoke --serial HEX [--reason R] [--json]
+
+Revokes every valid certificate of the device (or the one certificate). When the command returns,
+the revocation is stored, the CRL is regenerated and OCSP answers "revoked".
+
+Options:
+  --serial HEX   revoke one certificate by serial instead of a whole device
+  --reason R     RFC 5280 reason (default unspecified):
+                 ${REVOCATION_REASON_NAMES.join(', ')}
+  --json         print the API's JSON
+`,
+    load: async () => (await import('./revoke.js')).revokeCommand,
+  },
+  {
+    path: ['service', 'create'],
+    summary: 'issue a backend service credential for the MQTT broker (key made here)',
+    help: `Usage: fleetgate service create NAME --out DIR [--json]
+
+Makes a P-256 key here (it never leaves this machine), sends a CSR (CN = NAME) to the operator
+API and writes:
+  DIR/NAME.key   private key, PKCS#8 PEM, mode 0600
+  DIR/NAME.crt   certificate with SAN URI urn:fleetgate:service:NAME, EKU clientAuth, mode 0644
+  DIR/ca.pem     issuing + root CA certificates (to verify the broker), mode 0644
+Existing key or certificate files are never overwritten (an existing ca.pem is kept), and
+nothing is written through a symbolic link: a link at any of these paths is refused. All files
+are created before the certificate is issued; if one cannot be written, the command fails, the
+certificate is revoked and the files it created are removed.
+
+On the broker the service connects with client id NAME or NAME-<suffix> (several instances) and
+may by default subscribe to devices/+/# and publish to devices/+/commands/#
+(FLEETGATE_MQTT_SERVICE_ACL changes that per service). Revoke it like a device:
+  npx fleetgate revoke NAME
+
+Options:
+  --out DIR   directory for the files (created 0700 if missing)
+  --json      print { name, serial, notAfter, key, certificate, ca } (file paths)
+
+Example:
+  npx fleetgate service create telemetry-ingest --out ./creds
+  mosquitto_sub -h 127.0.0.1 -p 8883 --cafile creds/ca.pem --cert creds/telemetry-ingest.crt \\
+    --key creds/telemetry-ingest.key -i telemetry-ingest-1 -t 'devices/+/telemetry' -v
+`,
+    load: async () => (await import('./service.js')).serviceCreateCommand,
+  },
+  {
+    path: ['certs', 'expiring'],
+    summary: 'list valid certificates expiring within N days',
+    help: `Usage: fleetgate certs expiring --days N [--json]
+`,
+    load: async () => (await import('./devices.js')).certsExpiringCommand,
+  },
+  {
+    path: ['operator', 'create'],
+    summary: 'create an operator API credential (token shown once)',
+    help: `Usage: fleetgate operator create <name> [--json]
+
+Creates an operator credential for the API and this CLI (FLEETGATE_TOKEN). Stored hashed.
+`,
+    load: async () => (await import('./operators.js')).operatorCreateCommand,
+  },
+  {
+    path: ['operator', 'list'],
+    summary: 'list operator credentials',
+    help: `Usage: fleetgate operator list [--json]
+`,
+    load: async () => (await import('./operators.js')).operatorListCommand,
+  },
+  {
+    path: ['operator', 'revoke'],
+    summary: 'revoke an operator credential',
+    help: `Usage: fleetgate operator revoke <id>
+`,
+    load: async () => (await import('./operators.js')).operatorRevokeCommand,
+  },
+  {
+    path: ['audit', 'verify'],
+    summary: 'verify the tamper-evident audit chain',
+    help: `Usage: fleetgate audit verify [--json]
+
+Walks the audit trail and checks every event's hash link. Exit 0 when the chain is intact,
+1 with the first broken link otherwise.
+`,
+    load: async () => (await import('./operators.js')).auditVerifyCommand,
+  },
+  {
+    path: ['health'],
+    summary: 'check that the server answers and its database is reachable (for health checks)',
+    help: `Usage: fleetgate health [--json]
+
+Asks the server's /readyz (HTTPS, trusting our CA) and exits 0 when the server is up and its
+database is reachable, 1 otherwise. Finds the server like the other commands (serve.json in the
+data dir, or FLEETGATE_URL); needs no operator token. Made for container health checks:
+
+  HEALTHCHECK CMD ["node", "server/bin/fleetgate.js", "health"]
+`,
+    load: async () => (await import('./health.js')).healthCommand,
+  },
+];
