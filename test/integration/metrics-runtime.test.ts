@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Fleet, metricsText, metricValue, startFleet } from '../helpers/device.js';
 import { requireTool } from '../helpers/system-tools.js';
+import { until } from '../helpers/wait.js';
 
 /** Labels and value of every sample of a family (`name` or, for histograms, `name_bucket` etc.). */
 function samples(text: string, name: string): { labels: Record<string, string>; value: number }[] {
@@ -84,6 +85,25 @@ describe('runtime and HTTP metrics (--workers 2)', () => {
     expect(sum?.value).toBeGreaterThan(0);
     expect(sum?.value).toBeLessThan(60);
   });
+
+  it('counts a broker worker that died (and was restarted) in fleetgate_broker_worker_exits_total', async () => {
+    const victim = samples(text, 'fleetgate_mqtt_worker_connected').find((s) => s.labels.worker === '1');
+    const startedBefore = samples(text, 'fleetgate_process_start_time_seconds').find((s) => s.labels.worker === '1');
+    process.kill(Number(victim?.labels.pid), 'SIGKILL');
+    const after = await until(
+      () => metricsText(fleet),
+      (t) =>
+        metricValue(t, 'fleetgate_broker_worker_exits_total') === 1 &&
+        samples(t, 'fleetgate_mqtt_worker_connected').some(
+          (s) => s.labels.worker === '1' && s.labels.pid !== victim?.labels.pid,
+        ),
+      60_000,
+    );
+    expect(metricValue(after, 'fleetgate_broker_worker_exits_total')).toBe(1);
+    // The restarted worker's start time is its own (what FleetgateRestarted-style rules compare).
+    const startedAfter = samples(after, 'fleetgate_process_start_time_seconds').find((s) => s.labels.worker === '1');
+    expect(startedAfter?.value).toBeGreaterThan(startedBefore?.value ?? Number.POSITIVE_INFINITY);
+  }, 90_000);
 
   it('exports the CA certificates notAfter', () => {
     for (const ca of ['root', 'issuing']) {
