@@ -2,6 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashSecret } from '../../server/src/enroll/secrets.js';
+import { runCli } from '../helpers/cli.js';
 import { makeCsr } from '../helpers/csr.js';
 import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
@@ -129,5 +130,31 @@ describe('POST /api/v1/tokens/:id/revoke', () => {
     const doc = (await fleet.api<{ paths: Record<string, Record<string, unknown>> }>('GET', '/docs/json')).json;
     expect(doc.paths['/api/v1/tokens']).toHaveProperty('get');
     expect(doc.paths['/api/v1/tokens/{id}/revoke']).toHaveProperty('post');
+  });
+});
+
+describe('fleetgate token list / token revoke', () => {
+  it('lists tokens as a table or JSON (no secret) and revokes one by id', async () => {
+    await create('tk-cli', '1h');
+    const table = await runCli(['token', 'list', '--device', 'tk-cli'], fleet.env);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/^ID\s+DEVICE\s+STATE\s+EXPIRES\s+USED$/m);
+    expect(table.stdout).toMatch(/tk-cli\s+unused\s/);
+    expect(table.stderr).toContain('1 token(s)');
+    const json = await runCli(['token', 'list', '--state', 'used', '--json'], fleet.env);
+    expect(JSON.parse(json.stdout).map((t: TokenJson) => t.deviceId)).toEqual(['tk-used']);
+    const limited = await runCli(['token', 'list', '--limit', '1'], fleet.env);
+    expect(limited.stderr).toMatch(/1 token\(s\) \(the newest 1: --limit up to 1000 for more\)/);
+    for (const secret of secrets) expect(`${table.stdout}${json.stdout}`).not.toContain(secret);
+
+    const [t] = await list('?deviceId=tk-cli');
+    const revoked = await runCli(['token', 'revoke', t?.id as string], fleet.env);
+    expect(revoked.code, revoked.stderr).toBe(0);
+    expect(revoked.stdout).toContain(`revoked token ${t?.id} of device tk-cli (was unused)`);
+    expect(await list('?deviceId=tk-cli')).toEqual([]);
+    const again = await runCli(['token', 'revoke', t?.id as string], fleet.env);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('NOT_FOUND');
+    expect((await runCli(['token', 'list', '--state', 'gone'], fleet.env)).code).toBe(2);
   });
 });

@@ -73,6 +73,40 @@ Examples:
     load: async () => (await import('./tokens.js')).tokenCreateCommand,
   },
   {
+    path: ['token', 'list'],
+    summary: 'list enrollment tokens: unused, expired, used (never the secret)',
+    help: `Usage: fleetgate token list [--device ID] [--state unused|expired|used] [--limit N] [--json]
+
+Lists enrollment tokens, newest first, with their id, device, state, expiry and when they were
+used. The secret was shown only when the token was created and is never listed.
+
+Options:
+  --device ID      only the tokens of this device
+  --state S        unused (can still enroll), expired (unused past its expiry) or used
+  --limit N        at most N tokens (default 100, up to 1000); the footer says when it was reached
+  --json           print one JSON array of { "id", "deviceId", "state", "createdAt", "expiresAt",
+                   "usedAt", "createdBy" }
+
+Example:
+  npx fleetgate token list --state unused
+`,
+    load: async () => (await import('./token-manage.js')).tokenListCommand,
+  },
+  {
+    path: ['token', 'revoke'],
+    summary: 'revoke an unused enrollment token by id',
+    help: `Usage: fleetgate token revoke ID [--json]
+
+Deletes an unused (or expired) enrollment token so nobody can enroll with it; audited as
+token.revoked. A used token cannot be revoked (revoke the device's certificate instead).
+ID is the token id from \`fleetgate token list\`.
+
+Example:
+  npx fleetgate token revoke 0b6f3c1e-5d7a-4c1b-9f0e-2a4d8c6b1e90
+`,
+    load: async () => (await import('./token-manage.js')).tokenRevokeCommand,
+  },
+  {
     path: ['devices', 'list'],
     summary: 'list devices, their status and current certificate',
     help: `Usage: fleetgate devices list [--status active|revoked] [--limit N] [--offset N] [--json]

@@ -1,0 +1,66 @@
+/** `token list` and `token revoke`: enrollment tokens after creation (never their secrets). */
+import { connect } from './api-client.js';
+import type { CommandImpl } from './command.js';
+import { parseCommandArgs } from './command.js';
+import { EXIT_OK, out, UsageError } from './output.js';
+
+interface TokenJson {
+  id: string;
+  deviceId: string;
+  state: 'unused' | 'expired' | 'used';
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  createdBy: string;
+}
+
+const STATES = ['unused', 'expired', 'used'];
+
+export const tokenListCommand: CommandImpl = {
+  async run(argv) {
+    const { values } = parseCommandArgs(argv, {
+      device: { type: 'string' },
+      state: { type: 'string' },
+      limit: { type: 'string' },
+      json: { type: 'boolean' },
+    });
+    const query = new URLSearchParams();
+    if (values.device !== undefined) query.set('deviceId', values.device);
+    if (values.state !== undefined) {
+      if (!STATES.includes(values.state)) throw new UsageError(`--state must be one of ${STATES.join(', ')}`);
+      query.set('state', values.state);
+    }
+    const limit = values.limit ?? '100';
+    if (!/^\d{1,4}$/.test(limit) || Number(limit) < 1 || Number(limit) > 1000) {
+      throw new UsageError('--limit must be a whole number from 1 to 1000');
+    }
+    query.set('limit', limit);
+    const api = await connect();
+    const { tokens } = await api.call<{ tokens: TokenJson[] }>('GET', `/api/v1/tokens?${query}`);
+    if (values.json) {
+      out(JSON.stringify(tokens));
+      return EXIT_OK;
+    }
+    const width = Math.max(6, ...tokens.map((t) => t.deviceId.length));
+    out(`${'ID'.padEnd(36)}  ${'DEVICE'.padEnd(width)}  ${'STATE'.padEnd(7)}  ${'EXPIRES'.padEnd(24)}  USED`);
+    for (const t of tokens) {
+      out(`${t.id}  ${t.deviceId.padEnd(width)}  ${t.state.padEnd(7)}  ${t.expiresAt.padEnd(24)}  ${t.usedAt ?? '-'}`);
+    }
+    const more = tokens.length === Number(limit) ? ` (the newest ${limit}: --limit up to 1000 for more)` : '';
+    process.stderr.write(`${tokens.length} token(s)${more}\n`);
+    return EXIT_OK;
+  },
+};
+
+export const tokenRevokeCommand: CommandImpl = {
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(argv, { json: { type: 'boolean' } }, { positionals: 1 });
+    const id = positionals[0];
+    if (id === undefined) throw new UsageError('give the token id (from `fleetgate token list`)');
+    const api = await connect();
+    const t = await api.call<TokenJson>('POST', `/api/v1/tokens/${encodeURIComponent(id)}/revoke`);
+    if (values.json) out(JSON.stringify(t));
+    else out(`revoked token ${t.id} of device ${t.deviceId} (was ${t.state})`);
+    return EXIT_OK;
+  },
+};
