@@ -375,11 +375,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   broker.on('connectionError', (client, err) => {
     const c = connOf(client);
     const msg = err?.message ?? '';
-    if (c && !c.admitted && !c.refusalCounted) {
-      // No CONNECT got through: mqtt-packet refused it (protocol name or level, reserved flags, a
-      // field overrunning the packet: MQTT 3.1.1 3.1.2) or none arrived in time (aedes' timer).
+    if (c && !c.admitted && !c.refusalCounted && !c.link.socketFailed) {
+      // No CONNECT got through. Whole, mqtt-packet refused it (protocol name or level, a field
+      // overrunning the packet: MQTT 3.1.1 3.1.2); not whole, only aedes' connect timer can end
+      // it here (the link closes on bad framing and reserved flags itself, counted there).
       c.refusalCounted = true;
-      observer.refused(/did not arrive/i.test(msg) ? 'connect_timeout' : 'bad_packet');
+      observer.refused(c.link.connectReceived ? 'bad_packet' : 'connect_timeout');
     }
     if (c) c.errorCause ??= 'protocol_error';
     log.debug({ err: msg }, 'MQTT connection error before CONNECT');

@@ -80,6 +80,10 @@ export class MqttLink extends Duplex {
   private lengthBytes = 0;
   private bodyLeft = 0;
   private seenConnect = false;
+  /** The first packet (the CONNECT) has arrived whole: an error before that is not its parse. */
+  connectReceived = false;
+  /** The TLS socket failed (reset, ...): the connection was lost, nothing was refused. */
+  socketFailed = false;
   /**
    * Packet identifier check of the current packet: the body offset of the next byte wanted (-1:
    * none), the bytes read so far, and whether they are a PUBLISH's topic length (the identifier
@@ -118,7 +122,10 @@ export class MqttLink extends Duplex {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.push(null));
     socket.on('close', () => this.destroy());
-    socket.on('error', (e) => this.destroy(e));
+    socket.on('error', (e) => {
+      this.socketFailed = true;
+      this.destroy(e);
+    });
     socket.on('drain', () => this.emit('socketDrain'));
   }
 
@@ -147,7 +154,11 @@ export class MqttLink extends Duplex {
       switch (this.frame) {
         case Frame.Header: {
           const type = chunk[i]! >> 4;
-          if (!this.seenConnect && type !== CONNECT) return this.violation('not_connect');
+          if (!this.seenConnect) {
+            if (type !== CONNECT) return this.violation('not_connect');
+            // CONNECT's reserved flags are 0 [MQTT-2.2.2-1]; otherwise close [MQTT-2.2.2-2].
+            if ((chunk[i]! & 0x0f) !== 0) return this.violation('malformed');
+          }
           this.seenConnect = true;
           this.packetType = type;
           this.headerFlags = chunk[i]! & 0x0f;
@@ -186,7 +197,10 @@ export class MqttLink extends Duplex {
           this.bodyLeft = this.lengthValue;
           this.frame = this.bodyLeft > 0 ? Frame.Body : Frame.Header;
           // A CONNECT without a body has no level to read (mqtt-packet refuses it); never read a later packet's.
-          if (this.bodyLeft === 0) this.connectHead = null;
+          if (this.bodyLeft === 0) {
+            this.connectHead = null;
+            this.connectReceived = true;
+          }
           break;
         }
         case Frame.Body: {
@@ -198,7 +212,10 @@ export class MqttLink extends Duplex {
           this.bodyPos += take;
           this.bodyLeft -= take;
           i += take;
-          if (this.bodyLeft === 0) this.frame = Frame.Header;
+          if (this.bodyLeft === 0) {
+            this.frame = Frame.Header;
+            this.connectReceived = true;
+          }
           break;
         }
       }
