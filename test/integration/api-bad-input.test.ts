@@ -349,3 +349,18 @@ describe('methods a path does not serve', () => {
     expect4xx(await httpsRequest(`${base}/api/v1/tokens/extra`, { method: 'GET', ca }), 'NOT_FOUND', 404);
   });
 });
+
+describe("validation errors in the user's words", () => {
+  it('a bad device id is named with the rule, not as a JSON path and a regular expression', async () => {
+    const rule = "letters, digits, '.', '_' and '-', 1 to 64, starting with a letter or digit";
+    for (const args of [
+      ['token', 'create', '--device', 'a b'],
+      ['devices', 'show', 'a b'],
+    ]) {
+      const r = await runCli(args, env);
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toContain(`device id "a b" is not valid: ${rule} [BAD_REQUEST]`);
+      expect(r.stderr).not.toMatch(/must match pattern|body\/|params\//);
+    }
+  });
+});

@@ -14,6 +14,7 @@ import { FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
 import { HTTP_STATUS } from './error-map.js';
 import { ApiResponse } from './response.js';
 import { trackRouteMethods } from './route-methods.js';
+import { type ValidatedInput, validationMessage } from './validation-words.js';
 
 export interface HttpTls {
   keyPem: string;
@@ -40,13 +41,22 @@ export interface HttpAppOptions {
 }
 
 /** Maps fastify's own errors (parsing, limits, validation) onto the closed error-code set. */
-function fromFastifyError(err: {
-  code?: string;
-  statusCode?: number;
-  validation?: unknown;
-  message: string;
-}): FleetgateError {
-  if (err.validation) return new FleetgateError('BAD_REQUEST', err.message);
+function fromFastifyError(
+  err: {
+    code?: string;
+    statusCode?: number;
+    validation?: unknown;
+    validationContext?: string;
+    message: string;
+  },
+  input: ValidatedInput = {},
+): FleetgateError {
+  if (err.validation) {
+    return new FleetgateError(
+      'BAD_REQUEST',
+      validationMessage(err.message, err.validation, err.validationContext, input),
+    );
+  }
   switch (err.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new FleetgateError('BODY_TOO_LARGE', 'request body is too large');
@@ -156,7 +166,13 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
   const app = fastify(serverOptions) as unknown as FastifyInstance;
 
   app.setErrorHandler((error, request, reply) => {
-    const fe = isFleetgateError(error) ? error : fromFastifyError(error as Parameters<typeof fromFastifyError>[0]);
+    const fe = isFleetgateError(error)
+      ? error
+      : fromFastifyError(error as Parameters<typeof fromFastifyError>[0], {
+          body: request.body,
+          params: request.params,
+          querystring: request.query,
+        });
     const code = isErrorCode(fe.code) ? fe.code : 'INTERNAL';
     const status = HTTP_STATUS[code];
     if (code === 'INTERNAL') request.log.error({ err: error }, 'unhandled error');
