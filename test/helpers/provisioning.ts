@@ -3,8 +3,7 @@
  * PGlite in a temp dir, and PostgreSQL in a throw-away database (skipped loudly when the server
  * is unreachable, unless FLEETGATE_REQUIRE_SYSTEM_TOOLS=1 makes that a failure).
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { CertificateAuthority } from '../../server/src/ca/index.js';
 import {
@@ -18,6 +17,7 @@ import {
 import { openStore } from '../../server/src/store/index.js';
 import type { Store } from '../../server/src/store/types.js';
 import { createTestCa } from './ca.js';
+import { tempDir } from './cli.js';
 import { createTestDatabase, postgresAvailable } from './pg.js';
 
 export const URLS = { crlUrl: 'https://fleetgate.test:8443/crl', ocspUrl: 'https://fleetgate.test:8443/ocsp' };
@@ -32,7 +32,8 @@ export interface Backend {
 export const pgliteBackend: Backend = {
   name: 'pglite',
   async open() {
-    const dir = await mkdtemp(path.join(tmpdir(), 'fg-prov-'));
+    // tempDir: removed after the file even if a test never reaches dispose().
+    const dir = tempDir('fg-prov-');
     const store = await openStore({ pgliteDir: path.join(dir, 'db') });
     return {
       store,
