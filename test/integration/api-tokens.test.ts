@@ -1,21 +1,12 @@
 /** Enrollment tokens after creation: listed by state (never the secret), revoked while unused. */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TokenJson } from '../../server/src/cli/token-manage.js';
 import { hashSecret } from '../../server/src/enroll/secrets.js';
 import { runCli } from '../helpers/cli.js';
 import { makeCsr } from '../helpers/csr.js';
 import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
-
-interface TokenJson {
-  id: string;
-  deviceId: string;
-  state: 'unused' | 'expired' | 'used';
-  createdAt: string;
-  expiresAt: string;
-  usedAt: string | null;
-  createdBy: string;
-}
 
 let fleet: Fleet;
 const secrets: string[] = [];

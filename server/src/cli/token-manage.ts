@@ -4,7 +4,8 @@ import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { EXIT_OK, out, UsageError } from './output.js';
 
-interface TokenJson {
+/** One token as `GET /api/v1/tokens` lists it (and `token list --json` prints it). */
+export interface TokenJson {
   id: string;
   deviceId: string;
   state: 'unused' | 'expired' | 'used';
