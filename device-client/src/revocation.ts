@@ -1,8 +1,11 @@
 /**
  * Is our certificate revoked? Asked when the broker refuses us, to tell "revoked" (stop for good,
  * report) from "not authorized". Reads the CRL named in the certificate's CRL distribution point
- * over HTTPS with the pinned CA, and trusts it only if the issuing CA signed it.
+ * and trusts it only if the issuing CA signed it. The URL may be plain HTTP (RFC 5280 4.2.1.13:
+ * the CRL is a signed object, so the transport adds nothing to its trust; fleetgate writes http://
+ * URLs when its plain-HTTP PKI listener is on) or HTTPS, checked against the pinned CA.
  */
+import http from 'node:http';
 import https from 'node:https';
 import type { Credential } from './credentials.js';
 import { x509 } from './x509.js';
@@ -20,7 +23,7 @@ export function crlRevocationCheck(ca: string | Buffer, timeoutMs = 10_000): Rev
       const url = dp?.distributionPoints
         .flatMap((p) => p.distributionPoint?.fullName ?? [])
         .map((n) => n.uniformResourceIdentifier)
-        .find((u): u is string => typeof u === 'string' && u.startsWith('https:'));
+        .find((u): u is string => typeof u === 'string' && /^https?:/.test(u));
       if (!url) return undefined;
       const der = await fetchDer(url, ca, timeoutMs);
       const crl = new x509.X509Crl(der);
@@ -48,7 +51,7 @@ function fetchDer(url: string, ca: string | Buffer, timeoutMs: number): Promise<
       clearTimeout(deadline);
       reject(e);
     };
-    const req = https.get(url, { ca, agent: false }, (res) => {
+    const onResponse = (res: http.IncomingMessage) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
@@ -62,7 +65,10 @@ function fetchDer(url: string, ca: string | Buffer, timeoutMs: number): Promise<
         else reject(new Error(`HTTP ${res.statusCode}`));
       });
       res.on('error', fail);
-    });
+    };
+    const req = url.startsWith('https:')
+      ? https.get(url, { ca, agent: false }, onResponse)
+      : http.get(url, { agent: false }, onResponse);
     req.on('error', fail);
   });
 }

@@ -328,7 +328,7 @@ describe('operator API with bad input', () => {
 describe('methods a path does not serve', () => {
   it('answers 405 METHOD_NOT_ALLOWED with an Allow header on known paths, 404 elsewhere', async () => {
     const cases: [string, string, string][] = [
-      ['DELETE', '/api/v1/tokens', 'POST'],
+      ['DELETE', '/api/v1/tokens', 'GET, HEAD, POST'],
       ['PUT', '/api/v1/devices/dev-1', 'GET, HEAD'],
       ['GET', '/api/v1/devices/dev-1/revoke', 'POST'],
       ['GET', '/.well-known/est/simpleenroll', 'POST'],
