@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeCsr } from '../helpers/csr.js';
 import { type Fleet, metricsText, metricValue, startFleet } from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
+import { waitFor } from '../helpers/wait.js';
 
 /** Anything shaped like a fleetgate secret: a prefix and a run of base64url. */
 const SECRET = /fg[to]_[A-Za-z0-9_-]{8,}/;
@@ -137,7 +138,12 @@ describe('unauthenticated EST failures (issue 21 items 2 and 3)', () => {
     const audit = await auditText();
     expect(audit.text).not.toMatch(SECRET);
     expect(audit.text).not.toContain(adminToken);
-    const log = fleet.server.stderr();
+    // The mismatch's debug line may reach the captured stream after its answer reached us: wait
+    // for it (the line that proves the stream was read up to there), then check the whole stream.
+    const log = await waitFor('the mismatch debug line in the server log', () => {
+      const text = fleet.server.stderr();
+      return text.includes('fgo_[redacted]') ? text : undefined;
+    });
     expect(log.length).toBeGreaterThan(0);
     expect(log).not.toMatch(SECRET);
     expect(log).not.toContain(adminToken.slice(4));
