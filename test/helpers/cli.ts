@@ -56,17 +56,29 @@ export function removeTempDirs(): void {
   madeDirs.clear();
 }
 
+export interface RunOptions {
+  timeoutMs?: number;
+  input?: string;
+  /** Run under `ulimit -f` of this many KiB (writes past it fail with EFBIG). */
+  fileSizeLimitKiB?: number;
+}
+
 /** Runs a Node.js bin of this repository (as users run it) in a child process. */
 export function runBin(
   bin: string,
   args: string[],
   env: Record<string, string | undefined> = {},
-  opts: { timeoutMs?: number; input?: string } = {},
+  opts: RunOptions = {},
 ): Promise<CliResult> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const name = path.basename(bin, '.js');
+  // With a file size limit the bin runs under bash's `ulimit -f` (KiB), as a user would hit a full disk.
+  const [command, argv] =
+    opts.fileSizeLimitKiB === undefined
+      ? [process.execPath, [bin, ...args]]
+      : ['bash', ['-c', `ulimit -f ${opts.fileSizeLimitKiB}; exec "$0" "$@"`, process.execPath, bin, ...args]];
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [bin, ...args], { env: cliEnv(env), cwd: REPO_ROOT });
+    const child = spawn(command, argv, { env: cliEnv(env), cwd: REPO_ROOT });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => {
@@ -92,7 +104,7 @@ export function runBin(
 export function runCli(
   args: string[],
   env: Record<string, string | undefined> = {},
-  opts: { timeoutMs?: number; input?: string } = {},
+  opts: RunOptions = {},
 ): Promise<CliResult> {
   return runBin(FLEETGATE_BIN, args, env, opts);
 }

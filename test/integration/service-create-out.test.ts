@@ -4,11 +4,10 @@
  * NAME.key or ca.pem is refused before anything is issued, and a write that fails after the
  * certificate was issued (a file size limit) revokes it and removes the files the command made.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type CliResult, cliEnv, FLEETGATE_BIN, REPO_ROOT, runCli, tempDir } from '../helpers/cli.js';
+import { runCli, tempDir } from '../helpers/cli.js';
 import { type Fleet, startFleet } from '../helpers/device.js';
 import { requireTool } from '../helpers/system-tools.js';
 
@@ -31,27 +30,6 @@ async function certificatesOf(fleet: Fleet, name: string): Promise<NonNullable<D
   if (r.status === 404) return [];
   expect(r.status).toBe(200);
   return r.json.certificates ?? [];
-}
-
-/** `service create` under a file size limit of `blocks` KiB (bash ulimit -f), as a user would hit a full disk. */
-function serviceCreateLimited(args: string[], env: Record<string, string>, blocks: number): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      'bash',
-      ['-c', `ulimit -f ${blocks}; exec "$0" "$@"`, process.execPath, FLEETGATE_BIN, 'service', 'create', ...args],
-      { env: cliEnv(env), cwd: REPO_ROOT },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
 }
 
 describe('service create --out refuses links and leaves no credential behind on failure', () => {
@@ -105,7 +83,7 @@ describe('service create --out refuses links and leaves no credential behind on 
     const name = 'svc-efbig';
     const out = scratch('fg-svc-efbig-');
     // 1 KiB: the key (about 240 bytes) fits, the CA chain (two certificates) does not.
-    const r = await serviceCreateLimited([name, '--out', out], fleet.env, 1);
+    const r = await runCli(['service', 'create', name, '--out', out], fleet.env, { fileSizeLimitKiB: 1 });
     expect(r.code, r.stdout + r.stderr).toBe(1);
     const lines = r.stderr.trim().split('\n');
     expect(lines, r.stderr).toHaveLength(1);
