@@ -65,10 +65,9 @@ export interface IssueJob<T> {
 }
 
 interface Entry {
-  /** null: rejected before reaching the store (only its rejection is audited). */
-  run: ((tx: StoreTx) => Promise<{ value: unknown; audit: NewAuditEvent }>) | null;
+  run: (tx: StoreTx) => Promise<{ value: unknown; audit: NewAuditEvent }>;
   failed(error: unknown): NewAuditEvent | null;
-  /** Set when the request was rejected before its batch ran (bad input, queue timeout). */
+  /** Set when the request was rejected before its batch ran (queue full or timed out). */
   error?: unknown;
   settled: boolean;
   resolve(value: unknown): void;
@@ -144,20 +143,9 @@ export class GroupCommit {
     });
   }
 
-  /**
-   * A request rejected before it reached the store: the rejection is audited with the next batch
-   * (so it does not take the audit lock on its own), then `error` is thrown.
-   */
-  reject(error: unknown, failed: (error: unknown) => NewAuditEvent | null): Promise<never> {
-    return new Promise<never>((_, reject) => {
-      const entry: Entry = { run: null, failed, error, settled: false, resolve: () => undefined, reject };
-      this.enqueue(entry);
-    });
-  }
-
   private pendingRequests(): number {
     let n = 0;
-    for (const e of this.queue) if (!e.settled && e.run) n++;
+    for (const e of this.queue) if (!e.settled) n++;
     return n;
   }
 
@@ -204,7 +192,7 @@ export class GroupCommit {
         outcomes = [];
         const events: NewAuditEvent[] = [];
         for (const entry of batch) {
-          if (entry.run === null || entry.settled) {
+          if (entry.settled) {
             const error = entry.error;
             outcomes.push({ ok: false, error });
             pushEvent(events, () => entry.failed(error));
@@ -226,21 +214,12 @@ export class GroupCommit {
       // Nothing of the batch persisted: every request in it fails, its rejection audited apart
       // first (as a rejection always was before the caller heard of it).
       const error = storeFailure(e);
-      await this.auditApart(
-        batch.map((entry) =>
-          eventOrNull(() => entry.failed(entry.run === null || entry.settled ? entry.error : error)),
-        ),
-      );
-      for (const entry of batch) {
-        if (entry.run === null) entry.reject(entry.error);
-        else this.settle(entry, { ok: false, error });
-      }
+      await this.auditApart(batch.map((entry) => eventOrNull(() => entry.failed(entry.settled ? entry.error : error))));
+      for (const entry of batch) this.settle(entry, { ok: false, error });
       return;
     }
     batch.forEach((entry, i) => {
-      const outcome = outcomes[i]!;
-      if (entry.run === null) entry.reject(entry.error);
-      else this.settle(entry, outcome);
+      this.settle(entry, outcomes[i]!);
     });
   }
 
