@@ -1,0 +1,124 @@
+/**
+ * Store events on the wire: the NOTIFY payload codec and the outbox for events too big for one
+ * NOTIFY. Every process sharing a PostgreSQL database LISTENs on EVENT_CHANNEL; PGlite has no
+ * other process to tell, so there events are only delivered in-process (event-fanout.ts).
+ */
+import { str } from './rows.js';
+import type { SqlExecutor } from './sql-executor.js';
+import type { RevocationReason, StoreEvent } from './types.js';
+
+export const EVENT_CHANNEL = 'fleetgate_events';
+/** PostgreSQL rejects NOTIFY payloads of 8000 bytes or more; stay clear of it. */
+const MAX_PAYLOAD_BYTES = 7000;
+
+interface WireEvent {
+  v: 1;
+  /** The store instance that raised it: it has delivered locally already and skips the echo. */
+  o: string;
+  type: StoreEvent['type'];
+  serial?: string;
+  deviceId: string;
+  reason?: number;
+  serials?: string[];
+  at: string;
+}
+
+export function encodeEvent(ev: StoreEvent, origin: string): string[] {
+  if (ev.type === 'revoked') {
+    const w: WireEvent = {
+      v: 1,
+      o: origin,
+      type: 'revoked',
+      serial: ev.serial,
+      deviceId: ev.deviceId,
+      reason: ev.reason,
+      at: ev.at.toISOString(),
+    };
+    return [JSON.stringify(w)];
+  }
+  // A device with very many certificates would exceed the NOTIFY payload limit: split the serials
+  // over several device-revoked events (each one is complete in itself for a listener).
+  const payloads: string[] = [];
+  let chunk: string[] = [];
+  // Splitting only helps when the serials are what makes it big; an absurdly long device id
+  // yields one oversized payload, which notifyEvent() parks in the outbox.
+  if (Buffer.byteLength(encodeChunk(ev, origin, [])) > MAX_PAYLOAD_BYTES / 2) {
+    return [encodeChunk(ev, origin, ev.serials)];
+  }
+  const encode = (serials: string[]) => encodeChunk(ev, origin, serials);
+  for (const s of ev.serials) {
+    if (chunk.length > 0 && Buffer.byteLength(encode([...chunk, s])) > MAX_PAYLOAD_BYTES) {
+      payloads.push(encode(chunk));
+      chunk = [];
+    }
+    chunk.push(s);
+  }
+  payloads.push(encode(chunk));
+  return payloads;
+}
+
+function encodeChunk(ev: { deviceId: string; at: Date }, origin: string, serials: string[]): string {
+  return JSON.stringify({
+    v: 1,
+    o: origin,
+    type: 'device-revoked',
+    deviceId: ev.deviceId,
+    serials,
+    at: ev.at.toISOString(),
+  } satisfies WireEvent);
+}
+
+export type DecodedEvent = { origin: string } & ({ ev: StoreEvent } | { ref: string });
+
+/** An event or a reference to one parked in event_outbox, with its origin; null if not ours. */
+export function decodeEvent(payload: string): DecodedEvent | null {
+  let w: Partial<WireEvent> & { ref?: unknown };
+  try {
+    w = JSON.parse(payload) as Partial<WireEvent> & { ref?: unknown };
+  } catch {
+    return null; // someone else's NOTIFY on our channel: not ours to interpret
+  }
+  if (w === null || typeof w !== 'object' || w.v !== 1 || typeof w.o !== 'string') return null;
+  const origin = w.o;
+  if (typeof w.ref === 'string' && /^[0-9]+$/.test(w.ref)) return { origin, ref: w.ref };
+  if (typeof w.deviceId !== 'string') return null;
+  if (typeof w.at !== 'string') return null;
+  const at = new Date(w.at);
+  if (Number.isNaN(at.getTime())) return null;
+  if (w.type === 'revoked' && typeof w.serial === 'string' && typeof w.reason === 'number') {
+    return {
+      origin,
+      ev: { type: 'revoked', serial: w.serial, deviceId: w.deviceId, reason: w.reason as RevocationReason, at },
+    };
+  }
+  if (w.type === 'device-revoked' && Array.isArray(w.serials) && w.serials.every((s) => typeof s === 'string')) {
+    return { origin, ev: { type: 'device-revoked', deviceId: w.deviceId, serials: w.serials, at } };
+  }
+  return null;
+}
+
+/**
+ * Sends the event with NOTIFY on `ex`, inside the caller's transaction: PostgreSQL delivers it at
+ * commit and drops it on rollback. A payload over the NOTIFY limit is parked in event_outbox and
+ * only a reference to it is sent.
+ */
+export async function notifyEvent(ex: SqlExecutor, ev: StoreEvent, origin: string): Promise<void> {
+  for (const payload of encodeEvent(ev, origin)) {
+    let notice = payload;
+    if (Buffer.byteLength(payload) > MAX_PAYLOAD_BYTES) {
+      await ex.query(`DELETE FROM event_outbox WHERE created_at < now() - interval '1 hour'`);
+      const rows = await ex.query('INSERT INTO event_outbox (payload) VALUES ($1::text) RETURNING id::text AS id', [
+        payload,
+      ]);
+      notice = JSON.stringify({ v: 1, o: origin, ref: str(rows[0]?.id) });
+    }
+    await ex.query('SELECT pg_notify($1::text, $2::text)', [EVENT_CHANNEL, notice]);
+  }
+}
+
+/** The parked event a reference points at (committed before its NOTIFY was sent), or null. */
+export async function fetchParkedEvent(ex: SqlExecutor, ref: string): Promise<StoreEvent | null> {
+  const rows = await ex.query('SELECT payload FROM event_outbox WHERE id = $1::bigint', [ref]);
+  const parked = rows[0] ? decodeEvent(str(rows[0].payload)) : null;
+  return parked && 'ev' in parked ? parked.ev : null;
+}

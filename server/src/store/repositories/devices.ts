@@ -1,0 +1,64 @@
+/** Devices and services: identity, status and presence. */
+import { FleetgateError } from '../../errors.js';
+import { DEVICE_COLS, mapDevice } from '../rows.js';
+import { count } from '../sql-executor.js';
+import type { SqlContext } from '../transactions.js';
+import type { DeviceRecord, DeviceStatus, IdentityKind } from '../types.js';
+
+export async function upsertDevice(cx: SqlContext, id: string, kind: IdentityKind): Promise<DeviceRecord> {
+  // An existing device is returned unchanged (kind and status are not overwritten); the no-op
+  // DO UPDATE is there so RETURNING yields the row in both cases.
+  const rows = await cx.ex.query(
+    `INSERT INTO devices (id, kind) VALUES ($1::text, $2::text)
+     ON CONFLICT (id) DO UPDATE SET id = devices.id
+     RETURNING ${DEVICE_COLS}`,
+    [id, kind],
+  );
+  return mapDevice(rows[0]!);
+}
+
+export async function getDevice(cx: SqlContext, id: string): Promise<DeviceRecord | null> {
+  const rows = await cx.ex.query(`SELECT ${DEVICE_COLS} FROM devices WHERE id = $1::text`, [id]);
+  return rows[0] ? mapDevice(rows[0]) : null;
+}
+
+export async function listDevices(
+  cx: SqlContext,
+  opts: { kind?: IdentityKind; status?: DeviceStatus; limit?: number; offset?: number } = {},
+): Promise<DeviceRecord[]> {
+  const rows = await cx.ex.query(
+    `SELECT ${DEVICE_COLS} FROM devices
+     WHERE ($1::text IS NULL OR kind = $1::text) AND ($2::text IS NULL OR status = $2::text)
+     ORDER BY id COLLATE "C"
+     LIMIT $3::bigint OFFSET coalesce($4::bigint, 0)`,
+    [opts.kind ?? null, opts.status ?? null, count(opts.limit), count(opts.offset)],
+  );
+  return rows.map(mapDevice);
+}
+
+export async function setDeviceStatus(cx: SqlContext, id: string, status: DeviceStatus): Promise<void> {
+  const rows = await cx.ex.query('UPDATE devices SET status = $2::text WHERE id = $1::text RETURNING id', [id, status]);
+  if (rows.length === 0) throw new FleetgateError('DEVICE_NOT_FOUND', `device ${JSON.stringify(id)} not found`);
+}
+
+export async function markSeen(
+  cx: SqlContext,
+  entries: { deviceId: string; at: Date; online: boolean }[],
+): Promise<void> {
+  if (entries.length === 0) return;
+  // One statement for the whole batch. Per device only the newest entry counts (the last one
+  // wins on a tie), and a batch older than what is stored does not move presence backwards.
+  const latest = new Map<string, { deviceId: string; at: string; online: boolean }>();
+  for (const e of entries) {
+    const prev = latest.get(e.deviceId);
+    if (!prev || e.at.getTime() >= Date.parse(prev.at)) {
+      latest.set(e.deviceId, { deviceId: e.deviceId, at: e.at.toISOString(), online: e.online });
+    }
+  }
+  await cx.ex.query(
+    `UPDATE devices AS d SET last_seen_at = v.at, online = v.online
+     FROM jsonb_to_recordset($1::text::jsonb) AS v("deviceId" text, at timestamptz, online boolean)
+     WHERE d.id = v."deviceId" AND (d.last_seen_at IS NULL OR d.last_seen_at <= v.at)`,
+    [JSON.stringify([...latest.values()])],
+  );
+}

@@ -1,0 +1,87 @@
+/** Enrollment tokens: only the hash of each secret is stored; consumption is the race arbiter. */
+import { mapToken, str, TOKEN_COLS } from '../rows.js';
+import { rethrowConstraint } from '../sql-executor.js';
+import type { SqlContext } from '../transactions.js';
+import type { NewToken, TokenConsumeResult, TokenRecord, TokenState } from '../types.js';
+
+export async function insertTokens(cx: SqlContext, tokens: NewToken[]): Promise<void> {
+  if (tokens.length === 0) return;
+  // One statement for a whole factory batch: all tokens or none.
+  const batch = tokens.map((t) => ({
+    id: t.id,
+    deviceId: t.deviceId,
+    tokenHash: t.tokenHash,
+    expiresAt: t.expiresAt.toISOString(),
+    createdBy: t.createdBy,
+  }));
+  try {
+    await cx.ex.query(
+      `INSERT INTO enrollment_tokens (id, device_id, token_hash, expires_at, created_by)
+       SELECT v.id, v."deviceId", v."tokenHash", v."expiresAt", v."createdBy"
+       FROM jsonb_to_recordset($1::text::jsonb)
+         AS v(id text, "deviceId" text, "tokenHash" text, "expiresAt" timestamptz, "createdBy" text)`,
+      [JSON.stringify(batch)],
+    );
+  } catch (e) {
+    rethrowConstraint(e, 'token');
+  }
+}
+
+export async function consumeToken(
+  cx: SqlContext,
+  tokenHash: string,
+  deviceId: string,
+  now: Date,
+): Promise<TokenConsumeResult> {
+  // The single conditional UPDATE is the race arbiter: under concurrency PostgreSQL re-checks
+  // `used_at IS NULL` on the row version left by the winner, so exactly one caller gets a row.
+  const rows = await cx.ex.query(
+    `UPDATE enrollment_tokens SET used_at = $3::timestamptz
+     WHERE token_hash = $1::text AND device_id = $2::text AND used_at IS NULL AND expires_at > $3::timestamptz
+     RETURNING ${TOKEN_COLS}`,
+    [tokenHash, deviceId, now],
+  );
+  if (rows[0]) return { ok: true, token: mapToken(rows[0]) };
+  // Failed: find out why (read-only, so no race can turn a failure into a consumption).
+  const found = await cx.ex.query(
+    'SELECT device_id, used_at, expires_at FROM enrollment_tokens WHERE token_hash = $1::text',
+    [tokenHash],
+  );
+  const t = found[0];
+  if (!t) return { ok: false, reason: 'unknown' };
+  if (t.device_id !== deviceId) return { ok: false, reason: 'device_mismatch', deviceId: str(t.device_id) };
+  if (t.used_at !== null) return { ok: false, reason: 'used' };
+  return { ok: false, reason: 'expired' };
+}
+
+export async function listTokens(
+  cx: SqlContext,
+  opts: { deviceId?: string; state?: TokenState; now?: Date; limit?: number } = {},
+): Promise<TokenRecord[]> {
+  const rows = await cx.ex.query(
+    `SELECT ${TOKEN_COLS} FROM enrollment_tokens
+     WHERE ($1::text IS NULL OR device_id = $1::text)
+       AND ($3::text IS NULL
+         OR ($3::text = 'used' AND used_at IS NOT NULL)
+         OR ($3::text = 'unused' AND used_at IS NULL AND expires_at > $4::timestamptz)
+         OR ($3::text = 'expired' AND used_at IS NULL AND expires_at <= $4::timestamptz))
+     ORDER BY created_at DESC, id LIMIT $2::int`,
+    [opts.deviceId ?? null, opts.limit ?? 1000, opts.state ?? null, (opts.now ?? new Date()).toISOString()],
+  );
+  return rows.map(mapToken);
+}
+
+export async function getToken(cx: SqlContext, id: string): Promise<TokenRecord | null> {
+  const rows = await cx.ex.query(`SELECT ${TOKEN_COLS} FROM enrollment_tokens WHERE id = $1::text`, [id]);
+  return rows[0] ? mapToken(rows[0]) : null;
+}
+
+export async function deleteUnusedToken(cx: SqlContext, id: string): Promise<TokenRecord | null> {
+  // Conditional on used_at IS NULL: a token consumed concurrently is not deleted (consumeToken's
+  // UPDATE and this DELETE serialise on the row).
+  const rows = await cx.ex.query(
+    `DELETE FROM enrollment_tokens WHERE id = $1::text AND used_at IS NULL RETURNING ${TOKEN_COLS}`,
+    [id],
+  );
+  return rows[0] ? mapToken(rows[0]) : null;
+}
