@@ -2,13 +2,24 @@
  * The one typed configuration of fleetgate: environment variables + defaults, validated once at
  * start. A bad value stops start-up with one line naming the variable (ConfigError). Nothing else
  * in the code base reads process.env for settings.
+ *
+ * Every variable is declared once, in CONFIG_SCHEMA below (name, parser, default, help text,
+ * section). `loadConfig`, `serve --help` and the README's tables (`node scripts/config-docs.mjs
+ * --write`) are all produced from it; test/unit/config-docs.test.ts fails when they disagree.
+ * A new setting: add its field to Config, its entry to CONFIG_SCHEMA, and one line to loadConfig.
  */
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
-import path from 'node:path';
-import { FleetgateError } from './errors.js';
-import { redactUserinfo } from './redact.js';
+import * as p from './config-parsers.js';
+import { ConfigError, type Parser, type ServerNames, type ServiceRights } from './config-parsers.js';
+
+export {
+  ConfigError,
+  DEFAULT_SERVICE_RIGHTS,
+  isTopicFilter,
+  parseDuration,
+  type ServiceRights,
+} from './config-parsers.js';
 
 export type CaKeyAlgorithmSetting = 'P-256' | 'P-384' | 'RSA-3072';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -26,7 +37,7 @@ export interface Config {
   /** False when publicUrl was derived from host and port (then it follows the bound port). */
   publicUrlExplicit: boolean;
   /** Extra DNS names / IP addresses for the API's TLS certificate (localhost, 127.0.0.1 always). */
-  serverNames: { dnsNames: string[]; ipAddresses: string[] };
+  serverNames: ServerNames;
   caKeyAlgorithm: CaKeyAlgorithmSetting;
   caName: string;
   /** Device certificate validity (RFC 5280 notAfter - notBefore, before the 5 min backdate). */
@@ -80,12 +91,6 @@ export interface Config {
   metricsAddress: { host: string; port: number } | undefined;
 }
 
-/** Rights of a backend service on the broker: MQTT topic filters it may subscribe / publish to. */
-export interface ServiceRights {
-  subscribe: string[];
-  publish: string[];
-}
-
 export interface MqttConfig {
   /** TLS handshake deadline, and the deadline for the MQTT CONNECT after it. */
   handshakeTimeoutMs: number;
@@ -123,281 +128,504 @@ export interface MqttConfig {
   presenceFlushMs: number;
 }
 
-export const DEFAULT_SERVICE_RIGHTS: ServiceRights = {
-  subscribe: ['devices/+/#'],
-  publish: ['devices/+/commands/#'],
-};
-
-export class ConfigError extends FleetgateError {
-  constructor(
-    readonly variable: string,
-    message: string,
-  ) {
-    super('CONFIG_INVALID', `${variable} ${message}`, { variable });
-  }
-}
-
 type Env = Record<string, string | undefined>;
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+/** Where a variable is documented: the README's main settings table or the broker's. */
+export type ConfigSection = 'general' | 'mqtt';
 
-/** Parses "90s", "15m", "24h", "30d" or a bare number of seconds. Returns milliseconds or null. */
-export function parseDuration(value: string): number | null {
-  const m = /^(\d{1,9})(ms|s|m|h|d)?$/.exec(value.trim());
-  if (!m) return null;
-  const n = Number(m[1]);
-  const ms = n * (DURATION_UNITS[m[2] ?? 's'] ?? 1_000);
-  return ms > 0 ? ms : null;
+/** What a default computed at start may use. */
+export interface DefaultContext {
+  cwd: string;
 }
 
-function readString(env: Env, name: string): string | undefined {
-  const raw = env[name];
-  if (raw === undefined) return undefined;
-  const v = raw.trim();
-  return v === '' ? undefined : v;
+/** One environment variable: how to read it, its default and how it is documented. */
+export interface Setting<T> {
+  env: string;
+  section: ConfigSection;
+  /** Reads the trimmed, non-empty value; an unset or blank variable takes `default` instead. */
+  parse: Parser<T>;
+  /** The value when unset; a function when it is computed at start (cwd, number of cores). */
+  default: T | ((ctx: DefaultContext) => T);
+  /** The default as `--help` shows it. */
+  defaultText: string;
+  /** One line for `--help`: what the variable sets. */
+  help: string;
+  /** Markdown for the README table when it says more than `--help` (links, code spans). */
+  readme?: { default?: string; help?: string };
 }
 
-function readPort(env: Env, name: string, dflt: number): number {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) {
-    throw new ConfigError(name, `must be a port number 0-65535 (got ${JSON.stringify(v)})`);
-  }
-  return Number(v);
+/** T comes from the parser alone, so a default like 'P-256' keeps the parser's literal type. */
+function setting<T>(
+  s: Omit<Setting<T>, 'default'> & { default: NoInfer<T> | ((ctx: DefaultContext) => NoInfer<T>) },
+): Setting<T> {
+  return s;
 }
 
-/** A port, 0 (any free port) or `off` (null: no listener). */
-function readPkiHttpPort(env: Env, name: string): number | null {
-  const v = readString(env, name);
-  if (v?.toLowerCase() === 'off') return null;
-  if (v !== undefined && (!/^\d{1,5}$/.test(v) || Number(v) > 65535)) {
-    throw new ConfigError(name, `must be a port number 0-65535 or off (got ${JSON.stringify(v)})`);
-  }
-  return v === undefined ? 8080 : Number(v);
-}
+/** For settings whose default is derived from other settings in loadConfig (documented by defaultText). */
+const UNSET = undefined;
 
-function readInt(env: Env, name: string, dflt: number, min: number, max: number): number {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
-    throw new ConfigError(name, `must be a whole number from ${min} to ${max} (got ${JSON.stringify(v)})`);
-  }
-  return Number(v);
-}
-
-function readEnum<T extends string>(env: Env, name: string, allowed: readonly T[], dflt: T): T {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  if (!(allowed as readonly string[]).includes(v)) {
-    throw new ConfigError(name, `must be one of ${allowed.join(', ')} (got ${JSON.stringify(v)})`);
-  }
-  return v as T;
-}
-
-function readBool(env: Env, name: string, dflt: boolean): boolean {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  if (/^(1|true|yes|on)$/i.test(v)) return true;
-  if (/^(0|false|no|off)$/i.test(v)) return false;
-  throw new ConfigError(name, `must be true or false (got ${JSON.stringify(v)})`);
-}
-
-function readDuration(env: Env, name: string, dflt: number, maxMs: number): number {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  const ms = parseDuration(v);
-  if (ms === null || ms > maxMs) {
-    throw new ConfigError(name, `must be a duration like 90s, 15m, 24h or 30d (got ${JSON.stringify(v)})`);
-  }
-  return ms;
-}
-
-const HOSTNAME =
-  /^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
-
-function readHost(env: Env, name: string, dflt: string): string {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  // A top-level label is never all digits (RFC 3696 section 2; WHATWG URL parsing takes such a
-  // name for an IPv4 address): 999.1.1.1 or 1.2.3 would pass the pattern and break every URL.
-  const lastLabel = v.split('.').pop() ?? '';
-  if (isIP(v) === 0 && (!HOSTNAME.test(v) || /^[0-9]+$/.test(lastLabel))) {
-    throw new ConfigError(name, `must be an IP address or host name (got ${JSON.stringify(v)})`);
-  }
-  return v;
-}
-
-function readServerNames(env: Env, name: string): Config['serverNames'] {
-  const v = readString(env, name);
-  const dnsNames: string[] = [];
-  const ipAddresses: string[] = [];
-  if (v === undefined) return { dnsNames, ipAddresses };
-  for (const part of v.split(',')) {
-    const item = part.trim();
-    if (item === '') continue;
-    if (isIP(item) !== 0) ipAddresses.push(item);
-    else if (HOSTNAME.test(item)) dnsNames.push(item.toLowerCase());
-    else
-      throw new ConfigError(
-        name,
-        `must be a comma-separated list of host names and IP addresses (bad entry ${JSON.stringify(item)})`,
-      );
-  }
-  return { dnsNames, ipAddresses };
-}
-
-function readDatabaseUrl(env: Env, name: string): string | undefined {
-  const v = readString(env, name);
-  if (v === undefined) return undefined;
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    throw new ConfigError(name, 'must be a postgres:// or postgresql:// URL (not a valid URL)');
-  }
-  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') {
-    // Never echo the URL: it may carry a password.
-    throw new ConfigError(
-      name,
-      `must be a postgres:// or postgresql:// URL (got scheme ${JSON.stringify(url.protocol)})`,
-    );
-  }
-  return v;
-}
-
-function readRedisUrl(env: Env, name: string): string | undefined {
-  const v = readString(env, name);
-  if (v === undefined) return undefined;
-  let url: URL;
-  try {
-    url = new URL(v);
-  } catch {
-    throw new ConfigError(name, 'must be a redis:// or rediss:// URL (not a valid URL)');
-  }
-  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    // Never echo the URL: it may carry a password.
-    throw new ConfigError(name, `must be a redis:// or rediss:// URL (got scheme ${JSON.stringify(url.protocol)})`);
-  }
-  if (url.pathname !== '' && url.pathname !== '/' && !/^\/\d{1,5}$/.test(url.pathname)) {
-    throw new ConfigError(name, 'must be a redis:// or rediss:// URL whose path, if any, is a database number');
-  }
-  return v;
-}
-
-function readPublicUrl(env: Env, name: string, dflt: string): string {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  let url: URL;
-  // Errors show the value with its user information masked: it may carry a password.
-  try {
-    url = new URL(v);
-  } catch {
-    throw new ConfigError(name, `must be an http(s) URL (got ${JSON.stringify(redactUserinfo(v))})`);
-  }
-  if (
-    (url.protocol !== 'https:' && url.protocol !== 'http:') ||
-    url.search ||
-    url.hash ||
-    url.username ||
-    url.password
-  ) {
-    throw new ConfigError(
-      name,
-      `must be an http(s) URL without query, fragment or credentials (got ${JSON.stringify(redactUserinfo(v))})`,
-    );
-  }
-  return url.toString().replace(/\/+$/, '');
-}
+const DAY = 86_400_000;
 
 /**
- * An MQTT topic filter (MQTT 3.1.1 section 4.7): non-empty levels or wildcards, '#' only last,
- * '+' and '#' alone in their level, no NUL, no leading '$' (reserved for the broker).
+ * Every variable fleetgate reads, in the order `--help` and the README list them. The keys are
+ * the names loadConfig uses; the value types come from the parsers.
  */
-export function isTopicFilter(filter: string): boolean {
-  if (filter.length === 0 || filter.length > 512 || filter.includes('\0') || filter.startsWith('$')) return false;
-  const levels = filter.split('/');
-  return levels.every((level, i) => {
-    if (level.includes('#')) return level === '#' && i === levels.length - 1;
-    if (level.includes('+')) return level === '+';
-    return true;
-  });
+export const CONFIG_SCHEMA = {
+  dataDir: setting({
+    env: 'FLEETGATE_DATA_DIR',
+    section: 'general',
+    parse: p.directory,
+    default: ({ cwd }) => p.directory('.fleetgate', { name: 'FLEETGATE_DATA_DIR', cwd }),
+    defaultText: './.fleetgate',
+    help: 'embedded DB, CA keys (0600), operator credential',
+    readme: { help: 'data dir (above)' },
+  }),
+  databaseUrl: setting<string | undefined>({
+    env: 'DATABASE_URL',
+    section: 'general',
+    parse: p.databaseUrl,
+    default: UNSET,
+    defaultText: '(unset: embedded PGlite)',
+    help: 'PostgreSQL URL',
+    readme: { default: 'unset', help: 'PostgreSQL URL; unset means the embedded PGlite database' },
+  }),
+  host: setting({
+    env: 'FLEETGATE_HOST',
+    section: 'general',
+    parse: p.host,
+    default: '127.0.0.1',
+    defaultText: '127.0.0.1',
+    help: 'bind address (0.0.0.0 to serve the network)',
+    readme: { help: 'bind address; `0.0.0.0` to serve the network' },
+  }),
+  apiPort: setting({
+    env: 'FLEETGATE_API_PORT',
+    section: 'general',
+    parse: p.port,
+    default: 8443,
+    defaultText: '8443',
+    help: 'HTTPS API, EST, CRL, OCSP',
+  }),
+  mqttPort: setting({
+    env: 'FLEETGATE_MQTT_PORT',
+    section: 'general',
+    parse: p.port,
+    default: 8883,
+    defaultText: '8883',
+    help: 'MQTT over mTLS',
+  }),
+  publicUrl: setting<string | undefined>({
+    env: 'FLEETGATE_PUBLIC_URL',
+    section: 'general',
+    parse: p.publicUrl,
+    default: UNSET,
+    defaultText: 'https://<host>:<api port>',
+    help: 'base URL put in certificates (CRL, OCSP)',
+    readme: {
+      default: '`https://<host>:<api port>`',
+      help: 'base URL of the API and EST as clients reach it; its host also names the plain-HTTP CRL/OCSP URLs (below)',
+    },
+  }),
+  pkiHttpPort: setting({
+    env: 'FLEETGATE_PKI_HTTP_PORT',
+    section: 'general',
+    parse: p.portOrOff,
+    default: 8080,
+    defaultText: '8080',
+    help: 'plain-HTTP listener for /crl and /ocsp only (0 = any free port, off = none)',
+    readme: { help: 'plain-HTTP listener serving only `/crl` and `/ocsp`; `0` = any free port, `off` = none' },
+  }),
+  pkiPublicUrl: setting<string | undefined>({
+    env: 'FLEETGATE_PKI_PUBLIC_URL',
+    section: 'general',
+    parse: p.publicUrl,
+    default: UNSET,
+    defaultText: 'http://<public host>:<pki port>',
+    help: 'base URL of /crl and /ocsp put in certificates',
+    readme: {
+      default: '`http://<public host>:<pki port>`',
+      help: 'base URL of `/crl` and `/ocsp` written into new certificates (CRL distribution point, AIA OCSP)',
+    },
+  }),
+  serverNames: setting({
+    env: 'FLEETGATE_SERVER_NAMES',
+    section: 'general',
+    parse: p.serverNames,
+    default: () => ({ dnsNames: [], ipAddresses: [] }),
+    defaultText: '(none)',
+    help: 'extra DNS names/IPs for the server certificate',
+    readme: {
+      default: 'none',
+      help: "extra DNS names / IPs in the server certificate (localhost, 127.0.0.1, the bind host and the public URL's host are always there)",
+    },
+  }),
+  caKeyAlgorithm: setting({
+    env: 'FLEETGATE_CA_KEY_ALGORITHM',
+    section: 'general',
+    parse: p.oneOf(['P-256', 'P-384', 'RSA-3072'] as const),
+    default: 'P-256',
+    defaultText: 'P-256',
+    help: 'P-256, P-384 or RSA-3072 (first start only)',
+    readme: { help: '`P-256`, `P-384` or `RSA-3072`; used only when the CA is created' },
+  }),
+  caName: setting({
+    env: 'FLEETGATE_CA_NAME',
+    section: 'general',
+    parse: p.matching(
+      /^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/,
+      'be 1-64 letters, digits, spaces, dots, dashes or underscores',
+      false,
+    ),
+    default: 'fleetgate',
+    defaultText: 'fleetgate',
+    help: 'name in the CA subjects (first start only)',
+    readme: { help: 'name in the CA subjects; used only when the CA is created' },
+  }),
+  certValidityDays: setting({
+    env: 'FLEETGATE_CERT_VALIDITY_DAYS',
+    section: 'general',
+    parse: p.wholeNumber(1, 825),
+    default: 30,
+    defaultText: '30',
+    help: 'device certificate lifetime',
+  }),
+  tokenTtlMs: setting({
+    env: 'FLEETGATE_TOKEN_TTL',
+    section: 'general',
+    parse: p.duration(365 * DAY),
+    default: DAY,
+    defaultText: '24h',
+    help: 'default enrollment token lifetime',
+  }),
+  serviceSelfRenew: setting({
+    env: 'FLEETGATE_SERVICE_SELF_RENEW',
+    section: 'general',
+    parse: p.bool,
+    default: true,
+    defaultText: 'true',
+    help: 'let service certificates renew over EST',
+    readme: {
+      help: 'whether service certificates may renew themselves over EST `simplereenroll` (see [Service renewal](#service-renewal))',
+    },
+  }),
+  serviceMaxLifetimeMs: setting({
+    env: 'FLEETGATE_SERVICE_MAX_LIFETIME',
+    section: 'general',
+    parse: p.duration(3650 * DAY),
+    default: 365 * DAY,
+    defaultText: '365d',
+    help: 'service renewals refused this long after `service create` (up to 3650d)',
+    readme: {
+      help: 'service renewals are refused this long after `service create` issued the credential (at most `3650d`)',
+    },
+  }),
+  estRatePerIp: setting({
+    env: 'FLEETGATE_EST_RATE_PER_IP',
+    section: 'general',
+    parse: p.wholeNumber(0, 1_000_000),
+    default: 1_000,
+    defaultText: '1000',
+    help: 'EST requests/s per source address (0 = unlimited)',
+    readme: {
+      help: 'EST requests per second per source address (IPv6: per /64); `0` = unlimited (see [EST rate limits](#est-rate-limits))',
+    },
+  }),
+  estBurstPerIp: setting({
+    env: 'FLEETGATE_EST_BURST_PER_IP',
+    section: 'general',
+    parse: p.wholeNumber(1, 10_000_000),
+    default: 2_000,
+    defaultText: '2000',
+    help: 'EST requests one address may send at once',
+  }),
+  estAuthFailuresPerMin: setting({
+    env: 'FLEETGATE_EST_AUTH_FAILURES_PER_MIN',
+    section: 'general',
+    parse: p.wholeNumber(0, 1_000_000),
+    default: 10,
+    defaultText: '10',
+    help: 'failed EST Basic authentications per minute per device id (0 = unlimited)',
+    readme: { help: 'failed `simpleenroll` authentications per minute per device id; `0` = unlimited' },
+  }),
+  estAuthFailureBurst: setting({
+    env: 'FLEETGATE_EST_AUTH_FAILURE_BURST',
+    section: 'general',
+    parse: p.wholeNumber(1, 1_000_000),
+    default: 10,
+    defaultText: '10',
+    help: 'failed authentications one id may have at once',
+    readme: { help: 'failed authentications one device id may have at once before it is slowed' },
+  }),
+  httpRequestTimeoutMs: setting({
+    env: 'FLEETGATE_HTTP_REQUEST_TIMEOUT',
+    section: 'general',
+    parse: p.duration(600_000),
+    default: 30_000,
+    defaultText: '30s',
+    help: 'deadline for a whole HTTP request',
+    readme: { help: 'deadline for a whole HTTP request (stalled bodies get 408)' },
+  }),
+  workers: setting({
+    env: 'FLEETGATE_WORKERS',
+    section: 'general',
+    parse: p.wholeNumber(1, 256),
+    default: () => availableParallelism(),
+    defaultText: 'number of cores',
+    help: 'broker worker processes (serve --workers N)',
+    readme: {
+      help: 'MQTT broker worker processes (`serve --workers N`); `1` = broker in the serve process',
+    },
+  }),
+  workerScheduling: setting({
+    env: 'FLEETGATE_WORKER_SCHEDULING',
+    section: 'general',
+    parse: p.oneOf(['rr', 'none'] as const),
+    default: 'none',
+    defaultText: 'none',
+    help: 'rr: primary hands connections to workers; none: workers accept directly',
+    readme: {
+      help: '`none`: workers accept directly (cheaper, spread left to the kernel); `rr`: the primary hands connections to workers (even spread)',
+    },
+  }),
+  tlsTickets: setting<1 | 2>({
+    env: 'FLEETGATE_TLS_TICKETS',
+    section: 'general',
+    parse: (v, ctx) => (p.oneOf(['1', '2'] as const)(v, ctx) === '1' ? 1 : 2),
+    default: 1,
+    defaultText: '1',
+    help: 'TLS 1.3 session tickets per handshake (1; 2 = OpenSSL default, also when OPENSSL_CONF is set)',
+    readme: {
+      help: "TLS 1.3 session tickets per handshake; `2` is OpenSSL's default (see [TLS tickets](#tls-session-tickets-and-the-serve-launcher))",
+    },
+  }),
+  redisUrl: setting<string | undefined>({
+    env: 'REDIS_URL',
+    section: 'general',
+    parse: p.redisUrl,
+    default: UNSET,
+    defaultText: '(unset: no cluster)',
+    help: 'redis:// URL shared by the nodes of a cluster',
+    readme: { default: 'unset', help: '`redis://` or `rediss://` URL shared by the nodes of a cluster (see Scaling)' },
+  }),
+  redisKeyPrefix: setting({
+    env: 'FLEETGATE_REDIS_KEY_PREFIX',
+    section: 'general',
+    parse: p.matching(/^[A-Za-z0-9._:-]{1,64}$/, 'be 1-64 letters, digits, dots, colons, dashes or underscores'),
+    default: 'fleetgate:',
+    defaultText: 'fleetgate:',
+    help: 'prefix of fleetgate keys in Redis',
+    readme: { help: "prefix of fleetgate's keys in Redis (sessions, retained messages)" },
+  }),
+  allowKeyReuse: setting({
+    env: 'FLEETGATE_ALLOW_KEY_REUSE',
+    section: 'general',
+    parse: p.bool,
+    default: false,
+    defaultText: 'false',
+    help: 'let re-enrollment keep the old key',
+  }),
+  ocspRatePerIp: setting({
+    env: 'FLEETGATE_OCSP_RATE_PER_IP',
+    section: 'general',
+    parse: p.wholeNumber(0, 1_000_000),
+    default: 50,
+    defaultText: '50',
+    help: 'OCSP requests/s per source address (0 = unlimited)',
+    readme: {
+      help: 'OCSP requests per second per source address (IPv6: per /64); `0` = unlimited; over it: `tryLater`',
+    },
+  }),
+  ocspRateBurst: setting({
+    env: 'FLEETGATE_OCSP_RATE_BURST',
+    section: 'general',
+    parse: p.wholeNumber(1, 10_000_000),
+    default: 100,
+    defaultText: '100',
+    help: 'OCSP requests one address may send at once',
+  }),
+  logLevel: setting({
+    env: 'FLEETGATE_LOG_LEVEL',
+    section: 'general',
+    parse: p.oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+    default: 'info',
+    defaultText: 'info',
+    help: 'fatal, error, warn, info, debug, trace, silent',
+    readme: { help: '`fatal` … `trace`, `silent`' },
+  }),
+  metricsToken: setting<string | undefined>({
+    env: 'FLEETGATE_METRICS_TOKEN_FILE',
+    section: 'general',
+    parse: p.tokenFile,
+    default: UNSET,
+    defaultText: '(unset: /metrics open)',
+    help: 'file with the bearer token /metrics requires',
+    readme: {
+      default: 'unset (`/metrics` open)',
+      help: 'file holding the bearer token `/metrics` requires (see [Monitoring](#monitoring-metrics))',
+    },
+  }),
+  metricsAddress: setting<{ host: string; port: number } | undefined>({
+    env: 'FLEETGATE_METRICS_ADDRESS',
+    section: 'general',
+    parse: p.listenAddress,
+    default: UNSET,
+    defaultText: '(unset: on the API)',
+    help: 'host:port of a plain-HTTP listener for /metrics only',
+    readme: {
+      default: 'unset (on the API)',
+      help: '`host:port` of a plain-HTTP listener serving only `/metrics` (then not on the API)',
+    },
+  }),
+  mqttHandshakeTimeoutMs: setting({
+    env: 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT',
+    section: 'mqtt',
+    parse: p.duration(120_000),
+    default: 5_000,
+    defaultText: '5s',
+    help: 'TLS handshake (and then CONNECT) deadline',
+    readme: { help: 'TLS handshake deadline, and then the deadline for CONNECT' },
+  }),
+  mqttMaxPacketSize: setting({
+    env: 'FLEETGATE_MQTT_MAX_PACKET_SIZE',
+    section: 'mqtt',
+    parse: p.wholeNumber(64, 268_435_455),
+    default: 131_072,
+    defaultText: '131072',
+    help: 'largest MQTT packet in bytes',
+    readme: { help: 'largest MQTT packet (bytes of remaining length)' },
+  }),
+  mqttPublishRate: setting({
+    env: 'FLEETGATE_MQTT_PUBLISH_RATE',
+    section: 'mqtt',
+    parse: p.wholeNumber(0, 1_000_000),
+    default: 500,
+    defaultText: '500',
+    help: 'PUBLISH (+ PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) packets/s per client (0 = unlimited)',
+    readme: {
+      help: 'PUBLISH (+ PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) packets per second per connection; `0` = unlimited',
+    },
+  }),
+  mqttPublishBurst: setting<number | undefined>({
+    env: 'FLEETGATE_MQTT_PUBLISH_BURST',
+    section: 'mqtt',
+    parse: p.wholeNumber(1, 10_000_000),
+    default: UNSET,
+    defaultText: '2 x rate',
+    help: 'publish burst per client',
+    readme: { help: 'publish bucket size' },
+  }),
+  mqttConnRatePerIp: setting({
+    env: 'FLEETGATE_MQTT_CONN_RATE_PER_IP',
+    section: 'mqtt',
+    parse: p.wholeNumber(0, 1_000_000),
+    default: 500,
+    defaultText: '500',
+    help: 'new connections/s per IP (0 = unlimited)',
+    readme: { help: 'new connections per second per source IP; `0` = unlimited' },
+  }),
+  mqttMaxHandshakes: setting({
+    env: 'FLEETGATE_MQTT_MAX_HANDSHAKES',
+    section: 'mqtt',
+    parse: p.wholeNumber(1, 1_000_000),
+    default: 1_000,
+    defaultText: '1000',
+    help: 'TLS handshakes in flight at once',
+    readme: { help: 'TLS handshakes in flight' },
+  }),
+  mqttMaxQueuedPerSession: setting({
+    env: 'FLEETGATE_MQTT_MAX_QUEUED',
+    section: 'mqtt',
+    parse: p.wholeNumber(0, 10_000_000),
+    default: 1_000,
+    defaultText: '1000',
+    help: 'unacknowledged QoS 1/2 messages kept per persistent session (0 = unlimited)',
+    readme: { help: 'unacknowledged QoS 1/2 messages kept per persistent session; `0` = unlimited' },
+  }),
+  mqttReadonlyTopics: setting({
+    env: 'FLEETGATE_MQTT_READONLY_TOPICS',
+    section: 'mqtt',
+    parse: p.topicFilters,
+    default: () => ['fleet/broadcast/#'],
+    defaultText: 'fleet/broadcast/#',
+    help: 'filters every device may subscribe to',
+    readme: { help: 'comma-separated filters every device may subscribe to' },
+  }),
+  mqttServiceAcl: setting({
+    env: 'FLEETGATE_MQTT_SERVICE_ACL',
+    section: 'mqtt',
+    parse: p.serviceAcl,
+    default: () => ({ '*': p.DEFAULT_SERVICE_RIGHTS }),
+    defaultText: '(see README)',
+    help: 'JSON rights per service name',
+    readme: { default: 'see above', help: 'JSON rights per service name (`*` for the rest)' },
+  }),
+  mqttTicketRotationMs: setting({
+    env: 'FLEETGATE_MQTT_TICKET_ROTATION',
+    section: 'mqtt',
+    parse: p.duration(365 * DAY),
+    default: DAY,
+    defaultText: '24h',
+    help: 'TLS ticket key rotation period',
+    readme: { help: 'ticket key period (all processes switch at the same edge)' },
+  }),
+  mqttTicketLifetimeMs: setting({
+    env: 'FLEETGATE_MQTT_TICKET_LIFETIME',
+    section: 'mqtt',
+    parse: p.duration(7 * DAY),
+    default: DAY,
+    defaultText: '24h',
+    help: 'TLS session ticket lifetime',
+    readme: { help: 'TLS session / ticket lifetime' },
+  }),
+  mqttRevocationResyncMs: setting({
+    env: 'FLEETGATE_MQTT_REVOCATION_RESYNC',
+    section: 'mqtt',
+    parse: p.duration(DAY),
+    default: 60_000,
+    defaultText: '60s',
+    help: 'full reload of revoked serials',
+    readme: { help: 'full reload of the revoked-serial set' },
+  }),
+  mqttRevocationMaxAgeMs: setting({
+    env: 'FLEETGATE_MQTT_REVOCATION_MAX_AGE',
+    section: 'mqtt',
+    parse: p.duration(7 * DAY),
+    default: 300_000,
+    defaultText: '5m',
+    help: 'refuse new connections when revocation data is older',
+    readme: { help: 'refuse new connections when the revoked set is older (fail closed)' },
+  }),
+  mqttPresenceFlushMs: setting({
+    env: 'FLEETGATE_MQTT_PRESENCE_FLUSH',
+    section: 'mqtt',
+    parse: p.duration(3_600_000),
+    default: 10_000,
+    defaultText: '10s',
+    help: 'batch interval of online/last-seen writes',
+    readme: { help: 'batch interval of online / last-seen writes (and the notAfter sweep)' },
+  }),
+};
+
+type SettingValues = {
+  [K in keyof typeof CONFIG_SCHEMA]: (typeof CONFIG_SCHEMA)[K] extends Setting<infer T> ? T : never;
+};
+
+/** The value of one setting: the parsed variable, or its default when unset or blank. */
+function readSetting<T>(s: Setting<T>, env: Env, cwd: string): T {
+  const raw = env[s.env]?.trim();
+  if (raw === undefined || raw === '') {
+    return typeof s.default === 'function' ? (s.default as (ctx: DefaultContext) => T)({ cwd }) : s.default;
+  }
+  return s.parse(raw, { name: s.env, cwd });
 }
 
-function readTopicFilters(env: Env, name: string, dflt: string[]): string[] {
-  const v = readString(env, name);
-  if (v === undefined) return dflt;
-  const filters = v
-    .split(',')
-    .map((f) => f.trim())
-    .filter((f) => f !== '');
-  const bad = filters.find((f) => !isTopicFilter(f));
-  if (bad !== undefined) {
-    throw new ConfigError(
-      name,
-      `must be a comma-separated list of MQTT topic filters (bad entry ${JSON.stringify(bad)})`,
-    );
+/** Reads every setting of the schema, in its order (the first bad variable throws). */
+function readSettings(env: Env, cwd: string): SettingValues {
+  const values: Record<string, unknown> = {};
+  for (const [key, s] of Object.entries(CONFIG_SCHEMA) as [string, Setting<unknown>][]) {
+    values[key] = readSetting(s, env, cwd);
   }
-  return filters;
-}
-
-function readServiceAcl(env: Env, name: string): Record<string, ServiceRights> {
-  const v = readString(env, name);
-  const acl: Record<string, ServiceRights> = { '*': DEFAULT_SERVICE_RIGHTS };
-  if (v === undefined) return acl;
-  const usage = 'must be JSON like {"NAME or *": {"subscribe": ["devices/+/#"], "publish": ["devices/+/commands/#"]}}';
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(v);
-  } catch {
-    throw new ConfigError(name, `${usage} (not valid JSON)`);
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(name, usage);
-  for (const [service, rights] of Object.entries(parsed as Record<string, unknown>)) {
-    if (service !== '*' && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(service)) {
-      throw new ConfigError(name, `${usage} (bad service name ${JSON.stringify(service)})`);
-    }
-    const r = rights as Record<string, unknown> | null;
-    const list = (key: string): string[] => {
-      const l = r?.[key] ?? [];
-      if (!Array.isArray(l) || !l.every((f) => typeof f === 'string' && isTopicFilter(f))) {
-        throw new ConfigError(name, `${usage} (bad ${key} list for ${JSON.stringify(service)})`);
-      }
-      return l as string[];
-    };
-    if (typeof r !== 'object' || r === null || Object.keys(r).some((k) => k !== 'subscribe' && k !== 'publish')) {
-      throw new ConfigError(name, `${usage} (bad entry for ${JSON.stringify(service)})`);
-    }
-    acl[service] = { subscribe: list('subscribe'), publish: list('publish') };
-  }
-  return acl;
-}
-
-function readMqttConfig(env: Env): MqttConfig {
-  const publishRate = readInt(env, 'FLEETGATE_MQTT_PUBLISH_RATE', 500, 0, 1_000_000);
-  const revocationResyncMs = readDuration(env, 'FLEETGATE_MQTT_REVOCATION_RESYNC', 60_000, 86_400_000);
-  const revocationMaxAgeMs = readDuration(env, 'FLEETGATE_MQTT_REVOCATION_MAX_AGE', 300_000, 7 * 86_400_000);
-  if (revocationMaxAgeMs <= revocationResyncMs) {
-    throw new ConfigError(
-      'FLEETGATE_MQTT_REVOCATION_MAX_AGE',
-      'must be longer than FLEETGATE_MQTT_REVOCATION_RESYNC (else every resync gap refuses connections)',
-    );
-  }
-  return {
-    handshakeTimeoutMs: readDuration(env, 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT', 5_000, 120_000),
-    maxPacketSize: readInt(env, 'FLEETGATE_MQTT_MAX_PACKET_SIZE', 131_072, 64, 268_435_455),
-    publishRate,
-    publishBurst: readInt(env, 'FLEETGATE_MQTT_PUBLISH_BURST', Math.max(1, publishRate * 2), 1, 10_000_000),
-    connRatePerIp: readInt(env, 'FLEETGATE_MQTT_CONN_RATE_PER_IP', 500, 0, 1_000_000),
-    maxHandshakes: readInt(env, 'FLEETGATE_MQTT_MAX_HANDSHAKES', 1_000, 1, 1_000_000),
-    maxQueuedPerSession: readInt(env, 'FLEETGATE_MQTT_MAX_QUEUED', 1_000, 0, 10_000_000),
-    readonlyTopics: readTopicFilters(env, 'FLEETGATE_MQTT_READONLY_TOPICS', ['fleet/broadcast/#']),
-    serviceAcl: readServiceAcl(env, 'FLEETGATE_MQTT_SERVICE_ACL'),
-    ticketRotationMs: readDuration(env, 'FLEETGATE_MQTT_TICKET_ROTATION', 86_400_000, 365 * 86_400_000),
-    ticketLifetimeMs: readDuration(env, 'FLEETGATE_MQTT_TICKET_LIFETIME', 86_400_000, 7 * 86_400_000),
-    revocationResyncMs,
-    revocationMaxAgeMs,
-    presenceFlushMs: readDuration(env, 'FLEETGATE_MQTT_PRESENCE_FLUSH', 10_000, 3_600_000),
-  };
+  return values as SettingValues;
 }
 
 /**
@@ -434,215 +662,73 @@ export function certificateNames(
 
 /** Reads and validates the whole configuration. Throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env, cwd: string = process.cwd()): Config {
-  const dataDirRaw = readString(env, 'FLEETGATE_DATA_DIR') ?? '.fleetgate';
-  if (dataDirRaw.includes('\0')) throw new ConfigError('FLEETGATE_DATA_DIR', 'must be a path');
-  const host = readHost(env, 'FLEETGATE_HOST', '127.0.0.1');
-  const apiPort = readPort(env, 'FLEETGATE_API_PORT', 8443);
-  const mqttPort = readPort(env, 'FLEETGATE_MQTT_PORT', 8883);
-  const caName = readString(env, 'FLEETGATE_CA_NAME') ?? 'fleetgate';
-  if (!/^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$/.test(caName)) {
-    throw new ConfigError('FLEETGATE_CA_NAME', 'must be 1-64 letters, digits, spaces, dots, dashes or underscores');
+  const v = readSettings(env, cwd);
+  if (v.mqttRevocationMaxAgeMs <= v.mqttRevocationResyncMs) {
+    throw new ConfigError(
+      'FLEETGATE_MQTT_REVOCATION_MAX_AGE',
+      'must be longer than FLEETGATE_MQTT_REVOCATION_RESYNC (else every resync gap refuses connections)',
+    );
   }
   return {
-    dataDir: path.resolve(cwd, dataDirRaw),
-    databaseUrl: readDatabaseUrl(env, 'DATABASE_URL'),
-    host,
-    apiPort,
-    mqttPort,
-    publicUrl: readPublicUrl(env, 'FLEETGATE_PUBLIC_URL', advertisedUrl('https', host, apiPort)),
-    publicUrlExplicit: readString(env, 'FLEETGATE_PUBLIC_URL') !== undefined,
-    serverNames: readServerNames(env, 'FLEETGATE_SERVER_NAMES'),
-    caKeyAlgorithm: readEnum(env, 'FLEETGATE_CA_KEY_ALGORITHM', ['P-256', 'P-384', 'RSA-3072'] as const, 'P-256'),
-    caName,
-    certValidityDays: readInt(env, 'FLEETGATE_CERT_VALIDITY_DAYS', 30, 1, 825),
-    tokenTtlMs: readDuration(env, 'FLEETGATE_TOKEN_TTL', 24 * 3_600_000, 365 * 86_400_000),
-    serviceSelfRenew: readBool(env, 'FLEETGATE_SERVICE_SELF_RENEW', true),
-    serviceMaxLifetimeMs: readDuration(env, 'FLEETGATE_SERVICE_MAX_LIFETIME', 365 * 86_400_000, 3650 * 86_400_000),
+    dataDir: v.dataDir,
+    databaseUrl: v.databaseUrl,
+    host: v.host,
+    apiPort: v.apiPort,
+    mqttPort: v.mqttPort,
+    publicUrl: v.publicUrl ?? advertisedUrl('https', v.host, v.apiPort),
+    publicUrlExplicit: v.publicUrl !== undefined,
+    serverNames: v.serverNames,
+    caKeyAlgorithm: v.caKeyAlgorithm,
+    caName: v.caName,
+    certValidityDays: v.certValidityDays,
+    tokenTtlMs: v.tokenTtlMs,
+    serviceSelfRenew: v.serviceSelfRenew,
+    serviceMaxLifetimeMs: v.serviceMaxLifetimeMs,
     estRateLimits: {
-      ratePerIp: readInt(env, 'FLEETGATE_EST_RATE_PER_IP', 1_000, 0, 1_000_000),
-      burstPerIp: readInt(env, 'FLEETGATE_EST_BURST_PER_IP', 2_000, 1, 10_000_000),
-      authFailuresPerMin: readInt(env, 'FLEETGATE_EST_AUTH_FAILURES_PER_MIN', 10, 0, 1_000_000),
-      authFailureBurst: readInt(env, 'FLEETGATE_EST_AUTH_FAILURE_BURST', 10, 1, 1_000_000),
+      ratePerIp: v.estRatePerIp,
+      burstPerIp: v.estBurstPerIp,
+      authFailuresPerMin: v.estAuthFailuresPerMin,
+      authFailureBurst: v.estAuthFailureBurst,
     },
-    httpRequestTimeoutMs: readDuration(env, 'FLEETGATE_HTTP_REQUEST_TIMEOUT', 30_000, 600_000),
-    allowKeyReuse: readBool(env, 'FLEETGATE_ALLOW_KEY_REUSE', false),
-    pkiHttpPort: readPkiHttpPort(env, 'FLEETGATE_PKI_HTTP_PORT'),
-    pkiPublicUrl:
-      readString(env, 'FLEETGATE_PKI_PUBLIC_URL') === undefined
-        ? undefined
-        : readPublicUrl(env, 'FLEETGATE_PKI_PUBLIC_URL', ''),
-    ocspRatePerIp: readInt(env, 'FLEETGATE_OCSP_RATE_PER_IP', 50, 0, 1_000_000),
-    ocspRateBurst: readInt(env, 'FLEETGATE_OCSP_RATE_BURST', 100, 1, 10_000_000),
-    logLevel: readEnum(
-      env,
-      'FLEETGATE_LOG_LEVEL',
-      ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const,
-      'info',
-    ),
-    mqtt: readMqttConfig(env),
-    workers: readInt(env, 'FLEETGATE_WORKERS', availableParallelism(), 1, 256),
-    workerScheduling: readEnum(env, 'FLEETGATE_WORKER_SCHEDULING', ['rr', 'none'] as const, 'none'),
-    tlsTickets: readEnum(env, 'FLEETGATE_TLS_TICKETS', ['1', '2'] as const, '1') === '1' ? 1 : 2,
-    redisUrl: readRedisUrl(env, 'REDIS_URL'),
-    redisKeyPrefix: readRedisKeyPrefix(env, 'FLEETGATE_REDIS_KEY_PREFIX'),
-    metricsToken: readTokenFile(env, 'FLEETGATE_METRICS_TOKEN_FILE', cwd),
-    metricsAddress: readListenAddress(env, 'FLEETGATE_METRICS_ADDRESS'),
+    httpRequestTimeoutMs: v.httpRequestTimeoutMs,
+    allowKeyReuse: v.allowKeyReuse,
+    pkiHttpPort: v.pkiHttpPort,
+    pkiPublicUrl: v.pkiPublicUrl,
+    ocspRatePerIp: v.ocspRatePerIp,
+    ocspRateBurst: v.ocspRateBurst,
+    logLevel: v.logLevel,
+    mqtt: {
+      handshakeTimeoutMs: v.mqttHandshakeTimeoutMs,
+      maxPacketSize: v.mqttMaxPacketSize,
+      publishRate: v.mqttPublishRate,
+      publishBurst: v.mqttPublishBurst ?? Math.max(1, v.mqttPublishRate * 2),
+      connRatePerIp: v.mqttConnRatePerIp,
+      maxHandshakes: v.mqttMaxHandshakes,
+      maxQueuedPerSession: v.mqttMaxQueuedPerSession,
+      readonlyTopics: v.mqttReadonlyTopics,
+      serviceAcl: v.mqttServiceAcl,
+      ticketRotationMs: v.mqttTicketRotationMs,
+      ticketLifetimeMs: v.mqttTicketLifetimeMs,
+      revocationResyncMs: v.mqttRevocationResyncMs,
+      revocationMaxAgeMs: v.mqttRevocationMaxAgeMs,
+      presenceFlushMs: v.mqttPresenceFlushMs,
+    },
+    workers: v.workers,
+    workerScheduling: v.workerScheduling,
+    tlsTickets: v.tlsTickets,
+    redisUrl: v.redisUrl,
+    redisKeyPrefix: v.redisKeyPrefix,
+    metricsToken: v.metricsToken,
+    metricsAddress: v.metricsAddress,
   };
 }
 
-function readRedisKeyPrefix(env: Env, name: string): string {
-  const v = readString(env, name);
-  if (v === undefined) return 'fleetgate:';
-  if (!/^[A-Za-z0-9._:-]{1,64}$/.test(v)) {
-    throw new ConfigError(
-      name,
-      `must be 1-64 letters, digits, dots, colons, dashes or underscores (got ${JSON.stringify(v)})`,
-    );
-  }
-  return v;
-}
-
-/**
- * A file holding a bearer token (RFC 6750 2.1: b64token), e.g. the one Prometheus sends from its
- * `authorization.credentials_file`. Surrounding whitespace (a trailing newline) is ignored, as
- * Prometheus does. Errors name the file, never its content.
- */
-function readTokenFile(env: Env, name: string, cwd: string): string | undefined {
-  const v = readString(env, name);
-  if (v === undefined) return undefined;
-  const file = path.resolve(cwd, v);
-  let content: string;
-  try {
-    content = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new ConfigError(name, `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
-  const token = content.trim();
-  if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(token) || token.length < 16 || token.length > 1024) {
-    throw new ConfigError(
-      name,
-      `${file} must hold one token of 16-1024 characters from A-Z a-z 0-9 - . _ ~ + / (RFC 6750 b64token)`,
-    );
-  }
-  return token;
-}
-
-/** host:port, with an IPv6 address in brackets ([::1]:9464); port 0 = any free port. */
-function readListenAddress(env: Env, name: string): { host: string; port: number } | undefined {
-  const v = readString(env, name);
-  if (v === undefined) return undefined;
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(v);
-  const host = m?.[1] ?? m?.[2] ?? '';
-  const lastLabel = host.split('.').pop() ?? '';
-  const hostOk =
-    m?.[1] !== undefined ? isIP(host) === 6 : isIP(host) === 4 || (HOSTNAME.test(host) && !/^[0-9]+$/.test(lastLabel));
-  if (!m || !hostOk || Number(m[3]) > 65535) {
-    throw new ConfigError(name, `must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464 (got ${JSON.stringify(v)})`);
-  }
-  return { host, port: Number(m[3]) };
-}
-
-/** The variables `loadConfig` reads, for `--help` texts and docs. */
-export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning: string }[] = [
-  { name: 'FLEETGATE_DATA_DIR', default: './.fleetgate', meaning: 'embedded DB, CA keys (0600), operator credential' },
-  { name: 'DATABASE_URL', default: '(unset: embedded PGlite)', meaning: 'PostgreSQL URL' },
-  { name: 'FLEETGATE_HOST', default: '127.0.0.1', meaning: 'bind address (0.0.0.0 to serve the network)' },
-  { name: 'FLEETGATE_API_PORT', default: '8443', meaning: 'HTTPS API, EST, CRL, OCSP' },
-  { name: 'FLEETGATE_MQTT_PORT', default: '8883', meaning: 'MQTT over mTLS' },
-  {
-    name: 'FLEETGATE_PUBLIC_URL',
-    default: 'https://<host>:<api port>',
-    meaning: 'base URL put in certificates (CRL, OCSP)',
-  },
-  { name: 'FLEETGATE_SERVER_NAMES', default: '(none)', meaning: 'extra DNS names/IPs for the server certificate' },
-  { name: 'FLEETGATE_CA_KEY_ALGORITHM', default: 'P-256', meaning: 'P-256, P-384 or RSA-3072 (first start only)' },
-  { name: 'FLEETGATE_CA_NAME', default: 'fleetgate', meaning: 'name in the CA subjects (first start only)' },
-  { name: 'FLEETGATE_CERT_VALIDITY_DAYS', default: '30', meaning: 'device certificate lifetime' },
-  { name: 'FLEETGATE_TOKEN_TTL', default: '24h', meaning: 'default enrollment token lifetime' },
-  { name: 'FLEETGATE_SERVICE_SELF_RENEW', default: 'true', meaning: 'let service certificates renew over EST' },
-  {
-    name: 'FLEETGATE_SERVICE_MAX_LIFETIME',
-    default: '365d',
-    meaning: 'service renewals refused this long after `service create` (up to 3650d)',
-  },
-  { name: 'FLEETGATE_EST_RATE_PER_IP', default: '1000', meaning: 'EST requests/s per source address (0 = unlimited)' },
-  { name: 'FLEETGATE_EST_BURST_PER_IP', default: '2000', meaning: 'EST requests one address may send at once' },
-  {
-    name: 'FLEETGATE_EST_AUTH_FAILURES_PER_MIN',
-    default: '10',
-    meaning: 'failed EST Basic authentications per minute per device id (0 = unlimited)',
-  },
-  {
-    name: 'FLEETGATE_EST_AUTH_FAILURE_BURST',
-    default: '10',
-    meaning: 'failed authentications one id may have at once',
-  },
-  { name: 'FLEETGATE_HTTP_REQUEST_TIMEOUT', default: '30s', meaning: 'deadline for a whole HTTP request' },
-  { name: 'FLEETGATE_ALLOW_KEY_REUSE', default: 'false', meaning: 'let re-enrollment keep the old key' },
-  {
-    name: 'FLEETGATE_PKI_HTTP_PORT',
-    default: '8080',
-    meaning: 'plain-HTTP listener for /crl and /ocsp only (0 = any free port, off = none)',
-  },
-  {
-    name: 'FLEETGATE_PKI_PUBLIC_URL',
-    default: 'http://<public host>:<pki port>',
-    meaning: 'base URL of /crl and /ocsp put in certificates',
-  },
-  { name: 'FLEETGATE_OCSP_RATE_PER_IP', default: '50', meaning: 'OCSP requests/s per source address (0 = unlimited)' },
-  { name: 'FLEETGATE_OCSP_RATE_BURST', default: '100', meaning: 'OCSP requests one address may send at once' },
-  { name: 'FLEETGATE_LOG_LEVEL', default: 'info', meaning: 'fatal, error, warn, info, debug, trace, silent' },
-  { name: 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT', default: '5s', meaning: 'TLS handshake (and then CONNECT) deadline' },
-  { name: 'FLEETGATE_MQTT_MAX_PACKET_SIZE', default: '131072', meaning: 'largest MQTT packet in bytes' },
-  {
-    name: 'FLEETGATE_MQTT_PUBLISH_RATE',
-    default: '500',
-    meaning: 'PUBLISH (+ PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ) packets/s per client (0 = unlimited)',
-  },
-  { name: 'FLEETGATE_MQTT_PUBLISH_BURST', default: '2 x rate', meaning: 'publish burst per client' },
-  { name: 'FLEETGATE_MQTT_CONN_RATE_PER_IP', default: '500', meaning: 'new connections/s per IP (0 = unlimited)' },
-  { name: 'FLEETGATE_MQTT_MAX_HANDSHAKES', default: '1000', meaning: 'TLS handshakes in flight at once' },
-  {
-    name: 'FLEETGATE_MQTT_MAX_QUEUED',
-    default: '1000',
-    meaning: 'unacknowledged QoS 1/2 messages kept per persistent session (0 = unlimited)',
-  },
-  {
-    name: 'FLEETGATE_MQTT_READONLY_TOPICS',
-    default: 'fleet/broadcast/#',
-    meaning: 'filters every device may subscribe to',
-  },
-  { name: 'FLEETGATE_MQTT_SERVICE_ACL', default: '(see README)', meaning: 'JSON rights per service name' },
-  { name: 'FLEETGATE_MQTT_TICKET_ROTATION', default: '24h', meaning: 'TLS ticket key rotation period' },
-  { name: 'FLEETGATE_MQTT_TICKET_LIFETIME', default: '24h', meaning: 'TLS session ticket lifetime' },
-  { name: 'FLEETGATE_MQTT_REVOCATION_RESYNC', default: '60s', meaning: 'full reload of revoked serials' },
-  {
-    name: 'FLEETGATE_MQTT_REVOCATION_MAX_AGE',
-    default: '5m',
-    meaning: 'refuse new connections when revocation data is older',
-  },
-  { name: 'FLEETGATE_MQTT_PRESENCE_FLUSH', default: '10s', meaning: 'batch interval of online/last-seen writes' },
-  { name: 'FLEETGATE_WORKERS', default: 'number of cores', meaning: 'broker worker processes (serve --workers N)' },
-  {
-    name: 'FLEETGATE_WORKER_SCHEDULING',
-    default: 'none',
-    meaning: 'rr: primary hands connections to workers; none: workers accept directly',
-  },
-  {
-    name: 'FLEETGATE_TLS_TICKETS',
-    default: '1',
-    meaning: 'TLS 1.3 session tickets per handshake (1; 2 = OpenSSL default, also when OPENSSL_CONF is set)',
-  },
-  { name: 'REDIS_URL', default: '(unset: no cluster)', meaning: 'redis:// URL shared by the nodes of a cluster' },
-  { name: 'FLEETGATE_REDIS_KEY_PREFIX', default: 'fleetgate:', meaning: 'prefix of fleetgate keys in Redis' },
-  {
-    name: 'FLEETGATE_METRICS_TOKEN_FILE',
-    default: '(unset: /metrics open)',
-    meaning: 'file with the bearer token /metrics requires',
-  },
-  {
-    name: 'FLEETGATE_METRICS_ADDRESS',
-    default: '(unset: on the API)',
-    meaning: 'host:port of a plain-HTTP listener for /metrics only',
-  },
-];
+/** The variables `loadConfig` reads, for `--help` texts and docs (derived from CONFIG_SCHEMA). */
+export const CONFIG_VARIABLES: readonly { name: string; default: string; meaning: string; section: ConfigSection }[] = (
+  Object.values(CONFIG_SCHEMA) as Setting<unknown>[]
+).map((s) => ({
+  name: s.env,
+  default: s.defaultText,
+  meaning: s.help,
+  section: s.section,
+}));

@@ -5,11 +5,11 @@
  * do not pay for modules they never use (issue 16 item 5).
  */
 
-import { CONFIG_VARIABLES } from '../config.js';
+import { renderEnvHelp } from '../config-docs.js';
 import { REVOCATION_REASON_NAMES } from '../revocation-reasons.js';
 import type { CommandSpec } from './command.js';
 
-const envHelp = CONFIG_VARIABLES.map((v) => `  ${v.name.padEnd(30)} ${v.meaning} (default ${v.default})`).join('\n');
+const envHelp = renderEnvHelp();
 
 export const COMMANDS: CommandSpec[] = [
   {
