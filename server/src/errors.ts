@@ -18,6 +18,16 @@ export const ERROR_CODES = [
   'CSR_SUBJECT_INVALID',
   'CSR_TOO_LARGE',
   'CSR_KEY_REUSED',
+  // TPM attestation (docs/attestation.md): each refusal of the evidence has its own code
+  'TPM_EVIDENCE_MALFORMED',
+  'TPM_EK_UNTRUSTED',
+  'TPM_ATTESTATION_INVALID',
+  'TPM_SIGNATURE_INVALID',
+  'TPM_ACTIVATION_FAILED',
+  'TPM_CHALLENGE_INVALID',
+  'TPM_KEY_MISMATCH',
+  'TPM_KEY_NOT_RESIDENT',
+  'ATTESTATION_REQUIRED',
   // request shape
   'BAD_REQUEST',
   'BODY_TOO_LARGE',
