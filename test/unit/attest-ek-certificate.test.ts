@@ -16,6 +16,8 @@ import {
 } from '../../server/src/attest/index.js';
 import * as x509 from '../../server/src/ca/x509.js';
 
+type CryptoKey = webcrypto.CryptoKey;
+
 const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const rsaAlg = {
   name: 'RSASSA-PKCS1-v1_5',
