@@ -1,7 +1,7 @@
 /**
  * The broker's pure decisions, without TLS or sockets: topic filter containment and matching
- * (acl.ts, MQTT 3.1.1 4.7), identity from a peer certificate's fields and the CONNECT admission
- * (identity.ts).
+ * (acl.ts, MQTT 3.1.1 4.7) and identity from a peer certificate's fields (identity.ts). The CONNECT
+ * admission is in mqtt-admission.test.ts.
  */
 import type { PeerCertificate } from 'node:tls';
 import { describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import {
   rightsFor,
   topicMatches,
 } from '../../server/src/mqtt/acl.js';
-import { admit, clientIdAllowed, identityOf } from '../../server/src/mqtt/identity.js';
+import { clientIdAllowed, identityOf } from '../../server/src/mqtt/identity.js';
 import type { Identity } from '../../server/src/mqtt/types.js';
 
 const sp = (s: string) => s.split('/');
@@ -103,23 +103,5 @@ describe('identity', () => {
     expect(clientIdAllowed(svc, 'ingest-1')).toBe(true);
     expect(clientIdAllowed(svc, 'ingest-')).toBe(false);
     expect(clientIdAllowed(svc, 'ingest-a/b')).toBe(false);
-  });
-});
-
-describe('admission', () => {
-  const id: Identity = { kind: 'device', id: 'a', serial: '01', notAfter: 1_000 };
-  const state = { now: 500, isRevoked: () => false, revocationDataFresh: true };
-  it('admits the bound client id, refuses in a fixed order (stale data first)', () => {
-    expect(admit(id, { clientId: 'a' }, state)).toEqual({ ok: true });
-    expect(admit(id, { clientId: 'a', username: 'a' }, state)).toEqual({ ok: true });
-    expect(admit(id, { clientId: 'b' }, state)).toMatchObject({ reason: 'id_mismatch' });
-    expect(admit(id, { clientId: 'a', username: 'b' }, state)).toMatchObject({ reason: 'id_mismatch' });
-    expect(admit(id, { clientId: 'a' }, { ...state, now: 1_000 })).toMatchObject({ reason: 'expired' });
-    expect(admit(id, { clientId: 'b' }, { ...state, isRevoked: () => true })).toMatchObject({ reason: 'revoked' });
-    expect(admit(id, { clientId: 'a' }, { ...state, isRevoked: () => true, revocationDataFresh: false })).toMatchObject(
-      {
-        reason: 'revocation_data_stale',
-      },
-    );
   });
 });

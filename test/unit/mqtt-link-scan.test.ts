@@ -1,7 +1,7 @@
 /**
  * The link's packet scanner (server/src/mqtt/link.ts) at the byte level, without TLS or sleeps: a
- * fake socket feeds a CONNECT split at every byte boundary; the bytes reach aedes unchanged, the
- * CONNECT counts as received only with its last byte, and a CONNECT of an unknown protocol level
+ * fake socket feeds a CONNECT split at every byte boundary; the bytes reach aedes unchanged and only
+ * once admission took the whole CONNECT, the CONNECT counts as received only with its last byte, and a CONNECT of an unknown protocol level
  * is answered with CONNACK 0x01 [MQTT-3.1.2-2] wherever it is split.
  */
 import { EventEmitter } from 'node:events';
@@ -36,9 +36,12 @@ function connect(clientId: string, level = 4): Buffer {
   return Buffer.concat([Buffer.from([0x10, body.length]), body]);
 }
 
-function link() {
+function link(admitConnect = true) {
   const socket = new FakeSocket();
   const violations: LinkViolation[] = [];
+  /** The first CONNECT as handed to admission, and the goodbyes reported. */
+  const connects: Buffer[] = [];
+  let goodbyes = 0;
   const l = new MqttLink(socket as unknown as TLSSocket, {
     maxPacketSize: 1024,
     publishRate: 0,
@@ -47,6 +50,14 @@ function link() {
     onPublishes: () => {},
     onThrottle: () => {},
     onAccepted: () => {},
+    onConnect: (bytes) => {
+      connects.push(Buffer.from(bytes));
+      if (!admitConnect) l.destroy();
+      return admitConnect;
+    },
+    onDisconnect: () => {
+      goodbyes++;
+    },
   });
   l.on('error', () => {});
   /** What aedes would read (paused mode: synchronous). */
@@ -55,7 +66,7 @@ function link() {
     for (let b = l.read() as Buffer | null; b !== null; b = l.read() as Buffer | null) parts.push(b);
     return Buffer.concat(parts);
   };
-  return { socket, l, read, violations };
+  return { socket, l, read, violations, connects, goodbyes: () => goodbyes };
 }
 
 describe('MqttLink scanner', () => {
@@ -63,10 +74,14 @@ describe('MqttLink scanner', () => {
 
   it('passes a CONNECT split at every byte boundary through unchanged', () => {
     for (let cut = 1; cut < packet.length; cut++) {
-      const { socket, l, read, violations } = link();
+      const { socket, l, read, violations, connects } = link();
       socket.emit('data', packet.subarray(0, cut));
       expect(l.connectReceived).toBe(false);
+      // Held back until decided: the reader (aedes) sees nothing of a CONNECT not yet admitted.
+      expect(read().length).toBe(0);
+      expect(connects).toEqual([]);
       socket.emit('data', packet.subarray(cut));
+      expect(connects.map((b) => b.toString('hex'))).toEqual([packet.toString('hex')]);
       expect(l.connectReceived).toBe(true);
       expect(violations).toEqual([]);
       expect(read().equals(packet)).toBe(true);
@@ -102,5 +117,26 @@ describe('MqttLink scanner', () => {
       expect(violations).toHaveLength(1);
       expect(socket.destroyed).toBe(true);
     }
+  });
+
+  it('hands admission exactly the CONNECT when more packets follow it in the same read', () => {
+    const ping = Buffer.from([0xc0, 0x00]);
+    const goodbye = Buffer.from([0xe0, 0x00]);
+    const { socket, read, connects, goodbyes } = link();
+    socket.emit('data', Buffer.concat([packet, ping, goodbye]));
+    expect(connects.map((b) => b.toString('hex'))).toEqual([packet.toString('hex')]);
+    // Admitted: the CONNECT and what followed reach the reader in order, the goodbye reported once.
+    expect(read().equals(Buffer.concat([packet, ping, goodbye]))).toBe(true);
+    expect(goodbyes()).toBe(1);
+  });
+
+  it('lets nothing through to the reader when admission refuses the CONNECT', () => {
+    const { socket, l, read, connects, goodbyes } = link(false);
+    socket.emit('data', Buffer.concat([packet.subarray(0, 5)]));
+    socket.emit('data', Buffer.concat([packet.subarray(5), Buffer.from([0x30, 0x03, 0x00, 0x01, 0x61, 0xe0, 0x00])]));
+    expect(connects).toHaveLength(1);
+    expect(l.destroyed).toBe(true);
+    expect(read().length).toBe(0);
+    expect(goodbyes()).toBe(0);
   });
 });

@@ -1,14 +1,13 @@
 /**
- * Who is on the other end of a TLS connection, and whether they may say CONNECT.
+ * Who is on the other end of a TLS connection, and which client ids they may use.
  *
  * The peer certificate has been verified against the issuing CA (+ root) by OpenSSL; on a resumed
  * session OpenSSL does not verify again and Node reports the verdict stored in the session, so the
- * verdict alone is never enough: `admit` looks at the serial and notAfter on EVERY connection
- * (DESIGN.md, "Hard-won facts").
+ * verdict alone is never enough: admission.ts looks at the serial and notAfter on EVERY
+ * connection.
  */
 import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import { isValidDeviceId } from '../device-id.js';
-import type { ConnectRefusal } from './connack.js';
 import type { Identity, RefusalReason } from './types.js';
 
 const DEVICE_URI = 'urn:fleetgate:device:';
@@ -85,26 +84,4 @@ export function clientIdAllowed(identity: Identity, clientId: string): boolean {
   if (clientId === identity.id) return true;
   if (identity.kind !== 'service' || !clientId.startsWith(`${identity.id}-`)) return false;
   return /^[A-Za-z0-9._-]{1,64}$/.test(clientId.slice(identity.id.length + 1));
-}
-
-export type Admission =
-  | { ok: true }
-  | { ok: false; reason: Extract<ConnectRefusal, 'revocation_data_stale' | 'revoked' | 'expired' | 'id_mismatch'> };
-
-/**
- * The CONNECT gate, run before CONNACK on every connection, full handshake or resumed:
- * revocation data fresh enough, serial not revoked, certificate not past notAfter, client id and
- * (if sent) user name bound to the certificate.
- */
-export function admit(
-  identity: Identity,
-  connect: { clientId: string; username?: string | undefined },
-  state: { now: number; isRevoked(serial: string): boolean; revocationDataFresh: boolean },
-): Admission {
-  if (!state.revocationDataFresh) return { ok: false, reason: 'revocation_data_stale' };
-  if (state.isRevoked(identity.serial)) return { ok: false, reason: 'revoked' };
-  if (state.now >= identity.notAfter) return { ok: false, reason: 'expired' };
-  if (!clientIdAllowed(identity, connect.clientId)) return { ok: false, reason: 'id_mismatch' };
-  if (connect.username !== undefined && connect.username !== identity.id) return { ok: false, reason: 'id_mismatch' };
-  return { ok: true };
 }

@@ -4,6 +4,8 @@
  * to enforce, before aedes buffers anything:
  *
  * - the first packet is CONNECT [MQTT-3.1.0-1]; anything else is garbage and closes the link;
+ * - the first CONNECT is held back until it is whole and handed to `onConnect` (admission.ts):
+ *   nothing reaches the reader (aedes) before the broker has admitted it;
  * - a CONNECT with protocol name MQTT or MQIsdp but a level other than 3, 4 or 5 gets CONNACK 0x01
  *   (unacceptable protocol level) before the link closes [MQTT-3.1.2-2]; mqtt-packet would only
  *   fail to parse it, and aedes would close without a word;
@@ -40,6 +42,13 @@ export interface LinkOptions {
   onThrottle(): void;
   /** CONNACK with return code 0 handed to TLS: from here on the client is admitted. */
   onAccepted(): void;
+  /**
+   * The first CONNECT arrived whole (`packet`: its bytes, fixed header included). True lets it
+   * and what follows through to the reader; false: the callee refused it and closes the link.
+   */
+  onConnect(packet: Buffer): boolean;
+  /** A well-formed DISCONNECT arrived (MQTT 3.1.1 3.14): the client says goodbye. */
+  onDisconnect(): void;
 }
 
 enum Frame {
@@ -82,6 +91,10 @@ export class MqttLink extends Duplex {
   private seenConnect = false;
   /** The first packet (the CONNECT) has arrived whole: an error before that is not its parse. */
   connectReceived = false;
+  /** Bytes read before the first CONNECT was decided (the CONNECT, then whatever followed it). */
+  private held: Buffer[] | null = [];
+  /** Size of the first CONNECT (fixed header + remaining length), once its header is read. */
+  private connectSize = 0;
   /** The TLS socket failed (reset, ...): the connection was lost, nothing was refused. */
   socketFailed = false;
   /**
@@ -110,6 +123,7 @@ export class MqttLink extends Duplex {
   lastActivity = Date.now();
   /** The client sent DISCONNECT (a clean goodbye, MQTT 3.1.1 section 3.14). */
   sawDisconnect = false;
+  private goodbyeReported = false;
   /** First bytes written (until 4): the CONNACK. null once inspected. */
   private connackHead: Buffer | null = Buffer.alloc(0);
 
@@ -129,12 +143,26 @@ export class MqttLink extends Duplex {
     socket.on('drain', () => this.emit('socketDrain'));
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(data: Buffer): void {
+    let chunk = data;
     if (this.destroyed) return;
     const publishes = this.scan(chunk);
     if (publishes < 0) return;
     this.lastActivity = Date.now();
     if (publishes > 0) this.opts.onPublishes(publishes);
+    if (this.held) {
+      this.held.push(chunk);
+      if (!this.connectReceived) return;
+      const bytes = this.held.length === 1 ? chunk : Buffer.concat(this.held);
+      this.held = null;
+      if (!this.opts.onConnect(bytes.subarray(0, this.connectSize)) || this.destroyed) return;
+      chunk = bytes;
+    }
+    // Reported once the CONNECT before it was admitted (both may come in one read).
+    if (this.sawDisconnect && !this.goodbyeReported) {
+      this.goodbyeReported = true;
+      this.opts.onDisconnect();
+    }
     if (!this.push(chunk)) {
       this.downstreamFull = true;
       this.socket.pause();
@@ -193,6 +221,7 @@ export class MqttLink extends Duplex {
           } else if (this.packetType === PUBLISH && (this.headerFlags & 0x06) !== 0) {
             this.watchId(true);
           }
+          if (!this.connectReceived) this.connectSize = 1 + this.lengthBytes + this.lengthValue;
           this.bodyPos = 0;
           this.bodyLeft = this.lengthValue;
           this.frame = this.bodyLeft > 0 ? Frame.Body : Frame.Header;

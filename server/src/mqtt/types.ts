@@ -47,7 +47,9 @@ export type DisconnectCause =
   | 'protocol_error'
   | 'packet_too_large'
   | 'slow_consumer'
-  | 'shutdown';
+  | 'shutdown'
+  /** Published or subscribed outside its rights, with FLEETGATE_MQTT_DISCONNECT_ON_ACL_VIOLATION set. */
+  | 'acl_violation';
 
 export interface BrokerObserver {
   handshake(kind: 'full' | 'resumed'): void;

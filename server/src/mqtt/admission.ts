@@ -1,0 +1,69 @@
+/**
+ * Admission: the decision on a connection's first CONNECT, taken by the broker itself before
+ * aedes sees the connection, so that a refused or revoked device (a reconnect storm of them)
+ * never allocates an aedes client. The refusal is answered with the CONNACK of the client's
+ * protocol version (connack.ts) and the connection closed [MQTT-3.2.2-5].
+ *
+ * The certificate was verified at the TLS handshake; on a resumed session OpenSSL does not
+ * verify again and reports the verdict stored in the session, so the verdict alone is never
+ * enough: the serial and notAfter are looked at on EVERY connection (RFC 5077 3.4, RFC 8446 2.2).
+ */
+import { type IConnectPacket, parser } from 'mqtt-packet';
+import type { ConnectRefusal } from './connack.js';
+import { clientIdAllowed } from './identity.js';
+import type { Identity } from './types.js';
+
+/** What admission reads of the revocation data (revocation.ts). */
+export interface RevocationView {
+  isRevoked(serial: string): boolean;
+  /** False once the revoked-serial set is older than the configured maximum age. */
+  fresh(): boolean;
+}
+
+export type AdmissionRefusal = Exclude<ConnectRefusal, 'unsupported_level'>;
+export type AdmissionDecision = { ok: true } | { refuse: AdmissionRefusal };
+
+const OK: AdmissionDecision = { ok: true };
+
+/**
+ * The CONNECT gate, in order: revocation data fresh enough (else nobody can be vouched for),
+ * serial not revoked, certificate not past notAfter (RFC 5280 4.1.2.5), client id and, if sent,
+ * user name bound to the certificate, and a protocol aedes speaks: an admissible MQTT 5 CONNECT
+ * is still refused, with MQTT 5's "unsupported protocol version".
+ */
+export function admit(
+  connect: Pick<IConnectPacket, 'clientId' | 'username' | 'protocolVersion'>,
+  identity: Identity,
+  now: number,
+  revocation: RevocationView,
+): AdmissionDecision {
+  if (!revocation.fresh()) return { refuse: 'revocation_data_stale' };
+  if (revocation.isRevoked(identity.serial)) return { refuse: 'revoked' };
+  if (now >= identity.notAfter) return { refuse: 'expired' };
+  if (typeof connect.clientId !== 'string' || !clientIdAllowed(identity, connect.clientId)) {
+    return { refuse: 'id_mismatch' };
+  }
+  if (connect.username !== undefined && connect.username !== identity.id) return { refuse: 'id_mismatch' };
+  if (connect.protocolVersion === 5) return { refuse: 'mqtt5_unsupported' };
+  return OK;
+}
+
+/**
+ * Parses one whole CONNECT packet (fixed header included) with mqtt-packet, the parser aedes
+ * uses. null when it is not one well-formed CONNECT (MQTT 3.1.1 3.1: a malformed CONNECT closes
+ * the connection without a CONNACK).
+ */
+export function parseConnect(bytes: Buffer): IConnectPacket | null {
+  const p = parser();
+  let packet: IConnectPacket | null = null;
+  let failed = false;
+  p.on('packet', (pk) => {
+    if (packet === null && !failed && pk.cmd === 'connect') packet = pk as IConnectPacket;
+    else failed = true;
+  });
+  p.on('error', () => {
+    failed = true;
+  });
+  const left = p.parse(bytes);
+  return failed || left !== 0 ? null : packet;
+}
