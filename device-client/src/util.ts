@@ -17,7 +17,11 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Device ids the server accepts (DESIGN.md "device identity"). */
+/**
+ * Device ids the server accepts. A copy of the server's rule (server/src/identifiers.ts) so this
+ * package stays free of server code; test/unit/identifier-grammar.test.ts runs both on the same
+ * cases.
+ */
 export const DEVICE_ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export function pemCerts(pem: string): string[] {

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { FleetgateError } from './errors.js';
+import { SERVICE_NAME_PATTERN } from './identifiers.js';
 import { redactUserinfo } from './redact.js';
 
 export class ConfigError extends FleetgateError {
@@ -248,7 +249,7 @@ export const serviceAcl: Parser<Record<string, ServiceRights>> = (v, { name }) =
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(name, usage);
   for (const [service, rights] of Object.entries(parsed as Record<string, unknown>)) {
-    if (service !== '*' && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(service)) {
+    if (service !== '*' && !SERVICE_NAME_PATTERN.test(service)) {
       throw new ConfigError(name, `${usage} (bad service name ${JSON.stringify(service)})`);
     }
     const r = rights as Record<string, unknown> | null;

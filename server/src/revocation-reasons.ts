@@ -1,7 +1,12 @@
-/** RFC 5280 section 5.3.1 CRLReason: names as the RFC spells them, accepted case-insensitively. */
+/**
+ * RFC 5280 section 5.3.1 CRLReason, the one list of revocation reasons: the names operators type
+ * (as the RFC spells them, accepted case-insensitively) and the codes a revocation may carry.
+ */
+import { FleetgateError } from './errors.js';
 import type { RevocationReason } from './store/types.js';
 
-export const REVOCATION_REASONS: Record<string, Exclude<RevocationReason, 8>> = {
+/** The CRLReason code of each reason name an operator may give. */
+export const CRL_REASON_CODE_BY_NAME: Record<string, Exclude<RevocationReason, 8>> = {
   unspecified: 0,
   keyCompromise: 1,
   cACompromise: 2,
@@ -14,19 +19,35 @@ export const REVOCATION_REASONS: Record<string, Exclude<RevocationReason, 8>> = 
   aACompromise: 10,
 };
 
-export const REVOCATION_REASON_NAMES = Object.keys(REVOCATION_REASONS);
+export const REVOCATION_REASON_NAMES = Object.keys(CRL_REASON_CODE_BY_NAME);
+
+/**
+ * The codes a revocation may carry: 0-6, 9, 10. 7 is unassigned, and 8 (removeFromCRL) only has a
+ * meaning in delta CRLs (it un-lists a certificateHold entry); "revoking" with it is a
+ * contradiction, and a full CRL must not carry it, so it is refused.
+ */
+export const REVOCABLE_REASON_CODES: ReadonlySet<number> = new Set(Object.values(CRL_REASON_CODE_BY_NAME));
+
+export function assertRevocationReason(reason: unknown): asserts reason is RevocationReason {
+  if (typeof reason !== 'number' || !REVOCABLE_REASON_CODES.has(reason)) {
+    throw new FleetgateError(
+      'BAD_REQUEST',
+      `revocation reason must be an RFC 5280 CRLReason code: 0-6, 9 or 10 (8, removeFromCRL, is for delta CRLs only); got ${JSON.stringify(reason)}`,
+    );
+  }
+}
 
 /** Parses a reason name (any case) or its number; null if it is not a reason we issue CRLs with. */
 export function parseRevocationReason(value: string | number | undefined): RevocationReason | null {
   if (value === undefined) return 0;
   if (typeof value === 'number' || /^\d{1,2}$/.test(value)) {
     const n = Number(value);
-    return (Object.values(REVOCATION_REASONS) as number[]).includes(n) ? (n as RevocationReason) : null;
+    return REVOCABLE_REASON_CODES.has(n) ? (n as RevocationReason) : null;
   }
   const key = REVOCATION_REASON_NAMES.find((k) => k.toLowerCase() === value.toLowerCase());
-  return key === undefined ? null : (REVOCATION_REASONS[key] ?? null);
+  return key === undefined ? null : (CRL_REASON_CODE_BY_NAME[key] ?? null);
 }
 
 export function revocationReasonName(code: number): string {
-  return REVOCATION_REASON_NAMES.find((k) => REVOCATION_REASONS[k] === code) ?? `reason-${code}`;
+  return REVOCATION_REASON_NAMES.find((k) => CRL_REASON_CODE_BY_NAME[k] === code) ?? `reason-${code}`;
 }

@@ -4,11 +4,11 @@
  */
 
 import { FleetgateError } from '../errors.js';
+import { isSerialHex } from '../identifiers.js';
 import { type CertificateAuthority, internalsOf } from './authority.js';
 import { crypto, toBytes } from './crypto.js';
 import { bigintToDerIntegerContent } from './der.js';
 import { signingAlgorithm } from './keys.js';
-import { isSerialHex } from './serial.js';
 import { wholeSeconds } from './time.js';
 import * as x509 from './x509.js';
 

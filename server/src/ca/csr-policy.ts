@@ -19,7 +19,7 @@
 
 import { constants, createPublicKey, type JsonWebKey, type KeyObject, verify } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { isValidDeviceId } from '../device-id.js';
+import { isValidDeviceId } from '../identifiers.js';
 import { fail, ok, type Result } from '../errors.js';
 import { crypto, toBytes } from './crypto.js';
 import {

@@ -4,7 +4,7 @@
  */
 import { KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
-import { deviceUri, isValidDeviceId, serviceUri } from '../device-id.js';
+import { deviceUri, isValidDeviceId, serviceUri } from '../identifiers.js';
 import { FleetgateError, fail, ok, type Result } from '../errors.js';
 import { type CaInternals, type CertificateAuthority, internalsOf } from './authority.js';
 import { type CryptoKeyPair, crypto, digestSync, toBytes } from './crypto.js';

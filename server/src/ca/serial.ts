@@ -28,8 +28,3 @@ export function canonicalSerialHex(integerContent: Uint8Array): string {
   while (i < integerContent.byteLength - 1 && integerContent[i] === 0) i++;
   return toHex(integerContent.subarray(i));
 }
-
-/** Serials the store hands back (lower hex, even length, 1..20 octets, positive). */
-export function isSerialHex(value: string): boolean {
-  return /^[0-9a-f]{2,40}$/.test(value) && value.length % 2 === 0 && !/^(00)+$/.test(value);
-}

@@ -3,7 +3,7 @@ import { promises as fs, constants as fsc } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import * as x509 from '../ca/x509.js';
-import { isValidDeviceId } from '../device-id.js';
+import { isValidDeviceId } from '../identifiers.js';
 import { FleetgateError } from '../errors.js';
 import { connect } from './api-client.js';
 import type { CommandImpl } from './command.js';

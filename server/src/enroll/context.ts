@@ -3,9 +3,9 @@
  * helpers shared by the use cases live here too.
  */
 import type { CertificateAuthority } from '../ca/index.js';
-import { type ErrorCode, FleetgateError, isFleetgateError } from '../errors.js';
+import { type ErrorCode, isFleetgateError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
-import type { RevocationReason, Store } from '../store/types.js';
+import type { Store } from '../store/types.js';
 import type { AuditService } from './types.js';
 
 export type Clock = () => Date;
@@ -25,22 +25,6 @@ export function chainDerOf(ca: CertificateAuthority): Uint8Array[] {
 
 export function codeOf(e: unknown): ErrorCode {
   return isFleetgateError(e) ? e.code : 'INTERNAL';
-}
-
-/**
- * RFC 5280 section 5.3.1 CRLReason codes accepted for a revocation: 0-6, 9, 10. 7 is unassigned,
- * and 8 (removeFromCRL) only has a meaning in delta CRLs (it un-lists a certificateHold entry);
- * "revoking" with it is a contradiction, and a full CRL must not carry it, so it is refused.
- */
-const REVOCATION_REASONS: ReadonlySet<number> = new Set([0, 1, 2, 3, 4, 5, 6, 9, 10]);
-
-export function assertRevocationReason(reason: unknown): asserts reason is RevocationReason {
-  if (typeof reason !== 'number' || !REVOCATION_REASONS.has(reason)) {
-    throw new FleetgateError(
-      'BAD_REQUEST',
-      `revocation reason must be an RFC 5280 CRLReason code: 0-6, 9 or 10 (8, removeFromCRL, is for delta CRLs only); got ${JSON.stringify(reason)}`,
-    );
-  }
 }
 
 /**

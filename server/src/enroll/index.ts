@@ -2,8 +2,10 @@
  * The provisioning use cases (no HTTP, no process.env): build them once in the composition root
  * and hand them to the transports.
  */
+
+export { assertRevocationReason } from '../revocation-reasons.js';
 export { AUDIT_PAGE_SIZE, createAudit } from './audit.js';
-export { assertRevocationReason, type Clock } from './context.js';
+export type { Clock } from './context.js';
 export { CrlPublisher, type PublishedCrl } from './crl-publisher.js';
 export { createInventory, currentCertificate } from './inventory.js';
 export { DEFAULT_OCSP_VALIDITY_MS, ocspLookup } from './ocsp-responder.js';

@@ -14,8 +14,10 @@
  */
 import type { CertificateAuthority } from '../ca/index.js';
 import { FleetgateError } from '../errors.js';
+import { SERIAL_HEX_PATTERN } from '../identifiers.js';
+import { assertRevocationReason } from '../revocation-reasons.js';
 import type { RevocationReason, Store } from '../store/types.js';
-import { assertRevocationReason, type Clock, printable, systemClock } from './context.js';
+import { type Clock, printable, systemClock } from './context.js';
 import { CrlPublisher } from './crl-publisher.js';
 import type { FailureLog } from './group-commit.js';
 import { createOcspResponder, type OcspObserver } from './ocsp-responder.js';
@@ -47,8 +49,6 @@ export interface RevocationOptions {
   /** Where failed background CRL regenerations go (the server's log). */
   log?: FailureLog | undefined;
 }
-
-const SERIAL = /^[0-9a-f]{2,40}$/;
 
 export function createRevocation(opts: RevocationOptions): RevocationService {
   const { store, ca, observer } = opts;
@@ -107,7 +107,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
     async revokeCertificate(serial: string, reason: RevocationReason, actor: Actor) {
       assertRevocationReason(reason);
       const normalised = typeof serial === 'string' ? serial.toLowerCase().replace(/:/g, '') : '';
-      if (!SERIAL.test(normalised)) {
+      if (!SERIAL_HEX_PATTERN.test(normalised)) {
         throw new FleetgateError('CERT_NOT_FOUND', `certificate ${JSON.stringify(printable(serial, 64))} not found`);
       }
       const at = now();

@@ -16,6 +16,12 @@ import type {
   TokenView,
 } from '../../enroll/types.js';
 import { FleetgateError } from '../../errors.js';
+import {
+  DEVICE_ID_PREFIX_SOURCE,
+  DEVICE_ID_SOURCE,
+  OPERATOR_NAME_SOURCE,
+  SERIAL_INPUT_SOURCE,
+} from '../../identifiers.js';
 import { parseRevocationReason, REVOCATION_REASON_NAMES, revocationReasonName } from '../../revocation-reasons.js';
 import type { CertificateRecord } from '../../store/types.js';
 import { actorOf, operatorAuthHook } from '../operator-auth.js';
@@ -30,8 +36,8 @@ export interface OperatorApiDeps {
 }
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
-const DeviceId = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'device id' });
-const Serial = Type.String({ pattern: '^[0-9a-fA-F]{1,40}$', description: 'certificate serial, hex' });
+const DeviceId = Type.String({ pattern: DEVICE_ID_SOURCE, description: 'device id' });
+const Serial = Type.String({ pattern: SERIAL_INPUT_SOURCE, description: 'certificate serial, hex' });
 const Reason = Type.Optional(
   Type.Union([Type.String({ maxLength: 32 }), Type.Integer({ minimum: 0, maximum: 10 })], {
     description: `RFC 5280 reason: ${REVOCATION_REASON_NAMES.join(', ')} (or its number)`,
@@ -109,7 +115,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           deviceId: Type.Optional(DeviceId),
           deviceIds: Type.Optional(Type.Array(DeviceId, { minItems: 1, maxItems: 10_000 })),
           count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
-          prefix: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,58}$' })),
+          prefix: Type.Optional(Type.String({ pattern: DEVICE_ID_PREFIX_SOURCE })),
           ttl: Type.Optional(Type.String({ maxLength: 16, description: 'duration like 90s, 15m, 24h, 30d' })),
         },
         { additionalProperties: false },
@@ -341,7 +347,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         }),
       );
       const OperatorBody = Type.Object(
-        { name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }) },
+        { name: Type.String({ pattern: OPERATOR_NAME_SOURCE }) },
         { additionalProperties: false },
       );
       api.post<{ Body: Static<typeof OperatorBody> }>(

@@ -8,6 +8,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { encodePem } from '../../ca/pem.js';
 import type { OperatorService, ProvisioningService } from '../../enroll/types.js';
+import { SERVICE_NAME_SOURCE } from '../../identifiers.js';
 import { actorOf, operatorAuthHook } from '../operator-auth.js';
 
 export interface ServiceRouteDeps {
@@ -25,7 +26,7 @@ export async function registerServiceRoutes(app: FastifyInstance, deps: ServiceR
 
       const Body = Type.Object(
         {
-          name: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$', description: 'service name' }),
+          name: Type.String({ pattern: SERVICE_NAME_SOURCE, description: 'service name' }),
           csr: Type.String({ minLength: 1, maxLength: 16_384, description: 'PKCS#10 request, PEM, CN = name' }),
         },
         { additionalProperties: false },
