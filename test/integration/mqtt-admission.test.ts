@@ -1,0 +1,122 @@
+/**
+ * Admission before aedes, in process so aedes itself can be watched: a broker over a real PGlite
+ * store and CA, real TLS sockets. A revoked device that reconnects 50 times gets the refusal
+ * CONNACK (3.1.1: 0x05; MQTT 5: 0x87) every time and never allocates an aedes client: no
+ * 'client' event, aedes' client count stays 0. A device whose CONNECT is admitted does reach
+ * aedes (the same probe sees it), so the probe can fail.
+ */
+import { webcrypto } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
+import { generate, type IConnectPacket } from 'mqtt-packet';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodePem } from '../../server/src/ca/pem.js';
+import { issueServerCertificate } from '../../server/src/ca/profile.js';
+import { loadConfig } from '../../server/src/config.js';
+import { createLogger } from '../../server/src/log.js';
+import { NULL_BROKER_OBSERVER, type RunningBroker, startBroker } from '../../server/src/mqtt/index.js';
+import { makeCsr } from '../helpers/ca.js';
+import { type Harness, OPERATOR, openHarness, pgliteBackend } from '../helpers/provisioning.js';
+
+interface DeviceTls {
+  key: string;
+  cert: string;
+}
+
+async function enrolled(h: Harness, id: string): Promise<DeviceTls> {
+  const [t] = await h.provisioning.createTokens({ deviceIds: [id] }, { actor: OPERATOR });
+  const csr = await makeCsr(id);
+  const r = await h.provisioning.enroll({ deviceId: id, token: t!.token, csr: csr.der });
+  const pkcs8 = new Uint8Array(await webcrypto.subtle.exportKey('pkcs8', csr.keys.privateKey));
+  return { key: encodePem('PRIVATE KEY', pkcs8), cert: r.certificate.pem };
+}
+
+/** One TLS connection that sends a CONNECT and resolves with the first bytes the broker answers. */
+function connackOf(broker: RunningBroker, ca: string, dev: DeviceTls, connect: Partial<IConnectPacket>) {
+  return new Promise<Buffer>((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port: broker.port, ca, ...dev, servername: 'localhost' });
+    const got: Buffer[] = [];
+    socket.once('secureConnect', () => {
+      socket.write(
+        generate({
+          cmd: 'connect',
+          protocolId: 'MQTT',
+          protocolVersion: 4,
+          clean: true,
+          keepalive: 30,
+          ...connect,
+        } as IConnectPacket),
+      );
+    });
+    socket.on('data', (b: Buffer) => {
+      got.push(b);
+      if (Buffer.concat(got).length >= 4) socket.end();
+    });
+    socket.once('error', reject);
+    socket.once('close', () => resolve(Buffer.concat(got)));
+  });
+}
+
+describe('admission before aedes (in process)', () => {
+  let h: Harness;
+  let broker: RunningBroker;
+  let revoked: DeviceTls;
+  let good: DeviceTls;
+  const clientEvents: string[] = [];
+
+  beforeAll(async () => {
+    h = await openHarness(pgliteBackend);
+    revoked = await enrolled(h, 'adm-revoked');
+    good = await enrolled(h, 'adm-good');
+    await h.revocation.revokeDevice('adm-revoked', 1, OPERATOR);
+    const server = await issueServerCertificate(h.ca, {
+      now: new Date(),
+      dnsNames: ['localhost'],
+      ipAddresses: [],
+      validityDays: 1,
+    });
+    broker = await startBroker({
+      host: '127.0.0.1',
+      port: 0,
+      tls: { keyPem: server.keyPem, chainPem: server.chainPem, caPem: h.ca.bundlePem },
+      store: h.store,
+      config: loadConfig({}).mqtt,
+      observer: NULL_BROKER_OBSERVER,
+      log: createLogger('silent'),
+    });
+    broker.aedes.on('client', (c) => clientEvents.push(c.id));
+  });
+
+  afterAll(async () => {
+    await broker?.close();
+    await h?.close();
+  });
+
+  it('answers a revoked device 50 times with CONNACK 0x05 and allocates no aedes client', async () => {
+    for (let i = 0; i < 50; i++) {
+      const answer = await connackOf(broker, h.ca.bundlePem, revoked, { clientId: 'adm-revoked' });
+      expect(answer.toString('hex')).toBe('20020005');
+    }
+    // MQTT 5 gets MQTT 5's "not authorized".
+    const v5 = await connackOf(broker, h.ca.bundlePem, revoked, { clientId: 'adm-revoked', protocolVersion: 5 });
+    expect(v5.toString('hex')).toBe('2003008700');
+    expect(clientEvents).toEqual([]);
+    expect(broker.aedes.connectedClients).toBe(0);
+    expect((broker.aedes as unknown as { clients: Record<string, unknown> }).clients).toEqual({});
+  });
+
+  it('also keeps refused CONNECTs of a valid device (wrong client id, MQTT 5) away from aedes', async () => {
+    expect((await connackOf(broker, h.ca.bundlePem, good, { clientId: 'someone-else' })).toString('hex')).toBe(
+      '20020005',
+    );
+    expect(
+      (await connackOf(broker, h.ca.bundlePem, good, { clientId: 'adm-good', protocolVersion: 5 })).toString('hex'),
+    ).toBe('2003008400');
+    expect(clientEvents).toEqual([]);
+  });
+
+  it('hands an admitted CONNECT to aedes (the probe above can see a client)', async () => {
+    const answer = await connackOf(broker, h.ca.bundlePem, good, { clientId: 'adm-good' });
+    expect(answer.subarray(0, 4).toString('hex')).toBe('20020000');
+    expect(clientEvents).toEqual(['adm-good']);
+  });
+});
