@@ -126,6 +126,11 @@ export interface MqttConfig {
   revocationMaxAgeMs: number;
   /** How often presence (online, last seen) is written to the store, batched. */
   presenceFlushMs: number;
+  /**
+   * Close a client's connection on an ACL violation (PUBLISH or SUBSCRIBE outside its rights)
+   * instead of the spec's silent acknowledgement / SUBACK 0x80.
+   */
+  disconnectOnAclViolation: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -604,6 +609,17 @@ export const CONFIG_SCHEMA = {
     help: 'batch interval of online/last-seen writes',
     readme: { help: 'batch interval of online / last-seen writes (and the notAfter sweep)' },
   }),
+  mqttDisconnectOnAclViolation: setting({
+    env: 'FLEETGATE_MQTT_DISCONNECT_ON_ACL_VIOLATION',
+    section: 'mqtt',
+    parse: p.bool,
+    default: false,
+    defaultText: 'false',
+    help: 'close a client that publishes or subscribes outside its rights',
+    readme: {
+      help: 'close the connection of a client that publishes or subscribes outside its rights, instead of acknowledging and dropping (see Topics above)',
+    },
+  }),
 };
 
 type SettingValues = {
@@ -712,6 +728,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       revocationResyncMs: v.mqttRevocationResyncMs,
       revocationMaxAgeMs: v.mqttRevocationMaxAgeMs,
       presenceFlushMs: v.mqttPresenceFlushMs,
+      disconnectOnAclViolation: v.mqttDisconnectOnAclViolation,
     },
     workers: v.workers,
     workerScheduling: v.workerScheduling,

@@ -199,7 +199,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       persistence,
       observer,
       log,
-      disconnectOnAclViolation: false,
+      disconnectOnAclViolation: config.disconnectOnAclViolation,
       claim,
     }),
   });
