@@ -28,7 +28,7 @@ import { AddressRateLimiter, registerRevocationRoutes } from './http/routes/revo
 import { registerServiceRoutes } from './http/routes/services.js';
 import { listenError } from './listen-error.js';
 import { ClusterRegistry, createMetrics } from './metrics.js';
-import { type BrokerBackends, redisBackends, startBroker } from './mqtt/index.js';
+import { startRoutedBroker } from './mqtt/index.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -221,27 +221,20 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       brokerRouting = started.routing;
       brokerAccepting = () => started.allAccepting();
     } else {
-      const mqttLog = log.child({ part: 'mqtt' });
-      let backends: BrokerBackends | undefined;
-      if (config.redisUrl) {
-        backends = await redisBackends(config.redisUrl, config.redisKeyPrefix, mqttLog);
-        brokerRouting = backends.describe;
-      }
-      try {
-        broker = await startBroker({
+      const started = await startRoutedBroker(
+        {
           host: config.host,
           port: config.mqttPort,
           tls: brokerTls,
           store,
-          ...(backends ? { backends } : {}),
           config: config.mqtt,
           observer: metrics.broker,
-          log: mqttLog,
-        });
-      } catch (e) {
-        await backends?.close();
-        throw e;
-      }
+          log: log.child({ part: 'mqtt' }),
+        },
+        { redisUrl: config.redisUrl, redisKeyPrefix: config.redisKeyPrefix },
+      );
+      broker = started.broker;
+      brokerRouting = started.routing;
     }
     if (workers <= 1) brokerAccepting = () => true; // startBroker resolved once its listener accepts
     // Closed before the API and the store (closers run in reverse): live sessions end first.

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import { isFleetgateError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { createWorkerMetrics } from '../metrics.js';
-import { type BrokerBackends, newBrokerId, type RunningBroker, redisBackends, startBroker } from '../mqtt/index.js';
+import { newBrokerId, type RunningBroker, startRoutedBroker } from '../mqtt/index.js';
 import { type FromWorker, isFleetgateMessage, type ToWorker, type WorkerInit } from './ipc.js';
 import { ipcEmitterBackends } from './ipc-emitter.js';
 import { ipcStore } from './ipc-store.js';
@@ -71,27 +71,32 @@ export async function runWorker(): Promise<void> {
   log = createLogger(init.logLevel).child({ part: 'mqtt', worker: init.slot });
   const metrics = createWorkerMetrics(init.slot);
   try {
-    let backends: BrokerBackends;
-    if (init.redisUrl) backends = await redisBackends(init.redisUrl, init.redisKeyPrefix, log);
-    else {
-      relay = ipcEmitterBackends((batch) => send({ fg: 'mq', ...batch }));
-      backends = relay;
-    }
-    broker = await startBroker({
-      host: init.host,
-      port: init.port,
-      tls: init.tls,
-      store,
-      backends,
-      brokerId: newBrokerId(),
-      config: init.mqtt,
-      observer: metrics.broker,
-      log,
-    });
-    const running = broker;
+    const started = await startRoutedBroker(
+      {
+        host: init.host,
+        port: init.port,
+        tls: init.tls,
+        store,
+        brokerId: newBrokerId(),
+        config: init.mqtt,
+        observer: metrics.broker,
+        log,
+      },
+      {
+        redisUrl: init.redisUrl,
+        redisKeyPrefix: init.redisKeyPrefix,
+        // Without Redis, messages between workers go through the primary.
+        local: () => {
+          relay = ipcEmitterBackends((batch) => send({ fg: 'mq', ...batch }));
+          return relay;
+        },
+      },
+    );
+    const running = started.broker;
+    broker = running;
     metrics.workerConnected(() => running.connectedCount());
-    log.debug({ port: broker.port, brokerId: broker.id, routing: backends.describe }, 'broker worker ready');
-    send({ fg: 'ready', port: broker.port, brokerId: broker.id, routing: backends.describe });
+    log.debug({ port: running.port, brokerId: running.id, routing: started.routing }, 'broker worker ready');
+    send({ fg: 'ready', port: running.port, brokerId: running.id, routing: started.routing });
   } catch (e) {
     log.error({ err: e }, 'broker worker failed to start');
     send(

@@ -93,3 +93,16 @@ export async function redisBackends(url: string, keyPrefix: string, log: Logger)
     },
   };
 }
+
+/**
+ * How a broker process routes messages, chosen once for a single `serve` process and for each
+ * cluster worker alike: Redis when a URL is configured (any number of processes and hosts), else
+ * `local` (a worker's relay through the primary), else aedes' in-process defaults (undefined).
+ */
+export async function openBackends(
+  routing: { redisUrl: string | undefined; redisKeyPrefix: string; local?: () => BrokerBackends },
+  log: Logger,
+): Promise<BrokerBackends | undefined> {
+  if (routing.redisUrl) return redisBackends(routing.redisUrl, routing.redisKeyPrefix, log);
+  return routing.local?.();
+}

@@ -30,7 +30,7 @@ import type { Store } from '../store/types.js';
 import { rightsFor } from './acl.js';
 import { admit, parseConnect } from './admission.js';
 import { aedesHooks, type BrokerConnection, watchAedesEvents } from './aedes-hooks.js';
-import type { BrokerBackends } from './backends.js';
+import { type BrokerBackends, openBackends } from './backends.js';
 import { refusalConnack } from './connack.js';
 import { Connection } from './connection.js';
 import { createTcpGate, type TcpGate } from './gate.js';
@@ -71,6 +71,25 @@ export interface RunningBroker {
   /** aedes itself (diagnostics and tests: which connections it ever saw). */
   aedes: Aedes;
   close(): Promise<void>;
+}
+
+/**
+ * The broker with its message routing (backends.ts `openBackends`), started the same way by a
+ * single `serve` process and by each cluster worker. Backends opened here are closed again when
+ * the broker fails to start, and with the broker otherwise.
+ */
+export async function startRoutedBroker(
+  deps: Omit<BrokerDeps, 'backends'>,
+  routing: Parameters<typeof openBackends>[0],
+): Promise<{ broker: RunningBroker; routing: string }> {
+  const backends = await openBackends(routing, deps.log);
+  try {
+    const broker = await startBroker({ ...deps, ...(backends ? { backends } : {}) });
+    return { broker, routing: backends?.describe ?? '' };
+  } catch (e) {
+    await backends?.close();
+    throw e;
+  }
 }
 
 /** A broker id nobody else in a cluster has: host, pid and a random part. */

@@ -1,6 +1,13 @@
 /** The mTLS MQTT broker (see broker.ts for the path of a connection). */
 export { type BrokerBackends, redisBackends } from './backends.js';
-export { type BrokerDeps, type BrokerStore, newBrokerId, type RunningBroker, startBroker } from './broker.js';
+export {
+  type BrokerDeps,
+  type BrokerStore,
+  newBrokerId,
+  type RunningBroker,
+  startBroker,
+  startRoutedBroker,
+} from './broker.js';
 export {
   type BrokerObserver,
   type DisconnectCause,
