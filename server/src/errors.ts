@@ -55,6 +55,10 @@ export const ERROR_CODES = [
   'DEVICE_NOT_FOUND',
   'CERT_NOT_FOUND',
   'CONFLICT',
+  // the device left the fleet for good: no token, enrollment or re-provisioning for its id
+  'DEVICE_DECOMMISSIONED',
+  // a list's paging cursor that this server did not issue for that list
+  'CURSOR_INVALID',
   // a client (CLI, simulator) cannot reach the server
   'SERVER_UNREACHABLE',
   // last resort: a bug, never an input problem

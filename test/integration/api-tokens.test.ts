@@ -1,5 +1,4 @@
 /** Enrollment tokens after creation: listed by state (never the secret), revoked while unused. */
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TokenJson } from '../../server/src/cli/token-manage.js';
 import { hashSecret } from '../../server/src/enroll/secrets.js';
@@ -7,6 +6,7 @@ import { runCli } from '../helpers/cli.js';
 import { makeCsr } from '../helpers/csr.js';
 import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
+import { waitFor } from '../helpers/wait.js';
 
 let fleet: Fleet;
 const secrets: string[] = [];
@@ -39,7 +39,10 @@ beforeAll(async () => {
   await enrollDevices(fleet, ['tk-used']);
   await create('tk-unused', '1h');
   await create('tk-expired', '1s');
-  await sleep(1_500);
+  // The state the tests need is "the server reports it expired": wait for exactly that.
+  await waitFor('tk-expired to expire', async () =>
+    (await list('?state=expired')).some((t) => t.deviceId === 'tk-expired'),
+  );
 }, 120_000);
 
 afterAll(async () => {
@@ -133,9 +136,14 @@ describe('fleetgate token list / token revoke', () => {
     expect(table.stdout).toMatch(/tk-cli\s+unused\s/);
     expect(table.stderr).toContain('1 token(s)');
     const json = await runCli(['token', 'list', '--state', 'used', '--json'], fleet.env);
-    expect(JSON.parse(json.stdout).map((t: TokenJson) => t.deviceId)).toEqual(['tk-used']);
+    const parsed = JSON.parse(json.stdout) as { tokens: TokenJson[]; total: number; nextCursor: string | null };
+    expect(parsed.tokens.map((t) => t.deviceId)).toEqual(['tk-used']);
+    expect([parsed.total, parsed.nextCursor]).toEqual([1, null]);
+    const total = (await fleet.api<{ total: number }>('GET', '/api/v1/tokens')).json.total;
     const limited = await runCli(['token', 'list', '--limit', '1'], fleet.env);
-    expect(limited.stderr).toMatch(/1 token\(s\) \(the newest 1: --limit up to 1000 for more\)/);
+    expect(limited.stderr).toContain(`showing 1 of ${total} token(s); use --all or --limit`);
+    const all = await runCli(['token', 'list', '--all', '--json'], fleet.env);
+    expect(JSON.parse(all.stdout).tokens).toHaveLength(total);
     for (const secret of secrets) expect(`${table.stdout}${json.stdout}`).not.toContain(secret);
 
     const [t] = await list('?deviceId=tk-cli');

@@ -17,7 +17,7 @@ import { isFleetgateError } from '../../server/src/errors.js';
 import { GENESIS_HASH, verifyAuditChain } from '../../server/src/store/audit-hash.js';
 import { openStore } from '../../server/src/store/index.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../../server/src/store/migrations.js';
-import type { NewCertificate, Store, StoreEvent } from '../../server/src/store/types.js';
+import type { NewCertificate, Page, Store, StoreEvent } from '../../server/src/store/types.js';
 import { createTestDatabase, postgresAvailable } from '../helpers/pg.js';
 
 type Row = Record<string, unknown>;
@@ -437,6 +437,155 @@ function storeContract(backend: Backend): void {
         }),
       ).rejects.toThrow('nope');
       expect(await store.getDevice(b)).toBeNull();
+    });
+
+    describe('keyset paging', () => {
+      /** Walks a list page by page, calling `between` after each page (rows inserted meanwhile). */
+      async function walk<T>(
+        page: (cursor: string | null) => Promise<Page<T>>,
+        between: () => Promise<void> = async () => undefined,
+      ): Promise<{ items: T[]; totals: number[]; pages: number }> {
+        const items: T[] = [];
+        const totals: number[] = [];
+        let cursor: string | null = null;
+        for (let pages = 1; pages < 10_000; pages++) {
+          const p = await page(cursor);
+          items.push(...p.items);
+          totals.push(p.total);
+          if (p.nextCursor === null) return { items, totals, pages };
+          cursor = p.nextCursor;
+          await between();
+        }
+        throw new Error('paging did not end');
+      }
+      const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+      it('pages devices in id order: no duplicate or gap while devices are inserted between pages', async () => {
+        for (let i = 0; i < 7; i++) await store.upsertDevice(uid('kp'), 'device');
+        const before = (await store.listDevices()).map((d) => d.id);
+        let n = 0;
+        const { items, totals } = await walk(
+          (cursor) => store.pageDevices({ limit: 3, cursor }),
+          async () => {
+            // one id sorting before everything listed so far, one after
+            await store.upsertDevice(`0000-kp-${n}`, 'device');
+            await store.upsertDevice(`zzzz-kp-${n++}`, 'device');
+          },
+        );
+        const ids = items.map((d) => d.id);
+        expect(new Set(ids).size).toBe(ids.length);
+        expect(ids).toEqual([...ids].sort(byteOrder));
+        for (const id of before) expect(ids).toContain(id);
+        expect(totals[0]).toBe(before.length);
+        expect(totals.at(-1)).toBe((await store.listDevices()).length);
+        // the filters and the old offset still apply
+        const svc = uid('kp-svc');
+        await store.upsertDevice(svc, 'service');
+        const services = await store.pageDevices({ limit: 1000, kind: 'service' });
+        expect(services.items.every((d) => d.kind === 'service')).toBe(true);
+        expect(services.total).toBe((await store.listDevices({ kind: 'service' })).length);
+        const all = await store.listDevices();
+        expect((await store.pageDevices({ limit: 2, offset: 1 })).items).toEqual(all.slice(1, 3));
+      });
+
+      it('pages tokens newest first, ties (one insert, one timestamp) by id, new tokens not repeated', async () => {
+        const dev = uid('kp-tok');
+        const mk = () => ({
+          id: randomUUID(),
+          deviceId: dev,
+          tokenHash: sha(),
+          expiresAt: new Date(Date.now() + DAY),
+          createdBy: 'op',
+        });
+        await store.insertTokens(Array.from({ length: 5 }, mk));
+        await store.insertTokens(Array.from({ length: 4 }, mk));
+        const before = await store.listTokens({ deviceId: dev });
+        const { items, totals } = await walk(
+          (cursor) => store.pageTokens({ limit: 2, cursor, deviceId: dev }),
+          () => store.insertTokens([mk()]),
+        );
+        expect(items.map((t) => t.id)).toEqual(before.map((t) => t.id));
+        expect(totals[0]).toBe(9);
+        expect(totals.at(-1)).toBe(9 + totals.length - 1);
+        const unused = await store.pageTokens({ limit: 1000, deviceId: dev, state: 'used' });
+        expect(unused).toEqual({ items: [], total: 0, nextCursor: null });
+      });
+
+      it('pages the audit log in chain order; total is the chain length', async () => {
+        for (let i = 0; i < 4; i++) await store.appendAudit({ actor: 'test', action: 'kp.page' });
+        const all = await store.listAudit();
+        const { items, totals } = await walk(
+          (cursor) => store.pageAudit({ limit: 3, cursor }),
+          async () => {
+            await store.appendAudit({ actor: 'test', action: 'kp.between' });
+          },
+        );
+        const seqs = items.map((e) => e.seq);
+        expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+        expect(totals[0]).toBe(all.length);
+        expect(totals.at(-1)).toBe(seqs.length);
+        const tail = await store.pageAudit({ limit: 2, afterSeq: all.length - 2 });
+        expect(tail.items.map((e) => e.seq)).toEqual([all.length - 1, all.length]);
+      });
+
+      it('pages expiring certificates and operator credentials in their order with their totals', async () => {
+        const dev = uid('kp-exp');
+        await store.upsertDevice(dev, 'device');
+        const base = Date.now() + 1000 * DAY;
+        for (const ms of [3, 1, 2, 2, 1]) {
+          await store.insertCertificate(newCert(dev, { notAfter: new Date(base + ms * 60_000) }));
+        }
+        const before = new Date(base + DAY);
+        const { items, totals } = await walk((cursor) => store.pageExpiring({ limit: 2, cursor, before }));
+        expect(items.map((c) => c.serial)).toEqual((await store.listExpiring(before)).map((c) => c.serial));
+        expect(totals[0]).toBe(items.length);
+
+        for (let i = 0; i < 3; i++) {
+          await store.insertOperatorCredential({ id: randomUUID(), name: uid('kp-op'), tokenHash: sha() });
+        }
+        const ops = await walk((cursor) => store.pageOperatorCredentials({ limit: 2, cursor }));
+        expect(ops.items).toEqual(await store.listOperatorCredentials());
+        expect(ops.totals[0]).toBe(ops.items.length);
+      });
+
+      it('refuses a cursor it did not issue for that list with CURSOR_INVALID, whatever it holds', async () => {
+        const b64 = (v: unknown) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+        const tokens = await store.pageTokens({ limit: 1 });
+        const bad = [
+          'garbage',
+          '!!!!',
+          '=',
+          'a'.repeat(1025),
+          b64('not json'),
+          b64(null),
+          b64([]),
+          b64({}),
+          b64({ v: 2, l: 'devices', k: ['a'] }),
+          b64({ v: 1, l: 'tokens', k: ['1', randomUUID()] }), // another list's shape
+          b64({ v: 1, l: 'devices', k: [] }),
+          b64({ v: 1, l: 'devices', k: ['a', 'b'] }),
+          b64({ v: 1, l: 'devices', k: [1] }),
+          b64({ v: 1, l: 'devices', k: ['nul\u0000byte'] }),
+          b64({ v: 1, l: 'devices', k: ['\ud800'] }),
+          b64({ v: 1, l: 'devices', k: ['x'.repeat(257)] }),
+          ...(tokens.nextCursor ? [tokens.nextCursor] : []),
+        ];
+        for (const cursor of bad) await expectCode(store.pageDevices({ limit: 5, cursor }), 'CURSOR_INVALID');
+        for (const k of [
+          ['-1', randomUUID()],
+          ['1e5', randomUUID()],
+          ['123456789012345678', randomUUID()],
+          ['1', 'x'],
+        ]) {
+          await expectCode(store.pageTokens({ limit: 5, cursor: b64({ v: 1, l: 'tokens', k }) }), 'CURSOR_INVALID');
+        }
+        await expectCode(store.pageAudit({ limit: 5, cursor: b64({ v: 1, l: 'audit', k: ['0'] }) }), 'CURSOR_INVALID');
+        // A well-formed key is only a position, whatever its text: hostile text pages like any other.
+        for (const text of HOSTILE.filter((h) => !/\p{Cc}/u.test(h) && h.length <= 256)) {
+          const page = await store.pageDevices({ limit: 5, cursor: b64({ v: 1, l: 'devices', k: [text] }) });
+          expect(page.items.every((d) => byteOrder(d.id, text) > 0)).toBe(true);
+        }
+      });
     });
 
     describe('savepoints', () => {

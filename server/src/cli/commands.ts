@@ -75,7 +75,7 @@ Examples:
   {
     path: ['token', 'list'],
     summary: 'list enrollment tokens: unused, expired, used (never the secret)',
-    help: `Usage: fleetgate token list [--device ID] [--state unused|expired|used] [--limit N] [--json]
+    help: `Usage: fleetgate token list [--device ID] [--state unused|expired|used] [--limit N | --all] [--json]
 
 Lists enrollment tokens, newest first, with their id, device, state, expiry and when they were
 used. The secret was shown only when the token was created and is never listed.
@@ -83,9 +83,10 @@ used. The secret was shown only when the token was created and is never listed.
 Options:
   --device ID      only the tokens of this device
   --state S        unused (can still enroll), expired (unused past its expiry) or used
-  --limit N        at most N tokens (default 100, up to 1000); the footer says when it was reached
-  --json           print one JSON array of { "id", "deviceId", "state", "createdAt", "expiresAt",
-                   "usedAt", "createdBy" }
+  --limit N        at most N tokens (default 100, up to 1000); the footer says what was left out
+  --all            every token (follows the API's cursor page by page)
+  --json           print { "tokens": [{ "id", "deviceId", "state", "createdAt", "expiresAt",
+                   "usedAt", "createdBy" }], "total", "nextCursor" }
 
 Example:
   npx fleetgate token list --state unused
@@ -109,13 +110,17 @@ Example:
   {
     path: ['devices', 'list'],
     summary: 'list devices, their status and current certificate',
-    help: `Usage: fleetgate devices list [--status active|revoked] [--limit N] [--offset N] [--json]
+    help: `Usage: fleetgate devices list [--status active|revoked] [--limit N | --all] [--offset N] [--json]
+
+Devices in id order. The footer (on stderr) says what was left out, e.g.
+"showing 100 of 312 device(s); use --all or --limit".
 
 Options:
   --status S   only active or only revoked devices
   --limit N    at most N devices (1-1000, default 100)
-  --offset N   skip the first N
-  --json       print the API's JSON
+  --all        every device (follows the API's cursor page by page)
+  --offset N   skip the first N (not with --all)
+  --json       print { "devices": [...], "total", "nextCursor" } (the API's page)
 `,
     load: async () => (await import('./devices.js')).devicesListCommand,
   },
@@ -177,7 +182,10 @@ Example:
   {
     path: ['certs', 'expiring'],
     summary: 'list valid certificates expiring within N days',
-    help: `Usage: fleetgate certs expiring --days N [--json]
+    help: `Usage: fleetgate certs expiring --days N [--limit N | --all] [--json]
+
+Soonest first. --limit N (1-1000, default 100), --all every one; --json prints
+{ "certificates": [...], "total", "nextCursor" }.
 `,
     load: async () => (await import('./devices.js')).certsExpiringCommand,
   },
@@ -193,7 +201,10 @@ Creates an operator credential for the API and this CLI (FLEETGATE_TOKEN). Store
   {
     path: ['operator', 'list'],
     summary: 'list operator credentials',
-    help: `Usage: fleetgate operator list [--json]
+    help: `Usage: fleetgate operator list [--limit N | --all] [--json]
+
+Operator credentials, oldest first (never a token). --limit N (1-1000, default 100), --all every
+one; --json prints { "operators": [...], "total", "nextCursor" }.
 `,
     load: async () => (await import('./operators.js')).operatorListCommand,
   },

@@ -1,7 +1,10 @@
 import { connect } from './api-client.js';
 import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
+import { fetchList, listFooter, PAGE_OPTIONS, parsePageArgs } from './list-pages.js';
 import { EXIT_OK, out, UsageError } from './output.js';
+
+const DEVICE_STATUSES = ['active', 'revoked'];
 
 interface CertJson {
   serial: string;
@@ -26,42 +29,41 @@ export const devicesListCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, {
       status: { type: 'string' },
-      limit: { type: 'string' },
       offset: { type: 'string' },
+      ...PAGE_OPTIONS,
       json: { type: 'boolean' },
     });
     const q = new URLSearchParams();
     if (values.status !== undefined) {
-      if (values.status !== 'active' && values.status !== 'revoked')
-        throw new UsageError('--status must be active or revoked');
+      if (!DEVICE_STATUSES.includes(values.status))
+        throw new UsageError(`--status must be one of ${DEVICE_STATUSES.join(', ')}`);
       q.set('status', values.status);
     }
-    // The server's ranges (operator-api.ts ListQuery), checked here so a bad value is a usage error.
-    const ranges = { limit: [1, 1000], offset: [0, 9_999_999] } as const;
-    for (const k of ['limit', 'offset'] as const) {
-      const v = values[k];
-      if (v === undefined) continue;
-      const [min, max] = ranges[k];
-      if (!/^\d{1,7}$/.test(v) || Number(v) < min || Number(v) > max)
-        throw new UsageError(`--${k} must be a whole number from ${min} to ${max}`);
-      q.set(k, v);
+    const page = parsePageArgs(values);
+    if (values.offset !== undefined) {
+      // Kept from before cursors existed; a cursor (--all) does not combine with it.
+      if (!/^\d{1,7}$/.test(values.offset)) throw new UsageError('--offset must be a whole number from 0 to 9999999');
+      if (page.all) throw new UsageError('give --all or --offset, not both');
+      q.set('offset', values.offset);
     }
     const api = await connect();
-    const { devices } = await api.call<{ devices: DeviceJson[] }>('GET', `/api/v1/devices?${q}`);
+    const list = await fetchList<DeviceJson>(api, '/api/v1/devices', q, 'devices', page);
     if (values.json) {
-      out(JSON.stringify(devices));
+      out(JSON.stringify({ devices: list.items, total: list.total, nextCursor: list.nextCursor }));
       return EXIT_OK;
     }
+    const devices = list.items;
     const width = Math.max(6, ...devices.map((d) => d.id.length));
+    const statusWidth = Math.max(7, ...devices.map((d) => d.status.length));
     out(
-      `${'DEVICE'.padEnd(width)}  ${'KIND'.padEnd(7)}  ${'STATUS'.padEnd(7)}  ${'ONLINE'.padEnd(6)}  ${'CERT EXPIRES'.padEnd(24)}  SERIAL`,
+      `${'DEVICE'.padEnd(width)}  ${'KIND'.padEnd(7)}  ${'STATUS'.padEnd(statusWidth)}  ${'ONLINE'.padEnd(6)}  ${'CERT EXPIRES'.padEnd(24)}  SERIAL`,
     );
     for (const d of devices) {
       out(
-        `${d.id.padEnd(width)}  ${d.kind.padEnd(7)}  ${d.status.padEnd(7)}  ${(d.online ? 'yes' : 'no').padEnd(6)}  ${(d.current?.notAfter ?? '-').padEnd(24)}  ${d.current?.serial ?? '-'}`,
+        `${d.id.padEnd(width)}  ${d.kind.padEnd(7)}  ${d.status.padEnd(statusWidth)}  ${(d.online ? 'yes' : 'no').padEnd(6)}  ${(d.current?.notAfter ?? '-').padEnd(24)}  ${d.current?.serial ?? '-'}`,
       );
     }
-    process.stderr.write(`${devices.length} device(s)\n`);
+    process.stderr.write(`${listFooter(devices.length, list.total, 'device(s)')}\n`);
     return EXIT_OK;
   },
 };
@@ -93,7 +95,7 @@ export const devicesShowCommand: CommandImpl = {
 
 export const certsExpiringCommand: CommandImpl = {
   async run(argv) {
-    const { values } = parseCommandArgs(argv, { days: { type: 'string' }, json: { type: 'boolean' } });
+    const { values } = parseCommandArgs(argv, { days: { type: 'string' }, ...PAGE_OPTIONS, json: { type: 'boolean' } });
     if (
       values.days === undefined ||
       !/^\d{1,4}$/.test(values.days) ||
@@ -102,13 +104,21 @@ export const certsExpiringCommand: CommandImpl = {
     ) {
       throw new UsageError('--days N (1-3650) is required');
     }
+    const page = parsePageArgs(values);
     const api = await connect();
-    const { certificates } = await api.call<{ certificates: (CertJson & { deviceId: string })[] }>(
-      'GET',
-      `/api/v1/certificates/expiring?days=${values.days}`,
+    const list = await fetchList<CertJson & { deviceId: string }>(
+      api,
+      '/api/v1/certificates/expiring',
+      new URLSearchParams({ days: values.days }),
+      'certificates',
+      page,
     );
-    if (values.json) out(JSON.stringify(certificates));
-    else for (const c of certificates) out(`${c.deviceId}  ${c.serial}  expires ${c.notAfter}`);
+    if (values.json) {
+      out(JSON.stringify({ certificates: list.items, total: list.total, nextCursor: list.nextCursor }));
+      return EXIT_OK;
+    }
+    for (const c of list.items) out(`${c.deviceId}  ${c.serial}  expires ${c.notAfter}`);
+    process.stderr.write(`${listFooter(list.items.length, list.total, 'certificate(s)')}\n`);
     return EXIT_OK;
   },
 };

@@ -1,6 +1,7 @@
 import { connect } from './api-client.js';
 import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
+import { fetchList, listFooter, PAGE_OPTIONS, parsePageArgs } from './list-pages.js';
 import { EXIT_FAILURE, EXIT_OK, out, UsageError } from './output.js';
 
 export const operatorCreateCommand: CommandImpl = {
@@ -21,17 +22,26 @@ export const operatorCreateCommand: CommandImpl = {
   },
 };
 
+interface OperatorJson {
+  id: string;
+  name: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
 export const operatorListCommand: CommandImpl = {
   async run(argv) {
-    const { values } = parseCommandArgs(argv, { json: { type: 'boolean' } });
+    const { values } = parseCommandArgs(argv, { ...PAGE_OPTIONS, json: { type: 'boolean' } });
+    const page = parsePageArgs(values);
     const api = await connect();
-    const { operators } = await api.call<{
-      operators: { id: string; name: string; createdAt: string; revokedAt: string | null }[];
-    }>('GET', '/api/v1/operators');
-    if (values.json) out(JSON.stringify(operators));
-    else
-      for (const o of operators)
-        out(`${o.id}  ${o.name}  created ${o.createdAt}${o.revokedAt ? `  revoked ${o.revokedAt}` : ''}`);
+    const list = await fetchList<OperatorJson>(api, '/api/v1/operators', new URLSearchParams(), 'operators', page);
+    if (values.json) {
+      out(JSON.stringify({ operators: list.items, total: list.total, nextCursor: list.nextCursor }));
+      return EXIT_OK;
+    }
+    for (const o of list.items)
+      out(`${o.id}  ${o.name}  created ${o.createdAt}${o.revokedAt ? `  revoked ${o.revokedAt}` : ''}`);
+    process.stderr.write(`${listFooter(list.items.length, list.total, 'operator credential(s)')}\n`);
     return EXIT_OK;
   },
 };

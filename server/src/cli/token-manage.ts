@@ -2,6 +2,7 @@
 import { connect } from './api-client.js';
 import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
+import { fetchList, listFooter, PAGE_OPTIONS, parsePageArgs } from './list-pages.js';
 import { EXIT_OK, out, UsageError } from './output.js';
 
 /** One token as `GET /api/v1/tokens` lists it (and `token list --json` prints it). */
@@ -22,7 +23,7 @@ export const tokenListCommand: CommandImpl = {
     const { values } = parseCommandArgs(argv, {
       device: { type: 'string' },
       state: { type: 'string' },
-      limit: { type: 'string' },
+      ...PAGE_OPTIONS,
       json: { type: 'boolean' },
     });
     const query = new URLSearchParams();
@@ -31,24 +32,20 @@ export const tokenListCommand: CommandImpl = {
       if (!STATES.includes(values.state)) throw new UsageError(`--state must be one of ${STATES.join(', ')}`);
       query.set('state', values.state);
     }
-    const limit = values.limit ?? '100';
-    if (!/^\d{1,4}$/.test(limit) || Number(limit) < 1 || Number(limit) > 1000) {
-      throw new UsageError('--limit must be a whole number from 1 to 1000');
-    }
-    query.set('limit', limit);
+    const page = parsePageArgs(values);
     const api = await connect();
-    const { tokens } = await api.call<{ tokens: TokenJson[] }>('GET', `/api/v1/tokens?${query}`);
+    const list = await fetchList<TokenJson>(api, '/api/v1/tokens', query, 'tokens', page);
     if (values.json) {
-      out(JSON.stringify(tokens));
+      out(JSON.stringify({ tokens: list.items, total: list.total, nextCursor: list.nextCursor }));
       return EXIT_OK;
     }
+    const tokens = list.items;
     const width = Math.max(6, ...tokens.map((t) => t.deviceId.length));
     out(`${'ID'.padEnd(36)}  ${'DEVICE'.padEnd(width)}  ${'STATE'.padEnd(7)}  ${'EXPIRES'.padEnd(24)}  USED`);
     for (const t of tokens) {
       out(`${t.id}  ${t.deviceId.padEnd(width)}  ${t.state.padEnd(7)}  ${t.expiresAt.padEnd(24)}  ${t.usedAt ?? '-'}`);
     }
-    const more = tokens.length === Number(limit) ? ` (the newest ${limit}: --limit up to 1000 for more)` : '';
-    process.stderr.write(`${tokens.length} token(s)${more}\n`);
+    process.stderr.write(`${listFooter(tokens.length, list.total, 'token(s)')}\n`);
     return EXIT_OK;
   },
 };

@@ -34,6 +34,24 @@ export function createAudit(opts: { store: Store; pageSize?: number }): AuditSer
       return store.listAudit({ afterSeq, limit });
     },
 
+    async page(o = {}) {
+      const limit = o.limit ?? DEFAULT_LIST_LIMIT;
+      if (!Number.isInteger(limit) || limit < 1 || limit > AUDIT_PAGE_SIZE) {
+        throw new FleetgateError('BAD_REQUEST', `limit must be an integer from 1 to ${AUDIT_PAGE_SIZE}`);
+      }
+      if (o.afterSeq !== undefined && (!Number.isInteger(o.afterSeq) || o.afterSeq < 0)) {
+        throw new FleetgateError('BAD_REQUEST', 'afterSeq must be a non-negative integer');
+      }
+      if (o.afterSeq !== undefined && o.cursor !== undefined) {
+        throw new FleetgateError('BAD_REQUEST', 'give a cursor or afterSeq, not both');
+      }
+      return store.pageAudit({
+        limit,
+        cursor: o.cursor,
+        ...(o.afterSeq !== undefined ? { afterSeq: o.afterSeq } : {}),
+      });
+    },
+
     async verify() {
       let anchor: { seq: number; hash: string } | undefined;
       let count = 0;

@@ -26,6 +26,25 @@ export function currentCertificate(certs: CertificateRecord[], now: Date): Certi
   return best;
 }
 
+function checkLimit(limit: number | undefined): number {
+  const n = limit ?? DEFAULT_LIMIT;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_LIMIT) {
+    throw new FleetgateError('BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LIMIT}`);
+  }
+  return n;
+}
+
+function checkDays(withinDays: unknown): void {
+  if (
+    typeof withinDays !== 'number' ||
+    !Number.isInteger(withinDays) ||
+    withinDays < 1 ||
+    withinDays > MAX_EXPIRING_DAYS
+  ) {
+    throw new FleetgateError('BAD_REQUEST', `days must be an integer from 1 to ${MAX_EXPIRING_DAYS}`);
+  }
+}
+
 export function createInventory(opts: { store: Store; now?: Clock | undefined }): InventoryService {
   const { store } = opts;
   const now = opts.now ?? systemClock;
@@ -52,6 +71,19 @@ export function createInventory(opts: { store: Store; now?: Clock | undefined })
       return Promise.all(devices.map((d) => view(d, at)));
     },
 
+    async pageDevices(o = {}) {
+      const limit = checkLimit(o.limit);
+      const offset = o.offset ?? 0;
+      if (!Number.isInteger(offset) || offset < 0)
+        throw new FleetgateError('BAD_REQUEST', 'offset must be a non-negative integer');
+      if (o.status !== undefined && o.status !== 'active' && o.status !== 'revoked') {
+        throw new FleetgateError('BAD_REQUEST', 'status must be active or revoked');
+      }
+      const page = await store.pageDevices({ limit, offset, cursor: o.cursor, status: o.status });
+      const at = now();
+      return { ...page, items: await Promise.all(page.items.map((d) => view(d, at))) };
+    },
+
     async getDevice(id) {
       const d = typeof id === 'string' ? await store.getDevice(id) : null;
       if (!d) throw new FleetgateError('DEVICE_NOT_FOUND', `device ${JSON.stringify(printable(id, 64))} not found`);
@@ -59,15 +91,14 @@ export function createInventory(opts: { store: Store; now?: Clock | undefined })
     },
 
     async expiring(withinDays) {
-      if (
-        typeof withinDays !== 'number' ||
-        !Number.isInteger(withinDays) ||
-        withinDays < 1 ||
-        withinDays > MAX_EXPIRING_DAYS
-      ) {
-        throw new FleetgateError('BAD_REQUEST', `days must be an integer from 1 to ${MAX_EXPIRING_DAYS}`);
-      }
+      checkDays(withinDays);
       return store.listExpiring(new Date(now().getTime() + withinDays * DAY_MS));
+    },
+
+    async pageExpiring(withinDays, o = {}) {
+      checkDays(withinDays);
+      const before = new Date(now().getTime() + withinDays * DAY_MS);
+      return store.pageExpiring({ before, limit: checkLimit(o.limit), cursor: o.cursor });
     },
   };
 }

@@ -118,6 +118,15 @@ export function createOperators(opts: { store: Store; audit: AuditService }): Op
       return (await store.listOperatorCredentials()).map(({ tokenHash: _hidden, ...rest }) => rest);
     },
 
+    async page(o = {}) {
+      const limit = o.limit ?? 100;
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+        throw new FleetgateError('BAD_REQUEST', 'limit must be an integer from 1 to 1000');
+      }
+      const page = await store.pageOperatorCredentials({ limit, cursor: o.cursor });
+      return { ...page, items: page.items.map(({ tokenHash: _hidden, ...rest }) => rest) };
+    },
+
     async revoke(id, actor: Actor) {
       await store.transaction(async (tx) => {
         const all = await tx.listOperatorCredentials();

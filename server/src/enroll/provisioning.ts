@@ -7,7 +7,7 @@ import { enroll } from './enrollment.js';
 import { type FailureLog, groupCommit } from './group-commit.js';
 import { DEFAULT_SERVICE_MAX_LIFETIME_MS, reenroll } from './renewal.js';
 import { issueService } from './service-identity.js';
-import { checkTtl, createTokens, listTokens, revokeToken } from './tokens.js';
+import { checkTtl, createTokens, listTokens, pageTokens, revokeToken } from './tokens.js';
 import type { AuditService, ProvisioningObserver, ProvisioningService } from './types.js';
 
 export interface ProvisioningOptions {
@@ -63,6 +63,7 @@ export function createProvisioning(opts: ProvisioningOptions): ProvisioningServi
   return {
     createTokens: (req, o) => createTokens(ctx, req, o),
     listTokens: (o) => listTokens(ctx, o),
+    pageTokens: (o) => pageTokens(ctx, o),
     revokeToken: (id, o) => revokeToken(ctx, id, o),
     enroll: (req) => enroll(ctx, req),
     reenroll: (req) => reenroll(ctx, req),

@@ -16,7 +16,7 @@
 import { randomUUID } from 'node:crypto';
 import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError } from '../errors.js';
-import type { NewToken, TokenRecord, TokenState } from '../store/types.js';
+import type { NewToken, Page, TokenRecord, TokenState } from '../store/types.js';
 import type { UseCaseContext } from './context.js';
 import { printable } from './context.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, newSecret } from './secrets.js';
@@ -188,6 +188,32 @@ export async function listTokens(
     ...(opts.state !== undefined ? { state: opts.state } : {}),
   });
   return rows.map((t) => tokenView(t, now));
+}
+
+/** listTokens as one keyset page (store/paging.ts) with the total. */
+export async function pageTokens(
+  ctx: UseCaseContext,
+  opts: { deviceId?: string; state?: TokenState; limit?: number; cursor?: string | undefined },
+): Promise<Page<TokenView>> {
+  const limit = opts.limit ?? 100;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_TOKEN_LIST) {
+    throw bad(`limit must be an integer from 1 to ${MAX_TOKEN_LIST}`);
+  }
+  if (opts.state !== undefined && !TOKEN_STATES.includes(opts.state)) {
+    throw bad(`state must be one of ${TOKEN_STATES.join(', ')}`);
+  }
+  if (opts.deviceId !== undefined && !isValidDeviceId(opts.deviceId)) {
+    throw bad(`invalid device id ${JSON.stringify(printable(opts.deviceId))}`);
+  }
+  const now = ctx.now();
+  const page = await ctx.store.pageTokens({
+    limit,
+    now,
+    cursor: opts.cursor,
+    ...(opts.deviceId !== undefined ? { deviceId: opts.deviceId } : {}),
+    ...(opts.state !== undefined ? { state: opts.state } : {}),
+  });
+  return { ...page, items: page.items.map((t) => tokenView(t, now)) };
 }
 
 /**

@@ -9,7 +9,9 @@ import type {
   AuditEvent,
   CertificateRecord,
   DeviceRecord,
+  DeviceStatus,
   OperatorCredentialRecord,
+  Page,
   RevocationReason,
   TokenState,
 } from '../store/types.js';
@@ -65,6 +67,13 @@ export interface ProvisioningService {
   createTokens(req: TokenRequest, opts: { ttlMs?: number; actor: Actor }): Promise<IssuedToken[]>;
   /** Tokens newest first, optionally of one device and in one state. */
   listTokens(opts: { deviceId?: string; state?: TokenState; limit?: number }): Promise<TokenView[]>;
+  /** listTokens, one keyset page at a time with the total. */
+  pageTokens(opts: {
+    deviceId?: string;
+    state?: TokenState;
+    limit?: number;
+    cursor?: string | undefined;
+  }): Promise<Page<TokenView>>;
   /** Deletes an unused token (audited): NOT_FOUND if unknown, CONFLICT if already used. */
   revokeToken(id: string, opts: { actor: Actor }): Promise<TokenView>;
   /** RFC 7030 4.2.1 simpleenroll: authenticate with device id + token, issue from the CSR. */
@@ -94,8 +103,19 @@ export interface DeviceView extends DeviceRecord {
 
 export interface InventoryService {
   listDevices(opts?: { limit?: number; offset?: number; status?: 'active' | 'revoked' }): Promise<DeviceView[]>;
+  /** Devices in id order, one keyset page (store/paging.ts) with the total; limit 1-1000 (100). */
+  pageDevices(opts?: {
+    limit?: number;
+    cursor?: string | undefined;
+    offset?: number;
+    status?: DeviceStatus;
+  }): Promise<Page<DeviceView>>;
   getDevice(id: string): Promise<DeviceView>;
   expiring(withinDays: number): Promise<CertificateRecord[]>;
+  pageExpiring(
+    withinDays: number,
+    opts?: { limit?: number; cursor?: string | undefined },
+  ): Promise<Page<CertificateRecord>>;
 }
 
 export interface OperatorService {
@@ -105,11 +125,18 @@ export interface OperatorService {
   authenticate(token: string): Promise<Actor | null>;
   create(name: string, actor: Actor): Promise<{ id: string; name: string; token: string }>;
   list(): Promise<Omit<OperatorCredentialRecord, 'tokenHash'>[]>;
+  /** Oldest first, one keyset page at a time with the total. */
+  page(opts?: {
+    limit?: number;
+    cursor?: string | undefined;
+  }): Promise<Page<Omit<OperatorCredentialRecord, 'tokenHash'>>>;
   revoke(id: string, actor: Actor): Promise<void>;
 }
 
 export interface AuditService {
   record(actor: Actor, action: string, subject: string | null, details?: Record<string, unknown>): Promise<void>;
   list(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEvent[]>;
+  /** In chain order after the cursor (or afterSeq), one page; total is the chain's length. */
+  page(opts?: { afterSeq?: number; limit?: number; cursor?: string | undefined }): Promise<Page<AuditEvent>>;
   verify(): Promise<{ ok: true; count: number } | { ok: false; count: number; brokenAtSeq: number; reason: string }>;
 }

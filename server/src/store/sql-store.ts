@@ -31,6 +31,8 @@ import type {
   NewCertificate,
   NewToken,
   OperatorCredentialRecord,
+  Page,
+  PageOptions,
   RevocationReason,
   Store,
   StoreEvent,
@@ -77,6 +79,11 @@ class SqlOps implements StoreTx {
   }): Promise<DeviceRecord[]> {
     return devices.listDevices(this.cx, opts);
   }
+  pageDevices(
+    opts: PageOptions & { kind?: IdentityKind; status?: DeviceStatus; offset?: number },
+  ): Promise<Page<DeviceRecord>> {
+    return devices.pageDevices(this.cx, opts);
+  }
   setDeviceStatus(id: string, status: DeviceStatus): Promise<void> {
     return devices.setDeviceStatus(this.cx, id, status);
   }
@@ -95,6 +102,9 @@ class SqlOps implements StoreTx {
   }
   listExpiring(before: Date): Promise<CertificateRecord[]> {
     return certificates.listExpiring(this.cx, before);
+  }
+  pageExpiring(opts: PageOptions & { before: Date }): Promise<Page<CertificateRecord>> {
+    return certificates.pageExpiring(this.cx, opts);
   }
   revokeCertificate(serial: string, reason: RevocationReason, at: Date): Promise<boolean> {
     return certificates.revokeCertificate(this.cx, serial, reason, at);
@@ -118,6 +128,9 @@ class SqlOps implements StoreTx {
   listTokens(opts?: { deviceId?: string; state?: TokenState; now?: Date; limit?: number }): Promise<TokenRecord[]> {
     return tokens.listTokens(this.cx, opts);
   }
+  pageTokens(opts: PageOptions & { deviceId?: string; state?: TokenState; now?: Date }): Promise<Page<TokenRecord>> {
+    return tokens.pageTokens(this.cx, opts);
+  }
   getToken(id: string): Promise<TokenRecord | null> {
     return tokens.getToken(this.cx, id);
   }
@@ -135,6 +148,10 @@ class SqlOps implements StoreTx {
     return audit.listAudit(this.cx, opts);
   }
 
+  pageAudit(opts: PageOptions & { afterSeq?: number }): Promise<Page<AuditEvent>> {
+    return audit.pageAudit(this.cx, opts);
+  }
+
   insertOperatorCredential(rec: Omit<OperatorCredentialRecord, 'createdAt' | 'revokedAt'>): Promise<void> {
     return operators.insertOperatorCredential(this.cx, rec);
   }
@@ -143,6 +160,9 @@ class SqlOps implements StoreTx {
   }
   listOperatorCredentials(): Promise<OperatorCredentialRecord[]> {
     return operators.listOperatorCredentials(this.cx);
+  }
+  pageOperatorCredentials(opts: PageOptions): Promise<Page<OperatorCredentialRecord>> {
+    return operators.pageOperatorCredentials(this.cx, opts);
   }
   revokeOperatorCredential(id: string, at: Date): Promise<boolean> {
     return operators.revokeOperatorCredential(this.cx, id, at);

@@ -8,6 +8,10 @@
  * is safe against any input (parameterised SQL only).
  */
 
+import type { Page, PageOptions } from './paging.js';
+
+export type { Page, PageOptions } from './paging.js';
+
 export type CaRole = 'root' | 'issuing';
 
 export interface CaRecord {
@@ -160,6 +164,14 @@ export interface StoreTx {
     limit?: number;
     offset?: number;
   }): Promise<DeviceRecord[]>;
+  /**
+   * One page of devices in id order (byte order) and how many match. The cursor comes from the
+   * previous page's `nextCursor`; one that this list did not issue is CURSOR_INVALID. `offset`
+   * (skip rows after the cursor) is kept for callers that paged by offset before cursors existed.
+   */
+  pageDevices(
+    opts: PageOptions & { kind?: IdentityKind; status?: DeviceStatus; offset?: number },
+  ): Promise<Page<DeviceRecord>>;
   /** DEVICE_NOT_FOUND if there is no such device. */
   setDeviceStatus(id: string, status: DeviceStatus): Promise<void>;
   /** Batched presence update from the broker. Unknown ids are ignored; older `at` never wins. */
@@ -172,6 +184,8 @@ export interface StoreTx {
   listCertificates(deviceId: string): Promise<CertificateRecord[]>;
   /** Valid (not revoked) certificates expiring before `before`. */
   listExpiring(before: Date): Promise<CertificateRecord[]>;
+  /** listExpiring, one page at a time (soonest first, ties by serial). */
+  pageExpiring(opts: PageOptions & { before: Date }): Promise<Page<CertificateRecord>>;
   /** Marks one certificate revoked; returns false if unknown or already revoked. */
   revokeCertificate(serial: string, reason: RevocationReason, at: Date): Promise<boolean>;
   /** Revokes every valid certificate of the device and marks it revoked; returns the serials. */
@@ -194,6 +208,8 @@ export interface StoreTx {
   consumeToken(tokenHash: string, deviceId: string, now: Date): Promise<TokenConsumeResult>;
   /** Tokens, newest first, optionally of one device and in one state at `now`. */
   listTokens(opts?: { deviceId?: string; state?: TokenState; now?: Date; limit?: number }): Promise<TokenRecord[]>;
+  /** listTokens, one page at a time (newest first, ties by id). */
+  pageTokens(opts: PageOptions & { deviceId?: string; state?: TokenState; now?: Date }): Promise<Page<TokenRecord>>;
   getToken(id: string): Promise<TokenRecord | null>;
   /** Deletes the token if it is still unused; returns it, or null (unknown or already used). */
   deleteUnusedToken(id: string): Promise<TokenRecord | null>;
@@ -206,11 +222,15 @@ export interface StoreTx {
    */
   appendAuditMany(evs: NewAuditEvent[]): Promise<AuditEvent[]>;
   listAudit(opts?: { afterSeq?: number; limit?: number }): Promise<AuditEvent[]>;
+  /** Audit events in chain order after the cursor (or `afterSeq`); total is the chain's length. */
+  pageAudit(opts: PageOptions & { afterSeq?: number }): Promise<Page<AuditEvent>>;
 
   // operator credentials
   insertOperatorCredential(rec: Omit<OperatorCredentialRecord, 'createdAt' | 'revokedAt'>): Promise<void>;
   findOperatorCredential(tokenHash: string): Promise<OperatorCredentialRecord | null>;
   listOperatorCredentials(): Promise<OperatorCredentialRecord[]>;
+  /** Operator credentials oldest first, one page at a time. */
+  pageOperatorCredentials(opts: PageOptions): Promise<Page<OperatorCredentialRecord>>;
   revokeOperatorCredential(id: string, at: Date): Promise<boolean>;
 
   // TLS ticket keys (shared by every broker process)

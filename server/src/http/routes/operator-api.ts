@@ -101,6 +101,23 @@ function reasonOf(value: string | number | undefined) {
   return reason;
 }
 
+/**
+ * Paging shared by every list (store/paging.ts): `limit` rows (default 100, 1-1000, else 400
+ * BAD_REQUEST) after `cursor`, the previous page's `nextCursor` (a cursor this server did not
+ * issue for this list is 400 CURSOR_INVALID). Every answer carries the exact `total` of matching
+ * rows and `nextCursor` (null on the last page).
+ */
+const PageQuery = {
+  limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  cursor: Type.Optional(Type.String({ minLength: 1, description: "the previous page's nextCursor (opaque)" })),
+};
+const PageFields = {
+  total: Type.Integer({ minimum: 0, description: 'rows matching the filters, all pages together' }),
+  nextCursor: Type.Union([Type.String(), Type.Null()], {
+    description: 'pass as cursor for the next page; null: last page',
+  }),
+};
+
 const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 409: ErrorBody };
 
 export async function registerOperatorApi(app: FastifyInstance, deps: OperatorApiDeps): Promise<void> {
@@ -185,7 +202,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         {
           deviceId: Type.Optional(DeviceId),
           state: Type.Optional(Type.Union([Type.Literal('unused'), Type.Literal('expired'), Type.Literal('used')])),
-          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          ...PageQuery,
         },
         { additionalProperties: false },
       );
@@ -196,17 +213,18 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
             ...tags('tokens'),
             summary: 'List enrollment tokens, newest first (never the secret): unused, expired or used',
             querystring: TokenQuery,
-            response: { 200: Type.Object({ tokens: Type.Array(TokenJson) }), ...errors },
+            response: { 200: Type.Object({ tokens: Type.Array(TokenJson), ...PageFields }), ...errors },
           },
         },
         async (request) => {
           const q = request.query;
-          const tokens = await deps.provisioning.listTokens({
+          const page = await deps.provisioning.pageTokens({
             limit: q.limit ?? 100,
+            cursor: q.cursor,
             ...(q.deviceId !== undefined ? { deviceId: q.deviceId } : {}),
             ...(q.state !== undefined ? { state: q.state } : {}),
           });
-          return { tokens: tokens.map(tokenJson) };
+          return { tokens: page.items.map(tokenJson), total: page.total, nextCursor: page.nextCursor };
         },
       );
       const TokenParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
@@ -227,8 +245,10 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
       const ListQuery = Type.Object(
         {
           status: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('revoked')])),
-          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
-          offset: Type.Optional(Type.Integer({ minimum: 0, default: 0 })),
+          ...PageQuery,
+          offset: Type.Optional(
+            Type.Integer({ minimum: 0, default: 0, description: 'rows to skip (prefer cursor: stable under inserts)' }),
+          ),
         },
         { additionalProperties: false },
       );
@@ -237,19 +257,27 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         {
           schema: {
             ...tags('devices'),
-            summary: 'List devices with their current certificate',
+            summary: 'List devices with their current certificate, in id order (byte order)',
             querystring: ListQuery,
-            response: { 200: Type.Object({ devices: Type.Array(DeviceJson) }), ...errors },
+            response: { 200: Type.Object({ devices: Type.Array(DeviceJson), ...PageFields }), ...errors },
           },
         },
         async (request) => {
           const q = request.query;
-          const devices = await deps.inventory.listDevices({
+          if (q.cursor !== undefined && (q.offset ?? 0) !== 0) {
+            throw new FleetgateError('BAD_REQUEST', 'give a cursor or an offset, not both');
+          }
+          const page = await deps.inventory.pageDevices({
             limit: q.limit ?? 100,
             offset: q.offset ?? 0,
+            cursor: q.cursor,
             ...(q.status ? { status: q.status } : {}),
           });
-          return { devices: devices.map((d) => deviceJson(d, false)) };
+          return {
+            devices: page.items.map((d) => deviceJson(d, false)),
+            total: page.total,
+            nextCursor: page.nextCursor,
+          };
         },
       );
 
@@ -306,7 +334,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
       );
 
       const ExpiringQuery = Type.Object(
-        { days: Type.Integer({ minimum: 1, maximum: 3650 }) },
+        { days: Type.Integer({ minimum: 1, maximum: 3650 }), ...PageQuery },
         { additionalProperties: false },
       );
       api.get<{ Querystring: Static<typeof ExpiringQuery> }>(
@@ -314,12 +342,16 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         {
           schema: {
             ...tags('certificates'),
-            summary: 'Valid certificates expiring within N days',
+            summary: 'Valid certificates expiring within N days, soonest first',
             querystring: ExpiringQuery,
-            response: { 200: Type.Object({ certificates: Type.Array(CertificateJson) }), ...errors },
+            response: { 200: Type.Object({ certificates: Type.Array(CertificateJson), ...PageFields }), ...errors },
           },
         },
-        async (request) => ({ certificates: (await deps.inventory.expiring(request.query.days)).map(certJson) }),
+        async (request) => {
+          const q = request.query;
+          const page = await deps.inventory.pageExpiring(q.days, { limit: q.limit ?? 100, cursor: q.cursor });
+          return { certificates: page.items.map(certJson), total: page.total, nextCursor: page.nextCursor };
+        },
       );
 
       const OperatorJson = Type.Object({
@@ -328,23 +360,30 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         createdAt: Type.String(),
         revokedAt: Type.Union([Type.String(), Type.Null()]),
       });
-      api.get(
+      const OperatorQuery = Type.Object(PageQuery, { additionalProperties: false });
+      api.get<{ Querystring: Static<typeof OperatorQuery> }>(
         '/operators',
         {
           schema: {
             ...tags('operators'),
-            summary: 'List operator credentials',
-            response: { 200: Type.Object({ operators: Type.Array(OperatorJson) }), ...errors },
+            summary: 'List operator credentials, oldest first',
+            querystring: OperatorQuery,
+            response: { 200: Type.Object({ operators: Type.Array(OperatorJson), ...PageFields }), ...errors },
           },
         },
-        async () => ({
-          operators: (await deps.operators.list()).map((o) => ({
-            id: o.id,
-            name: o.name,
-            createdAt: o.createdAt.toISOString(),
-            revokedAt: o.revokedAt?.toISOString() ?? null,
-          })),
-        }),
+        async (request) => {
+          const page = await deps.operators.page({ limit: request.query.limit ?? 100, cursor: request.query.cursor });
+          return {
+            operators: page.items.map((o) => ({
+              id: o.id,
+              name: o.name,
+              createdAt: o.createdAt.toISOString(),
+              revokedAt: o.revokedAt?.toISOString() ?? null,
+            })),
+            total: page.total,
+            nextCursor: page.nextCursor,
+          };
+        },
       );
       const OperatorBody = Type.Object(
         { name: Type.String({ pattern: OPERATOR_NAME_SOURCE }) },
@@ -384,8 +423,8 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
 
       const AuditQuery = Type.Object(
         {
-          afterSeq: Type.Optional(Type.Integer({ minimum: 0 })),
-          limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+          afterSeq: Type.Optional(Type.Integer({ minimum: 0, description: 'start after this seq (or use cursor)' })),
+          ...PageQuery,
         },
         { additionalProperties: false },
       );
@@ -409,18 +448,23 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
                     hash: Type.String(),
                   }),
                 ),
+                ...PageFields,
               }),
               ...errors,
             },
           },
         },
         async (request) => {
-          const events = await deps.audit.list({
-            afterSeq: request.query.afterSeq ?? 0,
-            limit: request.query.limit ?? 100,
+          const q = request.query;
+          const page = await deps.audit.page({
+            limit: q.limit ?? 100,
+            cursor: q.cursor,
+            ...(q.afterSeq !== undefined ? { afterSeq: q.afterSeq } : {}),
           });
           return {
-            events: events.map((e) => ({
+            total: page.total,
+            nextCursor: page.nextCursor,
+            events: page.items.map((e) => ({
               seq: e.seq,
               at: e.at.toISOString(),
               actor: e.actor,

@@ -1,5 +1,6 @@
 /** The append-only, hash-chained audit log (audit-hash.ts defines the chain). */
 import { auditHash, canonicalJson, normaliseDetails } from '../audit-hash.js';
+import { decodeCursor, KEY, type Page, type PageOptions, toPage } from '../paging.js';
 import { AUDIT_COLS, mapAudit, str } from '../rows.js';
 import { count } from '../sql-executor.js';
 import type { SqlContext } from '../transactions.js';
@@ -84,4 +85,18 @@ export async function listAudit(
     [String(count(opts.afterSeq) ?? 0), count(opts.limit)],
   );
   return rows.map(mapAudit);
+}
+
+/**
+ * Audit events in chain order, keyset-paged on seq. The total is the head's seq: the chain has no
+ * gaps (every append takes the next number under the head lock), so it is exact and costs one row.
+ */
+export async function pageAudit(cx: SqlContext, opts: PageOptions & { afterSeq?: number }): Promise<Page<AuditEvent>> {
+  const after = opts.cursor ? Number(decodeCursor(opts.cursor, 'audit', [KEY.seq])[0]) : (count(opts.afterSeq) ?? 0);
+  const rows = await cx.ex.query(
+    `SELECT ${AUDIT_COLS} FROM audit_events WHERE audit_events.seq > $1::bigint ORDER BY audit_events.seq LIMIT $2::bigint`,
+    [String(after), count(opts.limit + 1)],
+  );
+  const head = await cx.ex.query('SELECT seq::text AS seq FROM audit_head WHERE id = 1');
+  return toPage('audit', rows, opts.limit, Number(head[0]?.seq ?? 0), (r) => [str(r.seq)], mapAudit);
 }

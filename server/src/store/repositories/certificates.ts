@@ -1,5 +1,6 @@
 /** Issued certificates and their revocation (events raised for the broker and OCSP caches). */
 import { FleetgateError } from '../../errors.js';
+import { decodeCursor, KEY, micros, type Page, type PageOptions, toPage } from '../paging.js';
 import { CERT_COLS, mapCert, str, toDate } from '../rows.js';
 import { rethrowConstraint, sqlState } from '../sql-executor.js';
 import type { SqlContext } from '../transactions.js';
@@ -120,4 +121,23 @@ export async function listRevoked(
     reason: Number(r.revocation_reason) as RevocationReason,
     notAfter: toDate(r.not_after),
   }));
+}
+
+/** Valid certificates expiring before `before`, soonest first (ties by serial), keyset-paged. */
+export async function pageExpiring(
+  cx: SqlContext,
+  opts: PageOptions & { before: Date },
+): Promise<Page<CertificateRecord>> {
+  const after = opts.cursor ? decodeCursor(opts.cursor, 'expiring', [KEY.micros, KEY.serial]) : null;
+  const filter = `status = 'valid' AND not_after < $1::timestamptz`;
+  const rows = await cx.ex.query(
+    `SELECT ${CERT_COLS}, ${micros('not_after')}::text AS k_at FROM certificates
+     WHERE ${filter}
+       AND ($2::bigint IS NULL OR ${micros('not_after')} > $2::bigint
+         OR (${micros('not_after')} = $2::bigint AND serial COLLATE "C" > $3::text COLLATE "C"))
+     ORDER BY not_after, serial COLLATE "C" LIMIT $4::bigint`,
+    [opts.before, after?.[0] ?? null, after?.[1] ?? null, opts.limit + 1],
+  );
+  const total = await cx.ex.query(`SELECT count(*)::text AS n FROM certificates WHERE ${filter}`, [opts.before]);
+  return toPage('expiring', rows, opts.limit, Number(total[0]?.n), (r) => [str(r.k_at), str(r.serial)], mapCert);
 }

@@ -1,5 +1,6 @@
 /** Devices and services: identity, status and presence. */
 import { FleetgateError } from '../../errors.js';
+import { decodeCursor, KEY, type Page, type PageOptions, toPage } from '../paging.js';
 import { DEVICE_COLS, mapDevice } from '../rows.js';
 import { count } from '../sql-executor.js';
 import type { SqlContext } from '../transactions.js';
@@ -61,4 +62,28 @@ export async function markSeen(
      WHERE d.id = v."deviceId" AND (d.last_seen_at IS NULL OR d.last_seen_at <= v.at)`,
     [JSON.stringify([...latest.values()])],
   );
+}
+
+/** Devices in id order (byte order, the same on both backends), keyset-paged (paging.ts). */
+export async function pageDevices(
+  cx: SqlContext,
+  opts: PageOptions & {
+    kind?: IdentityKind | undefined;
+    status?: DeviceStatus | undefined;
+    offset?: number | undefined;
+  },
+): Promise<Page<DeviceRecord>> {
+  const after = opts.cursor ? decodeCursor(opts.cursor, 'devices', [KEY.text])[0]! : null;
+  const filter = `($1::text IS NULL OR kind = $1::text) AND ($2::text IS NULL OR status = $2::text)`;
+  const rows = await cx.ex.query(
+    `SELECT ${DEVICE_COLS} FROM devices
+     WHERE ${filter} AND ($3::text IS NULL OR id COLLATE "C" > $3::text COLLATE "C")
+     ORDER BY id COLLATE "C" LIMIT $4::bigint OFFSET coalesce($5::bigint, 0)`,
+    [opts.kind ?? null, opts.status ?? null, after, count(opts.limit + 1), count(opts.offset)],
+  );
+  const total = await cx.ex.query(`SELECT count(*)::text AS n FROM devices WHERE ${filter}`, [
+    opts.kind ?? null,
+    opts.status ?? null,
+  ]);
+  return toPage('devices', rows, opts.limit, Number(total[0]?.n), (r) => [String(r.id)], mapDevice);
 }

@@ -1,4 +1,5 @@
 /** Enrollment tokens: only the hash of each secret is stored; consumption is the race arbiter. */
+import { decodeCursor, KEY, micros, type Page, type PageOptions, toPage } from '../paging.js';
 import { mapToken, str, TOKEN_COLS } from '../rows.js';
 import { rethrowConstraint } from '../sql-executor.js';
 import type { SqlContext } from '../transactions.js';
@@ -84,4 +85,28 @@ export async function deleteUnusedToken(cx: SqlContext, id: string): Promise<Tok
     [id],
   );
   return rows[0] ? mapToken(rows[0]) : null;
+}
+
+/** Tokens newest first (ties by id), keyset-paged (paging.ts), optionally of one device and state. */
+export async function pageTokens(
+  cx: SqlContext,
+  opts: PageOptions & { deviceId?: string | undefined; state?: TokenState | undefined; now?: Date | undefined },
+): Promise<Page<TokenRecord>> {
+  const after = opts.cursor ? decodeCursor(opts.cursor, 'tokens', [KEY.micros, KEY.uuid]) : null;
+  const filter = `($1::text IS NULL OR device_id = $1::text)
+     AND ($2::text IS NULL
+       OR ($2::text = 'used' AND used_at IS NOT NULL)
+       OR ($2::text = 'unused' AND used_at IS NULL AND expires_at > $3::timestamptz)
+       OR ($2::text = 'expired' AND used_at IS NULL AND expires_at <= $3::timestamptz))`;
+  const params = [opts.deviceId ?? null, opts.state ?? null, (opts.now ?? new Date()).toISOString()];
+  const rows = await cx.ex.query(
+    `SELECT ${TOKEN_COLS}, ${micros('created_at')}::text AS k_at FROM enrollment_tokens
+     WHERE ${filter}
+       AND ($4::bigint IS NULL OR ${micros('created_at')} < $4::bigint
+         OR (${micros('created_at')} = $4::bigint AND id COLLATE "C" > $5::text COLLATE "C"))
+     ORDER BY created_at DESC, id COLLATE "C" LIMIT $6::bigint`,
+    [...params, after?.[0] ?? null, after?.[1] ?? null, opts.limit + 1],
+  );
+  const total = await cx.ex.query(`SELECT count(*)::text AS n FROM enrollment_tokens WHERE ${filter}`, params);
+  return toPage('tokens', rows, opts.limit, Number(total[0]?.n), (r) => [str(r.k_at), str(r.id)], mapToken);
 }
