@@ -50,6 +50,7 @@ function rawMqtt(fleet: Fleet, cred: Credential, chunks: Buffer[], gapMs = 50, w
       for (const c of chunks) {
         if (s.destroyed) break;
         s.write(c);
+        // The gap is the input under test: each chunk reaches the broker in its own TLS record.
         await new Promise((r) => setTimeout(r, gapMs));
       }
     });

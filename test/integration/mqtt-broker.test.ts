@@ -192,8 +192,15 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
     await a.publishAsync('devices/dev-a/telemetry', 'mine', { qos: 1 });
     // A service may not publish telemetry on behalf of a device.
     await watcher.publishAsync('devices/dev-b/telemetry', 'spoof', { qos: 1 });
-    await sleep(500);
-    expect(seen).toEqual(['devices/dev-a/telemetry']);
+    // A marker published after everything, delivered to both subscribers: a spoof that got
+    // through would have arrived before it (one broker, in-order delivery per subscriber).
+    await watcher.publishAsync('devices/dev-b/commands/marker', 'marker', { qos: 1 });
+    await until(
+      async () => seen,
+      (t) => t.includes('b:devices/dev-b/commands/marker') && t.includes('devices/dev-b/commands/marker'),
+      10_000,
+    );
+    expect(seen.filter((t) => !t.endsWith('/commands/marker'))).toEqual(['devices/dev-a/telemetry']);
     expect(a.connected && watcher.connected).toBe(true);
     const after = metricValue(await metricsText(fleet), 'fleetgate_mqtt_refused_total', { reason: 'acl_publish' });
     expect(after - before).toBe(4);
@@ -217,7 +224,9 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
     const got = nextMessage(service);
     await device.publishAsync('devices/ingest-9/telemetry', 'hello', { qos: 1 });
     expect(await got).toEqual({ topic: 'devices/ingest-9/telemetry', payload: 'hello' });
-    await sleep(300);
+    // A takeover would have closed the service when the device's CONNECT was admitted; a round
+    // trip on the service after that proves it is still there.
+    await service.publishAsync('devices/ingest-9/commands/ping', 'ping', { qos: 1 });
     expect(serviceClosed).toBe(false);
     expect(device.connected).toBe(true);
     expect(metricValue(await metricsText(fleet), 'fleetgate_mqtt_takeovers_total') - before).toBe(0);
@@ -241,6 +250,7 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
       10_000,
     );
     (a as unknown as { stream: { destroy(): void } }).stream.destroy(); // unclean: the will is due
+    // What is under test is an absence: nothing arrives for the will within a second.
     await sleep(1_000);
     expect(seen).toEqual(['devices/dev-a/ok']);
     await ingest.endAsync();
@@ -254,9 +264,12 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
       const before = metricValue(await metricsText(fleet), 'fleetgate_mqtt_takeovers_total');
       const first = await connectAs(fleet, dev('dev-c'));
       let firstClosed = false;
-      first.once('close', () => {
-        firstClosed = true;
-      });
+      const firstGone = new Promise<void>((r) =>
+        first.once('close', () => {
+          firstClosed = true;
+          r();
+        }),
+      );
       await new Promise<void>((resolve) => {
         const raw = tlsConnect(tlsOptions(fleet, dev('dev-c')), () => {
           raw.end(connectPacket('dev-c'));
@@ -265,7 +278,10 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
         raw.on('close', () => resolve());
         raw.resume();
       });
-      await sleep(500);
+      // The broker closed the vanished connection, so its CONNECT went as far as it ever will.
+      // Then either the first connection was taken over (it closes) or a round trip on it
+      // succeeds: whichever comes first says which way it went.
+      await Promise.race([firstGone, first.publishAsync('devices/dev-c/telemetry', 'still here', { qos: 1 })]);
       const delta = metricValue(await metricsText(fleet), 'fleetgate_mqtt_takeovers_total') - before;
       expect(delta, `round ${i}: first connection ${firstClosed ? 'closed' : 'alive'}`).toBe(firstClosed ? 1 : 0);
       if (!firstClosed) await first.endAsync();
