@@ -284,3 +284,41 @@ export async function startSoftTpm(
     throw e;
   }
 }
+
+/** Runs a tpm2-tools command in the TPM's dir; the error carries the tool's stderr. */
+export function tpmTool(tpm: SoftTpm, cmd: string, ...args: string[]): string {
+  try {
+    return tpm.tools(cmd, args);
+  } catch (e) {
+    throw new Error(`${cmd} ${args.join(' ')}: ${String((e as { stderr?: unknown }).stderr ?? e)}`);
+  }
+}
+
+export const readTpmFile = (tpm: SoftTpm, file: string): Buffer => readFileSync(path.join(tpm.dir, file));
+
+/**
+ * TPM2_ActivateCredential (tpm2_activatecredential) with the EK's policy (PolicySecret on the
+ * endorsement hierarchy, TCG EK profile 2.1.5) on a credential file in tpm2-tools' format;
+ * returns the recovered secret, or undefined when the TPM refused to unwrap it.
+ */
+export function activateCredential(
+  tpm: SoftTpm,
+  ek: string,
+  ak: string,
+  credFile: Buffer,
+  tag: string,
+): Buffer | undefined {
+  writeFileSync(path.join(tpm.dir, `${tag}.cred`), credFile);
+  tpmTool(tpm, 'tpm2_startauthsession', '--policy-session', '-S', `${tag}.session`);
+  try {
+    tpmTool(tpm, 'tpm2_policysecret', '-S', `${tag}.session`, '-c', 'e');
+    const args = ['-c', ak, '-C', ek, '-i', `${tag}.cred`, '-o', `${tag}.secret`, '-P', `session:${tag}.session`];
+    tpmTool(tpm, 'tpm2_activatecredential', ...args);
+    return readTpmFile(tpm, `${tag}.secret`);
+  } catch (e) {
+    if (/activatecredential/.test(String(e))) return undefined;
+    throw e;
+  } finally {
+    tpmTool(tpm, 'tpm2_flushcontext', `${tag}.session`);
+  }
+}

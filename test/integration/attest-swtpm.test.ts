@@ -10,7 +10,7 @@
  *   manufacturer's root and matches the EK; another manufacturer's root does not accept it.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -23,7 +23,13 @@ import {
   verifyCertifyEvidence,
   verifyEkCertificate,
 } from '../../server/src/attest/index.js';
-import { type SoftTpm, startSoftTpm } from '../helpers/swtpm.js';
+import {
+  activateCredential as activate,
+  readTpmFile as read,
+  type SoftTpm,
+  startSoftTpm,
+  tpmTool,
+} from '../helpers/swtpm.js';
 import { requireTool } from '../helpers/system-tools.js';
 
 const tools =
@@ -36,48 +42,7 @@ const tools =
   requireTool('tpm2_certify') &&
   requireTool('openssl');
 
-/** Runs tpm2-tools; the error carries the tool's stderr. */
-function t(tpm: SoftTpm, cmd: string, ...args: string[]): string {
-  try {
-    return tpm.tools(cmd, args);
-  } catch (e) {
-    throw new Error(`${cmd} ${args.join(' ')}: ${String((e as { stderr?: unknown }).stderr ?? e)}`);
-  }
-}
-
-const read = (tpm: SoftTpm, f: string) => readFileSync(path.join(tpm.dir, f));
-
-/**
- * TPM2_ActivateCredential with the EK's policy (PolicySecret on the endorsement hierarchy, TCG EK
- * profile 2.1.5); returns the recovered secret, or undefined when the TPM refused.
- */
-function activate(tpm: SoftTpm, ek: string, ak: string, credFile: Buffer, tag: string): Buffer | undefined {
-  writeFileSync(path.join(tpm.dir, `${tag}.cred`), credFile);
-  t(tpm, 'tpm2_startauthsession', '--policy-session', '-S', `${tag}.session`);
-  try {
-    t(tpm, 'tpm2_policysecret', '-S', `${tag}.session`, '-c', 'e');
-    t(
-      tpm,
-      'tpm2_activatecredential',
-      '-c',
-      ak,
-      '-C',
-      ek,
-      '-i',
-      `${tag}.cred`,
-      '-o',
-      `${tag}.secret`,
-      '-P',
-      `session:${tag}.session`,
-    );
-    return read(tpm, `${tag}.secret`);
-  } catch (e) {
-    if (/activatecredential/.test(String(e))) return undefined;
-    throw e;
-  } finally {
-    t(tpm, 'tpm2_flushcontext', `${tag}.session`);
-  }
-}
+const t = tpmTool;
 
 describe.runIf(tools)('TPM attestation primitives against swtpm', () => {
   let a: SoftTpm;

@@ -1,0 +1,177 @@
+/**
+ * The attestation service's whole flow with a real TPM (swtpm + tpm2-tools): EK certificate from
+ * NV, challenge, TPM2_ActivateCredential, nonce, TPM2_Certify of a device key, key evidence. Then
+ * every refusal the issue lists at this layer, each with its own code: an EK certificate from an
+ * unknown manufacturer, an AK from another TPM (activation fails), a replayed nonce or challenge,
+ * Certify of another key than the CSR's, a key made outside the TPM and imported; plus another
+ * device's nonce and an expired challenge.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  AttestationService,
+  parseEkRoots,
+  type Tpm2CertifyStatement,
+  tpm2ToolsCredentialFile,
+} from '../../server/src/attest/index.js';
+import { activateCredential, readTpmFile as read, type SoftTpm, startSoftTpm, tpmTool as t } from '../helpers/swtpm.js';
+import { requireTool } from '../helpers/system-tools.js';
+
+const tools =
+  requireTool('swtpm') &&
+  requireTool('swtpm_setup') &&
+  requireTool('swtpm_localca') &&
+  requireTool('tpm2-abrmd') &&
+  requireTool('dbus-daemon') &&
+  requireTool('tpm2_activatecredential') &&
+  requireTool('tpm2_send') &&
+  requireTool('openssl');
+
+const HANDLES = { dev: 0x81000110, imp: 0x81000111, ak: 0x81000112, other: 0x81000113 };
+const device = { tokenId: 'tok-1', deviceId: 'tpm-dev-1' };
+
+describe.runIf(tools)('TPM attestation service against swtpm', () => {
+  let a: SoftTpm;
+  let b: SoftTpm;
+  let clock = Date.now();
+  let service: AttestationService;
+
+  const challengeFrom = (tpm: SoftTpm, akTpm: SoftTpm = tpm, who = device) =>
+    service.challenge({
+      ...who,
+      ekCert: read(tpm, 'ek.crt'),
+      ekIntermediates: [Buffer.from(parseEkRoots(tpm.ekIssuerPem!)[0]!.rawData)],
+      ekPublic: read(tpm, 'ek.pub'),
+      akPublic: read(akTpm, 'ak.pub'),
+    });
+
+  /** Challenge, activation in TPM a, and the nonce the server then hands out. */
+  async function activated(tag: string, who = device): Promise<Buffer> {
+    const c = await challengeFrom(a, a, who);
+    const secret = activateCredential(a, 'ek.ctx', 'ak.ctx', tpm2ToolsCredentialFile(c), tag);
+    expect(secret).toBeDefined();
+    return service.activate({ ...who, challengeId: c.challengeId, secret: secret! }).nonce;
+  }
+
+  const statement = (key: keyof typeof HANDLES, nonce: Buffer): Tpm2CertifyStatement => ({
+    keyPublic: read(a, `${key}.pub`),
+    ...a.certify(HANDLES[key], HANDLES.ak, nonce),
+  });
+  const spki = (key: string) => read(a, `${key}.spki`);
+
+  beforeAll(async () => {
+    [a, b] = await Promise.all([
+      startSoftTpm('fg-flow-a', '1234', { ekCert: true, pkcs11: false }),
+      startSoftTpm('fg-flow-b', '1234', { ekCert: true, pkcs11: false }),
+    ]);
+    for (const tpm of [a, b]) {
+      t(tpm, 'tpm2_nvread', '0x1c00002', '-C', 'o', '-o', 'ek.crt');
+      t(tpm, 'tpm2_createek', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub');
+      t(
+        tpm,
+        'tpm2_createak',
+        '-C',
+        'ek.ctx',
+        '-c',
+        'ak.ctx',
+        '-G',
+        'ecc',
+        '-g',
+        'sha256',
+        '-s',
+        'ecdsa',
+        '-u',
+        'ak.pub',
+      );
+    }
+    t(a, 'tpm2_createprimary', '-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'srk.ctx');
+    for (const key of ['dev', 'other']) {
+      t(a, 'tpm2_create', '-C', 'srk.ctx', '-G', 'ecc256', '-u', `${key}.pub`, '-r', `${key}.priv`);
+      t(a, 'tpm2_load', '-C', 'srk.ctx', '-u', `${key}.pub`, '-r', `${key}.priv`, '-c', `${key}.ctx`);
+    }
+    t(a, 'openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'outside.pem');
+    t(a, 'tpm2_import', '-C', 'srk.ctx', '-G', 'ecc', '-i', 'outside.pem', '-u', 'imp.pub', '-r', 'imp.priv');
+    t(a, 'tpm2_load', '-C', 'srk.ctx', '-u', 'imp.pub', '-r', 'imp.priv', '-c', 'imp.ctx');
+    for (const [key, h] of Object.entries(HANDLES)) {
+      t(a, 'tpm2_evictcontrol', '-C', 'o', '-c', `${key}.ctx`, `0x${h.toString(16)}`);
+      // The key as a CSR would carry it (DER SubjectPublicKeyInfo).
+      t(a, 'tpm2_readpublic', '-c', `0x${h.toString(16)}`, '-f', 'der', '-o', `${key}.spki`);
+    }
+    // Only TPM a's manufacturer is trusted.
+    service = new AttestationService({ roots: parseEkRoots(a.ekRootPem!), ttlMs: 60_000, now: () => clock });
+  }, 120_000);
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+  });
+
+  it('attests a key made in the TPM: challenge, activation, certify with the nonce, once', async () => {
+    const nonce = await activated('ok');
+    const stmt = statement('dev', nonce);
+    const attested = service.verifyKey({ ...device, csrSpki: spki('dev'), statement: stmt });
+    expect(attested).toMatchObject({ assurance: 'tpm-attested', ek: { manufacturer: 'id:00001014', model: 'swtpm' } });
+    expect(attested.keyName).toMatch(/^000b[0-9a-f]{64}$/);
+    // The same evidence again: the nonce is gone.
+    expect(() => service.verifyKey({ ...device, csrSpki: spki('dev'), statement: stmt })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+    expect(service.size).toBe(0);
+  });
+
+  it('refuses an EK certificate from an unknown manufacturer (TPM_EK_UNTRUSTED)', async () => {
+    await expect(challengeFrom(b)).rejects.toMatchObject({ code: 'TPM_EK_UNTRUSTED' });
+    expect(service.size).toBe(0);
+  });
+
+  it('refuses an AK from another TPM: the TPM cannot activate, a guessed secret fails, the challenge is gone', async () => {
+    const c = await challengeFrom(a, b);
+    expect(activateCredential(b, 'ek.ctx', 'ak.ctx', tpm2ToolsCredentialFile(c), 'foreign')).toBeUndefined();
+    expect(() => service.activate({ ...device, challengeId: c.challengeId, secret: randomBytes(32) })).toThrow(
+      expect.objectContaining({ code: 'TPM_ACTIVATION_FAILED' }),
+    );
+    expect(() => service.activate({ ...device, challengeId: c.challengeId, secret: randomBytes(32) })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+  });
+
+  it('refuses Certify of another key than the CSR key (TPM_KEY_MISMATCH)', async () => {
+    const nonce = await activated('mismatch');
+    expect(() => service.verifyKey({ ...device, csrSpki: spki('other'), statement: statement('dev', nonce) })).toThrow(
+      expect.objectContaining({ code: 'TPM_KEY_MISMATCH' }),
+    );
+    // keyPublic of one key with the certification of another.
+    const nonce2 = await activated('mismatch2');
+    const swapped = { ...statement('other', nonce2), keyPublic: read(a, 'dev.pub') };
+    expect(() => service.verifyKey({ ...device, csrSpki: spki('dev'), statement: swapped })).toThrow(
+      expect.objectContaining({ code: 'TPM_KEY_MISMATCH' }),
+    );
+  });
+
+  it('refuses a key made outside the TPM and imported (TPM_KEY_NOT_RESIDENT)', async () => {
+    const nonce = await activated('imported');
+    expect(() => service.verifyKey({ ...device, csrSpki: spki('imp'), statement: statement('imp', nonce) })).toThrow(
+      expect.objectContaining({
+        code: 'TPM_KEY_NOT_RESIDENT',
+        details: { missing: expect.arrayContaining(['sensitiveDataOrigin']) },
+      }),
+    );
+  });
+
+  it("refuses another device's nonce, a nonce the server never gave, and an expired challenge (TPM_CHALLENGE_INVALID)", async () => {
+    const nonce = await activated('other-device');
+    const stmt = statement('dev', nonce);
+    expect(() =>
+      service.verifyKey({ tokenId: 'tok-2', deviceId: 'tpm-dev-2', csrSpki: spki('dev'), statement: stmt }),
+    ).toThrow(expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }));
+    expect(() =>
+      service.verifyKey({ ...device, csrSpki: spki('dev'), statement: statement('dev', randomBytes(32)) }),
+    ).toThrow(expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }));
+
+    const c = await challengeFrom(a);
+    const secret = activateCredential(a, 'ek.ctx', 'ak.ctx', tpm2ToolsCredentialFile(c), 'late');
+    clock += 61_000;
+    expect(() => service.activate({ ...device, challengeId: c.challengeId, secret: secret! })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+  });
+});
