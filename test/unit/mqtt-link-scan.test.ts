@@ -1,8 +1,9 @@
 /**
  * The link's packet scanner (server/src/mqtt/link.ts) at the byte level, without TLS or sleeps: a
- * fake socket feeds a CONNECT split at every byte boundary; the bytes reach aedes unchanged and only
- * once admission took the whole CONNECT, the CONNECT counts as received only with its last byte, and a CONNECT of an unknown protocol level
- * is answered with CONNACK 0x01 [MQTT-3.1.2-2] wherever it is split.
+ * fake socket feeds a CONNECT split at every byte boundary; the CONNECT counts as received only
+ * with its last byte, admission gets exactly its bytes, and they reach aedes unchanged only once
+ * admitted (a refused one never does); a CONNECT of an unknown protocol level is answered with
+ * CONNACK 0x01 [MQTT-3.1.2-2] wherever it is split.
  */
 import { EventEmitter } from 'node:events';
 import type { TLSSocket } from 'node:tls';
