@@ -1,0 +1,195 @@
+/**
+ * AttestationService without a TPM: a software "TPM" (an RSA EK with a certificate from a test
+ * manufacturer, an ECDSA AK, ActivateCredential written out from TPM 2.0 Part 1 section 24) so
+ * that the service's bookkeeping is checked on its own: single use, expiry, binding to token and
+ * device, the bound on pending entries, attestation off without roots, and hostile statements.
+ * The same flow against swtpm is test/integration/attest-flow.test.ts.
+ */
+import {
+  constants,
+  createDecipheriv,
+  createHmac,
+  generateKeyPairSync,
+  type KeyObject,
+  privateDecrypt,
+  randomBytes,
+  sign,
+  webcrypto,
+} from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import {
+  AttestationService,
+  kdfa,
+  parseTpm2bPublic,
+  TPM_ALG,
+  TPM_GENERATED_VALUE,
+  TPMA_OBJECT,
+  tpmName,
+} from '../../server/src/attest/index.js';
+import * as x509 from '../../server/src/ca/x509.js';
+
+const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+};
+const b2 = (b: Uint8Array) => Buffer.concat([u16(b.length), b]);
+const base = TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin;
+
+function rsaEkPublic(key: KeyObject): Buffer {
+  const n = Buffer.from(key.export({ format: 'jwk' }).n!, 'base64url');
+  const attrs = base | TPMA_OBJECT.adminWithPolicy | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt;
+  const head = [u16(TPM_ALG.RSA), u16(TPM_ALG.SHA256), u32(attrs), b2(Buffer.alloc(32, 9))];
+  const params = [u16(TPM_ALG.AES), u16(128), u16(TPM_ALG.CFB), u16(TPM_ALG.NULL), u16(2048), u32(0), b2(n)];
+  return b2(Buffer.concat([...head, ...params]));
+}
+
+function eccPublic(key: KeyObject, attrs: number, scheme: number): Buffer {
+  const jwk = key.export({ format: 'jwk' });
+  const x = Buffer.from(jwk.x!, 'base64url');
+  const y = Buffer.from(jwk.y!, 'base64url');
+  const head = [u16(TPM_ALG.ECC), u16(TPM_ALG.SHA256), u32(attrs), b2(Buffer.alloc(0)), u16(TPM_ALG.NULL)];
+  const sch = scheme === TPM_ALG.NULL ? u16(TPM_ALG.NULL) : Buffer.concat([u16(scheme), u16(TPM_ALG.SHA256)]);
+  return b2(Buffer.concat([...head, sch, u16(0x0003), u16(TPM_ALG.NULL), b2(x), b2(y)]));
+}
+
+/** TPM2_ActivateCredential in software (Part 1 24.4-24.6; Part 3 12.5). */
+function activate(ekPriv: KeyObject, akName: Buffer, c: { credentialBlob: Buffer; encryptedSecret: Buffer }): Buffer {
+  const seed = privateDecrypt(
+    {
+      key: ekPriv,
+      padding: constants.RSA_PKCS1_OAEP_PADDING,
+      oaepHash: 'sha256',
+      oaepLabel: Buffer.from('IDENTITY\0'),
+    },
+    c.encryptedSecret,
+  );
+  const hmacLen = c.credentialBlob.readUInt16BE(0);
+  const hmac = c.credentialBlob.subarray(2, 2 + hmacLen);
+  const enc = c.credentialBlob.subarray(2 + hmacLen);
+  const hmacKey = kdfa(TPM_ALG.SHA256, seed, 'INTEGRITY', Buffer.alloc(0), Buffer.alloc(0), 256);
+  const expected = createHmac('sha256', hmacKey).update(enc).update(akName).digest();
+  if (!expected.equals(hmac)) throw new Error('integrity');
+  const symKey = kdfa(TPM_ALG.SHA256, seed, 'STORAGE', akName, Buffer.alloc(0), 128);
+  const d = createDecipheriv('aes-128-cfb', symKey, Buffer.alloc(16));
+  const plain = Buffer.concat([d.update(enc), d.final()]);
+  return plain.subarray(2, 2 + plain.readUInt16BE(0));
+}
+
+function certify(akPriv: KeyObject, nonce: Buffer, name: Buffer) {
+  const attest = Buffer.concat([
+    u32(TPM_GENERATED_VALUE),
+    u16(0x8017),
+    b2(Buffer.alloc(34)),
+    b2(nonce),
+    Buffer.alloc(17),
+    Buffer.alloc(8),
+    b2(name),
+    b2(Buffer.alloc(34)),
+  ]);
+  const rs = sign('sha256', attest, { key: akPriv, dsaEncoding: 'ieee-p1363' });
+  const signature = Buffer.concat([
+    u16(TPM_ALG.ECDSA),
+    u16(TPM_ALG.SHA256),
+    b2(rs.subarray(0, 32)),
+    b2(rs.subarray(32)),
+  ]);
+  return { attest, signature };
+}
+
+const sigAlg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+const rootKeys = await webcrypto.subtle.generateKey(sigAlg, true, ['sign', 'verify']);
+const root = await x509.X509CertificateGenerator.createSelfSigned({
+  serialNumber: '01',
+  name: 'CN=Soft TPM Root',
+  keys: rootKeys,
+  signingAlgorithm: sigAlg,
+  extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+});
+const ek = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const ekCert = await x509.X509CertificateGenerator.create({
+  serialNumber: '02',
+  subject: 'CN=ek',
+  issuer: root.subject,
+  publicKey: await webcrypto.subtle.importKey(
+    'spki',
+    ek.publicKey.export({ format: 'der', type: 'spki' }),
+    { name: 'RSA-OAEP', hash: 'SHA-256' },
+    true,
+    ['encrypt'],
+  ),
+  signingKey: rootKeys.privateKey,
+  signingAlgorithm: sigAlg,
+});
+const ak = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const akPublic = eccPublic(ak.publicKey, base | TPMA_OBJECT.restricted | TPMA_OBJECT.sign, TPM_ALG.ECDSA);
+const akName = tpmName(parseTpm2bPublic(akPublic));
+const devKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const devPublic = eccPublic(devKey.publicKey, base | TPMA_OBJECT.sign, TPM_ALG.NULL);
+const devSpki = devKey.publicKey.export({ format: 'der', type: 'spki' });
+const who = { tokenId: 't-1', deviceId: 'dev-1' };
+const request = { ...who, ekCert: new Uint8Array(ekCert.rawData), ekPublic: rsaEkPublic(ek.publicKey), akPublic };
+
+describe('AttestationService (software TPM)', () => {
+  it('runs the flow once; the challenge, the nonce and the evidence each work once', async () => {
+    const svc = new AttestationService({ roots: [root] });
+    const c = await svc.challenge(request);
+    const secret = activate(ek.privateKey, akName, c);
+    const { nonce } = svc.activate({ ...who, challengeId: c.challengeId, secret });
+    expect(() => svc.activate({ ...who, challengeId: c.challengeId, secret })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+    const statement = { keyPublic: devPublic, ...certify(ak.privateKey, nonce, tpmName(parseTpm2bPublic(devPublic))) };
+    expect(svc.verifyKey({ ...who, csrSpki: devSpki, statement }).assurance).toBe('tpm-attested');
+    expect(() => svc.verifyKey({ ...who, csrSpki: devSpki, statement })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+    expect(svc.size).toBe(0);
+  });
+
+  it('binds to token and device: another token cannot activate, and burns the challenge', async () => {
+    const svc = new AttestationService({ roots: [root] });
+    const c = await svc.challenge(request);
+    const secret = activate(ek.privateKey, akName, c);
+    expect(() => svc.activate({ tokenId: 't-2', deviceId: 'dev-1', challengeId: c.challengeId, secret })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+    expect(() => svc.activate({ ...who, challengeId: c.challengeId, secret })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+  });
+
+  it('is off without roots, bounded in memory, and forgets expired entries to make room', async () => {
+    await expect(new AttestationService({ roots: [] }).challenge(request)).rejects.toMatchObject({
+      code: 'TPM_EK_UNTRUSTED',
+    });
+    let now = 1_000_000;
+    const svc = new AttestationService({ roots: [root], maxPending: 2, ttlMs: 1000, now: () => now });
+    await svc.challenge(request);
+    await svc.challenge(request);
+    await expect(svc.challenge(request)).rejects.toMatchObject({ code: 'RATE_LIMITED' });
+    now += 1001;
+    await svc.challenge(request);
+    expect(svc.size).toBe(1);
+  });
+
+  it('refuses hostile challenge inputs and statements with TPM_* codes only', async () => {
+    const svc = new AttestationService({ roots: [root] });
+    const signingEk = { ...request, akPublic: eccPublic(ak.publicKey, base | TPMA_OBJECT.sign, TPM_ALG.ECDSA) };
+    await expect(svc.challenge(signingEk)).rejects.toMatchObject({ code: 'TPM_ATTESTATION_INVALID' });
+    for (const bad of [{ ekPublic: randomBytes(40) }, { akPublic: Buffer.alloc(0) }, { ekCert: randomBytes(100) }]) {
+      await expect(svc.challenge({ ...request, ...bad })).rejects.toMatchObject({
+        code: expect.stringMatching(/^TPM_/),
+      });
+    }
+    for (const statement of [
+      { keyPublic: devPublic, attest: randomBytes(60), signature: randomBytes(70) },
+      { keyPublic: randomBytes(5), attest: Buffer.alloc(0), signature: Buffer.alloc(0) },
+    ]) {
+      expect(() => svc.verifyKey({ ...who, csrSpki: devSpki, statement })).toThrow(
+        expect.objectContaining({ code: expect.stringMatching(/^TPM_/) }),
+      );
+    }
+  });
+});
