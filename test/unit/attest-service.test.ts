@@ -16,9 +16,13 @@ import {
   sign,
   webcrypto,
 } from 'node:crypto';
+import * as asn1js from 'asn1js';
 import { describe, expect, it } from 'vitest';
 import {
+  ATTR_EVIDENCE,
   AttestationService,
+  attestCsr,
+  evidenceAttributeValue,
   kdfa,
   parseTpm2bPublic,
   TPM_ALG,
@@ -191,5 +195,57 @@ describe('AttestationService (software TPM)', () => {
         expect.objectContaining({ code: expect.stringMatching(/^TPM_/) }),
       );
     }
+  });
+});
+
+/** A signed PKCS#10 request with optional evidence (asn1js: see attest-csr-evidence.test.ts). */
+function csrWith(statement?: Parameters<typeof evidenceAttributeValue>[0]): Uint8Array {
+  const oid = (v: string) => new asn1js.ObjectIdentifier({ value: v });
+  const attrs = statement
+    ? [
+        new asn1js.Sequence({
+          value: [oid(ATTR_EVIDENCE), new asn1js.Set({ value: [evidenceAttributeValue(statement)] })],
+        }),
+      ]
+    : [];
+  const info = new asn1js.Sequence({
+    value: [
+      new asn1js.Integer({ value: 0 }),
+      new asn1js.Sequence({ value: [] }),
+      asn1js.fromBER(devSpki).result,
+      new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value: attrs }),
+    ],
+  });
+  const sig = sign('sha256', Buffer.from(info.toBER(false)), devKey.privateKey);
+  return new Uint8Array(
+    new asn1js.Sequence({
+      value: [
+        info,
+        new asn1js.Sequence({ value: [oid('1.2.840.10045.4.3.2')] }),
+        new asn1js.BitString({ valueHex: sig }),
+      ],
+    }).toBER(false),
+  );
+}
+
+describe('attestCsr (the enrollment step)', () => {
+  it('tpm-attested with evidence; unattested without, unless the token requires it; never a silent downgrade', async () => {
+    const svc = new AttestationService({ roots: [root] });
+    const c = await svc.challenge(request);
+    const { nonce } = svc.activate({ ...who, challengeId: c.challengeId, secret: activate(ek.privateKey, akName, c) });
+    const statement = { keyPublic: devPublic, ...certify(ak.privateKey, nonce, tpmName(parseTpm2bPublic(devPublic))) };
+    const withEvidence = csrWith(statement);
+    expect(attestCsr(svc, { ...who, csrDer: withEvidence, requireTpm: true }).assurance).toBe('tpm-attested');
+    // Replayed: refused with the evidence's code, not accepted as unattested.
+    expect(() => attestCsr(svc, { ...who, csrDer: withEvidence, requireTpm: false })).toThrow(
+      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
+    );
+    expect(attestCsr(svc, { ...who, csrDer: csrWith(), requireTpm: false })).toEqual({ assurance: 'unattested' });
+    expect(() => attestCsr(svc, { ...who, csrDer: csrWith(), requireTpm: true })).toThrow(
+      expect.objectContaining({ code: 'ATTESTATION_REQUIRED' }),
+    );
+    expect(() => attestCsr(undefined, { ...who, csrDer: withEvidence, requireTpm: false })).toThrow(
+      expect.objectContaining({ code: 'TPM_EK_UNTRUSTED' }),
+    );
   });
 });

@@ -3,6 +3,7 @@
 export * from './attestation-service.js';
 export * from './constants.js';
 export * from './credential.js';
+export * from './csr-attestation.js';
 export * from './csr-evidence.js';
 export * from './ek-certificate.js';
 export * from './kdf.js';

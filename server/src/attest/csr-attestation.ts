@@ -1,0 +1,39 @@
+/**
+ * The attestation step of enrollment, separate from the CSR policy pipeline (ca/csr-policy.ts):
+ * run on a request the policy accepted, after the token was authenticated. It reads the evidence
+ * attribute (csr-evidence.ts) and returns the key assurance to record:
+ *
+ * - evidence present: it must verify (AttestationService.verifyKey); a failure refuses the
+ *   request with its TPM_* code, it never downgrades silently to `unattested`;
+ * - no evidence: `unattested`, unless the token requires attestation (ATTESTATION_REQUIRED).
+ */
+import { FleetgateError } from '../errors.js';
+import type { AttestationService, AttestedKey } from './attestation-service.js';
+import { csrParts } from './csr-evidence.js';
+
+export type CsrAttestation = AttestedKey | { assurance: 'unattested' };
+
+export function attestCsr(
+  service: AttestationService | undefined,
+  req: { tokenId: string; deviceId: string; csrDer: Uint8Array; requireTpm: boolean },
+): CsrAttestation {
+  const parts = csrParts(req.csrDer);
+  if (!parts.tpm) {
+    if (req.requireTpm) {
+      throw new FleetgateError(
+        'ATTESTATION_REQUIRED',
+        'this enrollment token requires a TPM-attested key: the request carries no TPM evidence',
+      );
+    }
+    return { assurance: 'unattested' };
+  }
+  if (!service) {
+    throw new FleetgateError('TPM_EK_UNTRUSTED', 'TPM attestation is off (FLEETGATE_TPM_EK_ROOTS is not set)');
+  }
+  return service.verifyKey({
+    tokenId: req.tokenId,
+    deviceId: req.deviceId,
+    csrSpki: parts.spki,
+    statement: parts.tpm,
+  });
+}
