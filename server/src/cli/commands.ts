@@ -110,19 +110,42 @@ Example:
   {
     path: ['devices', 'list'],
     summary: 'list devices, their status and current certificate',
-    help: `Usage: fleetgate devices list [--status active|revoked] [--limit N | --all] [--offset N] [--json]
+    help: `Usage: fleetgate devices list [--status S] [--limit N | --all] [--offset N] [--json]
 
 Devices in id order. The footer (on stderr) says what was left out, e.g.
 "showing 100 of 312 device(s); use --all or --limit".
 
 Options:
-  --status S   only active or only revoked devices
+  --status S   only devices in this state: active, revoked, reprovisioning or decommissioned
   --limit N    at most N devices (1-1000, default 100)
   --all        every device (follows the API's cursor page by page)
   --offset N   skip the first N (not with --all)
   --json       print { "devices": [...], "total", "nextCursor" } (the API's page)
 `,
     load: async () => (await import('./devices.js')).devicesListCommand,
+  },
+  {
+    path: ['devices', 'reprovision'],
+    summary: 'let a revoked device back in with exactly one new enrollment token',
+    help: `Usage: fleetgate devices reprovision ID --reason TEXT [--ttl 24h] [--json]
+
+For hardware with a fixed id that was revoked by mistake or refurbished. Only a revoked device
+can be re-provisioned. Prints the one new enrollment token (shown only now); \`token create\` for
+this id is refused until the device has enrolled with it. Old certificates stay revoked.
+Audited as device.reprovisioned with your operator and the reason (1-500 characters).
+`,
+    load: async () => (await import('./devices.js')).devicesReprovisionCommand,
+  },
+  {
+    path: ['devices', 'decommission'],
+    summary: 'retire a device for good (revokes its certificates, refuses every future token)',
+    help: `Usage: fleetgate devices decommission ID --reason TEXT [--json]
+
+Revokes every live certificate (reason cessationOfOperation), deletes its unused tokens and
+refuses every future token, enrollment and re-provisioning for this id (DEVICE_DECOMMISSIONED).
+The device, its certificates and its audit history stay listed. Audited as device.decommissioned.
+`,
+    load: async () => (await import('./devices.js')).devicesDecommissionCommand,
   },
   {
     path: ['devices', 'show'],

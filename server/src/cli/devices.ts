@@ -4,7 +4,7 @@ import { parseCommandArgs } from './command.js';
 import { fetchList, listFooter, PAGE_OPTIONS, parsePageArgs } from './list-pages.js';
 import { EXIT_OK, out, UsageError } from './output.js';
 
-const DEVICE_STATUSES = ['active', 'revoked'];
+const DEVICE_STATUSES = ['active', 'revoked', 'reprovisioning', 'decommissioned'];
 
 interface CertJson {
   serial: string;
@@ -119,6 +119,52 @@ export const certsExpiringCommand: CommandImpl = {
     }
     for (const c of list.items) out(`${c.deviceId}  ${c.serial}  expires ${c.notAfter}`);
     process.stderr.write(`${listFooter(list.items.length, list.total, 'certificate(s)')}\n`);
+    return EXIT_OK;
+  },
+};
+
+function lifecycleArgs(argv: string[]) {
+  const { values, positionals } = parseCommandArgs(
+    argv,
+    { reason: { type: 'string' }, ttl: { type: 'string' }, json: { type: 'boolean' } },
+    { positionals: 1 },
+  );
+  const id = positionals[0];
+  if (!id) throw new UsageError('device id required');
+  if (values.reason === undefined || values.reason.trim() === '') throw new UsageError('--reason TEXT is required');
+  return { id, reason: values.reason, ttl: values.ttl, json: values.json === true };
+}
+
+export const devicesReprovisionCommand: CommandImpl = {
+  async run(argv) {
+    const a = lifecycleArgs(argv);
+    const api = await connect();
+    const r = await api.call<{ deviceId: string; token: string; expiresAt: string }>(
+      'POST',
+      `/api/v1/devices/${encodeURIComponent(a.id)}/reprovision`,
+      { reason: a.reason, ...(a.ttl !== undefined ? { ttl: a.ttl } : {}) },
+    );
+    if (a.json) out(JSON.stringify(r));
+    else {
+      out(`${r.deviceId}  ${r.token}  expires ${r.expiresAt}`);
+      process.stderr.write('The token is shown only now; it is the only one this device gets until it enrolls.\n');
+    }
+    return EXIT_OK;
+  },
+};
+
+export const devicesDecommissionCommand: CommandImpl = {
+  async run(argv) {
+    const a = lifecycleArgs(argv);
+    if (a.ttl !== undefined) throw new UsageError('--ttl is for reprovision');
+    const api = await connect();
+    const r = await api.call<{ deviceId: string; revoked: string[] }>(
+      'POST',
+      `/api/v1/devices/${encodeURIComponent(a.id)}/decommission`,
+      { reason: a.reason },
+    );
+    if (a.json) out(JSON.stringify(r));
+    else out(`decommissioned ${r.deviceId}; revoked ${r.revoked.length} certificate(s)`);
     return EXIT_OK;
   },
 };

@@ -1,10 +1,11 @@
 /** Read-only views of devices (and services) with their certificates, for operators. */
 import { FleetgateError } from '../errors.js';
-import type { CertificateRecord, DeviceRecord, Store } from '../store/types.js';
+import type { CertificateRecord, DeviceRecord, DeviceStatus, Store } from '../store/types.js';
 import { type Clock, printable, systemClock } from './context.js';
 import type { DeviceView, InventoryService } from './types.js';
 
 const DEFAULT_LIMIT = 100;
+const DEVICE_STATUSES: readonly DeviceStatus[] = ['active', 'revoked', 'reprovisioning', 'decommissioned'];
 const MAX_LIMIT = 1000;
 const MAX_EXPIRING_DAYS = 3650;
 const DAY_MS = 86_400_000;
@@ -76,8 +77,8 @@ export function createInventory(opts: { store: Store; now?: Clock | undefined })
       const offset = o.offset ?? 0;
       if (!Number.isInteger(offset) || offset < 0)
         throw new FleetgateError('BAD_REQUEST', 'offset must be a non-negative integer');
-      if (o.status !== undefined && o.status !== 'active' && o.status !== 'revoked') {
-        throw new FleetgateError('BAD_REQUEST', 'status must be active or revoked');
+      if (o.status !== undefined && !DEVICE_STATUSES.includes(o.status)) {
+        throw new FleetgateError('BAD_REQUEST', `status must be one of ${DEVICE_STATUSES.join(', ')}`);
       }
       const page = await store.pageDevices({ limit, offset, cursor: o.cursor, status: o.status });
       const at = now();

@@ -47,12 +47,18 @@ export async function checkRequest(
  */
 export async function lockIdentity(tx: StoreTx, id: string, kind: IdentityKind): Promise<void> {
   const device = await tx.upsertDevice(id, kind);
+  if (device.status === 'decommissioned') {
+    throw new FleetgateError('DEVICE_DECOMMISSIONED', `${device.kind} ${id} is decommissioned`, { deviceId: id });
+  }
   if (device.status === 'revoked') {
     throw new FleetgateError('DEVICE_REVOKED', `${device.kind} ${id} is revoked`, { deviceId: id });
   }
   if (device.kind !== kind) {
     throw new FleetgateError('CONFLICT', `${id} is a ${device.kind} identity, not a ${kind}`, { id });
   }
+  // A re-provisioned device comes back with this issuance (the one token it was allowed made it
+  // this far); anything but active and reprovisioning was refused above.
+  if (device.status === 'reprovisioning') await tx.setDeviceStatus(id, 'active');
 }
 
 /** Signs the certificate for a checked CSR (nothing stored: storeCertificate does that). */

@@ -3,6 +3,7 @@ import type { CertificateAuthority } from '../ca/index.js';
 import { FleetgateError } from '../errors.js';
 import type { Store } from '../store/types.js';
 import { type Clock, systemClock } from './context.js';
+import { reprovisionDevice } from './device-lifecycle.js';
 import { enroll } from './enrollment.js';
 import { type FailureLog, groupCommit } from './group-commit.js';
 import { DEFAULT_SERVICE_MAX_LIFETIME_MS, reenroll } from './renewal.js';
@@ -64,6 +65,7 @@ export function createProvisioning(opts: ProvisioningOptions): ProvisioningServi
     createTokens: (req, o) => createTokens(ctx, req, o),
     listTokens: (o) => listTokens(ctx, o),
     pageTokens: (o) => pageTokens(ctx, o),
+    reprovisionDevice: (id, reason, o) => reprovisionDevice(ctx, id, reason, o),
     revokeToken: (id, o) => revokeToken(ctx, id, o),
     enroll: (req) => enroll(ctx, req),
     reenroll: (req) => reenroll(ctx, req),

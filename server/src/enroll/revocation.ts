@@ -19,6 +19,7 @@ import { assertRevocationReason } from '../revocation-reasons.js';
 import type { RevocationReason, Store } from '../store/types.js';
 import { type Clock, printable, systemClock } from './context.js';
 import { CrlPublisher } from './crl-publisher.js';
+import { checkOperatorReason } from './device-lifecycle.js';
 import type { FailureLog } from './group-commit.js';
 import { createOcspResponder, type OcspObserver } from './ocsp-responder.js';
 import {
@@ -30,6 +31,8 @@ import {
 } from './types.js';
 
 export const DEFAULT_CRL_VALIDITY_MS = 24 * 3_600_000;
+/** RFC 5280 5.3.1 CRLReason cessationOfOperation. */
+const CESSATION_OF_OPERATION = 5;
 
 export interface RevocationOptions {
   store: Store;
@@ -93,6 +96,45 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
           action: 'device.revoked',
           subject: deviceId,
           details: { kind: device.kind, reason, serials, wasActive },
+        });
+        return serials;
+      });
+      if (serials.length > 0) {
+        ocsp.invalidate(serials);
+        observer?.revoked(serials.length);
+        await crl.refresh();
+      }
+      return { serials };
+    },
+
+    async decommissionDevice(deviceId: string, reasonText: string, actor: Actor) {
+      const why = checkOperatorReason(reasonText);
+      const at = now();
+      const serials = await store.transaction(async (tx) => {
+        const device = typeof deviceId === 'string' ? await tx.getDevice(deviceId) : null;
+        if (!device) {
+          throw new FleetgateError('DEVICE_NOT_FOUND', `device ${JSON.stringify(printable(deviceId, 64))} not found`);
+        }
+        if (device.status === 'decommissioned') {
+          throw new FleetgateError('DEVICE_DECOMMISSIONED', `device ${deviceId} is decommissioned already`);
+        }
+        // RFC 5280 5.3.1 cessationOfOperation: the certificates were not compromised, the
+        // hardware left. revokeDevice raises the event that drops its live MQTT connections.
+        const serials = await tx.revokeDevice(deviceId, CESSATION_OF_OPERATION, at);
+        const tokens = await tx.deleteUnusedTokensOf(deviceId);
+        await tx.setDeviceStatus(deviceId, 'decommissioned');
+        await tx.appendAudit({
+          actor: actorString(actor),
+          action: 'device.decommissioned',
+          subject: deviceId,
+          details: {
+            kind: device.kind,
+            reason: why,
+            revocationReason: CESSATION_OF_OPERATION,
+            serials,
+            tokensDeleted: tokens.map((t) => t.id),
+            previousStatus: device.status,
+          },
         });
         return serials;
       });

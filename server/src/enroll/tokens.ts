@@ -5,9 +5,10 @@
  * - Each token is bound to one device id; a factory batch (`count` + `prefix`) yields the ids
  *   <prefix>0001, <prefix>0002, ... (zero-padded to at least 4 digits, more for larger batches).
  * - A token for a device that is revoked is refused with CONFLICT: a revoked identity is never
- *   silently reactivated by handing out a new token (delete-and-recreate is a deliberate,
- *   separate operator step). A device revoked after its token was made cannot use it either
- *   (enroll answers DEVICE_REVOKED).
+ *   silently reactivated by handing out a new token (re-provisioning is a deliberate, audited
+ *   operator step that hands out exactly one: device-lifecycle.ts). A device revoked after its
+ *   token was made cannot use it either (enroll answers DEVICE_REVOKED). A re-provisioned device
+ *   gets no second token (CONFLICT) and a decommissioned one none ever (DEVICE_DECOMMISSIONED).
  * - Ids that belong to a backend service are refused too (CONFLICT): a device token must not be
  *   able to mint a certificate for a service identity.
  * - Tokens and their `token.created` audit event are written in one transaction. The audit event
@@ -21,6 +22,13 @@ import type { UseCaseContext } from './context.js';
 import { printable } from './context.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, newSecret } from './secrets.js';
 import { type Actor, actorString, type IssuedToken, type TokenRequest, type TokenView } from './types.js';
+
+/** Why a token is refused for a device in each status but active. */
+const REFUSED_STATUS = {
+  revoked: 'revoked (fleetgate devices reprovision ID lets it back in with one new token)',
+  reprovisioning: 're-provisioned and has its one token already',
+  decommissioned: 'decommissioned',
+} as const;
 
 /** Largest factory batch (and largest explicit id list) per request. */
 export const MAX_TOKEN_BATCH = 10_000;
@@ -104,24 +112,28 @@ export async function createTokens(
     if (ids.length <= PER_ID_LOOKUP_LIMIT) {
       for (const id of ids) {
         const d = await tx.getDevice(id);
-        if (d?.status === 'revoked') refused.push({ id, why: 'revoked' });
+        if (d && d.status !== 'active') refused.push({ id, why: REFUSED_STATUS[d.status] });
         else if (d?.kind === 'service') refused.push({ id, why: 'a service identity' });
       }
     } else {
       const wanted = new Set(ids);
-      for (const d of await tx.listDevices({ status: 'revoked' })) {
-        if (wanted.has(d.id)) refused.push({ id: d.id, why: 'revoked' });
+      for (const status of ['revoked', 'reprovisioning', 'decommissioned'] as const) {
+        for (const d of await tx.listDevices({ status })) {
+          if (wanted.has(d.id)) refused.push({ id: d.id, why: REFUSED_STATUS[status] });
+        }
       }
       for (const d of await tx.listDevices({ kind: 'service', status: 'active' })) {
         if (wanted.has(d.id)) refused.push({ id: d.id, why: 'a service identity' });
       }
     }
     if (refused.length > 0) {
-      const first = refused[0]!;
+      // A decommissioned id is named with its own code: no operator step brings it back.
+      const gone = refused.find((r) => r.why === REFUSED_STATUS.decommissioned);
+      const first = gone ?? refused[0]!;
       throw new FleetgateError(
-        'CONFLICT',
+        gone ? 'DEVICE_DECOMMISSIONED' : 'CONFLICT',
         `device ${first.id} is ${first.why}${refused.length > 1 ? ` (and ${refused.length - 1} more)` : ''}; ` +
-          'revoked identities are not reactivated by a new token',
+          'such identities are not reactivated by a new token',
         { deviceIds: refused.slice(0, 100).map((r) => r.id) },
       );
     }

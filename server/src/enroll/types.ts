@@ -74,6 +74,11 @@ export interface ProvisioningService {
     limit?: number;
     cursor?: string | undefined;
   }): Promise<Page<TokenView>>;
+  /**
+   * Lets a revoked device back in with exactly one new token, returned once (device-lifecycle.ts):
+   * DEVICE_NOT_FOUND, CONFLICT (active, or its one token still unused), DEVICE_DECOMMISSIONED.
+   */
+  reprovisionDevice(deviceId: string, reason: string, opts: { actor: Actor; ttlMs?: number }): Promise<IssuedToken>;
   /** Deletes an unused token (audited): NOT_FOUND if unknown, CONFLICT if already used. */
   revokeToken(id: string, opts: { actor: Actor }): Promise<TokenView>;
   /** RFC 7030 4.2.1 simpleenroll: authenticate with device id + token, issue from the CSR. */
@@ -88,6 +93,12 @@ export interface RevocationService {
   /** Revokes every valid certificate of the device; durable before it returns. */
   revokeDevice(deviceId: string, reason: RevocationReason, actor: Actor): Promise<{ serials: string[] }>;
   revokeCertificate(serial: string, reason: RevocationReason, actor: Actor): Promise<void>;
+  /**
+   * Retires a device for good: revokes every live certificate (cessationOfOperation), deletes its
+   * unused tokens and marks it decommissioned, keeping its history; audited. DEVICE_NOT_FOUND,
+   * DEVICE_DECOMMISSIONED (already), BAD_REQUEST (reason).
+   */
+  decommissionDevice(deviceId: string, reason: string, actor: Actor): Promise<{ serials: string[] }>;
   /** The current CRL (RFC 5280), regenerated on every revocation and before nextUpdate. */
   currentCrl(): Promise<{ der: Uint8Array; number: bigint; thisUpdate: Date; nextUpdate: Date }>;
   /** RFC 6960 responder: request DER in, response DER out (malformed input gets malformedRequest). */

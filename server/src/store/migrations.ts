@@ -168,6 +168,18 @@ UPDATE certificates SET origin_issued_at = issued_at WHERE origin_issued_at IS N
 ALTER TABLE certificates ALTER COLUMN origin_issued_at SET NOT NULL;
 `,
   },
+  {
+    version: 3,
+    name: 'device re-provisioning and decommission (issue 16 item 3)',
+    // reprovisioning: a revoked device an operator let back in with exactly one new token (the
+    // enrollment with it makes the device active again); decommissioned: gone for good, no token
+    // and no enrollment ever again, its rows kept as history.
+    sql: `
+ALTER TABLE devices DROP CONSTRAINT devices_status_check;
+ALTER TABLE devices ADD CONSTRAINT devices_status_check
+  CHECK (status IN ('active', 'revoked', 'reprovisioning', 'decommissioned'));
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -137,6 +137,9 @@ class SqlOps implements StoreTx {
   deleteUnusedToken(id: string): Promise<TokenRecord | null> {
     return tokens.deleteUnusedToken(this.cx, id);
   }
+  deleteUnusedTokensOf(deviceId: string): Promise<TokenRecord[]> {
+    return tokens.deleteUnusedTokensOf(this.cx, deviceId);
+  }
 
   appendAudit(ev: NewAuditEvent): Promise<AuditEvent> {
     return audit.appendAudit(this.cx, ev);

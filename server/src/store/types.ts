@@ -27,7 +27,12 @@ export interface CaRecord {
 }
 
 export type IdentityKind = 'device' | 'service';
-export type DeviceStatus = 'active' | 'revoked';
+/**
+ * reprovisioning: revoked, then let back in by an operator with exactly one new enrollment token;
+ * enrolling with it makes the device active again. decommissioned: left the fleet for good (no
+ * token or enrollment ever again; its certificates and audit history are kept).
+ */
+export type DeviceStatus = 'active' | 'revoked' | 'reprovisioning' | 'decommissioned';
 
 export interface DeviceRecord {
   id: string;
@@ -188,7 +193,10 @@ export interface StoreTx {
   pageExpiring(opts: PageOptions & { before: Date }): Promise<Page<CertificateRecord>>;
   /** Marks one certificate revoked; returns false if unknown or already revoked. */
   revokeCertificate(serial: string, reason: RevocationReason, at: Date): Promise<boolean>;
-  /** Revokes every valid certificate of the device and marks it revoked; returns the serials. */
+  /**
+   * Revokes every valid certificate of the device and marks it revoked (a decommissioned device
+   * stays decommissioned); returns the serials.
+   */
   revokeDevice(deviceId: string, reason: RevocationReason, at: Date): Promise<string[]>;
   /**
    * All revoked certificates not yet past notAfter + `graceMs` at `now` (what a CRL / the broker
@@ -213,6 +221,8 @@ export interface StoreTx {
   getToken(id: string): Promise<TokenRecord | null>;
   /** Deletes the token if it is still unused; returns it, or null (unknown or already used). */
   deleteUnusedToken(id: string): Promise<TokenRecord | null>;
+  /** Deletes every unused token of the device (expired ones too); returns them. */
+  deleteUnusedTokensOf(deviceId: string): Promise<TokenRecord[]>;
 
   // audit (append-only, hash-chained)
   appendAudit(ev: NewAuditEvent): Promise<AuditEvent>;

@@ -244,7 +244,14 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
 
       const ListQuery = Type.Object(
         {
-          status: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('revoked')])),
+          status: Type.Optional(
+            Type.Union([
+              Type.Literal('active'),
+              Type.Literal('revoked'),
+              Type.Literal('reprovisioning'),
+              Type.Literal('decommissioned'),
+            ]),
+          ),
           ...PageQuery,
           offset: Type.Optional(
             Type.Integer({ minimum: 0, default: 0, description: 'rows to skip (prefer cursor: stable under inserts)' }),
@@ -311,6 +318,73 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           const reason = reasonOf(request.body?.reason);
           const { serials } = await deps.revocation.revokeDevice(request.params.id, reason, actorOf(request));
           return { deviceId: request.params.id, revoked: serials };
+        },
+      );
+
+      // The reason is checked in words by the use case (1-500 characters, no control characters).
+      const LifecycleBody = Type.Object(
+        { reason: Type.String({ description: 'why (1-500 characters, audited)' }) },
+        { additionalProperties: false },
+      );
+      const ReprovisionBody = Type.Object(
+        {
+          reason: Type.String({ description: 'why (1-500 characters, audited)' }),
+          ttl: Type.Optional(Type.String({ maxLength: 16, description: "the token's lifetime, like 24h" })),
+        },
+        { additionalProperties: false },
+      );
+      api.post<{ Params: Static<typeof IdParams>; Body: Static<typeof ReprovisionBody> }>(
+        '/devices/:id/reprovision',
+        {
+          schema: {
+            ...tags('devices'),
+            summary:
+              'Let a revoked device back in: exactly one new enrollment token, shown once (old certificates stay revoked)',
+            params: IdParams,
+            body: ReprovisionBody,
+            response: {
+              201: Type.Object({ deviceId: Type.String(), token: Type.String(), expiresAt: Type.String() }),
+              ...errors,
+            },
+          },
+        },
+        async (request, reply) => {
+          let ttlMs: number | undefined;
+          if (request.body.ttl !== undefined) {
+            const ms = parseDuration(request.body.ttl);
+            if (ms === null || ms > 365 * 86_400_000)
+              throw new FleetgateError('BAD_REQUEST', 'ttl must be a duration like 24h, at most 365d');
+            ttlMs = ms;
+          }
+          const t = await deps.provisioning.reprovisionDevice(request.params.id, request.body.reason, {
+            actor: actorOf(request),
+            ...(ttlMs ? { ttlMs } : {}),
+          });
+          return reply.status(201).send({ deviceId: t.deviceId, token: t.token, expiresAt: t.expiresAt.toISOString() });
+        },
+      );
+      api.post<{ Params: Static<typeof IdParams>; Body: Static<typeof LifecycleBody> }>(
+        '/devices/:id/decommission',
+        {
+          schema: {
+            ...tags('devices'),
+            summary:
+              'Retire a device for good: revoke its certificates (cessationOfOperation), refuse every future token; history kept',
+            params: IdParams,
+            body: LifecycleBody,
+            response: {
+              200: Type.Object({ deviceId: Type.String(), status: Type.String(), revoked: Type.Array(Type.String()) }),
+              ...errors,
+            },
+          },
+        },
+        async (request) => {
+          const { serials } = await deps.revocation.decommissionDevice(
+            request.params.id,
+            request.body.reason,
+            actorOf(request),
+          );
+          return { deviceId: request.params.id, status: 'decommissioned', revoked: serials };
         },
       );
 

@@ -86,9 +86,13 @@ export function revokeCertificate(
 
 export function revokeDevice(cx: SqlContext, deviceId: string, reason: RevocationReason, at: Date): Promise<string[]> {
   return cx.atomic(async (tx) => {
-    const device = await tx.ex.query(`UPDATE devices SET status = 'revoked' WHERE id = $1::text RETURNING id`, [
-      deviceId,
-    ]);
+    // Decommissioned is final: revoking such a device again must not turn it into a merely
+    // revoked one that an operator could re-provision.
+    const device = await tx.ex.query(
+      `UPDATE devices SET status = CASE WHEN status = 'decommissioned' THEN status ELSE 'revoked' END
+       WHERE id = $1::text RETURNING id`,
+      [deviceId],
+    );
     const rows = await tx.ex.query(
       `UPDATE certificates SET status = 'revoked', revoked_at = $3::timestamptz, revocation_reason = $2::smallint
        WHERE device_id = $1::text AND status = 'valid'

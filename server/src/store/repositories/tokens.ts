@@ -87,6 +87,14 @@ export async function deleteUnusedToken(cx: SqlContext, id: string): Promise<Tok
   return rows[0] ? mapToken(rows[0]) : null;
 }
 
+export async function deleteUnusedTokensOf(cx: SqlContext, deviceId: string): Promise<TokenRecord[]> {
+  const rows = await cx.ex.query(
+    `DELETE FROM enrollment_tokens WHERE device_id = $1::text AND used_at IS NULL RETURNING ${TOKEN_COLS}`,
+    [deviceId],
+  );
+  return rows.map(mapToken);
+}
+
 /** Tokens newest first (ties by id), keyset-paged (paging.ts), optionally of one device and state. */
 export async function pageTokens(
   cx: SqlContext,
