@@ -9,7 +9,6 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { PGlite } from '@electric-sql/pglite';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +18,7 @@ import { openStore } from '../../server/src/store/index.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../../server/src/store/migrations.js';
 import type { NewCertificate, Page, Store, StoreEvent } from '../../server/src/store/types.js';
 import { createTestDatabase, postgresAvailable } from '../helpers/pg.js';
+import { until } from '../helpers/wait.js';
 
 type Row = Record<string, unknown>;
 
@@ -112,6 +112,7 @@ function recorder(store: Store) {
     }
   });
   return {
+    backend: store.backend,
     events,
     off,
     waitFor(pred: (e: StoreEvent) => boolean, timeoutMs = 10_000): Promise<StoreEvent> {
@@ -129,6 +130,26 @@ function recorder(store: Store) {
       });
     },
   };
+}
+
+/**
+ * Returns once every NOTIFY committed so far has reached `rec`'s store: PostgreSQL delivers
+ * notifications to a listener in commit order, so when a change committed afterwards through
+ * another connection arrives, an echo of anything earlier would have arrived before it. PGlite
+ * has no NOTIFY path (events are delivered in-process before the call returns): nothing to wait for.
+ */
+async function echoesDelivered(db: TestDb, rec: ReturnType<typeof recorder>): Promise<void> {
+  if (rec.backend !== 'postgres') return;
+  const other = await db.open();
+  try {
+    const dev = uid('echo');
+    await other.upsertDevice(dev, 'device');
+    const c = await other.insertCertificate(newCert(dev));
+    await other.revokeCertificate(c.serial, 1, new Date());
+    await rec.waitFor((e) => e.type === 'revoked' && e.serial === c.serial);
+  } finally {
+    await other.close();
+  }
 }
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<void> {
@@ -345,7 +366,7 @@ function storeContract(backend: Backend): void {
       const marker = await store.insertCertificate(newCert(dev));
       await store.revokeCertificate(marker.serial, 1, at);
       expect(rec.events.some((e) => e.type === 'revoked' && e.serial === marker.serial)).toBe(true);
-      await sleep(200);
+      await echoesDelivered(db, rec);
       expect(rec.events.filter((e) => e.type === 'revoked' && e.serial === c.serial)).toHaveLength(1);
       expect(rec.events.filter((e) => e.type === 'revoked' && e.serial === marker.serial)).toHaveLength(1);
       rec.off();
@@ -397,8 +418,8 @@ function storeContract(backend: Backend): void {
 
       await store.transaction(async (tx) => {
         expect(await tx.revokeCertificate(committed.serial, 1, new Date())).toBe(true);
-        // give any premature delivery a chance to show up
-        await sleep(300);
+        // No wait needed: local delivery is synchronous, so a premature one would be recorded by
+        // now, and PostgreSQL holds a NOTIFY back until COMMIT.
         expect(rec.events.some((e) => e.type === 'revoked' && e.serial === committed.serial)).toBe(false);
       });
       await rec.waitFor((e) => e.type === 'revoked' && e.serial === committed.serial);
@@ -694,7 +715,7 @@ function storeContract(backend: Backend): void {
           await tx.savepoint(async (sp) => {
             expect(await sp.revokeCertificate(kept.serial, 1, new Date())).toBe(true);
           });
-          await sleep(100);
+          // Released, not committed: a delivery now would be synchronous (see above), no wait needed.
           expect(rec.events.some((e) => e.type === 'revoked' && e.serial === kept.serial)).toBe(false);
         });
         await rec.waitFor((e) => e.type === 'revoked' && e.serial === kept.serial);
@@ -1122,8 +1143,13 @@ function storeContract(backend: Backend): void {
           await s.close();
           off();
           // sockets finish closing on the next turns of the event loop
-          for (let i = 0; i < 50 && leaked(baseline).length > 0; i++) await sleep(100);
-          expect(leaked(baseline)).toEqual([]);
+          expect(
+            await until(
+              async () => leaked(baseline),
+              (l) => l.length === 0,
+              5_000,
+            ),
+          ).toEqual([]);
           await expect(s.ping()).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
         } finally {
           await fresh.dispose();
