@@ -1,6 +1,7 @@
 // `npm run bench` (`-- --quick` for a short run): runs every benchmark and ends with ONE JSON line
 // of named figures (the contract in DESIGN.md). Progress goes to stderr.
 import { benchBroker } from './broker.mjs';
+import { benchCli } from './cli.mjs';
 import { benchEnroll } from './enroll.mjs';
 import { benchFlood } from './flood.mjs';
 import { benchStorm } from './storm.mjs';
@@ -13,6 +14,7 @@ Object.assign(figures, await benchEnroll(quick ? { devices: 500 } : { devices: 3
 Object.assign(figures, await benchBroker({ quick }));
 Object.assign(figures, await benchStorm({ quick }));
 Object.assign(figures, await benchFlood(quick ? { seconds: 10 } : { seconds: 300 }));
+Object.assign(figures, await benchCli({ quick }));
 figures.crashes += figures.floodCrashes;
 
 figures.benchSeconds = Math.round((Date.now() - started) / 1000);
