@@ -11,11 +11,13 @@ import {
   connectOutcome,
   enrollDevices,
   type Fleet,
+  pgAvailable,
   revokeDevice,
   startFleet,
 } from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
 
+const pgOk = await pgAvailable();
 let fleet: Fleet;
 let creds: Record<string, Credential>;
 
@@ -167,4 +169,36 @@ describe('devices decommission', () => {
     expect(rejected.code).toBe(1);
     expect(rejected.stderr).toContain('DEVICE_DECOMMISSIONED');
   });
+});
+
+describe('concurrent re-provisioning', () => {
+  const race = async (f: Fleet, id: string) => {
+    await revokeDevice(f, id);
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, () =>
+        f.api<{ code?: string }>('POST', `/api/v1/devices/${id}/reprovision`, { reason: 'race' }),
+      ),
+    );
+    const tokens = await f.api<{ tokens: unknown[] }>('GET', `/api/v1/tokens?deviceId=${id}&state=unused`);
+    return { statuses: answers.map((a) => a.status).sort(), unused: tokens.json.tokens.length };
+  };
+
+  it('hands out exactly one token (PGlite)', async () => {
+    await enrollDevices(fleet, ['lc-race']);
+    expect(await race(fleet, 'lc-race')).toEqual({ statuses: [201, 409, 409, 409, 409, 409, 409, 409], unused: 1 });
+  });
+
+  it.runIf(pgOk)(
+    'hands out exactly one token (PostgreSQL: the device row is locked)',
+    async () => {
+      const pg = await startFleet({ pg: true, env: { FLEETGATE_WORKERS: '1' } });
+      try {
+        await enrollDevices(pg, ['lc-race-pg']);
+        expect(await race(pg, 'lc-race-pg')).toEqual({ statuses: [201, 409, 409, 409, 409, 409, 409, 409], unused: 1 });
+      } finally {
+        await pg.stop();
+      }
+    },
+    120_000,
+  );
 });

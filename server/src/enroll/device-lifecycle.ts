@@ -55,7 +55,8 @@ export async function reprovisionDevice(
   const expiresAt = new Date(now.getTime() + ttlMs);
   const tokenId = randomUUID();
   await ctx.store.transaction(async (tx) => {
-    const d = await tx.getDevice(deviceId);
+    // Locked: two concurrent re-provisionings of one id must not hand out two tokens.
+    const d = await tx.lockDevice(deviceId);
     if (!d) throw new FleetgateError('DEVICE_NOT_FOUND', `device ${deviceId} not found`);
     if (d.kind !== 'device') {
       throw new FleetgateError('CONFLICT', `${deviceId} is a ${d.kind} identity: issue it a new credential instead`);

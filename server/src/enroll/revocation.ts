@@ -111,7 +111,8 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
       const why = checkOperatorReason(reasonText);
       const at = now();
       const serials = await store.transaction(async (tx) => {
-        const device = typeof deviceId === 'string' ? await tx.getDevice(deviceId) : null;
+        // Locked: a concurrent re-provisioning waits and then sees the device decommissioned.
+        const device = typeof deviceId === 'string' ? await tx.lockDevice(deviceId) : null;
         if (!device) {
           throw new FleetgateError('DEVICE_NOT_FOUND', `device ${JSON.stringify(printable(deviceId, 64))} not found`);
         }

@@ -71,6 +71,9 @@ class SqlOps implements StoreTx {
   getDevice(id: string): Promise<DeviceRecord | null> {
     return devices.getDevice(this.cx, id);
   }
+  lockDevice(id: string): Promise<DeviceRecord | null> {
+    return devices.lockDevice(this.cx, id);
+  }
   listDevices(opts?: {
     kind?: IdentityKind;
     status?: DeviceStatus;

@@ -163,6 +163,11 @@ export interface StoreTx {
   /** Creates the device, or returns the existing one unchanged (kind and status kept). */
   upsertDevice(id: string, kind: IdentityKind): Promise<DeviceRecord>;
   getDevice(id: string): Promise<DeviceRecord | null>;
+  /**
+   * getDevice with the row locked until the surrounding transaction ends, so a decision on the
+   * device's status (re-provisioning, decommission) cannot race another one.
+   */
+  lockDevice(id: string): Promise<DeviceRecord | null>;
   listDevices(opts?: {
     kind?: IdentityKind;
     status?: DeviceStatus;

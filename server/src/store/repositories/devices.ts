@@ -23,6 +23,15 @@ export async function getDevice(cx: SqlContext, id: string): Promise<DeviceRecor
   return rows[0] ? mapDevice(rows[0]) : null;
 }
 
+/**
+ * The device, its row locked until the transaction ends (SELECT ... FOR UPDATE): a concurrent
+ * status change waits, and this one reads the newest committed row.
+ */
+export async function lockDevice(cx: SqlContext, id: string): Promise<DeviceRecord | null> {
+  const rows = await cx.ex.query(`SELECT ${DEVICE_COLS} FROM devices WHERE id = $1::text FOR UPDATE`, [id]);
+  return rows[0] ? mapDevice(rows[0]) : null;
+}
+
 export async function listDevices(
   cx: SqlContext,
   opts: { kind?: IdentityKind; status?: DeviceStatus; limit?: number; offset?: number } = {},
