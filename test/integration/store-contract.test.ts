@@ -609,6 +609,31 @@ function storeContract(backend: Backend): void {
       });
     });
 
+    it('keeps the re-provisioning and decommissioned states; revoking a decommissioned device keeps it so', async () => {
+      const dev = uid('life');
+      await store.upsertDevice(dev, 'device');
+      const c = await store.insertCertificate(newCert(dev));
+      await store.insertTokens([
+        { id: randomUUID(), deviceId: dev, tokenHash: sha(), expiresAt: new Date(Date.now() + DAY), createdBy: 'op' },
+        { id: randomUUID(), deviceId: dev, tokenHash: sha(), expiresAt: new Date(Date.now() - DAY), createdBy: 'op' },
+      ]);
+      await store.setDeviceStatus(dev, 'reprovisioning');
+      expect((await store.lockDevice(dev))?.status).toBe('reprovisioning');
+      expect(await store.lockDevice(uid('none'))).toBeNull();
+      expect(await store.deleteUnusedTokensOf(dev)).toHaveLength(2);
+      expect(await store.listTokens({ deviceId: dev })).toEqual([]);
+      expect(await store.deleteUnusedTokensOf(dev)).toEqual([]);
+      await store.setDeviceStatus(dev, 'decommissioned');
+      expect(await store.revokeDevice(dev, 5, new Date())).toEqual([c.serial]);
+      expect((await store.getDevice(dev))?.status).toBe('decommissioned');
+      expect((await store.pageDevices({ limit: 1000, status: 'decommissioned' })).items.map((d) => d.id)).toContain(
+        dev,
+      );
+      // the schema's CHECK refuses any other state
+      await expect(store.setDeviceStatus(dev, 'gone' as 'active')).rejects.toThrow(/devices_status_check/);
+      expect((await store.getDevice(dev))?.status).toBe('decommissioned');
+    });
+
     describe('savepoints', () => {
       it('rolls back only a failed savepoint (SQL or JS error); the transaction goes on and commits the rest', async () => {
         const kept = uid('sp');
