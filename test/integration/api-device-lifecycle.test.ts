@@ -171,6 +171,14 @@ describe('devices decommission', () => {
   });
 });
 
+describe('OpenAPI', () => {
+  it('documents reprovision and decommission', async () => {
+    const doc = (await fleet.api<{ paths: Record<string, Record<string, unknown>> }>('GET', '/docs/json')).json;
+    expect(doc.paths['/api/v1/devices/{id}/reprovision']).toHaveProperty('post');
+    expect(doc.paths['/api/v1/devices/{id}/decommission']).toHaveProperty('post');
+  });
+});
+
 describe('concurrent re-provisioning', () => {
   const race = async (f: Fleet, id: string) => {
     await revokeDevice(f, id);
