@@ -1,5 +1,5 @@
 // `npm run bench` (`-- --quick` for a short run): runs every benchmark and ends with ONE JSON line
-// of named figures (the contract in DESIGN.md). Progress goes to stderr.
+// of named figures (listed in bench/README.md). Progress goes to stderr.
 import { benchBroker } from './broker.mjs';
 import { benchCli } from './cli.mjs';
 import { benchEnroll } from './enroll.mjs';

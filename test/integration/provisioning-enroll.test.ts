@@ -4,10 +4,10 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '../../server/src/ca/x509.js';
-import { deviceUri } from '../../server/src/device-id.js';
 import { codeOf } from '../../server/src/enroll/context.js';
 import { GroupCommit } from '../../server/src/enroll/group-commit.js';
 import { hashSecret } from '../../server/src/enroll/secrets.js';
+import { deviceUri } from '../../server/src/identifiers.js';
 import type { NewAuditEvent, Store, StoreTx } from '../../server/src/store/types.js';
 import { makeCsr } from '../helpers/ca.js';
 import { backends, type Harness, OPERATOR, openHarness, rejectsWith, TOKEN_TTL_MS } from '../helpers/provisioning.js';

@@ -3,8 +3,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '../../server/src/ca/x509.js';
-import { serviceUri } from '../../server/src/device-id.js';
 import type { EnrollResult } from '../../server/src/enroll/index.js';
+import { serviceUri } from '../../server/src/identifiers.js';
 import { createTestCa, makeCsr } from '../helpers/ca.js';
 import {
   backends,

@@ -28,7 +28,7 @@ import { classifySpki, classifySpkiGeneral } from '../../server/src/ca/keys.js';
 import { certsOnly, parseCertsOnly } from '../../server/src/ca/pkcs7.js';
 import { issueWithGenerator } from '../../server/src/ca/profile.js';
 import * as x509 from '../../server/src/ca/x509.js';
-import { deviceUri, serviceUri } from '../../server/src/device-id.js';
+import { deviceUri, serviceUri } from '../../server/src/identifiers.js';
 import { OpensslDir, opensslAvailable } from '../helpers/openssl.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'csr');

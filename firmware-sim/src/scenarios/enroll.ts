@@ -15,7 +15,7 @@ export async function enrollScenario(ctx: RunContext): Promise<ScenarioOutcome> 
       enrollPerSecond: perSecond,
       enrollP50Ms: lat.p50Ms,
       enrollP99Ms: lat.p99Ms,
-      // The contract's per-scenario names (DESIGN.md, simulator): latency of one enrollment.
+      // The per-scenario names every scenario reports (firmware-sim/README.md): latency of one enrollment.
       p50Ms: lat.p50Ms,
       p99Ms: lat.p99Ms,
     },

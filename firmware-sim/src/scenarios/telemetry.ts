@@ -171,7 +171,7 @@ export async function telemetryScenario(ctx: RunContext): Promise<ScenarioOutcom
   const msgsPerSecond = round((published * 1000) / publishMs);
   const fields: Record<string, unknown> = {
     ...bringUpFields(up),
-    // The contract's per-scenario counts (DESIGN.md, simulator): how the devices first connected.
+    // The per-scenario counts (firmware-sim/README.md): how the devices first connected.
     resumed: up.connect.resumed,
     full: up.connect.full,
     rate,

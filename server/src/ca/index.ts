@@ -1,6 +1,7 @@
 /**
  * fleetgate's CA core: pure functions from inputs to certificates, CRLs and OCSP responses.
- * No I/O, no configuration lookups, no transports (DESIGN.md, "ca/ is pure").
+ * No I/O, no configuration lookups, no transports: callers (enroll/, http/) do those, so every
+ * rule here is tested without a server.
  */
 export {
   type CaMaterial,

@@ -19,8 +19,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isTooOpen, readOptional, writeNew } from '../data-dir.js';
-import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError, isFleetgateError } from '../errors.js';
+import { isValidDeviceId } from '../identifiers.js';
 import type { Store } from '../store/types.js';
 import { printable } from './context.js';
 import { hashSecret, looksLikeSecret, newSecret, OPERATOR_TOKEN_PREFIX } from './secrets.js';

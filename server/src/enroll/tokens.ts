@@ -15,8 +15,8 @@
  *   names the device ids (or prefix and range) and the expiry, never a secret or its hash.
  */
 import { randomUUID } from 'node:crypto';
-import { isValidDeviceId } from '../device-id.js';
 import { FleetgateError } from '../errors.js';
+import { isValidDeviceId } from '../identifiers.js';
 import type { NewToken, Page, TokenRecord, TokenState } from '../store/types.js';
 import type { UseCaseContext } from './context.js';
 import { printable } from './context.js';

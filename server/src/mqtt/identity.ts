@@ -7,7 +7,7 @@
  * connection.
  */
 import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
-import { isValidDeviceId } from '../device-id.js';
+import { isValidDeviceId, SERIAL_HEX_PATTERN } from '../identifiers.js';
 import type { Identity, RefusalReason } from './types.js';
 
 const DEVICE_URI = 'urn:fleetgate:device:';
@@ -57,7 +57,7 @@ export function identityOf(cert: PeerCertificate): PeerResult {
   }
   if (!isValidDeviceId(id)) return { ok: false, reason: 'no_identity', detail: 'invalid identity in the certificate' };
   const serial = (cert.serialNumber ?? '').toLowerCase().replace(/^(00)+(?=..)/, '');
-  if (!/^[0-9a-f]{2,40}$/.test(serial)) return { ok: false, reason: 'invalid_cert', detail: 'no serial number' };
+  if (!SERIAL_HEX_PATTERN.test(serial)) return { ok: false, reason: 'invalid_cert', detail: 'no serial number' };
   const notAfter = Date.parse(cert.valid_to);
   if (Number.isNaN(notAfter)) return { ok: false, reason: 'invalid_cert', detail: 'unreadable notAfter' };
   return { ok: true, identity: { kind, id, serial, notAfter } };

@@ -4,7 +4,7 @@
  *
  * Rotation design. Node's tls.Server holds exactly ONE ticket key, and `setTicketKeys()`
  * invalidates every outstanding ticket, TLS 1.2 and 1.3 alike, even with newSession /
- * resumeSession handlers installed (measured, DESIGN.md). Keeping the previous key valid for an
+ * resumeSession handlers installed (measured on Node 20). Keeping the previous key valid for an
  * overlap period would need a server-side session cache (stateful resumption) shared by all
  * processes: a store round trip on every resumed handshake, on the hot path we want cheapest.
  * So we rotate rarely instead: time is cut into periods of `rotationMs` (default 24 h) counted
