@@ -182,24 +182,7 @@ export async function listTokens(
   ctx: UseCaseContext,
   opts: { deviceId?: string; state?: TokenState; limit?: number },
 ): Promise<TokenView[]> {
-  const limit = opts.limit ?? 100;
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_TOKEN_LIST) {
-    throw bad(`limit must be an integer from 1 to ${MAX_TOKEN_LIST}`);
-  }
-  if (opts.state !== undefined && !TOKEN_STATES.includes(opts.state)) {
-    throw bad(`state must be one of ${TOKEN_STATES.join(', ')}`);
-  }
-  if (opts.deviceId !== undefined && !isValidDeviceId(opts.deviceId)) {
-    throw bad(`invalid device id ${JSON.stringify(printable(opts.deviceId))}`);
-  }
-  const now = ctx.now();
-  const rows = await ctx.store.listTokens({
-    limit,
-    now,
-    ...(opts.deviceId !== undefined ? { deviceId: opts.deviceId } : {}),
-    ...(opts.state !== undefined ? { state: opts.state } : {}),
-  });
-  return rows.map((t) => tokenView(t, now));
+  return (await pageTokens(ctx, opts)).items;
 }
 
 /** listTokens as one keyset page (store/paging.ts) with the total. */

@@ -55,17 +55,24 @@ export async function consumeToken(
   return { ok: false, reason: 'expired' };
 }
 
+/**
+ * WHERE clause of a token listing: of one device (text parameter `device`, NULL: all) in one
+ * state (`state`: used, unused, expired or NULL) at time `now`; arguments are parameter names.
+ */
+function tokenFilter(device: string, state: string, now: string): string {
+  return `(${device}::text IS NULL OR device_id = ${device}::text)
+    AND (${state}::text IS NULL
+      OR (${state}::text = 'used' AND used_at IS NOT NULL)
+      OR (${state}::text = 'unused' AND used_at IS NULL AND expires_at > ${now}::timestamptz)
+      OR (${state}::text = 'expired' AND used_at IS NULL AND expires_at <= ${now}::timestamptz))`;
+}
+
 export async function listTokens(
   cx: SqlContext,
   opts: { deviceId?: string; state?: TokenState; now?: Date; limit?: number } = {},
 ): Promise<TokenRecord[]> {
   const rows = await cx.ex.query(
-    `SELECT ${TOKEN_COLS} FROM enrollment_tokens
-     WHERE ($1::text IS NULL OR device_id = $1::text)
-       AND ($3::text IS NULL
-         OR ($3::text = 'used' AND used_at IS NOT NULL)
-         OR ($3::text = 'unused' AND used_at IS NULL AND expires_at > $4::timestamptz)
-         OR ($3::text = 'expired' AND used_at IS NULL AND expires_at <= $4::timestamptz))
+    `SELECT ${TOKEN_COLS} FROM enrollment_tokens WHERE ${tokenFilter('$1', '$3', '$4')}
      ORDER BY created_at DESC, id LIMIT $2::int`,
     [opts.deviceId ?? null, opts.limit ?? 1000, opts.state ?? null, (opts.now ?? new Date()).toISOString()],
   );
@@ -101,11 +108,7 @@ export async function pageTokens(
   opts: PageOptions & { deviceId?: string | undefined; state?: TokenState | undefined; now?: Date | undefined },
 ): Promise<Page<TokenRecord>> {
   const after = opts.cursor ? decodeCursor(opts.cursor, 'tokens', [KEY.micros, KEY.uuid]) : null;
-  const filter = `($1::text IS NULL OR device_id = $1::text)
-     AND ($2::text IS NULL
-       OR ($2::text = 'used' AND used_at IS NOT NULL)
-       OR ($2::text = 'unused' AND used_at IS NULL AND expires_at > $3::timestamptz)
-       OR ($2::text = 'expired' AND used_at IS NULL AND expires_at <= $3::timestamptz))`;
+  const filter = tokenFilter('$1', '$2', '$3');
   const params = [opts.deviceId ?? null, opts.state ?? null, (opts.now ?? new Date()).toISOString()];
   const rows = await cx.ex.query(
     `SELECT ${TOKEN_COLS}, ${micros('created_at')}::text AS k_at FROM enrollment_tokens
