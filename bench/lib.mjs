@@ -85,12 +85,16 @@ function stopChild(child) {
   });
 }
 
-/** Starts `fleetgate serve`; resolves with its pid, API URL and a stop() once the banner shows. */
-export function startServe(env) {
+/**
+ * Starts `fleetgate serve`; resolves with its pid, API URL and a stop() once the banner shows.
+ * `bin` runs another checkout's build (bench/connect-ruler.mjs A/Bs two of them); `nodeArgs`
+ * replaces FLEETGATE_BENCH_NODE_ARGS.
+ */
+export function startServe(env, { bin = FLEETGATE, nodeArgs: args } = {}) {
   return new Promise((resolve, reject) => {
     // FLEETGATE_BENCH_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the server.
-    const nodeArgs = (process.env.FLEETGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const child = spawn(process.execPath, [...nodeArgs, FLEETGATE, 'serve'], {
+    const nodeArgs = args ?? (process.env.FLEETGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, bin, 'serve'], {
       env: childEnv({
         FLEETGATE_API_PORT: '0',
         FLEETGATE_MQTT_PORT: '0',
