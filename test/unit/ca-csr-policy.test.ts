@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
+import { CSR_POLICY_STAGES } from '../../server/src/ca/csr-policy.js';
 import { checkCsr } from '../../server/src/ca/index.js';
 import * as x509 from '../../server/src/ca/x509.js';
 import type { ErrorCode } from '../../server/src/errors.js';
@@ -58,6 +59,18 @@ describe('checkCsr: accepted inputs', () => {
   test("identity 'service' uses the same name rules", async () => {
     expect((await checkCsr(text('good-p256.pem'), { identity: 'service' })).ok).toBe(true);
     await expectRejected(text('cn-space.pem'), 'CSR_SUBJECT_INVALID', { identity: 'service' });
+  });
+});
+
+describe('checkCsr: the policy is a list of named validators', () => {
+  test('in the order the module comment documents (the first failure wins)', () => {
+    expect(CSR_POLICY_STAGES).toEqual(['size', 'decode', 'proof of possession', 'key', 'subject', 'public key']);
+  });
+
+  test('the key validator runs before the subject validator', async () => {
+    // rsa-1024.pem has a valid CN and a refused key; cn-slash.pem a supported key and a refused CN.
+    await expectRejected(bytes('rsa-1024.pem'), 'CSR_KEY_UNSUPPORTED');
+    await expectRejected(bytes('cn-slash.pem'), 'CSR_SUBJECT_INVALID');
   });
 });
 

@@ -1,16 +1,18 @@
 /**
  * The CSR policy pipeline: an untrusted PKCS#10 request (RFC 2986) in, a checked request or a
- * typed rejection out. Stages run in a fixed order and the first failure wins:
+ * typed rejection out. CSR_POLICY is the list of named validators, run in order; the first
+ * failure wins:
  *
  *   size (CSR_TOO_LARGE; empty = CSR_MALFORMED)
- *   -> parse (CSR_MALFORMED: encoding, DER framing incl. trailing bytes, RFC 2986 structure)
- *   -> signature (CSR_SIGNATURE_INVALID: proof of possession, RFC 2986 section 3 step 3)
+ *   -> decode (CSR_MALFORMED: encoding, DER framing incl. trailing bytes, RFC 2986 structure)
+ *   -> proof of possession (CSR_SIGNATURE_INVALID, RFC 2986 section 3 step 3)
  *   -> key (CSR_KEY_UNSUPPORTED: EC P-256/P-384, Ed25519, RSA 2048..8192)
  *   -> subject (CSR_SUBJECT_INVALID: exactly one CN, a valid device id)
+ *   -> public key (CSR_MALFORMED: a key the general reader cannot turn into a key object)
  *
  * One refinement of that order: a key we cannot even load (an unsupported curve such as
  * secp256k1, an unknown algorithm, an RSA modulus beyond the cap) cannot have its signature
- * checked, so it is reported as CSR_KEY_UNSUPPORTED at the signature stage instead of being
+ * checked, so it is reported as CSR_KEY_UNSUPPORTED by proof of possession instead of being
  * mislabelled as a bad signature (and without spending CPU on absurd keys).
  *
  * Nothing a requester puts in the CSR beyond the CN and the key reaches a certificate: requested
@@ -19,8 +21,8 @@
 
 import { constants, createPublicKey, type JsonWebKey, type KeyObject, verify } from 'node:crypto';
 import * as asn1js from 'asn1js';
-import { isValidDeviceId } from '../identifiers.js';
 import { fail, ok, type Result } from '../errors.js';
+import { isValidDeviceId } from '../identifiers.js';
 import { crypto, toBytes } from './crypto.js';
 import {
   type DerNode,
@@ -214,36 +216,47 @@ export async function checkCsrGeneral(
   return runPolicy(input, opts, false);
 }
 
-async function runPolicy(
-  input: Uint8Array | string,
-  opts: CheckCsrOptions,
-  allowFast: boolean,
-): Promise<Result<CheckedCsr>> {
-  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_CSR_BYTES;
-  const identity = opts.identity ?? 'device';
+/** What the validators have established about one request so far; each fills in its own field. */
+interface CsrReview {
+  readonly input: Uint8Array | string;
+  readonly maxBytes: number;
+  readonly identity: 'device' | 'service';
+  readonly allowFast: boolean;
+  parsed?: ParsedCsr;
+  key?: { keyAlgorithm: CsrKeyAlgorithm; keyBits?: number | undefined };
+  commonName?: string;
+  publicKey?: x509.PublicKey | undefined;
+}
 
-  // 1. size
-  const size = typeof input === 'string' ? input.length : input.byteLength;
+/** The review after `decode`: later validators may rely on the parsed request. */
+type DecodedReview = CsrReview & { parsed: ParsedCsr };
+
+/** 1. size (CSR_TOO_LARGE; empty = CSR_MALFORMED): before any parsing work. */
+function checkSize(r: CsrReview): Result<void> {
+  const size = typeof r.input === 'string' ? r.input.length : r.input.byteLength;
   if (size === 0) return malformed('request is empty');
-  if (size > maxBytes) return fail('CSR_TOO_LARGE', `request is ${size} bytes; the limit is ${maxBytes}`, { maxBytes });
+  if (size > r.maxBytes) {
+    return fail('CSR_TOO_LARGE', `request is ${size} bytes; the limit is ${r.maxBytes}`, { maxBytes: r.maxBytes });
+  }
+  return ok(undefined);
+}
 
-  // 2. parse
-  const der = toDer(input);
+/** 2. decode (CSR_MALFORMED): PEM/base64/DER, DER framing, RFC 2986 structure. */
+function decode(r: CsrReview): Result<ParsedCsr> {
+  const der = toDer(r.input);
   if (!der.ok) return der;
   const framing = checkFraming(der.value);
   if (!framing.ok) return framing;
-  const fast = allowFast ? readRequestFast(der.value) : null;
-  let parsed: ParsedCsr;
-  if (fast !== null) {
-    parsed = fast;
-  } else {
-    const general = readRequestGeneral(der.value);
-    if (!general.ok) return general;
-    parsed = general.value;
-  }
-  const { spkiDer, key, signatureOid } = parsed;
+  const fast = r.allowFast ? readRequestFast(der.value) : null;
+  return fast !== null ? ok(fast) : readRequestGeneral(der.value);
+}
 
-  // 3. signature (proof of possession). Keys we cannot load at all are refused here.
+/**
+ * 3. proof of possession (CSR_SIGNATURE_INVALID, RFC 2986 section 3 step 3). A key that cannot
+ * even be loaded is CSR_KEY_UNSUPPORTED here (see the file comment).
+ */
+async function proofOfPossession({ parsed }: DecodedReview): Promise<Result<void>> {
+  const { key, signatureOid } = parsed;
   const verifiable =
     (key.kind === 'EC' && ['P-256', 'P-384', 'P-521'].includes(key.curve)) ||
     key.kind === 'Ed25519' ||
@@ -262,25 +275,22 @@ async function runPolicy(
   if (!(await parsed.verifySignature())) {
     return fail('CSR_SIGNATURE_INVALID', 'request signature does not verify with its own key');
   }
+  return ok(undefined);
+}
 
-  // 4. key policy
-  let keyAlgorithm: CsrKeyAlgorithm;
-  let keyBits: number | undefined;
-  if (key.kind === 'EC' && (key.curve === 'P-256' || key.curve === 'P-384')) {
-    keyAlgorithm = key.curve;
-  } else if (key.kind === 'Ed25519') {
-    keyAlgorithm = 'Ed25519';
-  } else if (key.kind === 'RSA' && key.bits >= MIN_RSA_BITS) {
-    keyAlgorithm = 'RSA';
-    keyBits = key.bits;
-  } else {
-    return fail(
-      'CSR_KEY_UNSUPPORTED',
-      `key ${describeKey(key)} is not supported (EC P-256, P-384, Ed25519, RSA ${MIN_RSA_BITS}-${MAX_RSA_BITS})`,
-    );
-  }
+/** 4. key (CSR_KEY_UNSUPPORTED): the algorithms and sizes fleetgate certifies. */
+function keyPolicy({ parsed: { key } }: DecodedReview): Result<NonNullable<CsrReview['key']>> {
+  if (key.kind === 'EC' && (key.curve === 'P-256' || key.curve === 'P-384')) return ok({ keyAlgorithm: key.curve });
+  if (key.kind === 'Ed25519') return ok({ keyAlgorithm: 'Ed25519' });
+  if (key.kind === 'RSA' && key.bits >= MIN_RSA_BITS) return ok({ keyAlgorithm: 'RSA', keyBits: key.bits });
+  return fail(
+    'CSR_KEY_UNSUPPORTED',
+    `key ${describeKey(key)} is not supported (EC P-256, P-384, Ed25519, RSA ${MIN_RSA_BITS}-${MAX_RSA_BITS})`,
+  );
+}
 
-  // 5. subject
+/** 5. subject (CSR_SUBJECT_INVALID): exactly one CN, and it is a valid device id / service name. */
+function subjectPolicy({ parsed, identity }: DecodedReview): Result<string> {
   const cns = parsed.commonNames();
   if (cns === null) return fail('CSR_SUBJECT_INVALID', 'subject is not a well-formed Name with string values');
   if (cns.length !== 1) return fail('CSR_SUBJECT_INVALID', `subject must have exactly one CN, found ${cns.length}`);
@@ -292,17 +302,75 @@ async function runPolicy(
         '(1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit)',
     );
   }
+  return ok(commonName);
+}
 
-  const publicKey = parsed.publicKey?.();
-  if (publicKey !== undefined && !publicKey.ok) return publicKey;
+/**
+ * 6. public key object: the general reader builds the @peculiar/x509 key eagerly and may still
+ * fail there (CSR_MALFORMED); the strict reader has shown the SPKI parses, so it is built on use.
+ */
+function publicKeyObject({ parsed }: DecodedReview): Result<x509.PublicKey | undefined> {
+  return parsed.publicKey?.() ?? ok(undefined);
+}
+
+/** Runs a validator and keeps its result in the review (a failure stops the pipeline). */
+function into<K extends keyof CsrReview, R extends CsrReview>(
+  field: K,
+  validator: (r: R) => Result<NonNullable<CsrReview[K]>> | Result<CsrReview[K]> | Promise<Result<CsrReview[K]>>,
+): (r: R) => Promise<Result<void>> {
+  return async (r) => {
+    const result = await validator(r);
+    if (!result.ok) return result;
+    r[field] = result.value as R[K];
+    return ok(undefined);
+  };
+}
+
+/**
+ * The policy: named validators in the order they run; the first failure wins. Every validator
+ * after `decode` reads the parsed request (DecodedReview).
+ */
+const CSR_POLICY: readonly { name: string; run: (r: CsrReview) => Result<void> | Promise<Result<void>> }[] = [
+  { name: 'size', run: checkSize },
+  { name: 'decode', run: into('parsed', decode) },
+  { name: 'proof of possession', run: (r) => proofOfPossession(r as DecodedReview) },
+  { name: 'key', run: (r) => into('key', keyPolicy)(r as DecodedReview) },
+  { name: 'subject', run: (r) => into('commonName', subjectPolicy)(r as DecodedReview) },
+  { name: 'public key', run: (r) => into('publicKey', publicKeyObject)(r as DecodedReview) },
+];
+
+/** The names of the validators, in order (for tests and docs). */
+export const CSR_POLICY_STAGES: readonly string[] = CSR_POLICY.map((v) => v.name);
+
+async function runPolicy(
+  input: Uint8Array | string,
+  opts: CheckCsrOptions,
+  allowFast: boolean,
+): Promise<Result<CheckedCsr>> {
+  const review: CsrReview = {
+    input,
+    maxBytes: opts.maxBytes ?? DEFAULT_MAX_CSR_BYTES,
+    identity: opts.identity ?? 'device',
+    allowFast,
+  };
+  for (const validator of CSR_POLICY) {
+    const result = await validator.run(review);
+    if (!result.ok) return result;
+  }
+  return ok(checkedCsr(review as Required<Pick<CsrReview, 'parsed' | 'key' | 'commonName'>> & CsrReview));
+}
+
+/** The accepted request, from a review every validator has passed. */
+function checkedCsr(r: CsrReview & Required<Pick<CsrReview, 'parsed' | 'key' | 'commonName'>>): CheckedCsr {
+  const { spkiDer } = r.parsed;
   const checked = {
-    commonName,
+    commonName: r.commonName,
     spkiDer,
     keyFingerprint: keyFingerprintOf(spkiDer),
-    keyAlgorithm,
-    ...(keyBits !== undefined ? { keyBits } : {}),
+    keyAlgorithm: r.key.keyAlgorithm,
+    ...(r.key.keyBits !== undefined ? { keyBits: r.key.keyBits } : {}),
   } as CheckedCsr;
-  if (publicKey === undefined) {
+  if (r.publicKey === undefined) {
     // The strict reader has shown the SPKI parses; the @peculiar/x509 object is built on first use.
     let cached: x509.PublicKey | undefined;
     Object.defineProperty(checked, 'publicKey', {
@@ -314,9 +382,9 @@ async function runPolicy(
       },
     });
   } else {
-    checked.publicKey = publicKey.value;
+    checked.publicKey = r.publicKey;
   }
-  return ok(checked);
+  return checked;
 }
 
 /** DER framing of the whole request: one definite-length SEQUENCE and nothing after it. */
