@@ -1,6 +1,6 @@
 /** Read-only views of devices (and services) with their certificates, for operators. */
 import { FleetgateError } from '../errors.js';
-import type { CertificateRecord, DeviceRecord, DeviceStatus, Store } from '../store/types.js';
+import type { CertificateRecord, DeviceRecord, DeviceStatus, Page, Store } from '../store/types.js';
 import { type Clock, printable, systemClock } from './context.js';
 import type { DeviceView, InventoryService } from './types.js';
 
@@ -55,35 +55,25 @@ export function createInventory(opts: { store: Store; now?: Clock | undefined })
     return { ...d, certificates, current: currentCertificate(certificates, at) };
   }
 
+  async function pageDevices(o: Parameters<InventoryService['pageDevices']>[0] = {}): Promise<Page<DeviceView>> {
+    const limit = checkLimit(o.limit);
+    const offset = o.offset ?? 0;
+    if (!Number.isInteger(offset) || offset < 0)
+      throw new FleetgateError('BAD_REQUEST', 'offset must be a non-negative integer');
+    if (o.status !== undefined && !DEVICE_STATUSES.includes(o.status)) {
+      throw new FleetgateError('BAD_REQUEST', `status must be one of ${DEVICE_STATUSES.join(', ')}`);
+    }
+    const page = await store.pageDevices({ limit, offset, cursor: o.cursor, status: o.status });
+    const at = now();
+    return { ...page, items: await Promise.all(page.items.map((d) => view(d, at))) };
+  }
+
   return {
     async listDevices(o = {}) {
-      const limit = o.limit ?? DEFAULT_LIMIT;
-      const offset = o.offset ?? 0;
-      if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) {
-        throw new FleetgateError('BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LIMIT}`);
-      }
-      if (!Number.isInteger(offset) || offset < 0)
-        throw new FleetgateError('BAD_REQUEST', 'offset must be a non-negative integer');
-      if (o.status !== undefined && o.status !== 'active' && o.status !== 'revoked') {
-        throw new FleetgateError('BAD_REQUEST', 'status must be active or revoked');
-      }
-      const devices = await store.listDevices({ limit, offset, ...(o.status ? { status: o.status } : {}) });
-      const at = now();
-      return Promise.all(devices.map((d) => view(d, at)));
+      return (await pageDevices(o)).items;
     },
 
-    async pageDevices(o = {}) {
-      const limit = checkLimit(o.limit);
-      const offset = o.offset ?? 0;
-      if (!Number.isInteger(offset) || offset < 0)
-        throw new FleetgateError('BAD_REQUEST', 'offset must be a non-negative integer');
-      if (o.status !== undefined && !DEVICE_STATUSES.includes(o.status)) {
-        throw new FleetgateError('BAD_REQUEST', `status must be one of ${DEVICE_STATUSES.join(', ')}`);
-      }
-      const page = await store.pageDevices({ limit, offset, cursor: o.cursor, status: o.status });
-      const at = now();
-      return { ...page, items: await Promise.all(page.items.map((d) => view(d, at))) };
-    },
+    pageDevices,
 
     async getDevice(id) {
       const d = typeof id === 'string' ? await store.getDevice(id) : null;
