@@ -24,6 +24,7 @@ export const DEVICE_ERROR_CODES = [
   'ALREADY_ENROLLED',
   // keys
   'KEY_INVALID',
+  'PKCS11_SUPPORT_MISSING',
   'PKCS11_MODULE_MISSING',
   'PKCS11_TOKEN_NOT_FOUND',
   'PKCS11_PIN_INCORRECT',
@@ -139,6 +140,7 @@ export class KeyStoreError extends DeviceClientError {
   constructor(
     code:
       | 'KEY_INVALID'
+      | 'PKCS11_SUPPORT_MISSING'
       | 'PKCS11_MODULE_MISSING'
       | 'PKCS11_TOKEN_NOT_FOUND'
       | 'PKCS11_PIN_INCORRECT'

@@ -9,14 +9,18 @@
  *   `privateKeyIdentifier`. The engine loads the module named by PKCS11_MODULE_PATH once per
  *   process, so a process uses one PKCS#11 module for TLS; this store sets the variable when it
  *   is unset and refuses a conflicting one.
+ *
+ * graphene-pk11 and node-webcrypto-p11 are optional dependencies, imported when a store first opens
+ * (./pkcs11-support.ts); only their types are named here, and none of them reaches the emitted
+ * declarations, so the package type-checks where they are absent.
  */
-import 'reflect-metadata';
 import { existsSync, readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
-import * as graphene from 'graphene-pk11';
-import { Crypto as P11Crypto, TemplateBuilder } from 'node-webcrypto-p11';
+import type * as Graphene from 'graphene-pk11';
+import type * as WebCryptoP11 from 'node-webcrypto-p11';
 import { describeCause, KeyStoreError } from '../errors.js';
 import { randomHex } from '../util.js';
+import { loadPkcs11Support } from './pkcs11-support.js';
 import {
   type CryptoKey,
   type CryptoKeyPair,
@@ -136,6 +140,7 @@ export function parsePkcs11Uri(uri: string): Record<string, string> {
 }
 
 type P11Key = CryptoKey & { algorithm: { label?: string } };
+type P11Crypto = WebCryptoP11.Crypto;
 
 class Pkcs11Key implements DeviceKey {
   constructor(
@@ -171,8 +176,8 @@ function mapPkcs11Error(e: unknown, what: string): KeyStoreError {
 
 export class Pkcs11KeyStore implements KeyStore {
   readonly type = 'pkcs11' as const;
-  private module: graphene.Module | undefined;
-  private session: graphene.Session | undefined;
+  private module: Graphene.Module | undefined;
+  private session: Graphene.Session | undefined;
   private p11: P11Crypto | undefined;
   readonly #pin: string;
   private readonly opts: Omit<Pkcs11KeyStoreOptions, 'pin'>;
@@ -190,12 +195,21 @@ export class Pkcs11KeyStore implements KeyStore {
     return { type: this.type, module: this.opts.module, token: this.opts.token };
   }
 
-  /** Loads the module, finds the token by label and logs in. Idempotent. */
-  async open(): Promise<P11Crypto> {
+  /**
+   * Loads the optional PKCS#11 packages and the module, finds the token by label and logs in.
+   * Idempotent. Resolves to node-webcrypto-p11's Crypto over the session (typed loosely so that
+   * this package's declarations do not require the optional packages).
+   */
+  async open(): Promise<WebCrypto> {
+    return (await this.openP11()) as unknown as WebCrypto;
+  }
+
+  private async openP11(): Promise<P11Crypto> {
     if (this.p11) return this.p11;
+    const { graphene, webcrypto } = await loadPkcs11Support();
     if (!existsSync(this.opts.module))
       throw new KeyStoreError('PKCS11_MODULE_MISSING', `PKCS#11 module not found: ${this.opts.module}`);
-    let mod: graphene.Module;
+    let mod: Graphene.Module;
     try {
       mod = graphene.Module.load(this.opts.module, 'fleetgate');
     } catch (e) {
@@ -212,7 +226,7 @@ export class Pkcs11KeyStore implements KeyStore {
         throw mapPkcs11Error(e, `C_Initialize of ${this.opts.module}`);
     }
     this.module = mod;
-    let slot: graphene.Slot | undefined;
+    let slot: Graphene.Slot | undefined;
     const labels: string[] = [];
     try {
       const slots = mod.getSlots(true);
@@ -249,17 +263,17 @@ export class Pkcs11KeyStore implements KeyStore {
       }
     }
     // A session container: node-webcrypto-p11 will not C_Finalize a module it did not initialize.
-    const p11 = new P11Crypto({ session: this.session });
+    const p11 = new webcrypto.Crypto({ session: this.session });
     // Leave usage attributes we do not want (CKA_DERIVE, CKA_DECRYPT, ... = false) to the token's
     // defaults instead of stating them: tpm2-pkcs11 refuses a template whose attributes differ from
     // what the TPM key really allows ("User specified and TPM specified attr mismatch").
-    const base = new TemplateBuilder();
+    const base = new webcrypto.TemplateBuilder();
     p11.templateBuilder = {
       build(params) {
         const template = base.build(params) as Record<string, unknown>;
         for (const k of ['derive', 'decrypt', 'unwrap', 'encrypt', 'wrap'])
           if (template[k] === false) delete template[k];
-        return template as ReturnType<TemplateBuilder['build']>;
+        return template as ReturnType<WebCryptoP11.TemplateBuilder['build']>;
       },
     };
     this.p11 = p11;
@@ -267,7 +281,7 @@ export class Pkcs11KeyStore implements KeyStore {
   }
 
   async generate(hint: { deviceId: string }): Promise<DeviceKey> {
-    const p11 = await this.open();
+    const p11 = await this.openP11();
     const label = `${this.opts.labelPrefix ?? 'fleetgate'}-${hint.deviceId}-${randomHex(4)}`;
     let keys: CryptoKeyPair;
     try {
@@ -292,7 +306,7 @@ export class Pkcs11KeyStore implements KeyStore {
       );
     const label = attrs.object;
     if (!label) throw new KeyStoreError('KEY_INVALID', 'the PKCS#11 URI names no object');
-    const p11 = await this.open();
+    const p11 = await this.openP11();
     const found = await this.find(p11, label);
     if (!found.privateKey || !found.publicKey)
       throw new KeyStoreError(
@@ -306,7 +320,7 @@ export class Pkcs11KeyStore implements KeyStore {
     if (ref.type !== 'pkcs11') return;
     const label = parsePkcs11Uri(ref.uri).object;
     if (!label) return;
-    const p11 = await this.open();
+    const p11 = await this.openP11();
     try {
       for (const index of await p11.keyStorage.keys()) {
         const item = (await p11.keyStorage.getItem(index)) as unknown as P11Key;

@@ -1,0 +1,48 @@
+/**
+ * Runs any command (npm, node, a shell script, python) in a child process and collects its output,
+ * for the tests of the packaged device client and of examples/. Unlike runBin the environment is
+ * exactly the one given (these tests model a device, not this repository's CLI).
+ */
+import { spawn } from 'node:child_process';
+import type { CliResult } from './cli.js';
+
+export interface CommandOptions {
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+}
+
+export function runCommand(command: string, args: string[], opts: CommandOptions): Promise<CliResult> {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${command} ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** The ```lang blocks of a Markdown text, in order. */
+export function codeBlocks(markdown: string, lang: string): string[] {
+  const out: string[] = [];
+  const re = new RegExp(`^\`\`\`${lang}\\n([\\s\\S]*?)^\`\`\`$`, 'gm');
+  for (let m = re.exec(markdown); m; m = re.exec(markdown)) out.push(m[1] ?? '');
+  return out;
+}
