@@ -30,9 +30,11 @@ import {
   derChildren,
   derContent,
   derEquals,
+  derPositiveMagnitude,
   derTlvLength,
   parseWholeBer,
   readDer,
+  strictSpkiKeyBits,
 } from './der.js';
 import { classifySpki, classifySpkiFast, keyFingerprintOf, type SpkiInfo } from './keys.js';
 import { decodeBase64Strict, decodePemStrict } from './pem.js';
@@ -560,7 +562,7 @@ function importPublicKey(key: SpkiInfo, spkiDer: Uint8Array): KeyObject {
 }
 
 function jwkOf(key: SpkiInfo, spkiDer: Uint8Array): JsonWebKey | null {
-  const bits = publicKeyBits(spkiDer);
+  const bits = strictSpkiKeyBits(spkiDer);
   if (bits === null) return null;
   const b64u = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64url');
   if (key.kind === 'EC' && key.curve === 'P-256') {
@@ -572,30 +574,10 @@ function jwkOf(key: SpkiInfo, spkiDer: Uint8Array): JsonWebKey | null {
     const rsa = readDer(bits, 0);
     const ints = rsa === null ? null : derChildren(bits, rsa);
     if (ints === null || ints.length !== 2) return null;
-    const [n, e] = ints.map((node) => minimalPositive(derContent(bits, node)));
+    const [n, e] = ints.map((node) => derPositiveMagnitude(derContent(bits, node)));
     return n && e ? { kty: 'RSA', n: b64u(n), e: b64u(e) } : null;
   }
   return null;
-}
-
-/** The subjectPublicKey BIT STRING value of a strict-DER SPKI (classifySpkiFast has read it). */
-function publicKeyBits(spkiDer: Uint8Array): Uint8Array | null {
-  const top = readDer(spkiDer, 0);
-  const parts = top === null ? null : derChildren(spkiDer, top);
-  const bits = parts?.[1];
-  if (bits === undefined || bits.tag !== 0x03) return null;
-  const content = derContent(spkiDer, bits);
-  return content[0] === 0 ? content.subarray(1) : null;
-}
-
-/** Magnitude of a DER INTEGER that is positive and minimally encoded (X.690 8.3.2), else null. */
-function minimalPositive(content: Uint8Array): Uint8Array | null {
-  if (content.byteLength === 0 || content[0]! & 0x80) return null;
-  if (content[0] === 0) {
-    if (content.byteLength === 1 || !(content[1]! & 0x80)) return null;
-    return content.subarray(1);
-  }
-  return content;
 }
 
 /** CN values of a strict-DER Name; null when the Name is not of the common shape. */

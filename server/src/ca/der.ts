@@ -211,3 +211,41 @@ export function parseWholeBer(bytes: Uint8Array): asn1js.AsnType | null {
     return null;
   }
 }
+
+/**
+ * The subjectPublicKey BIT STRING value (without the unused-bits octet) of a strict-DER
+ * SubjectPublicKeyInfo, or null when the SPKI is not strict DER of that shape. Only strict DER is
+ * copied verbatim into a certificate (anything else takes the general path, which re-encodes it).
+ */
+export function strictSpkiKeyBits(spkiDer: Uint8Array): Uint8Array | null {
+  const top = readDer(spkiDer, 0);
+  if (top === null || top.tag !== TAG.SEQUENCE || top.end !== spkiDer.byteLength) return null;
+  const parts = derChildren(spkiDer, top);
+  if (parts === null || parts.length !== 2) return null;
+  const [algId, bits] = parts as [DerNode, DerNode];
+  if (algId.tag !== TAG.SEQUENCE || bits.tag !== TAG.BIT_STRING) return null;
+  const alg = derChildren(spkiDer, algId);
+  if (alg === null || alg.length < 1 || alg.length > 2 || alg[0]!.tag !== TAG.OID) return null;
+  if (alg.length === 2 && !strictTree(spkiDer, alg[1]!, 0)) return null;
+  const content = derContent(spkiDer, bits);
+  if (content.byteLength < 1 || content[0] !== 0) return null;
+  return content.subarray(1);
+}
+
+/** Every constructed node below `node` is strict DER too (bounded depth). */
+function strictTree(bytes: Uint8Array, node: DerNode, depth: number): boolean {
+  if ((node.tag & 0x20) === 0) return true;
+  if (depth > 8) return false;
+  const kids = derChildren(bytes, node);
+  return kids?.every((k) => strictTree(bytes, k, depth + 1)) ?? false;
+}
+
+/** Magnitude of a DER INTEGER that is positive and minimally encoded (X.690 8.3.2), else null. */
+export function derPositiveMagnitude(content: Uint8Array): Uint8Array | null {
+  if (content.byteLength === 0 || content[0]! & 0x80) return null;
+  if (content[0] === 0) {
+    if (content.byteLength === 1 || !(content[1]! & 0x80)) return null;
+    return content.subarray(1);
+  }
+  return content;
+}

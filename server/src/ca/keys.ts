@@ -25,6 +25,7 @@ import {
   parseWholeBer,
   readDer,
   seq,
+  strictSpkiKeyBits,
   TAG,
   tlv,
 } from './der.js';
@@ -273,13 +274,8 @@ function minimalPositiveInteger(bytes: Uint8Array): Uint8Array | null {
  * asn1js (BER-tolerant, as the general CSR reader is), so every SPKI the policy accepts has one.
  */
 function subjectPublicKeyBits(spkiDer: Uint8Array): Uint8Array | null {
-  const top = readDer(spkiDer, 0);
-  const parts =
-    top !== null && top.tag === TAG.SEQUENCE && top.end === spkiDer.byteLength ? derChildren(spkiDer, top) : null;
-  if (parts !== null && parts.length === 2 && parts[1]!.tag === TAG.BIT_STRING) {
-    const content = derContent(spkiDer, parts[1]!);
-    return content.byteLength >= 1 && content[0] === 0 ? content.subarray(1) : null;
-  }
+  const strict = strictSpkiKeyBits(spkiDer);
+  if (strict !== null) return strict;
   const spki = parseWholeBer(spkiDer);
   if (!(spki instanceof asn1js.Sequence) || spki.valueBlock.value.length !== 2) return null;
   const bits = spki.valueBlock.value[1];

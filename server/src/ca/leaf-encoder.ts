@@ -9,7 +9,7 @@
  * the same inputs (test/unit/ca-fast-path.test.ts checks that), and is signed with node:crypto.
  */
 import { type KeyObject, sign } from 'node:crypto';
-import { derChildren, derContent, encodeOid, encodeTime, readDer, seq, TAG, tlv } from './der.js';
+import { encodeOid, encodeTime, seq, TAG, tlv } from './der.js';
 import type { CaKeyAlgorithm } from './keys.js';
 
 const OID = {
@@ -114,34 +114,6 @@ export function leafTemplate(input: LeafTemplateInput): LeafTemplate {
   };
 }
 
-/**
- * The subjectPublicKey BIT STRING value (without the unused-bits octet) of a strict-DER
- * SubjectPublicKeyInfo, or null when the SPKI is not strict DER of that shape. Only strict DER is
- * copied verbatim into a certificate (anything else takes the general path, which re-encodes it).
- */
-export function strictSpkiKeyBits(spkiDer: Uint8Array): Uint8Array | null {
-  const top = readDer(spkiDer, 0);
-  if (top === null || top.tag !== TAG.SEQUENCE || top.end !== spkiDer.byteLength) return null;
-  const parts = derChildren(spkiDer, top);
-  if (parts === null || parts.length !== 2) return null;
-  const [algId, bits] = parts as [NonNullable<ReturnType<typeof readDer>>, NonNullable<ReturnType<typeof readDer>>];
-  if (algId.tag !== TAG.SEQUENCE || bits.tag !== TAG.BIT_STRING) return null;
-  const alg = derChildren(spkiDer, algId);
-  if (alg === null || alg.length < 1 || alg.length > 2 || alg[0]!.tag !== TAG.OID) return null;
-  if (alg.length === 2 && !strictTree(spkiDer, alg[1]!, 0)) return null;
-  const content = derContent(spkiDer, bits);
-  if (content.byteLength < 1 || content[0] !== 0) return null;
-  return content.subarray(1);
-}
-
-/** Every constructed node below `node` is strict DER too (bounded depth). */
-function strictTree(bytes: Uint8Array, node: NonNullable<ReturnType<typeof readDer>>, depth: number): boolean {
-  if ((node.tag & 0x20) === 0) return true;
-  if (depth > 8) return false;
-  const kids = derChildren(bytes, node);
-  return kids?.every((k) => strictTree(bytes, k, depth + 1)) ?? false;
-}
-
 export interface LeafParts {
   /** Serial, 1..20 octets hex, positive without padding (see serial.ts). */
   serialHex: string;
@@ -149,7 +121,7 @@ export interface LeafParts {
   notAfter: Date;
   commonName: string;
   subjectUri: string;
-  /** Strict-DER SPKI (strictSpkiKeyBits(spkiDer) !== null). */
+  /** Strict-DER SPKI (der.ts strictSpkiKeyBits(spkiDer) !== null). */
   spkiDer: Uint8Array;
   /** RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING value. */
   subjectKeyId: Uint8Array;

@@ -4,11 +4,12 @@
  */
 import { KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
-import { deviceUri, isValidDeviceId, serviceUri } from '../identifiers.js';
 import { FleetgateError, fail, ok, type Result } from '../errors.js';
+import { deviceUri, isValidDeviceId, serviceUri } from '../identifiers.js';
 import { type CaInternals, type CertificateAuthority, internalsOf } from './authority.js';
 import { type CryptoKeyPair, crypto, digestSync, toBytes } from './crypto.js';
 import type { CheckedCsr } from './csr-policy.js';
+import { strictSpkiKeyBits } from './der.js';
 import { classifySpki, exportPkcs8Pem, keyFingerprintOf, signingAlgorithm } from './keys.js';
 import {
   certificatePem,
@@ -17,7 +18,6 @@ import {
   type LeafTemplate,
   leafTemplate,
   signCertificate,
-  strictSpkiKeyBits,
 } from './leaf-encoder.js';
 import { commonNameOnly } from './names.js';
 import { randomSerial } from './serial.js';
