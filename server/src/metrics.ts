@@ -245,43 +245,80 @@ export function createWorkerMetrics(slot: number): ServerMetrics & { workerConne
   };
 }
 
+/**
+ * A counter family with one label whose counts live in a plain Map and reach prom-client only at
+ * scrape time (collect): the broker counts on every connect and every message, and a labelled
+ * prom-client call hashes and validates its labels each time. Same names, labels and values in
+ * the exposition; a label value appears once counted (or when listed in `initial`).
+ */
+function scrapedCounter(
+  registry: Registry,
+  name: string,
+  help: string,
+  label: string,
+  initial: readonly string[] = [],
+): (value: string, by?: number) => void {
+  const counts = new Map<string, number>(initial.map((v) => [v, 0]));
+  new Counter<string>({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [value, n] of counts) this.inc({ [label]: value }, n);
+    },
+  });
+  return (value, by = 1) => {
+    counts.set(value, (counts.get(value) ?? 0) + by);
+  };
+}
+
 /** The MQTT broker's series (fleetgate_mqtt_*). */
 function createBrokerMetrics(registry: Registry): BrokerObserver {
-  const handshakes = new Counter({
-    name: 'fleetgate_mqtt_handshakes_total',
-    help: 'Completed mTLS handshakes with a valid client certificate (before the CONNECT checks), by kind (full or resumed)',
-    labelNames: ['kind'] as const,
-    registers: [registry],
-  });
-  const refused = new Counter({
-    name: 'fleetgate_mqtt_refused_total',
-    help: 'Refused connections and packets by reason (no_cert, wrong_ca, expired, revoked, id_mismatch, acl_*, ...)',
-    labelNames: ['reason'] as const,
-    registers: [registry],
-  });
-  const connected = new Gauge({
+  const handshakes = scrapedCounter(
+    registry,
+    'fleetgate_mqtt_handshakes_total',
+    'Completed mTLS handshakes with a valid client certificate (before the CONNECT checks), by kind (full or resumed)',
+    'kind',
+    ['full', 'resumed'],
+  );
+  const refused = scrapedCounter(
+    registry,
+    'fleetgate_mqtt_refused_total',
+    'Refused connections and packets by reason (no_cert, wrong_ca, expired, revoked, id_mismatch, acl_*, ...)',
+    'reason',
+  );
+  const connectedNow = new Map<string, number>([
+    ['device', 0],
+    ['service', 0],
+  ]);
+  new Gauge({
     name: 'fleetgate_mqtt_connected',
     help: 'Connected MQTT clients (CONNACK accepted) by identity kind (device or service)',
     labelNames: ['kind'] as const,
     registers: [registry],
+    collect() {
+      for (const [kind, n] of connectedNow) this.set({ kind }, n);
+    },
   });
-  const disconnects = new Counter({
-    name: 'fleetgate_mqtt_disconnects_total',
-    help: 'Ended MQTT sessions by cause',
-    labelNames: ['cause'] as const,
-    registers: [registry],
-  });
+  const disconnects = scrapedCounter(
+    registry,
+    'fleetgate_mqtt_disconnects_total',
+    'Ended MQTT sessions by cause',
+    'cause',
+  );
   const takeovers = new Counter({
     name: 'fleetgate_mqtt_takeovers_total',
     help: 'Connections closed because the same client id connected again (MQTT-3.1.4-2)',
     registers: [registry],
   });
-  const messages = new Counter({
-    name: 'fleetgate_mqtt_messages_total',
-    help: 'PUBLISH packets received from clients (in) and delivered to subscribers (out)',
-    labelNames: ['direction'] as const,
-    registers: [registry],
-  });
+  const messages = scrapedCounter(
+    registry,
+    'fleetgate_mqtt_messages_total',
+    'PUBLISH packets received from clients (in) and delivered to subscribers (out)',
+    'direction',
+  );
   const throttled = new Counter({
     name: 'fleetgate_mqtt_publish_throttled_total',
     help: 'Times a client exceeded its publish rate and its reads were paused',
@@ -304,15 +341,15 @@ function createBrokerMetrics(registry: Registry): BrokerObserver {
       this.set(ageReader ? ageReader() : -1);
     },
   });
-  for (const kind of ['full', 'resumed']) handshakes.inc({ kind }, 0);
-  for (const kind of ['device', 'service']) connected.set({ kind }, 0);
   return {
-    handshake: (kind) => handshakes.inc({ kind }),
-    refused: (reason) => refused.inc({ reason }),
-    connected: (kind, delta) => connected.inc({ kind }, delta),
-    disconnected: (cause) => disconnects.inc({ cause }),
+    handshake: (kind) => handshakes(kind),
+    refused: (reason) => refused(reason),
+    connected: (kind, delta) => {
+      connectedNow.set(kind, (connectedNow.get(kind) ?? 0) + delta);
+    },
+    disconnected: (cause) => disconnects(cause),
     takeover: () => takeovers.inc(),
-    messages: (direction, count) => messages.inc({ direction }, count),
+    messages: (direction, count) => messages(direction, count),
     throttled: () => throttled.inc(),
     revokeDisconnect: (seconds) => revokeLatency.observe(seconds),
     revocationDataAge: (read) => {
