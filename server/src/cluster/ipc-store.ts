@@ -8,7 +8,7 @@
 import { FleetgateError } from '../errors.js';
 import type { BrokerStore } from '../mqtt/broker.js';
 import type { StoreEvent } from '../store/types.js';
-import type { FromWorker, RpcMethod, ToWorker } from './ipc.js';
+import type { FromWorker, RpcApi, RpcCall, RpcMethod, RpcResult, ToWorker } from './ipc.js';
 
 const RPC_TIMEOUT_MS = 30_000;
 
@@ -22,8 +22,8 @@ export function ipcStore(send: (msg: FromWorker) => void): IpcStore {
   const pending = new Map<number, { resolve(v: unknown): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   const listeners = new Set<(ev: StoreEvent) => void>();
 
-  const call = <T>(method: RpcMethod, ...args: unknown[]): Promise<T> =>
-    new Promise<T>((resolve, reject) => {
+  const call = <M extends RpcMethod>(method: M, ...args: Parameters<RpcApi[M]>): Promise<RpcResult<M>> =>
+    new Promise<RpcResult<M>>((resolve, reject) => {
       const id = nextId++;
       const timer = setTimeout(() => {
         pending.delete(id);
@@ -31,7 +31,8 @@ export function ipcStore(send: (msg: FromWorker) => void): IpcStore {
       }, RPC_TIMEOUT_MS);
       timer.unref();
       pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer });
-      send({ fg: 'rpc', id, method, args });
+      // TypeScript cannot narrow a generic M; method and args are paired by call's signature.
+      send({ fg: 'rpc', id, method, args } as { fg: 'rpc'; id: number } & RpcCall);
     });
 
   return {

@@ -4,7 +4,7 @@
  * carries `fg` so prom-client's own cluster messages (metrics aggregation) pass by untouched.
  */
 import type { LogLevel, MqttConfig } from '../config.js';
-import type { StoreEvent } from '../store/types.js';
+import type { Store, StoreEvent } from '../store/types.js';
 
 export interface WorkerInit {
   fg: 'init';
@@ -20,7 +20,14 @@ export interface WorkerInit {
 }
 
 /** Store operations a worker asks the primary to run (the broker's whole need of the store). */
-export type RpcMethod = 'listRevoked' | 'listTicketKeys' | 'insertTicketKey' | 'markSeen';
+export type RpcApi = Pick<Store, 'listRevoked' | 'listTicketKeys' | 'insertTicketKey' | 'markSeen'>;
+export type RpcMethod = keyof RpcApi;
+
+/** One store call as it crosses the channel: the method and ITS arguments, typed together. */
+export type RpcCall = { [M in RpcMethod]: { method: M; args: Parameters<RpcApi[M]> } }[RpcMethod];
+
+/** What a call resolves to (the structured clone of the store's answer). */
+export type RpcResult<M extends RpcMethod> = Awaited<ReturnType<RpcApi[M]>>;
 
 export type ToWorker =
   | WorkerInit
@@ -33,7 +40,7 @@ export type ToWorker =
   | { fg: 'interest-ack' }
   /** Close the connections with these client ids: another worker took them over. */
   | { fg: 'takeover'; ids: string[] }
-  | { fg: 'rpc-res'; id: number; ok: true; value: unknown }
+  | { fg: 'rpc-res'; id: number; ok: true; value: RpcResult<RpcMethod> }
   | { fg: 'rpc-res'; id: number; ok: false; error: { message: string; code?: string } }
   | { fg: 'shutdown' };
 
@@ -48,7 +55,7 @@ export type FromWorker =
    * (client-owners.ts), topic filters added and removed (interests.ts).
    */
   | { fg: 'mq'; packets: Buffer; claims: string[]; releases: string[]; interest: string[] }
-  | { fg: 'rpc'; id: number; method: RpcMethod; args: unknown[] };
+  | ({ fg: 'rpc'; id: number } & RpcCall);
 
 export function isFleetgateMessage(m: unknown): m is { fg: string } {
   return typeof m === 'object' && m !== null && typeof (m as { fg?: unknown }).fg === 'string';

@@ -22,7 +22,15 @@ import { freePort } from '../free-port.js';
 import type { Store } from '../store/types.js';
 import { ClientOwners } from './client-owners.js';
 import { WorkerInterests } from './interests.js';
-import { type FromWorker, isFleetgateMessage, type RpcMethod, type ToWorker, type WorkerInit } from './ipc.js';
+import {
+  type FromWorker,
+  isFleetgateMessage,
+  type RpcCall,
+  type RpcMethod,
+  type RpcResult,
+  type ToWorker,
+  type WorkerInit,
+} from './ipc.js';
 import { type RelayRecord, relayRecords, selectRecords } from './relay-codec.js';
 
 export interface BrokerWorkersDeps {
@@ -131,11 +139,18 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
     written();
   };
 
-  const rpc: Record<RpcMethod, (...args: never[]) => Promise<unknown>> = {
-    listRevoked: (opts: Parameters<Store['listRevoked']>[0]) => store.listRevoked(opts),
-    listTicketKeys: (now: Date) => store.listTicketKeys(now),
-    insertTicketKey: (rec: Parameters<Store['insertTicketKey']>[0]) => store.insertTicketKey(rec),
-    markSeen: (entries: Parameters<Store['markSeen']>[0]) => store.markSeen(entries),
+  /** Runs one worker's store call; the switch pairs each method with its own argument types. */
+  const runRpc = (call: RpcCall): Promise<RpcResult<RpcMethod>> => {
+    switch (call.method) {
+      case 'listRevoked':
+        return store.listRevoked(...call.args);
+      case 'listTicketKeys':
+        return store.listTicketKeys(...call.args);
+      case 'insertTicketKey':
+        return store.insertTicketKey(...call.args);
+      case 'markSeen':
+        return store.markSeen(...call.args);
+    }
   };
 
   const unsubscribe = store.onEvent((ev) => broadcast({ fg: 'event', ev }));
@@ -172,7 +187,7 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
             sendTo(w, init);
             break;
           case 'rpc':
-            (rpc[msg.method] as (...a: unknown[]) => Promise<unknown>)(...msg.args).then(
+            runRpc(msg).then(
               (value) => sendTo(w, { fg: 'rpc-res', id: msg.id, ok: true, value }),
               (e: unknown) =>
                 sendTo(w, {
