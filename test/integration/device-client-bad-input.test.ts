@@ -104,12 +104,17 @@ describe.runIf(tools)('device client bad input', () => {
     await client.enroll(await env.token('brokerdown-1'));
     const delays: number[] = [];
     const codes: string[] = [];
+    let onSixth!: () => void;
+    const sixDelays = new Promise<void>((resolve) => {
+      onSixth = resolve;
+    });
     client.on('disconnected', (e) => {
       if (e.reconnectInMs !== undefined) delays.push(e.reconnectInMs);
+      if (delays.length === 6) onSixth();
     });
     client.on('error', (e, fatal) => codes.push(`${e.code}${fatal ? '!' : ''}`));
     const connecting = client.connect().catch((e) => e as DeviceClientError);
-    while (delays.length < 6) await new Promise((r) => setTimeout(r, 20));
+    await sixDelays;
     await client.close();
     expect(((await connecting) as DeviceClientError).code).toBe('CLIENT_STOPPED');
     expect(new Set(codes.slice(0, 6))).toEqual(new Set(['SERVER_UNREACHABLE']));
@@ -216,9 +221,16 @@ describe.runIf(tools)('device client bad input', () => {
     );
     await c.enroll(await env.token('ipv6-1'));
     const errors: DeviceClientError[] = [];
-    c.on('error', (e) => errors.push(e));
+    let onSecond!: () => void;
+    const twoErrors = new Promise<void>((resolve) => {
+      onSecond = resolve;
+    });
+    c.on('error', (e) => {
+      errors.push(e);
+      if (errors.length === 2) onSecond();
+    });
     const connecting = c.connect().catch((e) => e as DeviceClientError);
-    while (errors.length < 2) await new Promise((r) => setTimeout(r, 20));
+    await twoErrors;
     await c.close();
     await connecting;
     // Nothing listens there: refused, not "host [::1] not found" (before, every attempt was ENOTFOUND).

@@ -11,6 +11,7 @@ import { deviceUri } from '../../server/src/identifiers.js';
 import type { NewAuditEvent, Store, StoreTx } from '../../server/src/store/types.js';
 import { makeCsr } from '../helpers/ca.js';
 import { backends, type Harness, OPERATOR, openHarness, rejectsWith, TOKEN_TTL_MS } from '../helpers/provisioning.js';
+import { until } from '../helpers/wait.js';
 
 const list = await backends();
 
@@ -475,13 +476,11 @@ describe.each(list)('enrollment tokens and enroll ($name)', (backend) => {
       release();
       expect(await first).toBe(1);
       // the rejections are recorded once the store answers
-      const deadline = Date.now() + 10_000;
-      let mine: { action: string; details: Record<string, unknown> }[] = [];
-      while (Date.now() < deadline) {
-        mine = (await h.store.listAudit({ limit: 100_000 })).filter((e) => e.subject === tag);
-        if (mine.length >= 4) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      // The audit rows are the state to wait for (written in the background): read until all four are there.
+      const mine = await until(
+        async () => (await h.store.listAudit({ limit: 100_000 })).filter((e) => e.subject === tag),
+        (rows) => rows.length >= 4,
+      );
       expect(mine.map((e) => `${e.action}:${e.details.n}`).sort()).toEqual([
         'gc.failed:2',
         'gc.failed:3',

@@ -61,16 +61,26 @@ describe('CRL regeneration with the database down', () => {
     const { CrlPublisher } = await import('../../server/src/enroll/crl-publisher.js');
     const { createTestCa } = await import('../helpers/ca.js');
     const logged: string[] = [];
+    // The log line is the event that proves the background regeneration ran and failed.
+    let onLogged!: () => void;
+    const firstLog = new Promise<void>((resolve) => {
+      onLogged = resolve;
+    });
     const crl = new CrlPublisher({
       store: downStore(),
       ca: await createTestCa(),
       now: () => new Date(),
       validityMs: 3_600_000,
-      log: { error: (_f, message) => logged.push(message) },
+      log: {
+        error: (_f, message) => {
+          logged.push(message);
+          onLogged();
+        },
+      },
     });
     try {
       crl.refreshSoon();
-      for (let i = 0; i < 100 && logged.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      await firstLog;
       expect(logged).toEqual(['CRL regeneration after a change failed']);
       expect(warnings).toEqual([]);
     } finally {
