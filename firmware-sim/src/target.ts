@@ -12,6 +12,11 @@ import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { parseCertsOnly } from '@fleetgate/device-client';
+import {
+  type OperatorApi as OperatorApiClient,
+  OperatorApiError,
+  operatorApi,
+} from '@fleetgate/device-client/operator-api';
 import { SimError } from './errors.js';
 
 export interface Target {
@@ -226,32 +231,25 @@ export interface IssuedToken {
 
 /** The operator API calls of the simulator. */
 export class OperatorApi {
-  constructor(private readonly target: Target) {}
+  constructor(target: Target) {
+    this.api = operatorApi({ baseUrl: target.apiUrl, caPem: target.caPem, token: target.token });
+  }
+
+  private readonly api: OperatorApiClient;
 
   private async call<T>(method: 'GET' | 'POST', urlPath: string, body?: unknown): Promise<T> {
-    const r = await httpCall(
-      { origin: this.target.apiUrl, caPem: this.target.caPem, token: this.target.token },
-      method,
-      urlPath,
-      body,
-    );
-    let parsed: unknown;
     try {
-      parsed = r.body.length === 0 ? undefined : JSON.parse(r.body.toString('utf8'));
-    } catch {
-      throw new SimError('API_ERROR', `${method} ${urlPath} answered ${r.status} with a non-JSON body`);
-    }
-    if (r.status >= 400) {
-      const e = parsed as { code?: unknown; message?: unknown } | undefined;
-      const code = typeof e?.code === 'string' ? e.code : `HTTP_${r.status}`;
-      const message = typeof e?.message === 'string' ? e.message : `HTTP ${r.status}`;
+      return await this.api.request<T>(method, urlPath, body);
+    } catch (e) {
+      if (!(e instanceof OperatorApiError)) throw e;
+      if (e.code === 'SERVER_UNREACHABLE') throw new SimError('SERVER_UNREACHABLE', e.message);
+      if (e.code === 'BAD_RESPONSE') throw new SimError('API_ERROR', e.message);
       throw new SimError(
-        code === 'AUTH_INVALID' || code === 'AUTH_REQUIRED' ? code : 'API_ERROR',
-        `${method} ${urlPath}: ${message} [${code}]`,
-        code,
+        e.code === 'AUTH_INVALID' || e.code === 'AUTH_REQUIRED' ? e.code : 'API_ERROR',
+        `${method} ${urlPath}: ${e.message} [${e.code}]`,
+        e.code,
       );
     }
-    return parsed as T;
   }
 
   /**
