@@ -52,6 +52,7 @@ async function healthzP50(url: string, ca: string): Promise<number> {
   const samples: number[] = [];
   for (let i = 0; i < SAMPLES; i++) {
     samples.push(await get(url, ca));
+    // Pacing, not synchronization: samples spread over the flood instead of one burst.
     await new Promise((r) => setTimeout(r, 15));
   }
   samples.sort((a, b) => a - b);
@@ -65,6 +66,7 @@ const { Agent, request } = require('node:https');
 const { url, ca, clients, depth, ms, bodies } = workerData;
 const until = Date.now() + ms;
 const stats = { ok: 0, tryLater: 0, other: 0, errors: 0 };
+let announced = false;
 let next = 0;
 function post(agent) {
   return new Promise((resolve) => {
@@ -78,6 +80,11 @@ function post(agent) {
         else if (b.length === 5 && b[4] === 3) stats.tryLater++;
         else if (b.length > 5) stats.ok++;
         else stats.other++;
+        // Every connection has had an answer: tell the test the flood is running.
+        if (!announced && stats.ok + stats.tryLater >= clients * depth) {
+          announced = true;
+          parentPort.postMessage({ running: true });
+        }
         resolve();
       });
     });
@@ -134,11 +141,20 @@ describe('OCSP flood', () => {
         eval: true,
         workerData: { url: `${api}/ocsp`, ca, clients: FLOOD_CLIENTS, depth: FLOOD_DEPTH, ms: FLOOD_MS, bodies },
       });
+      // The worker says when every flood connection has been answered; its last message is the
+      // stats (which also ends the wait if the flood never got going: the stats check then fails).
+      let onRunning!: () => void;
+      const running = new Promise<void>((resolve) => {
+        onRunning = resolve;
+      });
       const done = new Promise<Record<string, number>>((resolve, reject) => {
-        worker.once('message', resolve);
+        worker.on('message', (m: Record<string, number> | { running: true }) => {
+          onRunning();
+          if (!('running' in m)) resolve(m);
+        });
         worker.once('error', reject);
       });
-      await new Promise((r) => setTimeout(r, 500)); // the flood is running
+      await running;
       const flooded = await healthzP50(`${api}/healthz`, ca);
       const stats = await done;
       await worker.terminate();
