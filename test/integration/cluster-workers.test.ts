@@ -238,6 +238,8 @@ describe('broker workers (--workers 2, round-robin scheduling, embedded PGlite)'
     // Presence (written by the primary for both workers) still says online.
     type DeviceJson = { online: boolean };
     const show = async () => (await fleet.api<DeviceJson>('GET', '/api/v1/devices/wk-take')).json;
+    // The wait IS the assertion: a wrong 'offline' (the old connection's end written after the
+    // takeover) would appear within a presence flush (1s here); two flushes pass before reading.
     await sleep(2_500);
     expect((await show()).online).toBe(true);
     await prev?.client.endAsync();
