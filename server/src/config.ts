@@ -85,7 +85,7 @@ export interface Config {
   redisUrl: string | undefined;
   /** Prefix of fleetgate's keys in Redis (aedes sessions, retained messages). */
   redisKeyPrefix: string;
-  /** Bearer token /metrics requires (from FLEETGATE_METRICS_TOKEN_FILE); undefined = open, as before. */
+  /** Bearer token /metrics requires (from FLEETGATE_METRICS_TOKEN_FILE); undefined = /metrics is open. */
   metricsToken: string | undefined;
   /** Plain-HTTP listener serving only /metrics (then not on the public API); undefined = the API serves it. */
   metricsAddress: { host: string; port: number } | undefined;

@@ -233,7 +233,7 @@ describe.runIf(tools)('device client bad input', () => {
     await twoErrors;
     await c.close();
     await connecting;
-    // Nothing listens there: refused, not "host [::1] not found" (before, every attempt was ENOTFOUND).
+    // Nothing listens there: refused, not "host [::1] not found" (the bracketed literal is an address, not a name).
     expect(errors[0]?.code).toBe('SERVER_UNREACHABLE');
     expect(errors[0]?.message).not.toContain('ENOTFOUND');
     expect(errors[0]?.message).toMatch(/ECONNREFUSED|refused/);

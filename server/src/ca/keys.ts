@@ -118,7 +118,7 @@ export function classifySpkiFast(spkiDer: Uint8Array): SpkiInfo | undefined {
   return undefined;
 }
 
-/** The general classifier over asn1js (BER-tolerant, as before). */
+/** The general classifier over asn1js (BER-tolerant, for SPKIs that are not strict DER). */
 export function classifySpkiGeneral(spkiDer: Uint8Array): SpkiInfo | null {
   const spki = parseWholeBer(spkiDer);
   if (spki === null) return null;
