@@ -101,7 +101,8 @@ try {
     FLEETGATE_MQTT_PUBLISH_RATE: '0',
   };
   const { enrollDevices } = await import('./broker.mjs');
-  const enroller = await startServe(env);
+  // The first target's build enrolls: the database schema is that build's.
+  const enroller = await startServe(env, { bin: path.join(repos[0][1], 'server/bin/fleetgate.js') });
   const caPem = await cli(['ca', 'export'], env);
   const tokens = JSON.parse(
     await cli(['token', 'create', '--count', String(deviceCount), '--prefix', 'ruler-', '--json'], env),
