@@ -39,8 +39,9 @@
  * all: anyone could append them without limit, naming anything (auth-failures.ts counts and logs
  * them instead). Malformed credentials are refused without touching the database.
  */
-import { isValidDeviceId } from '../identifiers.js';
+
 import { FleetgateError } from '../errors.js';
+import { isValidDeviceId } from '../identifiers.js';
 import type { NewAuditEvent, TokenConsumeResult } from '../store/types.js';
 import { unauthenticated, unauthenticatedReason } from './auth-failures.js';
 import { chainDerOf, codeOf, printable, type UseCaseContext } from './context.js';

@@ -5,8 +5,9 @@
  * 'service' and the operator as the audited actor. A name already used by a device is refused
  * (CONFLICT), a revoked service name too (DEVICE_REVOKED).
  */
-import { isValidDeviceId } from '../identifiers.js';
+
 import { FleetgateError } from '../errors.js';
+import { isValidDeviceId } from '../identifiers.js';
 import { chainDerOf, printable } from './context.js';
 import type { EnrollContext } from './enrollment.js';
 import { certDetails, checkRequest, lockIdentity, signAndStore } from './issuance.js';
