@@ -7,7 +7,7 @@
 import { generate, type IConnectPacket } from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import { admit, parseConnect, type RevocationView } from '../../server/src/mqtt/admission.js';
-import { refusalConnack } from '../../server/src/mqtt/connack.js';
+import { refusalConnack } from '../../server/src/mqtt/reason-codes.js';
 import type { Identity } from '../../server/src/mqtt/types.js';
 
 const device: Identity = { kind: 'device', id: 'dev-1', serial: '0a', notAfter: 2_000 };
@@ -94,31 +94,56 @@ describe('admit', () => {
     expect(decide(connectBytes({ protocolId: 'MQIsdp', protocolVersion: 3 }))).toEqual({ ok: true });
     expect(decide(connectBytes({ clientId: 'ingest' }), service)).toEqual({ ok: true });
     expect(decide(connectBytes({ clientId: 'ingest-7' }), service)).toEqual({ ok: true });
+    // MQTT 5.0 passes the same gate (issue 20): the same identity, the same answer.
+    expect(decide(connectBytes({ protocolVersion: 5 }))).toEqual({ ok: true });
+    expect(decide(connectBytes({ protocolVersion: 5, username: 'dev-1' }))).toEqual({ ok: true });
   });
 
   it.each<[string, Buffer, Identity, number, RevocationView, string]>([
     ['stale revocation data', connectBytes(), device, NOW, view({ fresh: false }), 'revocation_data_stale'],
     ['a revoked serial', connectBytes(), device, NOW, view({ revoked: ['0a'] }), 'revoked'],
     ['a certificate past notAfter', connectBytes(), device, 2_000, view(), 'expired'],
-    ['another device id', connectBytes({ clientId: 'dev-2' }), device, NOW, view(), 'id_mismatch'],
-    ['an empty client id', connectBytes({ clientId: '' }), device, NOW, view(), 'id_mismatch'],
-    ['a device id with a suffix', connectBytes({ clientId: 'dev-1-x' }), device, NOW, view(), 'id_mismatch'],
-    ['another user name', connectBytes({ username: 'dev-2' }), device, NOW, view(), 'id_mismatch'],
-    ['a service suffix with a slash', connectBytes({ clientId: 'ingest-a/b' }), service, NOW, view(), 'id_mismatch'],
-    ['MQTT 5', connectBytes({ protocolVersion: 5 }), device, NOW, view(), 'mqtt5_unsupported'],
+    ['another device id', connectBytes({ clientId: 'dev-2' }), device, NOW, view(), 'client_id_mismatch'],
+    ['an empty client id', connectBytes({ clientId: '' }), device, NOW, view(), 'client_id_mismatch'],
+    [
+      'an empty MQTT 5.0 client id (to be assigned)',
+      connectBytes({ clientId: '', protocolVersion: 5 }),
+      device,
+      NOW,
+      view(),
+      'client_id_mismatch',
+    ],
+    ['a device id with a suffix', connectBytes({ clientId: 'dev-1-x' }), device, NOW, view(), 'client_id_mismatch'],
+    ['another user name', connectBytes({ username: 'dev-2' }), device, NOW, view(), 'username_mismatch'],
+    [
+      'a service suffix with a slash',
+      connectBytes({ clientId: 'ingest-a/b' }),
+      service,
+      NOW,
+      view(),
+      'client_id_mismatch',
+    ],
+    [
+      'an MQTT 5.0 revoked serial',
+      connectBytes({ protocolVersion: 5 }),
+      device,
+      NOW,
+      view({ revoked: ['0a'] }),
+      'revoked',
+    ],
   ])('refuses %s', (_what, bytes, identity, now, revocation, reason) => {
     expect(decide(bytes, identity, now, revocation)).toEqual({ refuse: reason });
   });
 
-  it('checks in a fixed order: stale data, revoked, expired, client id, user name, protocol', () => {
+  it('checks in a fixed order: stale data, revoked, expired, client id, user name', () => {
     const worst = connectBytes({ clientId: 'x', username: 'y', protocolVersion: 5 });
     expect(decide(worst, device, 5_000, view({ fresh: false, revoked: ['0a'] }))).toEqual({
       refuse: 'revocation_data_stale',
     });
     expect(decide(worst, device, 5_000, view({ revoked: ['0a'] }))).toEqual({ refuse: 'revoked' });
     expect(decide(worst, device, 5_000)).toEqual({ refuse: 'expired' });
-    expect(decide(worst)).toEqual({ refuse: 'id_mismatch' });
-    expect(decide(connectBytes({ username: 'y', protocolVersion: 5 }))).toEqual({ refuse: 'id_mismatch' });
+    expect(decide(worst)).toEqual({ refuse: 'client_id_mismatch' });
+    expect(decide(connectBytes({ username: 'y', protocolVersion: 5 }))).toEqual({ refuse: 'username_mismatch' });
   });
 
   it('answers each refusal with a CONNACK in the client protocol version', () => {

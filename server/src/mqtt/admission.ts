@@ -9,8 +9,8 @@
  * enough: the serial and notAfter are looked at on EVERY connection (RFC 5077 3.4, RFC 8446 2.2).
  */
 import { type IConnectPacket, parser } from 'mqtt-packet';
-import type { ConnectRefusal } from './connack.js';
 import { clientIdAllowed } from './identity.js';
+import type { ConnectRefusal } from './reason-codes.js';
 import type { Identity } from './types.js';
 
 /** What admission reads of the revocation data (revocation.ts). */
@@ -28,11 +28,11 @@ const OK: AdmissionDecision = { ok: true };
 /**
  * The CONNECT gate, in order: revocation data fresh enough (else nobody can be vouched for),
  * serial not revoked, certificate not past notAfter (RFC 5280 4.1.2.5), client id and, if sent,
- * user name bound to the certificate, and a protocol aedes speaks: an admissible MQTT 5 CONNECT
- * is still refused, with MQTT 5's "unsupported protocol version".
+ * user name bound to the certificate. In MQTT 5.0 the client id must be sent: a zero-length one
+ * (the server would assign one, 3.1.3.1) is not the certificate's identity either.
  */
 export function admit(
-  connect: Pick<IConnectPacket, 'clientId' | 'username' | 'protocolVersion'>,
+  connect: Pick<IConnectPacket, 'clientId' | 'username'>,
   identity: Identity,
   now: number,
   revocation: RevocationView,
@@ -41,10 +41,9 @@ export function admit(
   if (revocation.isRevoked(identity.serial)) return { refuse: 'revoked' };
   if (now >= identity.notAfter) return { refuse: 'expired' };
   if (typeof connect.clientId !== 'string' || !clientIdAllowed(identity, connect.clientId)) {
-    return { refuse: 'id_mismatch' };
+    return { refuse: 'client_id_mismatch' };
   }
-  if (connect.username !== undefined && connect.username !== identity.id) return { refuse: 'id_mismatch' };
-  if (connect.protocolVersion === 5) return { refuse: 'mqtt5_unsupported' };
+  if (connect.username !== undefined && connect.username !== identity.id) return { refuse: 'username_mismatch' };
   return OK;
 }
 

@@ -6,8 +6,10 @@
  * - preConnect: the CONNECT was already read and admitted before aedes saw the link
  *   (admission.ts); here a service's client id gets its session name and the connection claims it.
  * - authorizePublish: ACL (acl.ts); a refused PUBLISH is acknowledged per its QoS and delivered
- *   nowhere [MQTT-3.3.5-2], or closes the connection when configured to.
- * - authorizeSubscribe: ACL (SUBACK 0x80, MQTT 3.1.1 3.9.3) and a cap on filters per client.
+ *   nowhere [MQTT-3.3.5-2] (MQTT 5.0: PUBACK/PUBREC 0x87 Not authorized, 3.4.2.1), or closes the
+ *   connection when configured to.
+ * - authorizeSubscribe: ACL (SUBACK 0x80, MQTT 3.1.1 3.9.3; 0x87 in 5.0) and a cap on filters
+ *   per client.
  * - authorizeForward: '$' topics never leave; stored QoS 1/2 messages are checked again.
  */
 import type { Aedes, AedesOptions, Client, Subscription } from 'aedes';
@@ -26,6 +28,17 @@ export const MAX_SUBSCRIPTIONS_PER_CLIENT = 256;
 
 /** aedes' client id for a service's connection (`identity:clientId`; see preConnect). */
 export const sessionName = (serviceName: string, clientId: string): string => `${serviceName}:${clientId}`;
+
+/**
+ * An authorizePublish refusal of an MQTT 5.0 client: aedes answers it with PUBACK/PUBREC 0x87
+ * (reason-codes.ts), drops the message, keeps the connection and reports the error on
+ * 'clientError', where it must not be taken for a protocol error.
+ */
+export class PublishNotAuthorized extends Error {
+  constructor() {
+    super('publish outside the identity rights');
+  }
+}
 
 /** The persistence calls used on a refused restored subscription (aedes-persistence, promise form). */
 interface RestorablePersistence {
@@ -50,8 +63,14 @@ type Hooks = Required<
 
 export function aedesHooks(ctx: HookContext): Hooks {
   const { registry, observer, log } = ctx;
+  /**
+   * The connection of each client aedes let in, also after its link closed: a will (MQTT 5.0: a
+   * delayed one, 3.1.3.2.2) is authorized when the connection is gone, and by the identity and
+   * revocation state of the certificate it was sent with.
+   */
+  const admitted = new WeakMap<Client, BrokerConnection>();
   const connOf = (client: Client | null): BrokerConnection | undefined =>
-    client ? registry.ofStream(client.conn as object) : undefined;
+    client ? (registry.ofStream(client.conn as object) ?? admitted.get(client)) : undefined;
 
   /** An ACL violation ends the connection when so configured; true if it did. */
   const violation = (c: BrokerConnection, kind: 'publish' | 'subscribe', topic: string, rule: string): boolean => {
@@ -76,6 +95,7 @@ export function aedesHooks(ctx: HookContext): Hooks {
       // name can equal it.
       if (c.identity.kind === 'service') packet.clientId = sessionName(c.identity.id, packet.clientId);
       if (!ctx.claim(c, packet.clientId)) return done(new Error('connection ending'), false);
+      admitted.set(client, c);
       done(null, true);
     },
     authorizePublish(client, packet, done) {
@@ -89,6 +109,8 @@ export function aedesHooks(ctx: HookContext): Hooks {
           // An error makes aedes close the client without acknowledging the PUBLISH.
           return done(new Error('ACL violation'));
         }
+        // MQTT 5.0 says no: aedes acknowledges a QoS 1/2 PUBLISH with 0x87 and delivers it nowhere.
+        if (client?.version === 5) return done(new PublishNotAuthorized());
         // 3.1.1 has no way to say no: acknowledge per QoS, deliver nowhere [MQTT-3.3.5-2].
         packet.topic = BLACKHOLE_TOPIC;
         packet.retain = false;
@@ -168,7 +190,8 @@ export function watchAedesEvents(broker: Aedes, ctx: Pick<HookContext, 'registry
   // Its drain timeout ends a connection whose socket still owes a 'drain'.
   broker.on('clientError', (client, err) => {
     const c = connOf(client);
-    if (!c) return;
+    // An MQTT 5.0 PUBLISH refused by the ACL: answered 0x87, the connection goes on.
+    if (!c || err instanceof PublishNotAuthorized) return;
     c.end(c.link.writableNeedDrain || c.link.socket.writableNeedDrain ? 'slow_consumer' : 'protocol_error');
     log.debug({ id: c.identity.id, err: err?.message }, 'MQTT client error');
   });

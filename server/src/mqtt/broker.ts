@@ -1,5 +1,5 @@
 /**
- * The mTLS MQTT broker: aedes (MQTT 3.1 / 3.1.1) behind Node's TLS server, inside `fleetgate serve`.
+ * The mTLS MQTT broker: aedes (MQTT 3.1, 3.1.1 and 5.0) behind Node's TLS server, inside `fleetgate serve`.
  * This module only composes the pieces; each has one home:
  *
  *  1. gate.ts: per-IP connection rate and a cap on handshakes in flight, before any TLS work.
@@ -9,7 +9,7 @@
  *     and holds the first CONNECT back until it is decided.
  *  4. admission.ts: the first CONNECT decided here, before aedes sees the connection: revocation
  *     data fresh, serial not revoked, notAfter not passed, client id / user name bound to the
- *     certificate, MQTT 3.1/3.1.1 only. A refusal is answered with connack.ts's CONNACK and
+ *     certificate, for MQTT 3.1, 3.1.1 and 5.0 alike. A refusal is answered with reason-codes.ts's CONNACK and
  *     closed; only admitted connections are handed to aedes (`aedes.handle`).
  *  5. connection.ts: each connection's state (handshaken, connect-read, admitted, closing, closed)
  *     and its one end cause; registry.ts indexes them by serial, identity and client id.
@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import type { TLSSocket } from 'node:tls';
-import { Aedes } from 'aedes';
+import { Aedes, type Client } from 'aedes';
 import type { MQEmitter } from 'mqemitter';
 import type { Logger } from 'pino';
 import { advertisedUrl, type MqttConfig } from '../config.js';
@@ -31,11 +31,11 @@ import { rightsFor } from './acl.js';
 import { admit, parseConnect } from './admission.js';
 import { aedesHooks, type BrokerConnection, watchAedesEvents } from './aedes-hooks.js';
 import { type BrokerBackends, openBackends } from './backends.js';
-import { refusalConnack } from './connack.js';
 import { Connection } from './connection.js';
 import { createTcpGate, type TcpGate } from './gate.js';
 import { MqttLink } from './link.js';
 import { PresenceBatcher } from './presence.js';
+import { refusalConnack, refusalMetric } from './reason-codes.js';
 import { ConnectionRegistry } from './registry.js';
 import { clearRetainedOf, type RetainedStore } from './retained.js';
 import { type RevocationWatcher, startRevocationWatcher } from './revocation.js';
@@ -128,6 +128,23 @@ export function muteUnreadSysEvents(mq: MQEmitter): void {
   }) as MQEmitter['emit'];
 }
 
+/** The largest whole MQTT packet (fixed header included) whose remaining length is `remaining`. */
+export function wholePacketSize(remaining: number): number {
+  let lengthBytes = 1;
+  for (let v = remaining; v >= 128; v = Math.floor(v / 128)) lengthBytes++;
+  return 1 + lengthBytes + remaining;
+}
+
+/**
+ * A Session Expiry Interval (MQTT 5.0 3.1.2.11.2, seconds) that ends no later than the
+ * certificate: the session, and a delayed will with it (aedes caps the Will Delay Interval at the
+ * session expiry, 3.1.3.2.2), never outlives the credential it was opened with.
+ */
+export function sessionExpiryWithin(requested: number, notAfter: number, now: number): number {
+  const left = Math.max(0, Math.floor((notAfter - now) / 1000));
+  return Math.min(requested, left);
+}
+
 export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const { config, observer, log } = deps;
   const registry = new ConnectionRegistry<BrokerConnection>();
@@ -212,6 +229,16 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     // the cap only applies to 3.1.
     maxClientsIdLength: 194,
     maxTopicLevels: 32,
+    // MQTT 5.0 CONNACK properties (3.2.2.3), the broker's real limits. Maximum Packet Size counts
+    // the whole packet (3.2.2.3.6) where maxPacketSize bounds the remaining length (link.ts): the
+    // largest whole packet whose remaining length is within it. aedes enforces it too (0x95).
+    maximumPacketSize: wholePacketSize(config.maxPacketSize),
+    // Receive Maximum (3.2.2.3.3): the QoS 2 messages a session may leave awaiting PUBREL.
+    receiveMaximum: MAX_INCOMING_PER_SESSION,
+    // Not advertised, so at their defaults: Topic Alias Maximum 0 (aliases would let a PUBLISH
+    // reach the ACL without its topic), Maximum QoS 2, Retain Available and Wildcard Subscription
+    // Available 1, no Server Keep Alive (the client's keepalive holds); aedes always sends Shared
+    // Subscription Available 0 and answers a `$share/` filter with SUBACK 0x9E.
     ...aedesHooks({
       registry,
       isRevoked: watcher.isRevoked,
@@ -222,6 +249,16 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       claim,
     }),
   });
+  // aedes clamps every Session Expiry Interval it is asked for (CONNECT and DISCONNECT) here,
+  // with the client (patches/aedes+2.0.0-beta.1.patch passes it); the clamped value is echoed in
+  // the CONNACK [MQTT-3.2.2-3.2].
+  const clampable = aedes as unknown as { clampSessionExpiry(interval: number, client?: Client): number };
+  const clamp = clampable.clampSessionExpiry.bind(aedes);
+  clampable.clampSessionExpiry = (interval, client) => {
+    const capped = clamp(interval, client);
+    const c = client ? registry.ofStream(client.conn as object) : undefined;
+    return c ? sessionExpiryWithin(capped, c.identity.notAfter, Date.now()) : 0;
+  };
   watchAedesEvents(aedes, { registry, observer, log });
   await aedes.listen();
   // aedes' typings omit the emitter and persistence it exposes.
@@ -320,7 +357,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     const decision = admit(packet, c.identity, Date.now(), watcher);
     if ('refuse' in decision) {
       const reason = decision.refuse;
-      if (c.end(reason)) observer.refused(reason);
+      if (c.end(refusalMetric(reason))) observer.refused(refusalMetric(reason));
       log.debug({ id: c.identity.id, clientId: packet.clientId, reason }, 'CONNECT refused');
       link.socket.write(refusalConnack(reason, packet.protocolVersion ?? 4));
       link.destroy(); // without an error: flushes the CONNACK, then closes [MQTT-3.2.2-5]

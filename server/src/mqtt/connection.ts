@@ -19,6 +19,7 @@
 import type { Client } from 'aedes';
 import type { IConnectPacket } from 'mqtt-packet';
 import type { Rights } from './acl.js';
+import { disconnectReason } from './reason-codes.js';
 import type { DisconnectCause, Identity, RefusalReason } from './types.js';
 
 export type ConnectionState = 'handshaken' | 'connect-read' | 'admitted' | 'closing' | 'closed';
@@ -144,12 +145,22 @@ export class Connection<L extends Closable = Closable> {
     return true;
   }
 
-  /** Ends with `cause` (if it has none yet) and closes the transport. */
+  /**
+   * Ends with `cause` (if it has none yet) and closes the transport. An admitted MQTT 5.0 client
+   * is first told why with a DISCONNECT (3.14; reason-codes.ts), which aedes writes before it
+   * closes; a 3.1.1 client has no such packet and is just closed.
+   */
   close(cause: EndCause): void {
     if (this.current === 'closed') return;
     this.end(cause);
-    if (this.client) this.client.close();
-    else this.link.destroy();
+    const client = this.client;
+    if (!client) {
+      this.link.destroy();
+      return;
+    }
+    const bye = this.wasAdmitted && client.version === 5 ? disconnectReason(this.cause as DisconnectCause) : null;
+    if (bye === null) client.close();
+    else client.disconnect({ reasonCode: bye.reasonCode, properties: { reasonString: bye.reasonString } }, () => {});
   }
 
   /**

@@ -28,7 +28,7 @@
  */
 import { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { refusalConnack } from './connack.js';
+import { refusalConnack } from './reason-codes.js';
 
 export type LinkViolation = 'not_connect' | 'bad_length' | 'too_large' | 'unsupported_level' | 'malformed';
 
@@ -64,7 +64,7 @@ const UNSUBSCRIBE = 10;
 const DISCONNECT = 14;
 /** MQTT 3.1.1 3.2.2.3: CONNACK, return code 0x01 unacceptable protocol level. */
 const CONNACK_BAD_LEVEL = refusalConnack('unsupported_level', 4);
-/** Protocol levels aedes speaks: 3 (3.1, "MQIsdp"), 4 (3.1.1), 5 (5.0, refused later with 0x84). */
+/** Protocol levels aedes speaks: 3 (3.1, "MQIsdp"), 4 (3.1.1), 5 (5.0). */
 const LEVELS = new Set([3, 4, 5]);
 /** Packet types charged to the rate bucket (MQTT 3.1.1 2.2.1): 3, 6, 8, 10, 12. */
 const CHARGED = new Set([PUBLISH, 6, 8, 10, 12]);
@@ -372,13 +372,14 @@ export class MqttLink extends Duplex {
   }
 
   private writeOut(data: Buffer, cb: (error?: Error | null) => void): void {
-    // The first packet out is the CONNACK (3.1.1: 0x20 0x02 flags code); code 0 admits.
+    // The first packet out is the CONNACK: 0x20, the remaining length (3.1.1: 0x02; 5.0: one
+    // byte too, its properties are a few dozen bytes), the flags, the code; code 0 admits.
     if (this.connackHead && !this.socket.destroyed) {
       const head = Buffer.concat([this.connackHead, data.subarray(0, 4)]);
       if (head.length < 4) this.connackHead = head;
       else {
         this.connackHead = null;
-        if (head[0] === 0x20 && head[1] === 0x02 && head[3] === 0x00) this.opts.onAccepted();
+        if (head[0] === 0x20 && head[1]! >= 0x02 && head[1]! < 0x80 && head[3] === 0x00) this.opts.onAccepted();
       }
     }
     if (this.socket.destroyed) {

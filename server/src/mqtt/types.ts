@@ -24,7 +24,6 @@ export type RefusalReason =
   | 'revoked'
   | 'id_mismatch'
   | 'revocation_data_stale'
-  | 'mqtt5_unsupported'
   | 'acl_publish'
   | 'acl_subscribe'
   | 'ip_rate_limited'
