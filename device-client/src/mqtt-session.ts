@@ -91,7 +91,7 @@ export interface MqttSessionOptions {
   keepalive?: number;
   /** CONNACK deadline in ms (default 30 000). */
   connectTimeoutMs?: number;
-  /** MQTT protocol version (default 4 = 3.1.1). */
+  /** MQTT protocol version (default 5 = MQTT 5.0; 4 = 3.1.1). */
   protocolVersion?: 4 | 5;
   /** Clean session (default true). */
   clean?: boolean;
@@ -109,7 +109,9 @@ interface Switch {
   reject: (e: DeviceClientError) => void;
 }
 
-const CONNACK_AUTH_CODES = new Set([4, 5, 0x86, 0x87, 0x8a, 0x8c]);
+// 3.1.1 return codes 4 and 5 (3.2.2.3); 5.0 reason codes 0x85 client identifier not valid (the
+// broker binds it to the certificate), 0x86, 0x87, 0x8A banned, 0x8C (3.2.2.2).
+const CONNACK_AUTH_CODES = new Set([4, 5, 0x85, 0x86, 0x87, 0x8a, 0x8c]);
 const CONNACK_RETRY_CODES = new Set([3, 0x88, 0x89, 0x97, 0x9f]);
 
 export class MqttSession extends TypedEmitter<MqttSessionEvents> {
@@ -165,7 +167,7 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
     });
     const options: IClientOptions = {
       clientId: this.opts.deviceId,
-      protocolVersion: this.opts.protocolVersion ?? 4,
+      protocolVersion: this.opts.protocolVersion ?? 5,
       clean: this.opts.clean ?? true,
       keepalive: this.opts.keepalive ?? 60,
       connectTimeout: this.opts.connectTimeoutMs ?? 30_000,
@@ -197,9 +199,12 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
     return new Promise((resolve, reject) => {
       client.subscribe(topic, opts, (err, granted) => {
         if (err) return reject(this.wrap(err));
-        const refused = granted?.find((g) => g.qos === 128);
+        // 3.1.1 refuses with 0x80 (3.9.3); 5.0 with any reason code from 0x80 up (0x87, 0x9E, ...).
+        const refused = granted?.find((g) => g.qos >= 0x80);
         if (refused)
-          return reject(new BrokerRefusedError('NOT_AUTHORIZED', `subscription to ${refused.topic} refused`, 128));
+          return reject(
+            new BrokerRefusedError('NOT_AUTHORIZED', `subscription to ${refused.topic} refused`, refused.qos),
+          );
         resolve();
       });
     });
@@ -483,6 +488,16 @@ export class MqttSession extends TypedEmitter<MqttSessionEvents> {
 
   private wrap(e: Error): DeviceClientError {
     if (e instanceof DeviceClientError) return e;
+    // MQTT 5.0 says no on the acknowledgement: PUBACK/PUBREC with a reason code from 0x80 up
+    // (MQTT.js puts it in `code`, 3.4.2.1), or a SUBACK (on `packet.granted`, 3.9.3).
+    const code = (e as { code?: unknown }).code;
+    const granted = (e as { packet?: { granted?: unknown } }).packet?.granted;
+    const suback = Array.isArray(granted) ? granted.find((g) => typeof g === 'number' && g >= 0x80) : undefined;
+    const rc = typeof code === 'number' && code >= 0x80 ? code : (suback as number | undefined);
+    if (rc !== undefined)
+      return new BrokerRefusedError('NOT_AUTHORIZED', `the broker refused it (reason code ${rc}): ${e.message}`, rc, {
+        cause: e,
+      });
     return new DeviceClientError('CLIENT_STOPPED', e.message, { cause: e });
   }
 }

@@ -9,6 +9,9 @@ export type Scenario = (typeof SCENARIOS)[number];
 export const DROP_MODES = ['socket', 'storm', 'reboot'] as const;
 export type DropMode = (typeof DROP_MODES)[number];
 
+/** --mqtt-version: MQTT 5.0 by default, 3.1.1 still selectable. */
+export const MQTT_VERSIONS = ['5', '3.1.1'] as const;
+
 export interface SimOptions {
   scenario: Scenario;
   devices: number;
@@ -32,6 +35,8 @@ export interface SimOptions {
   /** deadline of a waiting phase (all back, all revoked, publishes drained), ms */
   timeoutMs: number;
   keepalive: number;
+  /** MQTT protocol version: 5 (MQTT 5.0, the default) or 4 (3.1.1). */
+  protocolVersion: 4 | 5;
 }
 
 export class UsageError extends Error {
@@ -75,6 +80,7 @@ Options:
   --connect-timeout D   deadline of one device's first connect (default 30s)
   --timeout D           deadline of each waiting phase (default 120s)
   --keepalive S         MQTT keepalive in seconds (default 60)
+  --mqtt-version V      5 (MQTT 5.0, default) or 3.1.1
   --quiet               no progress on stderr
   -h, --help            this text
   --version             version
@@ -111,6 +117,7 @@ const VALUE_OPTIONS = new Set([
   '--connect-timeout',
   '--timeout',
   '--keepalive',
+  '--mqtt-version',
 ]);
 const FLAG_OPTIONS = new Set(['--json', '--echo', '--quiet']);
 
@@ -234,6 +241,7 @@ export function parseArgs(argv: string[]): ParsedArgs {
       connectTimeoutMs: duration('--connect-timeout', values.get('--connect-timeout') ?? '30s', 100, 3_600_000),
       timeoutMs: duration('--timeout', values.get('--timeout') ?? '120s', 100, 86_400_000),
       keepalive: integer('--keepalive', values.get('--keepalive') ?? '60', 1, 65_535),
+      protocolVersion: oneOf('--mqtt-version', values.get('--mqtt-version') ?? '5', MQTT_VERSIONS) === '5' ? 5 : 4,
     },
   };
 }

@@ -55,6 +55,8 @@ export interface FleetOptions {
   concurrency: number;
   connectTimeoutMs: number;
   keepalive: number;
+  /** MQTT protocol version (5 = MQTT 5.0, 4 = 3.1.1); the device client's default when absent. */
+  protocolVersion?: 4 | 5;
 }
 
 function slotId(prefix: string, slot: number): string {
@@ -239,7 +241,11 @@ export class Fleet {
       ca: this.target.caPem,
       estUrl: this.target.apiUrl,
       mqttUrl: this.target.mqttUrl,
-      mqtt: { keepalive: this.opts.keepalive, connectTimeoutMs: this.opts.connectTimeoutMs },
+      mqtt: {
+        keepalive: this.opts.keepalive,
+        connectTimeoutMs: this.opts.connectTimeoutMs,
+        protocolVersion: this.opts.protocolVersion,
+      },
       estTimeoutMs: 60_000,
     });
     client.on('connected', (e) => {

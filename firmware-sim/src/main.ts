@@ -79,6 +79,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         concurrency: options.concurrency,
         connectTimeoutMs: options.connectTimeoutMs,
         keepalive: options.keepalive,
+        protocolVersion: options.protocolVersion,
       },
       options.devices,
     );

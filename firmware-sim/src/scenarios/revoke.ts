@@ -114,7 +114,7 @@ export async function revokeScenario(ctx: RunContext): Promise<ScenarioOutcome> 
       estUrl: fleet.target.apiUrl,
       mqttUrl: fleet.target.mqttUrl,
       renewal: { auto: false },
-      mqtt: { connectTimeoutMs: options.connectTimeoutMs },
+      mqtt: { connectTimeoutMs: options.connectTimeoutMs, protocolVersion: options.protocolVersion },
     });
     client.on('error', () => undefined);
     try {
