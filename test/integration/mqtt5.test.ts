@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Credential,
   connectOutcome,
+  createService,
   enrollDevices,
   type Fleet,
   issueShortLived,
@@ -64,7 +65,16 @@ describe('MQTT 5.0 at the broker', () => {
 
   beforeAll(async () => {
     fleet = await startFleet();
-    devs = await enrollDevices(fleet, ['v5-a', 'v5-b', 'v5-rev', 'v5-take', 'v5-py', 'v5-mos', 'v5-gone']);
+    devs = await enrollDevices(fleet, [
+      'v5-a',
+      'v5-b',
+      'v5-rev',
+      'v5-take',
+      'v5-py',
+      'v5-mos',
+      'v5-will',
+      'v5-willrev',
+    ]);
   });
 
   afterAll(async () => {
@@ -150,6 +160,38 @@ describe('MQTT 5.0 at the broker', () => {
     expect(props?.sessionExpiryInterval).toBeGreaterThan(0);
     expect(props?.sessionExpiryInterval).toBeLessThanOrEqual(120);
     await c.endAsync();
+  });
+
+  it("publishes a delayed will of a live certificate, never the revoked device's", async () => {
+    const watcher = await createService(fleet, 'v5watch');
+    const seen: string[] = [];
+    const sub = await mqtt.connectAsync(mqttOptions(fleet, watcher, { ...V5, clientId: 'v5watch' }));
+    sub.on('message', (topic) => seen.push(topic));
+    await sub.subscribeAsync('devices/+/status', { qos: 1 });
+    const withWill = (id: string): MqttExtra => ({
+      ...V5,
+      properties: { sessionExpiryInterval: 60 },
+      will: {
+        topic: `devices/${id}/status`,
+        payload: Buffer.from('gone'),
+        qos: 1,
+        retain: false,
+        properties: { willDelayInterval: 1 },
+      },
+    });
+    const revoked = await mqtt.connectAsync(mqttOptions(fleet, dev('v5-willrev'), withWill('v5-willrev')));
+    const live = await mqtt.connectAsync(mqttOptions(fleet, dev('v5-will'), withWill('v5-will')));
+    // The revoked device's connection ends first, so its will (same delay) is due first.
+    const bye = serverGoodbye(revoked);
+    await revokeDevice(fleet, 'v5-willrev');
+    expect((await bye).reasonCode).toBe(0x98);
+    revoked.end(true);
+    // A lost connection (no DISCONNECT): the will is due after its delay.
+    (live as unknown as { stream: { destroy(): void } }).stream.destroy();
+    live.end(true);
+    await waitFor('the live device will', () => (seen.includes('devices/v5-will/status') ? true : undefined));
+    expect(seen).toEqual(['devices/v5-will/status']);
+    await sub.endAsync();
   });
 
   it.runIf(requireTool('mosquitto_sub'))('mosquitto_pub/_sub -V mqttv5 see each refusal by its reason', async () => {
