@@ -10,6 +10,8 @@
 // --repo NAME=DIR: a checkout whose `npm run build` output runs as one target (default: this one,
 // named "this"); several A/B different builds, e.g. a `git worktree` of the base commit. Each gets
 // its own copy of the data dir (same CA, same devices) and shares the database.
+// --mqtt5 also runs every fleetgate target with MQTT 5.0 CONNECTs (target NAME@5, same server) and
+// reports mqtt5FullConnectCpuVsMqtt311 / mqtt5ResumedConnectCpuVsMqtt311 per target.
 // --floor adds bench/floor-server.mjs (bare Node TLS). --idle N holds N idle connections per target
 // first and reports RSS growth per connection. --node-args go to every `fleetgate serve` (e.g.
 // "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--heap-prof"); profiles are written when it stops.
@@ -39,6 +41,7 @@ const { values: o } = parseArgs({
   options: {
     repo: { type: 'string', multiple: true, default: [] },
     floor: { type: 'boolean', default: false },
+    mqtt5: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '3' },
     connects: { type: 'string', default: '1500' },
     'in-flight': { type: 'string', default: '8' },
@@ -68,6 +71,7 @@ async function cycles(target, devices, resume, count) {
       secureContext: d.ctx,
       clientId: d.id,
       session: resume ? target.sessions.get(d.id) : undefined,
+      protocolVersion: target.protocolVersion ?? 4,
     });
     if (res.reused) reused++;
     if (res.session) target.sessions.set(d.id, res.session);
@@ -122,7 +126,9 @@ try {
       { bin: path.join(dir, 'server/bin/fleetgate.js'), nodeArgs },
     );
     stops.push(() => s.stop());
-    targets.push({ name, pid: s.pid, port: Number(new URL(s.mqttUrl).port), sessions: new Map() });
+    const port = Number(new URL(s.mqttUrl).port);
+    targets.push({ name, pid: s.pid, port, sessions: new Map() });
+    if (o.mqtt5) targets.push({ name: `${name}@5`, pid: s.pid, port, sessions: new Map(), protocolVersion: 5 });
   }
   if (o.floor) {
     const work = path.join(root, 'floor');
@@ -175,6 +181,12 @@ try {
       out[name].fullVsFloor = round(out[name].fullUs / out.floor.fullUs, 3);
       out[name].resumedVsFloor = round(out[name].resumedUs / out.floor.resumedUs, 3);
       if (mem[name] != null) out[name].idleVsFloor = round(mem[name] / mem.floor, 3);
+    }
+  }
+  if (o.mqtt5) {
+    for (const [name] of repos) {
+      out[name].mqtt5FullConnectCpuVsMqtt311 = round(out[`${name}@5`].fullUs / out[name].fullUs, 3);
+      out[name].mqtt5ResumedConnectCpuVsMqtt311 = round(out[`${name}@5`].resumedUs / out[name].resumedUs, 3);
     }
   }
   console.log(JSON.stringify(out));

@@ -24,9 +24,16 @@ function utf8(s) {
   return Buffer.concat([len, b]);
 }
 
-/** CONNECT, protocol level 4, clean session, no username/password (identity is the certificate). */
-export function connectPacket(clientId, keepAliveS = 600) {
-  const variable = Buffer.concat([utf8('MQTT'), Buffer.from([4, 0x02, keepAliveS >> 8, keepAliveS & 0xff])]);
+/**
+ * CONNECT, protocol level 4 (3.1.1) or 5 (MQTT 5.0, with an empty property list, 3.1.2.11), clean
+ * session, no username/password (identity is the certificate).
+ */
+export function connectPacket(clientId, keepAliveS = 600, protocolVersion = 4) {
+  const variable = Buffer.concat([
+    utf8('MQTT'),
+    Buffer.from([protocolVersion, 0x02, keepAliveS >> 8, keepAliveS & 0xff]),
+    protocolVersion === 5 ? Buffer.from([0]) : Buffer.alloc(0),
+  ]);
   const body = Buffer.concat([variable, utf8(clientId)]);
   return Buffer.concat([Buffer.from([0x10]), remainingLength(body.length), body]);
 }
@@ -98,6 +105,7 @@ export function mqttConnect({
   clientId,
   session,
   timeoutMs = 15_000,
+  protocolVersion = 4,
 }) {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({
@@ -126,7 +134,7 @@ export function mqttConnect({
     };
     socket.once('error', fail);
     socket.once('close', () => fail(new Error(`connect ${clientId}: closed before CONNACK`)));
-    socket.once('secureConnect', () => socket.write(connectPacket(clientId)));
+    socket.once('secureConnect', () => socket.write(connectPacket(clientId, 600, protocolVersion)));
     const feed = packetReader((type, p) => {
       if (done) return;
       if (type !== 2) return fail(new Error(`connect ${clientId}: expected CONNACK, got type ${type}`));
