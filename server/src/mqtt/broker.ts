@@ -222,6 +222,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     // the cap only applies to 3.1.
     maxClientsIdLength: 194,
     maxTopicLevels: 32,
+    // aedes' $SYS/<id>/new/clients and .../disconnect/clients notices (patches/aedes+1.2.0.patch):
+    // a broker process alone has nobody to tell (no client reads '$' topics here, and its own
+    // takeovers need no notice), so none are sent; broker processes sharing an emitter need
+    // new/clients for takeovers across them [MQTT-3.1.4-2], sent straight to the emitter without
+    // aedes' publish series (the IPC relay turns it into a client-id claim, Redis carries it).
+    sysClientEvents: deps.backends ? 'emit' : 'none',
     ...aedesHooks({
       registry,
       isRevoked: watcher.isRevoked,
