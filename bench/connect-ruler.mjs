@@ -15,10 +15,14 @@
 // --floor adds bench/floor-server.mjs (bare Node TLS). --idle N holds N idle connections per target
 // first and reports RSS growth per connection. --node-args go to every `fleetgate serve` (e.g.
 // "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--heap-prof"); profiles are written when it stops.
+// --heap-snapshots DIR (with --idle N): each fleetgate target's broker processes (the leaves of its
+// process tree) write a V8 heap snapshot before the idle connections open and one while they are
+// held (--heapsnapshot-signal), as DIR/<target>-<pid>-{before,after}.heapsnapshot, for
+// bench/heap-summary.mjs.
 // Prints one JSON line: per target µs of broker CPU per full / resumed connect (pooled rounds)
 // and the ratios to the floor when it ran.
 import 'reflect-metadata';
-import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -26,6 +30,7 @@ import {
   cli,
   freshDatabase,
   log,
+  processTree,
   REPO,
   round,
   serverCertificate,
@@ -50,6 +55,7 @@ const { values: o } = parseArgs({
     idle: { type: 'string', default: '0' },
     'warm-up': { type: 'string', default: '600' },
     'node-args': { type: 'string', default: '' },
+    'heap-snapshots': { type: 'string' },
   },
 });
 const repos = o.repo.length ? o.repo.map((r) => r.split('=')) : [['this', REPO]];
@@ -57,7 +63,12 @@ const rounds = Number(o.rounds);
 const connects = Number(o.connects);
 const inFlight = Number(o['in-flight']);
 const deviceCount = Math.max(Number(o.devices), Number(o.idle));
-const nodeArgs = o['node-args'].split(' ').filter(Boolean);
+const snapshotDir = o['heap-snapshots'] ? path.resolve(o['heap-snapshots']) : null;
+if (snapshotDir) mkdirSync(snapshotDir, { recursive: true });
+const nodeArgs = [
+  ...o['node-args'].split(' ').filter(Boolean),
+  ...(snapshotDir ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`] : []),
+];
 const started = performance.now();
 const say = (line) => log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
 
@@ -80,7 +91,42 @@ async function cycles(target, devices, resume, count) {
   return { cpu: treeCpuSeconds(target.pid) - cpu0, ok: r.ok, reused };
 }
 
+/** The broker processes of a target: the leaves of its process tree (workers, or the one process). */
+function brokerPids(pid) {
+  const tree = processTree(pid);
+  const parents = new Set();
+  for (const p of tree) {
+    try {
+      parents.add(Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1]));
+    } catch {}
+  }
+  return tree.filter((p) => !parents.has(p));
+}
+
+/** SIGUSR2 to each broker process; waits until each snapshot file is written and stops growing. */
+async function heapSnapshots(target, tag) {
+  if (!snapshotDir || target.name === 'floor') return;
+  for (const pid of brokerPids(target.pid)) {
+    const mine = () => readdirSync(snapshotDir).filter((f) => f.includes(`.${pid}.`) && f.endsWith('.heapsnapshot'));
+    const had = new Set(mine());
+    process.kill(pid, 'SIGUSR2');
+    let file = null;
+    let size = -1;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 1000));
+      file ??= mine().find((f) => !had.has(f)) ?? null;
+      if (!file) continue;
+      const now = statSync(path.join(snapshotDir, file)).size;
+      if (now > 0 && now === size) break;
+      size = now;
+    }
+    renameSync(path.join(snapshotDir, file), path.join(snapshotDir, `${target.name}-${pid}-${tag}.heapsnapshot`));
+    say(`${target.name}: heap snapshot ${tag} of ${pid} (${(size / 2 ** 20).toFixed(1)} MiB)`);
+  }
+}
+
 async function idle(target, devices, n) {
+  await heapSnapshots(target, 'before');
   const rss0 = treeRssKiB(target.pid);
   const held = [];
   await pool(n, 64, async (i) => {
@@ -89,6 +135,7 @@ async function idle(target, devices, n) {
   });
   await new Promise((r) => setTimeout(r, 2000));
   const kib = (treeRssKiB(target.pid) - rss0) / held.length;
+  await heapSnapshots(target, 'after');
   await Promise.all(held.map((s) => new Promise((r) => s.once('close', r).destroy())));
   return kib;
 }
