@@ -116,9 +116,10 @@ describe('mTLS MQTT broker: identity, ACL, presence (embedded store)', () => {
     expect(metricValue(m, 'fleetgate_mqtt_refused_total', { reason: 'id_mismatch' })).toBeGreaterThanOrEqual(6);
   });
 
-  it('answers MQTT 5 CONNECTs with MQTT 5 reason codes (0x87 not authorized, else 0x84)', async () => {
-    expect(await connectOutcome(fleet, dev('dev-a'), { protocolVersion: 5, clientId: 'dev-b' })).toBe(0x87);
-    expect(await connectOutcome(fleet, dev('dev-a'), { protocolVersion: 5 })).toBe(0x84);
+  it('answers MQTT 5 CONNECTs with MQTT 5 reason codes (0x85 client id, 0x87 user name) and admits the identity', async () => {
+    expect(await connectOutcome(fleet, dev('dev-a'), { protocolVersion: 5, clientId: 'dev-b' })).toBe(0x85);
+    expect(await connectOutcome(fleet, dev('dev-a'), { protocolVersion: 5, username: 'dev-b' })).toBe(0x87);
+    expect(await connectOutcome(fleet, dev('dev-a'), { protocolVersion: 5 })).toBe('accepted');
   });
 
   it('grants subscriptions inside the device subtree and read-only topics, refuses the rest (SUBACK 0x80)', async () => {

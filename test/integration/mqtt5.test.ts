@@ -142,6 +142,14 @@ describe('MQTT 5.0 at the broker', () => {
     expect(await connectOutcome(fleet, dev('v5-rev'), V5)).toBe(0x87);
   });
 
+  it('sends DISCONNECT 0x98 to a live 5.0 connection when its certificate reaches notAfter', async () => {
+    const short = await issueShortLived(fleet, 'v5-expiring', 4_000);
+    const c = await mqtt.connectAsync(mqttOptions(fleet, short, V5));
+    // The broker's sweep of live connections runs every FLEETGATE_MQTT_PRESENCE_FLUSH (10 s).
+    expect(await serverGoodbye(c)).toEqual({ reasonCode: 0x98, beforeClose: true });
+    c.end(true);
+  });
+
   it('sends DISCONNECT 0x8E to the connection a newer one takes over', async () => {
     const first = await mqtt.connectAsync(mqttOptions(fleet, dev('v5-take'), V5));
     const bye = serverGoodbye(first);
