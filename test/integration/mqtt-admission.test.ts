@@ -109,8 +109,8 @@ describe('admission before aedes (in process)', () => {
       '20020005',
     );
     expect(
-      (await connackOf(broker, h.ca.bundlePem, good, { clientId: 'adm-good', protocolVersion: 5 })).toString('hex'),
-    ).toBe('2003008400');
+      (await connackOf(broker, h.ca.bundlePem, good, { clientId: 'someone-else', protocolVersion: 5 })).toString('hex'),
+    ).toBe('2003008500');
     expect(clientEvents).toEqual([]);
   });
 
