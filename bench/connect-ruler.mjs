@@ -28,6 +28,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   cli,
+  cpuSeconds,
   freshDatabase,
   log,
   processTree,
@@ -72,8 +73,22 @@ const nodeArgs = [
 const started = performance.now();
 const say = (line) => log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
 
+/** CPU seconds of a target's processes other than its broker processes (a cluster's primary). */
+function primaryCpuSeconds(pid) {
+  const brokers = new Set(brokerPids(pid));
+  let total = 0;
+  for (const p of processTree(pid)) {
+    if (brokers.has(p)) continue;
+    try {
+      total += cpuSeconds(p);
+    } catch {}
+  }
+  return total;
+}
+
 async function cycles(target, devices, resume, count) {
   const cpu0 = treeCpuSeconds(target.pid);
+  const primary0 = primaryCpuSeconds(target.pid);
   let reused = 0;
   const r = await pool(count, inFlight, async (i) => {
     const d = devices[i % devices.length];
@@ -88,7 +103,12 @@ async function cycles(target, devices, resume, count) {
     if (res.session) target.sessions.set(d.id, res.session);
   });
   if (r.failed) say(`${target.name}: ${r.failed} failed: ${JSON.stringify(r.errors)}`);
-  return { cpu: treeCpuSeconds(target.pid) - cpu0, ok: r.ok, reused };
+  return {
+    cpu: treeCpuSeconds(target.pid) - cpu0,
+    primary: primaryCpuSeconds(target.pid) - primary0,
+    ok: r.ok,
+    reused,
+  };
 }
 
 /** The broker processes of a target: the leaves of its process tree (workers, or the one process). */
@@ -198,7 +218,9 @@ try {
     await cycles(t, devices, false, Number(o['warm-up']));
     await cycles(t, devices, true, Number(o['warm-up']));
   }
-  const totals = Object.fromEntries(targets.map((t) => [t.name, { full: [0, 0], resumed: [0, 0], reused: 0 }]));
+  const totals = Object.fromEntries(
+    targets.map((t) => [t.name, { full: [0, 0], resumed: [0, 0], primary: 0, reused: 0 }]),
+  );
   for (let r = 0; r < rounds; r++) {
     for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
       const full = await cycles(t, devices, false, connects);
@@ -209,6 +231,7 @@ try {
       x.resumed[0] += resumed.cpu;
       x.resumed[1] += resumed.ok;
       x.reused += resumed.reused;
+      x.primary += full.primary + resumed.primary;
       const us = (c) => Math.round((c.cpu * 1e6) / c.ok);
       say(`round ${r + 1} ${t.name}: full ${us(full)} µs, resumed ${us(resumed)} µs (${resumed.reused} reused)`);
     }
@@ -219,6 +242,10 @@ try {
       fullUs: Math.round((x.full[0] * 1e6) / x.full[1]),
       resumedUs: Math.round((x.resumed[0] * 1e6) / x.resumed[1]),
       resumedShare: round(x.reused / x.resumed[1], 3),
+      // With workers: the primary's CPU (client-id claims, relay) per connect, full and resumed pooled.
+      ...(Number(o.workers) > 1 && name !== 'floor'
+        ? { primaryUsPerConnect: Math.round((x.primary * 1e6) / (x.full[1] + x.resumed[1])) }
+        : {}),
       ...(mem[name] != null ? { idleKiBPerConn: mem[name] } : {}),
     };
   }
