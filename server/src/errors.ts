@@ -11,6 +11,9 @@ export const ERROR_CODES = [
   'STORE_UNAVAILABLE',
   // the MQTT broker (or one of its workers) is not accepting connections yet (/readyz)
   'BROKER_UNAVAILABLE',
+  // the issuing CA's key cannot be reached (a PKCS#11 token removed or its session lost): every
+  // signature fails closed until it is back (docs/hsm.md)
+  'CA_SIGNER_UNAVAILABLE',
   // CSR policy (RFC 2986 requests checked before issuance)
   'CSR_MALFORMED',
   'CSR_SIGNATURE_INVALID',

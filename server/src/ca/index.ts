@@ -6,6 +6,7 @@
 export {
   type CaMaterial,
   type CertificateAuthority,
+  type IssuingMaterial,
   type KeyMaterial,
   loadCertificateAuthority,
 } from './authority.js';
@@ -34,4 +35,5 @@ export {
   issueServerCertificate,
 } from './profile.js';
 export { SERIAL_OCTETS } from './serial.js';
+export { type CaSigner, fileSigner, type SigningAlgorithm, signerMatches, signerUnavailable } from './signer.js';
 export { CLOCK_SKEW_MS } from './time.js';
