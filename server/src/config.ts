@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import * as p from './config-parsers.js';
 import { ConfigError, type Parser, type ServerNames, type ServiceRights } from './config-parsers.js';
+import type { Pkcs11Uri } from './hsm/pkcs11-uri.js';
 
 export {
   ConfigError,
@@ -40,6 +41,11 @@ export interface Config {
   serverNames: ServerNames;
   caKeyAlgorithm: CaKeyAlgorithmSetting;
   caName: string;
+  /**
+   * Where the issuing CA key lives: a PKCS#8 file in the data dir, or a PKCS#11 token
+   * (docs/hsm.md). The PIN file is read when the token is opened, so the PIN is never held here.
+   */
+  caKey: CaKeySetting;
   /** Device certificate validity (RFC 5280 notAfter - notBefore, before the 5 min backdate). */
   certValidityDays: number;
   /** Default lifetime of an enrollment token. */
@@ -90,6 +96,8 @@ export interface Config {
   /** Plain-HTTP listener serving only /metrics (then not on the public API); undefined = the API serves it. */
   metricsAddress: { host: string; port: number } | undefined;
 }
+
+export type CaKeySetting = { kind: 'file' } | { kind: 'pkcs11'; uri: Pkcs11Uri; module: string; pinFile: string };
 
 export interface MqttConfig {
   /** TLS handshake deadline, and the deadline for the MQTT CONNECT after it. */
@@ -285,6 +293,39 @@ export const CONFIG_SCHEMA = {
     defaultText: 'fleetgate',
     help: 'name in the CA subjects (first start only)',
     readme: { help: 'name in the CA subjects; used only when the CA is created' },
+  }),
+  caKeyUri: setting<Pkcs11Uri | undefined>({
+    env: 'FLEETGATE_CA_KEY_URI',
+    section: 'general',
+    parse: p.pkcs11Uri,
+    default: UNSET,
+    defaultText: '(unset: key file in the data dir)',
+    help: 'RFC 7512 pkcs11: URI of the issuing CA key in a token',
+    readme: {
+      default: 'unset (key file in the data dir)',
+      help: 'RFC 7512 `pkcs11:` URI (token and object) of the issuing CA key in an HSM; see [docs/hsm.md](docs/hsm.md)',
+    },
+  }),
+  pkcs11Module: setting<string | undefined>({
+    env: 'FLEETGATE_PKCS11_MODULE',
+    section: 'general',
+    parse: p.absolutePath,
+    default: UNSET,
+    defaultText: '(unset)',
+    help: 'path of the PKCS#11 module (.so) for FLEETGATE_CA_KEY_URI',
+    readme: { default: 'unset', help: 'absolute path of the PKCS#11 module (`.so`) serving `FLEETGATE_CA_KEY_URI`' },
+  }),
+  pkcs11PinFile: setting<string | undefined>({
+    env: 'FLEETGATE_PKCS11_PIN_FILE',
+    section: 'general',
+    parse: p.filePath,
+    default: UNSET,
+    defaultText: '(unset)',
+    help: "file holding the token's user PIN (read at start, never logged)",
+    readme: {
+      default: 'unset',
+      help: "file holding the token's user PIN (0600; read when the token is opened, never logged or on a command line)",
+    },
   }),
   certValidityDays: setting({
     env: 'FLEETGATE_CERT_VALIDITY_DAYS',
@@ -686,6 +727,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     );
   }
   return {
+    caKey: caKeySetting(v.caKeyUri, v.pkcs11Module, v.pkcs11PinFile),
     dataDir: v.dataDir,
     databaseUrl: v.databaseUrl,
     host: v.host,
@@ -738,6 +780,27 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     metricsToken: v.metricsToken,
     metricsAddress: v.metricsAddress,
   };
+}
+
+/** The three PKCS#11 variables go together: a URI without its module or PIN, or the reverse, is a mistake. */
+function caKeySetting(
+  uri: Pkcs11Uri | undefined,
+  module: string | undefined,
+  pinFile: string | undefined,
+): CaKeySetting {
+  if (uri === undefined) {
+    if (module !== undefined) {
+      throw new ConfigError('FLEETGATE_PKCS11_MODULE', 'is set but FLEETGATE_CA_KEY_URI is not (which key?)');
+    }
+    if (pinFile !== undefined) {
+      throw new ConfigError('FLEETGATE_PKCS11_PIN_FILE', 'is set but FLEETGATE_CA_KEY_URI is not (which key?)');
+    }
+    return { kind: 'file' };
+  }
+  if (module === undefined)
+    throw new ConfigError('FLEETGATE_CA_KEY_URI', 'needs FLEETGATE_PKCS11_MODULE (the module path)');
+  if (pinFile === undefined) throw new ConfigError('FLEETGATE_CA_KEY_URI', 'needs FLEETGATE_PKCS11_PIN_FILE (the PIN)');
+  return { kind: 'pkcs11', uri, module, pinFile };
 }
 
 /** The variables `loadConfig` reads, for `--help` texts and docs (derived from CONFIG_SCHEMA). */
