@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { createAudit } from './audit/index.js';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
 import { loadOrCreateCa } from './ca-bootstrap.js';
 import { startBrokerWorkers } from './cluster/primary.js';
@@ -15,7 +16,7 @@ import {
   securePgliteDir,
   writeRuntimeInfo,
 } from './data-dir.js';
-import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
+import { createProvisioning } from './enrollment/index.js';
 import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
 import { createEstLimiter } from './http/est-limits.js';
@@ -26,9 +27,12 @@ import { registerMetricsRoute, startMetricsServer } from './http/routes/metrics.
 import { registerOperatorApi } from './http/routes/operator-api.js';
 import { AddressRateLimiter, registerRevocationRoutes } from './http/routes/revocation.js';
 import { registerServiceRoutes } from './http/routes/services.js';
+import { createInventory } from './inventory/index.js';
 import { listenError } from './listen-error.js';
 import { ClusterRegistry, createMetrics } from './metrics.js';
 import { startRoutedBroker } from './mqtt/index.js';
+import { createOperators } from './operators/index.js';
+import { createRevocation } from './revocation/index.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as x509 from '../../server/src/ca/x509.js';
-import { createRevocation, type RevocationService } from '../../server/src/enroll/index.js';
+import { createRevocation, type RevocationService } from '../../server/src/revocation/index.js';
 import type { RevocationReason, StoreEvent } from '../../server/src/store/types.js';
 import { makeCsr, ocspRequest, parseOcspResponse } from '../helpers/ca.js';
 import {

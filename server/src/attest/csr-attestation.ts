@@ -13,10 +13,10 @@ import { csrParts } from './csr-evidence.js';
 
 export type CsrAttestation = AttestedKey | { assurance: 'unattested' };
 
-export function attestCsr(
+export async function attestCsr(
   service: AttestationService | undefined,
-  req: { tokenId: string; deviceId: string; csrDer: Uint8Array; requireTpm: boolean },
-): CsrAttestation {
+  req: { tokenHash: string; deviceId: string; csrDer: Uint8Array; requireTpm: boolean },
+): Promise<CsrAttestation> {
   const parts = csrParts(req.csrDer);
   if (!parts.tpm) {
     if (req.requireTpm) {
@@ -27,11 +27,11 @@ export function attestCsr(
     }
     return { assurance: 'unattested' };
   }
-  if (!service) {
+  if (!service?.enabled) {
     throw new FleetgateError('TPM_EK_UNTRUSTED', 'TPM attestation is off (FLEETGATE_TPM_EK_ROOTS is not set)');
   }
   return service.verifyKey({
-    tokenId: req.tokenId,
+    tokenHash: req.tokenHash,
     deviceId: req.deviceId,
     csrSpki: parts.spki,
     statement: parts.tpm,

@@ -3,8 +3,9 @@
  * the operator use case. One hook, registered by every operator route plugin.
  */
 import type { FastifyRequest } from 'fastify';
-import type { Actor, OperatorService } from '../enroll/types.js';
+import type { Actor } from '../audit/types.js';
 import { FleetgateError } from '../errors.js';
+import type { OperatorService } from '../operators/types.js';
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -4,17 +4,10 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import type { AuditService } from '../../audit/types.js';
 import type { CertificateAuthority } from '../../ca/index.js';
 import { parseDuration } from '../../config.js';
-import type {
-  AuditService,
-  DeviceView,
-  InventoryService,
-  OperatorService,
-  ProvisioningService,
-  RevocationService,
-  TokenView,
-} from '../../enroll/types.js';
+import type { ProvisioningService, TokenView } from '../../enrollment/types.js';
 import { FleetgateError } from '../../errors.js';
 import {
   DEVICE_ID_PREFIX_SOURCE,
@@ -22,6 +15,9 @@ import {
   OPERATOR_NAME_SOURCE,
   SERIAL_INPUT_SOURCE,
 } from '../../identifiers.js';
+import type { DeviceView, InventoryService } from '../../inventory/types.js';
+import type { OperatorService } from '../../operators/types.js';
+import type { RevocationService } from '../../revocation/types.js';
 import { parseRevocationReason, REVOCATION_REASON_NAMES, revocationReasonName } from '../../revocation-reasons.js';
 import type { CertificateRecord } from '../../store/types.js';
 import { actorOf, operatorAuthHook } from '../operator-auth.js';

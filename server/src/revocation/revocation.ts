@@ -12,23 +12,20 @@
  * certificate -> CERT_NOT_FOUND. Reasons are RFC 5280 5.3.1 codes 0-6, 9, 10 (see
  * assertRevocationReason for why 8 is refused).
  */
+
+import { type Actor, type AuditService, actorString } from '../audit/types.js';
 import type { CertificateAuthority } from '../ca/index.js';
+import { type Clock, printable, systemClock } from '../enrollment/context.js';
+import { checkOperatorReason } from '../enrollment/device-lifecycle.js';
+import type { FailureLog } from '../enrollment/group-commit.js';
+import type { ProvisioningObserver } from '../enrollment/types.js';
 import { FleetgateError } from '../errors.js';
 import { SERIAL_HEX_PATTERN } from '../identifiers.js';
 import { assertRevocationReason } from '../revocation-reasons.js';
 import type { RevocationReason, Store } from '../store/types.js';
-import { type Clock, printable, systemClock } from './context.js';
 import { CrlPublisher } from './crl-publisher.js';
-import { checkOperatorReason } from './device-lifecycle.js';
-import type { FailureLog } from './group-commit.js';
 import { createOcspResponder, type OcspObserver } from './ocsp-responder.js';
-import {
-  type Actor,
-  type AuditService,
-  actorString,
-  type ProvisioningObserver,
-  type RevocationService,
-} from './types.js';
+import type { RevocationService } from './types.js';
 
 export const DEFAULT_CRL_VALIDITY_MS = 24 * 3_600_000;
 /** RFC 5280 5.3.1 CRLReason cessationOfOperation. */

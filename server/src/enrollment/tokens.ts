@@ -15,13 +15,14 @@
  *   names the device ids (or prefix and range) and the expiry, never a secret or its hash.
  */
 import { randomUUID } from 'node:crypto';
+import { type Actor, actorString } from '../audit/types.js';
 import { FleetgateError } from '../errors.js';
 import { isValidDeviceId } from '../identifiers.js';
 import type { NewToken, Page, TokenRecord, TokenState } from '../store/types.js';
 import type { UseCaseContext } from './context.js';
 import { printable } from './context.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, newSecret } from './secrets.js';
-import { type Actor, actorString, type IssuedToken, type TokenRequest, type TokenView } from './types.js';
+import type { IssuedToken, TokenRequest, TokenView } from './types.js';
 
 /** Why a token is refused for a device in each status but active. */
 const REFUSED_STATUS = {

@@ -1,4 +1,6 @@
 /** The ProvisioningService: tokens, enroll, reenroll and service credentials over one CA and store. */
+
+import type { AuditService } from '../audit/types.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import { FleetgateError } from '../errors.js';
 import type { Store } from '../store/types.js';
@@ -9,7 +11,7 @@ import { type FailureLog, groupCommit } from './group-commit.js';
 import { DEFAULT_SERVICE_MAX_LIFETIME_MS, reenroll } from './renewal.js';
 import { issueService } from './service-identity.js';
 import { checkTtl, createTokens, listTokens, pageTokens, revokeToken } from './tokens.js';
-import type { AuditService, ProvisioningObserver, ProvisioningService } from './types.js';
+import type { ProvisioningObserver, ProvisioningService } from './types.js';
 
 export interface ProvisioningOptions {
   store: Store;
