@@ -3,7 +3,10 @@
  * operator's CA safe:
  * - never create a CA while any CA material exists (in the data dir OR in the database);
  * - the data dir's CA must be the one the database knows (same root and issuing fingerprints);
- * - the root key may be absent (moved offline): root.crt, issuing.crt and issuing.key suffice.
+ * - the root key may be absent (moved offline): root.crt, issuing.crt and issuing.key suffice;
+ * - with FLEETGATE_CA_KEY_URI the issuing key is in a PKCS#11 token (docs/hsm.md): the data dir
+ *   holds certificates only, an issuing.key file next to the token key is refused, and the CA
+ *   is created by `fleetgate ca init --pkcs11`, never implicitly at start.
  */
 import type { Logger } from 'pino';
 import {
@@ -12,8 +15,10 @@ import {
   createCaHierarchy,
   loadCertificateAuthority,
 } from './ca/index.js';
+import type { CaKeySetting } from './config.js';
 import { type DataDirLayout, isTooOpen, readOptional, writeNew } from './data-dir.js';
 import { FleetgateError } from './errors.js';
+import { openPkcs11Token } from './hsm/pkcs11-signer.js';
 import type { Store } from './store/types.js';
 
 export interface CaBootstrapOptions {
@@ -23,6 +28,8 @@ export interface CaBootstrapOptions {
   name: string;
   now: Date;
   log: Logger;
+  /** Where the issuing key lives (default: a file in the data dir). */
+  caKey?: CaKeySetting;
 }
 
 function invalid(message: string): FleetgateError {
@@ -31,7 +38,8 @@ function invalid(message: string): FleetgateError {
 
 export async function loadOrCreateCa(
   opts: CaBootstrapOptions,
-): Promise<{ ca: CertificateAuthority; created: boolean }> {
+): Promise<{ ca: CertificateAuthority; created: boolean; close: () => void }> {
+  if (opts.caKey?.kind === 'pkcs11') return loadTokenCa(opts, opts.caKey);
   const { layout, store, log } = opts;
   const files = {
     rootCert: await readOptional(layout.rootCert),
@@ -101,6 +109,65 @@ export async function loadOrCreateCa(
       log.warn({ file: keyFile }, 'CA key file is readable by group or others: chmod 600 it');
   }
 
+  await checkAndRecord(opts, ca);
+  return { ca, created, close: () => undefined };
+}
+
+/**
+ * The issuing key in a PKCS#11 token. Refusals (one line each, nothing changed): a key file in
+ * the data dir as well, no CA yet, a wrong PIN, a missing module, a token without the key, a
+ * token key that does not match issuing.crt.
+ */
+async function loadTokenCa(
+  opts: CaBootstrapOptions,
+  caKey: Extract<CaKeySetting, { kind: 'pkcs11' }>,
+): Promise<{ ca: CertificateAuthority; created: boolean; close: () => void }> {
+  const { layout, store, log } = opts;
+  if ((await readOptional(layout.issuingKey)) !== null) {
+    throw invalid(
+      `${layout.issuingKey} exists but FLEETGATE_CA_KEY_URI puts the issuing key in a token: keep one of them (docs/hsm.md)`,
+    );
+  }
+  const rootCert = await readOptional(layout.rootCert);
+  const issuingCert = await readOptional(layout.issuingCert);
+  const rootKey = await readOptional(layout.rootKey);
+  if (rootCert === null && issuingCert === null) {
+    const known = (await store.getCa('root')) ?? (await store.getCa('issuing'));
+    throw invalid(
+      known
+        ? `the database knows CA ${known.fingerprint} but ${layout.caDir} holds no CA certificates; restore the data dir`
+        : 'no CA yet: create it in the token with `fleetgate ca init --pkcs11`',
+    );
+  }
+  if (rootCert === null || issuingCert === null) {
+    throw invalid(
+      `CA material in ${layout.caDir} is incomplete (missing ${rootCert === null ? 'root.crt' : 'issuing.crt'}); restore it from backup`,
+    );
+  }
+  const token = await openPkcs11Token({ module: caKey.module, uri: caKey.uri, pinFile: caKey.pinFile });
+  try {
+    const signer = token.signer(log.child({ part: 'ca-signer' }));
+    const loaded = await loadCertificateAuthority({
+      root: { certPem: rootCert, ...(rootKey !== null ? { keyPem: rootKey } : {}) },
+      issuing: { certPem: issuingCert, signer },
+    });
+    if (!loaded.ok) {
+      throw invalid(`CA in ${layout.caDir} with the key ${signer.uri} is not usable: ${loaded.error.message}`);
+    }
+    await checkAndRecord(opts, loaded.value);
+    log.info({ key: signer.uri }, 'issuing CA key in a PKCS#11 token');
+    return { ca: loaded.value, created: false, close: () => token.close() };
+  } catch (e) {
+    token.close();
+    throw e;
+  }
+}
+
+/** The data dir's CA must be the one the database knows; the database learns a CA it does not know yet. */
+async function checkAndRecord(opts: CaBootstrapOptions, ca: CertificateAuthority): Promise<void> {
+  const { layout, store } = opts;
+  const dbRoot = await store.getCa('root');
+  const dbIssuing = await store.getCa('issuing');
   if (dbRoot && dbRoot.fingerprint !== ca.rootFingerprint) {
     throw invalid(
       `root CA in ${layout.caDir} (${ca.rootFingerprint}) is not the one the database knows (${dbRoot.fingerprint})`,
@@ -127,5 +194,4 @@ export async function loadOrCreateCa(
       notAfter: r.cert.notAfter,
     });
   }
-  return { ca, created };
 }

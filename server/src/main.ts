@@ -105,14 +105,20 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     if (!config.databaseUrl) await securePgliteDir(layout);
     log.info({ backend: store.backend }, 'store open');
 
-    const { ca, created } = await loadOrCreateCa({
+    const {
+      ca,
+      created,
+      close: closeCaKey,
+    } = await loadOrCreateCa({
       layout,
       store,
       algorithm: config.caKeyAlgorithm,
       name: config.caName,
       now: new Date(),
       log,
+      caKey: config.caKey,
     });
+    closers.push(async () => closeCaKey());
     log.info({ root: ca.rootFingerprint, issuing: ca.issuingFingerprint, created }, 'CA ready');
 
     const workers = config.workers;

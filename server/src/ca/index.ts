@@ -22,6 +22,7 @@ export {
 } from './csr-policy.js';
 export {
   createCaHierarchy,
+  createSignerCaHierarchy,
   DEFAULT_CA_NAME,
   DEFAULT_ISSUING_VALIDITY_DAYS,
   DEFAULT_ROOT_VALIDITY_DAYS,
