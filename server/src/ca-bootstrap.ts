@@ -37,9 +37,18 @@ function invalid(message: string): FleetgateError {
 }
 
 export async function loadOrCreateCa(
-  opts: CaBootstrapOptions,
+  opts: CaBootstrapOptions & { tokenCa?: TokenCa },
 ): Promise<{ ca: CertificateAuthority; created: boolean; close: () => void }> {
-  if (opts.caKey?.kind === 'pkcs11') return loadTokenCa(opts, opts.caKey);
+  if (opts.caKey?.kind === 'pkcs11') {
+    const loaded = opts.tokenCa ?? (await loadTokenCa(opts.layout, opts.caKey, opts.log));
+    try {
+      await checkAndRecord(opts, loaded.ca);
+    } catch (e) {
+      loaded.close();
+      throw e;
+    }
+    return { ...loaded, created: false };
+  }
   const { layout, store, log } = opts;
   const files = {
     rootCert: await readOptional(layout.rootCert),
@@ -113,16 +122,23 @@ export async function loadOrCreateCa(
   return { ca, created, close: () => undefined };
 }
 
+/** A CA whose issuing key is in a token, loaded from the data dir's certificates. */
+export interface TokenCa {
+  ca: CertificateAuthority;
+  close: () => void;
+}
+
 /**
- * The issuing key in a PKCS#11 token. Refusals (one line each, nothing changed): a key file in
- * the data dir as well, no CA yet, a wrong PIN, a missing module, a token without the key, a
- * token key that does not match issuing.crt.
+ * The issuing key in a PKCS#11 token, checked before the database is opened (so a refusal leaves
+ * the data dir as it was). Refusals (one line each): a key file in the data dir as well, no CA
+ * yet, a wrong PIN, a missing module, a token without the key, a token key that does not match
+ * issuing.crt. The caller checks the result against the database (loadOrCreateCa).
  */
-async function loadTokenCa(
-  opts: CaBootstrapOptions,
+export async function loadTokenCa(
+  layout: DataDirLayout,
   caKey: Extract<CaKeySetting, { kind: 'pkcs11' }>,
-): Promise<{ ca: CertificateAuthority; created: boolean; close: () => void }> {
-  const { layout, store, log } = opts;
+  log: Logger,
+): Promise<TokenCa> {
   if ((await readOptional(layout.issuingKey)) !== null) {
     throw invalid(
       `${layout.issuingKey} exists but FLEETGATE_CA_KEY_URI puts the issuing key in a token: keep one of them (docs/hsm.md)`,
@@ -132,12 +148,7 @@ async function loadTokenCa(
   const issuingCert = await readOptional(layout.issuingCert);
   const rootKey = await readOptional(layout.rootKey);
   if (rootCert === null && issuingCert === null) {
-    const known = (await store.getCa('root')) ?? (await store.getCa('issuing'));
-    throw invalid(
-      known
-        ? `the database knows CA ${known.fingerprint} but ${layout.caDir} holds no CA certificates; restore the data dir`
-        : 'no CA yet: create it in the token with `fleetgate ca init --pkcs11`',
-    );
+    throw invalid(`no CA in ${layout.caDir} yet: create it in the token with \`fleetgate ca init --pkcs11\``);
   }
   if (rootCert === null || issuingCert === null) {
     throw invalid(
@@ -154,9 +165,8 @@ async function loadTokenCa(
     if (!loaded.ok) {
       throw invalid(`CA in ${layout.caDir} with the key ${signer.uri} is not usable: ${loaded.error.message}`);
     }
-    await checkAndRecord(opts, loaded.value);
     log.info({ key: signer.uri }, 'issuing CA key in a PKCS#11 token');
-    return { ca: loaded.value, created: false, close: () => token.close() };
+    return { ca: loaded.value, close: () => token.close() };
   } catch (e) {
     token.close();
     throw e;

@@ -6,7 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { createAudit } from './audit/index.js';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
-import { loadOrCreateCa } from './ca-bootstrap.js';
+import { loadOrCreateCa, loadTokenCa } from './ca-bootstrap.js';
 import { startBrokerWorkers } from './cluster/primary.js';
 import { advertisedUrl, type Config, certificateNames } from './config.js';
 import {
@@ -99,6 +99,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const pkiPort =
       config.pkiHttpPort === null ? null : config.pkiHttpPort === 0 ? await freePort(config.host) : config.pkiHttpPort;
     const pkiBase = pkiBaseUrl(config, publicUrl, pkiPort);
+    // A CA key in a token is checked before the database is opened: a wrong PIN, a missing module
+    // or key is refused with the data dir left exactly as it was.
+    const tokenCa = config.caKey.kind === 'pkcs11' ? await loadTokenCa(layout, config.caKey, log) : undefined;
+    if (tokenCa) closers.push(async () => tokenCa.close());
     const store = await openStore({ databaseUrl: config.databaseUrl, pgliteDir: layout.pgliteDir });
     closers.push(() => store.close());
     // PGlite makes some files 0666/0644 whatever the umask (data-dir.ts): private from here on.
@@ -117,8 +121,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       now: new Date(),
       log,
       caKey: config.caKey,
+      ...(tokenCa ? { tokenCa } : {}),
     });
-    closers.push(async () => closeCaKey());
+    if (!tokenCa) closers.push(async () => closeCaKey());
     log.info({ root: ca.rootFingerprint, issuing: ca.issuingFingerprint, created }, 'CA ready');
 
     const workers = config.workers;

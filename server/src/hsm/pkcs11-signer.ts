@@ -134,7 +134,14 @@ export async function openPkcs11Token(opts: Pkcs11Options): Promise<Pkcs11Token>
     // graphene ignores CKR_CRYPTOKI_ALREADY_INITIALIZED (another user of the module in this process).
     mod.initialize();
   } catch (e) {
-    throw configInvalid(`FLEETGATE_PKCS11_MODULE: cannot load ${opts.module} as a PKCS#11 module (${ckrName(e)})`);
+    // The loader's own first line (dlopen's "invalid ELF header", a missing C_GetFunctionList):
+    // it names the file, never the PIN, which is not used yet.
+    const reason = /CKR_/.test(String((e as Error)?.message))
+      ? ckrName(e)
+      : String((e as Error)?.message ?? e)
+          .split('\n')[0]!
+          .slice(0, 200);
+    throw configInvalid(`FLEETGATE_PKCS11_MODULE: cannot load ${opts.module} as a PKCS#11 module (${reason})`);
   }
   const uriText = formatPkcs11Uri(opts.uri);
 
