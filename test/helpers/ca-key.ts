@@ -49,11 +49,19 @@ export function softHsmWithPinFile(): { softhsm: SoftHsmToken; pinFile: string }
   return { softhsm, pinFile };
 }
 
+/**
+ * One token per test process: SoftHSM2 reads its token directory at C_Initialize, so a token
+ * initialised afterwards (by softhsm2-util) is not seen by this process. Each CA gets its own
+ * key objects in it.
+ */
+let shared: { softhsm: SoftHsmToken; pinFile: string } | undefined;
+
 export const pkcs11CaKey: CaKeyBackend = {
   name: 'pkcs11',
   async createCa() {
-    const { softhsm, pinFile } = softHsmWithPinFile();
-    const object = 'issuing-ca';
+    shared ??= softHsmWithPinFile();
+    const { softhsm, pinFile } = shared;
+    const object = `issuing-ca-${randomBytes(4).toString('hex')}`;
     const open = (obj: string) =>
       openPkcs11Token({ module: softhsm.module, pinFile, uri: { token: softhsm.token, object: obj } });
     const root = await open(`${object}-root`);
