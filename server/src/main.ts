@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { AttestationService, parseEkRoots } from './attest/index.js';
 import { createAudit } from './audit/index.js';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
 import { loadOrCreateCa, loadTokenCa } from './ca-bootstrap.js';
@@ -16,11 +17,12 @@ import {
   securePgliteDir,
   writeRuntimeInfo,
 } from './data-dir.js';
-import { createProvisioning } from './enrollment/index.js';
+import { createAttestationSteps, createProvisioning, systemClock } from './enrollment/index.js';
 import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
 import { createEstLimiter } from './http/est-limits.js';
 import { createPkiHttpApp } from './http/pki-app.js';
+import { registerAttestRoutes } from './http/routes/attest.js';
 import { registerEstRoutes } from './http/routes/est.js';
 import { registerHealthRoutes } from './http/routes/health.js';
 import { registerMetricsRoute, startMetricsServer } from './http/routes/metrics.js';
@@ -134,7 +136,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(workers > 1 ? { registry: new ClusterRegistry(), broker: false } : {}),
     });
     const audit = createAudit({ store });
+    // Challenges and nonces live in the store: a device's next step may reach another node.
+    const attestation = new AttestationService({
+      roots: config.tpmEkRootsPem ? parseEkRoots(config.tpmEkRootsPem) : [],
+      pending: store,
+    });
+    if (attestation.enabled) log.info('TPM attestation on (FLEETGATE_TPM_EK_ROOTS)');
     const provisioning = createProvisioning({
+      attestation,
       store,
       ca,
       audit,
@@ -182,11 +191,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // Not ready until the broker below accepts (in every worker); the API starts first.
     let brokerAccepting = (): boolean => false;
     registerHealthRoutes(app, { store, brokerAccepting: () => brokerAccepting() });
-    registerEstRoutes(app, {
-      ca,
-      provisioning,
-      observer: metrics.provisioning,
-      limiter: createEstLimiter(config.estRateLimits, { limited: (l) => metrics.provisioning.estRateLimited?.(l) }),
+    // One EST budget per address (and per device id) across enrollment and its attestation steps.
+    const estLimiter = createEstLimiter(config.estRateLimits, {
+      limited: (l) => metrics.provisioning.estRateLimited?.(l),
+    });
+    registerEstRoutes(app, { ca, provisioning, observer: metrics.provisioning, limiter: estLimiter });
+    registerAttestRoutes(app, {
+      steps: createAttestationSteps({ store, service: attestation, now: systemClock }),
+      limiter: estLimiter,
+      unauthenticated: (reason) => metrics.provisioning.unauthenticated?.('enroll', reason),
     });
     // One OCSP budget per address across the HTTPS API and the plain-HTTP listener.
     const ocspRateLimit = new AddressRateLimiter({ ratePerIp: config.ocspRatePerIp, burst: config.ocspRateBurst });

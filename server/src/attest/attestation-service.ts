@@ -136,8 +136,9 @@ export class AttestationService {
     kind: AttestationPendingRecord['kind'],
     tokenHash: string,
     deviceId: string,
+    pending: PendingAttestations = this.pending,
   ): Promise<AttestationPendingRecord & { ak: TpmPublic }> {
-    const entry = await this.pending.takeAttestationPending(key);
+    const entry = await pending.takeAttestationPending(key);
     if (
       !entry ||
       entry.kind !== kind ||
@@ -219,18 +220,23 @@ export class AttestationService {
    * Checks a CSR's TPM statement against its public key; consumes the nonce. Each failure has its
    * own code: TPM_CHALLENGE_INVALID (nonce unknown, used, expired or another device's),
    * TPM_SIGNATURE_INVALID, TPM_KEY_MISMATCH, TPM_KEY_NOT_RESIDENT, TPM_EVIDENCE_MALFORMED.
+   * `pending`: where to take the nonce from, when not the service's own (the enrollment's
+   * transaction: the nonce is spent exactly when the certificate is issued).
    */
-  async verifyKey(req: {
-    tokenHash: string;
-    deviceId: string;
-    csrSpki: Uint8Array;
-    statement: Tpm2CertifyStatement;
-  }): Promise<AttestedKey> {
+  async verifyKey(
+    req: {
+      tokenHash: string;
+      deviceId: string;
+      csrSpki: Uint8Array;
+      statement: Tpm2CertifyStatement;
+    },
+    pending?: PendingAttestations,
+  ): Promise<AttestedKey> {
     const keyPublic = parseTpm2bPublic(req.statement.keyPublic);
     // The nonce selects the AK; the AK's signature then proves the nonce was in the TPM's
     // structure. Only the TPMS_ATTEST's extraData is read before the signature is checked.
     const nonce = parseTpmsAttest(req.statement.attest).extraData;
-    const entry = await this.take(nonce.toString('base64url'), 'nonce', req.tokenHash, req.deviceId);
+    const entry = await this.take(nonce.toString('base64url'), 'nonce', req.tokenHash, req.deviceId, pending);
     const info = verifyCertifyEvidence({
       akPublic: entry.ak,
       attest: req.statement.attest,

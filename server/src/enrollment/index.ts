@@ -4,7 +4,8 @@
  * transports.
  */
 
-export type { Clock } from './context.js';
+export { type AttestationSteps, createAttestationSteps } from './attestation.js';
+export { type Clock, systemClock } from './context.js';
 export { createProvisioning, type ProvisioningOptions } from './provisioning.js';
 export { ENROLLMENT_TOKEN_PREFIX, OPERATOR_TOKEN_PREFIX } from './secrets.js';
 export { MAX_TOKEN_BATCH, MAX_TOKEN_TTL_MS } from './tokens.js';

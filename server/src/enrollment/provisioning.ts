@@ -1,5 +1,6 @@
 /** The ProvisioningService: tokens, enroll, reenroll and service credentials over one CA and store. */
 
+import type { AttestationService } from '../attest/index.js';
 import type { AuditService } from '../audit/types.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import { FleetgateError } from '../errors.js';
@@ -40,6 +41,8 @@ export interface ProvisioningOptions {
   serviceMaxLifetimeMs?: number | undefined;
   /** Where failures no caller hears of go (an audit append that failed while the store is down). */
   log?: FailureLog | undefined;
+  /** TPM attestation of enrolled keys (docs/attestation.md); absent: CSRs with evidence are refused. */
+  attestation?: AttestationService | undefined;
 }
 
 export function createProvisioning(opts: ProvisioningOptions): ProvisioningService {
@@ -62,6 +65,7 @@ export function createProvisioning(opts: ProvisioningOptions): ProvisioningServi
     serviceSelfRenew: opts.serviceSelfRenew ?? true,
     serviceMaxLifetimeMs: opts.serviceMaxLifetimeMs ?? DEFAULT_SERVICE_MAX_LIFETIME_MS,
     defaultTtlMs: opts.tokenTtlMs,
+    attestation: opts.attestation,
   };
   return {
     createTokens: (req, o) => createTokens(ctx, req, o),

@@ -6,7 +6,7 @@
 import type { Actor } from '../audit/types.js';
 import type { IssuedCertificate } from '../ca/index.js';
 import type { ErrorCode } from '../errors.js';
-import type { Page, TokenState } from '../store/types.js';
+import type { AttestationRequirement, Page, TokenState } from '../store/types.js';
 import type { UnauthenticatedReason } from './auth-failures.js';
 
 export interface IssuedToken {
@@ -44,11 +44,16 @@ export interface TokenView {
   expiresAt: Date;
   usedAt: Date | null;
   createdBy: string;
+  /** What the token demands of the enrolled key: 'tpm' (a TPM-attested key) or null (any key). */
+  requireAttestation: AttestationRequirement | null;
 }
 
 export interface ProvisioningService {
   /** One-time enrollment tokens bound to device ids (or a factory batch P0001..PNNNN). */
-  createTokens(req: TokenRequest, opts: { ttlMs?: number; actor: Actor }): Promise<IssuedToken[]>;
+  createTokens(
+    req: TokenRequest,
+    opts: { ttlMs?: number; actor: Actor; requireAttestation?: AttestationRequirement | null },
+  ): Promise<IssuedToken[]>;
   /** Tokens newest first, optionally of one device and in one state. */
   listTokens(opts: { deviceId?: string; state?: TokenState; limit?: number }): Promise<TokenView[]>;
   /** listTokens, one keyset page at a time with the total. */

@@ -50,6 +50,9 @@ const CertificateJson = Type.Object({
   revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   revocationReason: Type.Union([Type.String(), Type.Null()]),
   renewedFrom: Type.Union([Type.String(), Type.Null()]),
+  keyAssurance: Type.Union([Type.Literal('tpm-attested'), Type.Literal('unattested')], {
+    description: 'how the key is held, as proved at issuance (docs/attestation.md)',
+  }),
 });
 const DeviceJson = Type.Object({
   id: Type.String(),
@@ -73,6 +76,7 @@ function certJson(c: CertificateRecord): Static<typeof CertificateJson> {
     revokedAt: c.revokedAt?.toISOString() ?? null,
     revocationReason: c.revocationReason === null ? null : revocationReasonName(c.revocationReason),
     renewedFrom: c.renewedFrom,
+    keyAssurance: c.keyAssurance,
   };
 }
 
@@ -130,6 +134,9 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
           prefix: Type.Optional(Type.String({ pattern: DEVICE_ID_PREFIX_SOURCE })),
           ttl: Type.Optional(Type.String({ maxLength: 16, description: 'duration like 90s, 15m, 24h, 30d' })),
+          requireAttestation: Type.Optional(
+            Type.Literal('tpm', { description: 'enroll only a TPM-attested key (docs/attestation.md)' }),
+          ),
         },
         { additionalProperties: false },
       );
@@ -172,6 +179,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           const tokens = await deps.provisioning.createTokens(req, {
             actor: actorOf(request),
             ...(ttlMs ? { ttlMs } : {}),
+            ...(b.requireAttestation ? { requireAttestation: b.requireAttestation } : {}),
           });
           return reply.status(201).send({
             tokens: tokens.map((t) => ({ deviceId: t.deviceId, token: t.token, expiresAt: t.expiresAt.toISOString() })),
@@ -187,6 +195,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         expiresAt: Type.String(),
         usedAt: Type.Union([Type.String(), Type.Null()]),
         createdBy: Type.String(),
+        requireAttestation: Type.Union([Type.Literal('tpm'), Type.Null()]),
       });
       const tokenJson = (t: TokenView) => ({
         ...t,
