@@ -35,6 +35,8 @@ import { formatPkcs11Uri, type Pkcs11Uri } from './pkcs11-uri.js';
 const CKR_PIN_INCORRECT = 0xa0;
 const CKR_PIN_LOCKED = 0xa4;
 const CKR_USER_ALREADY_LOGGED_IN = 0x100;
+/** CK_C_INITIALIZE_ARGS flags (PKCS#11 v2.40 section 3.7). */
+const CKF_OS_LOCKING_OK = 0x2;
 
 const SESSIONS = 4;
 const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
@@ -131,8 +133,11 @@ export async function openPkcs11Token(opts: Pkcs11Options): Promise<Pkcs11Token>
   let mod: Graphene.Module;
   try {
     mod = graphene.Module.load(opts.module, 'fleetgate-ca');
-    // graphene ignores CKR_CRYPTOKI_ALREADY_INITIALIZED (another user of the module in this process).
-    mod.initialize();
+    // CKF_OS_LOCKING_OK: C_Sign runs on pkcs11js's worker threads, several at once, so the module
+    // must lock for itself (PKCS#11 v2.40 section 5.4, C_Initialize; with no arguments a module
+    // may assume one thread and SoftHSM2 then crashes under concurrent signatures). graphene
+    // ignores CKR_CRYPTOKI_ALREADY_INITIALIZED (another user of the module in this process).
+    mod.initialize({ flags: CKF_OS_LOCKING_OK });
   } catch (e) {
     // The loader's own first line (dlopen's "invalid ELF header", a missing C_GetFunctionList):
     // it names the file, never the PIN, which is not used yet.
