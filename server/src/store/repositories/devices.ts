@@ -79,20 +79,34 @@ export async function pageDevices(
   opts: PageOptions & {
     kind?: IdentityKind | undefined;
     status?: DeviceStatus | undefined;
+    online?: boolean | undefined;
+    /** Ids starting with this text (byte-wise, the console's search). */
+    prefix?: string | undefined;
     offset?: number | undefined;
   },
 ): Promise<Page<DeviceRecord>> {
   const after = opts.cursor ? decodeCursor(opts.cursor, 'devices', [KEY.text])[0]! : null;
-  const filter = `($1::text IS NULL OR kind = $1::text) AND ($2::text IS NULL OR status = $2::text)`;
-  const rows = await cx.ex.query(
-    `SELECT ${DEVICE_COLS} FROM devices
-     WHERE ${filter} AND ($3::text IS NULL OR id COLLATE "C" > $3::text COLLATE "C")
-     ORDER BY id COLLATE "C" LIMIT $4::bigint OFFSET coalesce($5::bigint, 0)`,
-    [opts.kind ?? null, opts.status ?? null, after, count(opts.limit + 1), count(opts.offset)],
-  );
-  const total = await cx.ex.query(`SELECT count(*)::text AS n FROM devices WHERE ${filter}`, [
+  // starts_with compares bytes, like the "C" order of the keyset: no LIKE wildcards to escape.
+  const filter = (k: number, s: number, o: number, p: number) =>
+    `($${k}::text IS NULL OR kind = $${k}::text) AND ($${s}::text IS NULL OR status = $${s}::text)
+     AND ($${o}::boolean IS NULL OR online = $${o}::boolean) AND ($${p}::text IS NULL OR starts_with(id, $${p}::text))`;
+  const [kind, status, online, prefix] = [
     opts.kind ?? null,
     opts.status ?? null,
+    opts.online ?? null,
+    opts.prefix ?? null,
+  ];
+  const rows = await cx.ex.query(
+    `SELECT ${DEVICE_COLS} FROM devices
+     WHERE ${filter(1, 2, 6, 7)} AND ($3::text IS NULL OR id COLLATE "C" > $3::text COLLATE "C")
+     ORDER BY id COLLATE "C" LIMIT $4::bigint OFFSET coalesce($5::bigint, 0)`,
+    [kind, status, after, count(opts.limit + 1), count(opts.offset), online, prefix],
+  );
+  const total = await cx.ex.query(`SELECT count(*)::text AS n FROM devices WHERE ${filter(1, 2, 3, 4)}`, [
+    kind,
+    status,
+    online,
+    prefix,
   ]);
   return toPage('devices', rows, opts.limit, Number(total[0]?.n), (r) => [String(r.id)], mapDevice);
 }
