@@ -180,6 +180,16 @@ ALTER TABLE devices ADD CONSTRAINT devices_status_check
   CHECK (status IN ('active', 'revoked', 'reprovisioning', 'decommissioned'));
 `,
   },
+  {
+    version: 4,
+    name: 'device ids in byte order (issue 17: console search by id prefix)',
+    // Lists page devices by id COLLATE "C" (byte order, the same on both backends); the primary
+    // key's index is in the database's collation, so neither the keyset nor a prefix range could
+    // use it. With this index the first page of a prefix search reads only the matching range.
+    sql: `
+CREATE INDEX devices_id_bytes_idx ON devices ((id COLLATE "C"));
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);
