@@ -114,6 +114,7 @@ describe.skipIf(!run)('operator console in Chromium', () => {
     await expect.poll(() => page.getByTestId('device-status').textContent(), { timeout: 20_000 }).toBe('revoked');
     await expect.poll(() => page.getByTestId('device-presence').textContent(), { timeout: 20_000 }).toBe('offline');
     await page.getByRole('cell', { name: 'keyCompromise' }).waitFor();
+    await page.getByText('device.revoked').waitFor(); // the device's audit events, reloaded live
     client.end(true);
     await checkPage('05-device-revoked');
 
