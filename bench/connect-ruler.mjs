@@ -13,17 +13,23 @@
 // --floor adds bench/floor-server.mjs (bare Node TLS). --idle N holds N idle connections per target
 // first and reports RSS growth per connection. --node-args go to every `fleetgate serve` (e.g.
 // "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--heap-prof"); profiles are written when it stops.
+// --heap-snapshots DIR (with --idle N): each fleetgate target's broker processes (the leaves of its
+// process tree) write a V8 heap snapshot before the idle connections open and one while they are
+// held (--heapsnapshot-signal), as DIR/<target>-<pid>-{before,after}.heapsnapshot, for
+// bench/heap-summary.mjs.
 // Prints one JSON line: per target µs of broker CPU per full / resumed connect (pooled rounds)
 // and the ratios to the floor when it ran.
 import 'reflect-metadata';
-import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   cli,
+  cpuSeconds,
   freshDatabase,
   log,
+  processTree,
   REPO,
   round,
   serverCertificate,
@@ -47,6 +53,7 @@ const { values: o } = parseArgs({
     idle: { type: 'string', default: '0' },
     'warm-up': { type: 'string', default: '600' },
     'node-args': { type: 'string', default: '' },
+    'heap-snapshots': { type: 'string' },
   },
 });
 const repos = o.repo.length ? o.repo.map((r) => r.split('=')) : [['this', REPO]];
@@ -54,12 +61,31 @@ const rounds = Number(o.rounds);
 const connects = Number(o.connects);
 const inFlight = Number(o['in-flight']);
 const deviceCount = Math.max(Number(o.devices), Number(o.idle));
-const nodeArgs = o['node-args'].split(' ').filter(Boolean);
+const snapshotDir = o['heap-snapshots'] ? path.resolve(o['heap-snapshots']) : null;
+if (snapshotDir) mkdirSync(snapshotDir, { recursive: true });
+const nodeArgs = [
+  ...o['node-args'].split(' ').filter(Boolean),
+  ...(snapshotDir ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapshotDir}`] : []),
+];
 const started = performance.now();
 const say = (line) => log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)} s] ${line}`);
 
+/** CPU seconds of a target's processes other than its broker processes (a cluster's primary). */
+function primaryCpuSeconds(pid) {
+  const brokers = new Set(brokerPids(pid));
+  let total = 0;
+  for (const p of processTree(pid)) {
+    if (brokers.has(p)) continue;
+    try {
+      total += cpuSeconds(p);
+    } catch {}
+  }
+  return total;
+}
+
 async function cycles(target, devices, resume, count) {
   const cpu0 = treeCpuSeconds(target.pid);
+  const primary0 = primaryCpuSeconds(target.pid);
   let reused = 0;
   const r = await pool(count, inFlight, async (i) => {
     const d = devices[i % devices.length];
@@ -73,10 +99,50 @@ async function cycles(target, devices, resume, count) {
     if (res.session) target.sessions.set(d.id, res.session);
   });
   if (r.failed) say(`${target.name}: ${r.failed} failed: ${JSON.stringify(r.errors)}`);
-  return { cpu: treeCpuSeconds(target.pid) - cpu0, ok: r.ok, reused };
+  return {
+    cpu: treeCpuSeconds(target.pid) - cpu0,
+    primary: primaryCpuSeconds(target.pid) - primary0,
+    ok: r.ok,
+    reused,
+  };
+}
+
+/** The broker processes of a target: the leaves of its process tree (workers, or the one process). */
+function brokerPids(pid) {
+  const tree = processTree(pid);
+  const parents = new Set();
+  for (const p of tree) {
+    try {
+      parents.add(Number(readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1]));
+    } catch {}
+  }
+  return tree.filter((p) => !parents.has(p));
+}
+
+/** SIGUSR2 to each broker process; waits until each snapshot file is written and stops growing. */
+async function heapSnapshots(target, tag) {
+  if (!snapshotDir || target.name === 'floor') return;
+  for (const pid of brokerPids(target.pid)) {
+    const mine = () => readdirSync(snapshotDir).filter((f) => f.includes(`.${pid}.`) && f.endsWith('.heapsnapshot'));
+    const had = new Set(mine());
+    process.kill(pid, 'SIGUSR2');
+    let file = null;
+    let size = -1;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 1000));
+      file ??= mine().find((f) => !had.has(f)) ?? null;
+      if (!file) continue;
+      const now = statSync(path.join(snapshotDir, file)).size;
+      if (now > 0 && now === size) break;
+      size = now;
+    }
+    renameSync(path.join(snapshotDir, file), path.join(snapshotDir, `${target.name}-${pid}-${tag}.heapsnapshot`));
+    say(`${target.name}: heap snapshot ${tag} of ${pid} (${(size / 2 ** 20).toFixed(1)} MiB)`);
+  }
 }
 
 async function idle(target, devices, n) {
+  await heapSnapshots(target, 'before');
   const rss0 = treeRssKiB(target.pid);
   const held = [];
   await pool(n, 64, async (i) => {
@@ -85,6 +151,7 @@ async function idle(target, devices, n) {
   });
   await new Promise((r) => setTimeout(r, 2000));
   const kib = (treeRssKiB(target.pid) - rss0) / held.length;
+  await heapSnapshots(target, 'after');
   await Promise.all(held.map((s) => new Promise((r) => s.once('close', r).destroy())));
   return kib;
 }
@@ -145,7 +212,9 @@ try {
     await cycles(t, devices, false, Number(o['warm-up']));
     await cycles(t, devices, true, Number(o['warm-up']));
   }
-  const totals = Object.fromEntries(targets.map((t) => [t.name, { full: [0, 0], resumed: [0, 0], reused: 0 }]));
+  const totals = Object.fromEntries(
+    targets.map((t) => [t.name, { full: [0, 0], resumed: [0, 0], primary: 0, reused: 0 }]),
+  );
   for (let r = 0; r < rounds; r++) {
     for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
       const full = await cycles(t, devices, false, connects);
@@ -156,6 +225,7 @@ try {
       x.resumed[0] += resumed.cpu;
       x.resumed[1] += resumed.ok;
       x.reused += resumed.reused;
+      x.primary += full.primary + resumed.primary;
       const us = (c) => Math.round((c.cpu * 1e6) / c.ok);
       say(`round ${r + 1} ${t.name}: full ${us(full)} µs, resumed ${us(resumed)} µs (${resumed.reused} reused)`);
     }
@@ -166,6 +236,10 @@ try {
       fullUs: Math.round((x.full[0] * 1e6) / x.full[1]),
       resumedUs: Math.round((x.resumed[0] * 1e6) / x.resumed[1]),
       resumedShare: round(x.reused / x.resumed[1], 3),
+      // With workers: the primary's CPU (client-id claims, relay) per connect, full and resumed pooled.
+      ...(Number(o.workers) > 1 && name !== 'floor'
+        ? { primaryUsPerConnect: Math.round((x.primary * 1e6) / (x.full[1] + x.resumed[1])) }
+        : {}),
       ...(mem[name] != null ? { idleKiBPerConn: mem[name] } : {}),
     };
   }

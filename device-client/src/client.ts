@@ -420,8 +420,14 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
       } catch (e) {
         const cause = asDeviceError(e);
         this.emit('error', new RenewalError(expiresAt, backoff.attempts + 1, { cause }), false);
-        if (cause.code === 'DEVICE_REVOKED' || cause.code === 'CLIENT_STOPPED') {
-          if (cause.code === 'DEVICE_REVOKED') {
+        // Final answers: retrying cannot succeed. A decommissioned device's certificates are
+        // revoked too (cessationOfOperation), so its session stops as a revoked one does.
+        if (
+          cause.code === 'DEVICE_REVOKED' ||
+          cause.code === 'DEVICE_DECOMMISSIONED' ||
+          cause.code === 'CLIENT_STOPPED'
+        ) {
+          if (cause.code !== 'CLIENT_STOPPED') {
             const error = new BrokerRefusedError('DEVICE_REVOKED', cause.message, undefined, { cause });
             if (this.session) this.session.stopRevoked(error);
             else this.emit('revoked', { serial: this.current.credential.serial, error });

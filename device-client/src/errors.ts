@@ -36,6 +36,8 @@ export const DEVICE_ERROR_CODES = [
   'NOT_AUTHORIZED',
   'DEVICE_REVOKED',
   'CONNECTION_REFUSED',
+  // retired for good by an operator: no token, enrollment or renewal will ever succeed
+  'DEVICE_DECOMMISSIONED',
   // renewal
   'RENEWAL_FAILED',
   // misuse of the API
@@ -93,7 +95,7 @@ export class CaMismatchError extends DeviceClientError {
 /**
  * The server answered an EST request with a refusal. `code` is the server's code when it is one
  * the device can act on (TOKEN_USED, TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_DEVICE_MISMATCH,
- * DEVICE_REVOKED, CERT_EXPIRED), ENROLLMENT_REFUSED otherwise, SERVER_ERROR for 5xx;
+ * DEVICE_REVOKED, DEVICE_DECOMMISSIONED, CERT_EXPIRED), ENROLLMENT_REFUSED otherwise, SERVER_ERROR for 5xx;
  * `serverCode` and `status` always carry what the server said.
  */
 export class EnrollmentError extends DeviceClientError {

@@ -3,6 +3,7 @@
  * variable into a typed value or throws ConfigError naming the variable. The schema in config.ts
  * pairs each variable with one of these; the messages are the ones operators see at start-up.
  */
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
@@ -302,4 +303,29 @@ export const listenAddress: Parser<{ host: string; port: number }> = (v, { name 
     throw new ConfigError(name, `must be host:port, e.g. 127.0.0.1:9464 or [::1]:9464 (got ${JSON.stringify(v)})`);
   }
   return { host: h, port: Number(m[3]) };
+};
+
+/**
+ * A PEM file of one or more X.509 certificates (RFC 7468 section 5), e.g. the TPM manufacturer CAs
+ * whose EK certificates are trusted. The value is the file's PEM text; every certificate in it
+ * must parse, so a truncated bundle stops start-up instead of silently trusting fewer CAs.
+ */
+export const certificateBundleFile: Parser<string> = (v, { name, cwd }) => {
+  const file = path.resolve(cwd, v);
+  let content: string;
+  try {
+    content = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(name, `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const blocks = content.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new ConfigError(name, `${file} holds no PEM certificate`);
+  blocks.forEach((b, i) => {
+    try {
+      new X509Certificate(b);
+    } catch {
+      throw new ConfigError(name, `certificate ${i + 1} of ${file} does not parse`);
+    }
+  });
+  return blocks.join('\n');
 };

@@ -91,6 +91,11 @@ export interface Config {
   metricsToken: string | undefined;
   /** Plain-HTTP listener serving only /metrics (then not on the public API); undefined = the API serves it. */
   metricsAddress: { host: string; port: number } | undefined;
+  /**
+   * PEM of the TPM manufacturer CAs whose EK certificates are trusted (FLEETGATE_TPM_EK_ROOTS);
+   * undefined = TPM attestation is off (docs/attestation.md).
+   */
+  tpmEkRootsPem: string | undefined;
 }
 
 export interface MqttConfig {
@@ -499,6 +504,18 @@ export const CONFIG_SCHEMA = {
       help: '`host:port` of a plain-HTTP listener serving only `/metrics` (then not on the API)',
     },
   }),
+  tpmEkRootsPem: setting<string | undefined>({
+    env: 'FLEETGATE_TPM_EK_ROOTS',
+    section: 'general',
+    parse: p.certificateBundleFile,
+    default: UNSET,
+    defaultText: '(unset: TPM attestation off)',
+    help: 'PEM file of TPM manufacturer CAs trusted for EK certificates',
+    readme: {
+      default: 'unset (attestation off)',
+      help: 'PEM file of the TPM manufacturer CAs (roots and issuing CAs) whose EK certificates are trusted; unset turns TPM attestation off (see [docs/attestation.md](docs/attestation.md))',
+    },
+  }),
   mqttHandshakeTimeoutMs: setting({
     env: 'FLEETGATE_MQTT_HANDSHAKE_TIMEOUT',
     section: 'mqtt',
@@ -756,6 +773,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     redisKeyPrefix: v.redisKeyPrefix,
     metricsToken: v.metricsToken,
     metricsAddress: v.metricsAddress,
+    tpmEkRootsPem: v.tpmEkRootsPem,
   };
 }
 

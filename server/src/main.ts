@@ -4,6 +4,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { AttestationService, parseEkRoots } from './attest/index.js';
+import { createAudit } from './audit/index.js';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
 import { loadOrCreateCa } from './ca-bootstrap.js';
 import { startBrokerWorkers } from './cluster/primary.js';
@@ -18,12 +20,13 @@ import {
   securePgliteDir,
   writeRuntimeInfo,
 } from './data-dir.js';
-import { createAudit, createInventory, createOperators, createProvisioning, createRevocation } from './enroll/index.js';
-import type { ProvisioningObserver } from './enroll/types.js';
+import { createAttestationSteps, createProvisioning, systemClock } from './enrollment/index.js';
+import type { ProvisioningObserver } from './enrollment/types.js';
 import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
 import { createEstLimiter } from './http/est-limits.js';
 import { createPkiHttpApp } from './http/pki-app.js';
+import { registerAttestRoutes } from './http/routes/attest.js';
 import { registerConsoleRoutes } from './http/routes/console.js';
 import { registerEstRoutes } from './http/routes/est.js';
 import { registerHealthRoutes } from './http/routes/health.js';
@@ -31,10 +34,13 @@ import { registerMetricsRoute, startMetricsServer } from './http/routes/metrics.
 import { registerOperatorApi } from './http/routes/operator-api.js';
 import { AddressRateLimiter, registerRevocationRoutes } from './http/routes/revocation.js';
 import { registerServiceRoutes } from './http/routes/services.js';
+import { createInventory } from './inventory/index.js';
 import { listenError } from './listen-error.js';
 import { ClusterRegistry, createMetrics } from './metrics.js';
 import { startRoutedBroker } from './mqtt/index.js';
 import type { BrokerObserver } from './mqtt/types.js';
+import { createOperators } from './operators/index.js';
+import { createRevocation } from './revocation/index.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -134,7 +140,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const brokerObserver = teeBroker(metrics.broker, series);
     const brokerStore = live.presenceTap(store);
     const audit = createAudit({ store });
+    // Challenges and nonces live in the store: a device's next step may reach another node.
+    const attestation = new AttestationService({
+      roots: config.tpmEkRootsPem ? parseEkRoots(config.tpmEkRootsPem) : [],
+      pending: store,
+    });
+    if (attestation.enabled) log.info('TPM attestation on (FLEETGATE_TPM_EK_ROOTS)');
     const enrolling = createProvisioning({
+      attestation,
       store,
       ca,
       audit,
@@ -183,11 +196,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // Not ready until the broker below accepts (in every worker); the API starts first.
     let brokerAccepting = (): boolean => false;
     registerHealthRoutes(app, { store, brokerAccepting: () => brokerAccepting() });
-    registerEstRoutes(app, {
-      ca,
-      provisioning,
-      observer: provisioningObserver,
-      limiter: createEstLimiter(config.estRateLimits, { limited: (l) => metrics.provisioning.estRateLimited?.(l) }),
+    // One EST budget per address (and per device id) across enrollment and its attestation steps.
+    const estLimiter = createEstLimiter(config.estRateLimits, {
+      limited: (l) => metrics.provisioning.estRateLimited?.(l),
+    });
+    registerEstRoutes(app, { ca, provisioning, observer: provisioningObserver, limiter: estLimiter });
+    registerAttestRoutes(app, {
+      steps: createAttestationSteps({ store, service: attestation, now: systemClock }),
+      limiter: estLimiter,
+      unauthenticated: (reason) => metrics.provisioning.unauthenticated?.('enroll', reason),
     });
     // One OCSP budget per address across the HTTPS API and the plain-HTTP listener.
     const ocspRateLimit = new AddressRateLimiter({ ratePerIp: config.ocspRatePerIp, burst: config.ocspRateBurst });

@@ -4,11 +4,11 @@
  */
 import cluster from 'node:cluster';
 import { AggregatorRegistry, Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { OcspObserver } from './enroll/ocsp-responder.js';
-import type { ProvisioningObserver } from './enroll/types.js';
+import type { ProvisioningObserver } from './enrollment/types.js';
 import type { ErrorCode } from './errors.js';
 import type { HttpObserver } from './http/app.js';
 import { type BrokerObserver, NULL_BROKER_OBSERVER } from './mqtt/types.js';
+import type { OcspObserver } from './revocation/ocsp-responder.js';
 
 export interface ServerMetrics {
   registry: Registry;

@@ -1,4 +1,4 @@
-import { ENROLLMENT_TOKEN_PREFIX, OPERATOR_TOKEN_PREFIX } from './enroll/secrets.js';
+import { ENROLLMENT_TOKEN_PREFIX, OPERATOR_TOKEN_PREFIX } from './enrollment/secrets.js';
 
 /** A URL without its password, for banners, logs and error messages. */
 export function redactUrl(url: string): string {
@@ -20,7 +20,7 @@ export function redactUserinfo(text: string): string {
 }
 
 /**
- * Anything shaped like a fleetgate bearer secret (enroll/secrets.ts: an enrollment or operator
+ * Anything shaped like a fleetgate bearer secret (enrollment/secrets.ts: an enrollment or operator
  * token prefix followed by base64url characters), also truncated or embedded in other text. Eight
  * characters after the prefix are enough to mask: a typo'd or cut-off secret is still most of a
  * secret, and no legitimate value we log (device ids, serials, hashes) starts with these prefixes

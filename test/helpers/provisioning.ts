@@ -5,15 +5,12 @@
  */
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
+import { createAudit } from '../../server/src/audit/index.js';
 import type { CertificateAuthority } from '../../server/src/ca/index.js';
-import {
-  createAudit,
-  createInventory,
-  createOperators,
-  createProvisioning,
-  createRevocation,
-  type ProvisioningObserver,
-} from '../../server/src/enroll/index.js';
+import { createProvisioning, type ProvisioningObserver } from '../../server/src/enrollment/index.js';
+import { createInventory } from '../../server/src/inventory/index.js';
+import { createOperators } from '../../server/src/operators/index.js';
+import { createRevocation } from '../../server/src/revocation/index.js';
 import { openStore } from '../../server/src/store/index.js';
 import type { Store } from '../../server/src/store/types.js';
 import { createTestCa } from './ca.js';

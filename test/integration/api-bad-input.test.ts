@@ -286,6 +286,10 @@ describe('operator API with bad input', () => {
       ['POST', '/devices/nobody/revoke', { reason: 'becauseISaidSo' }, undefined, 'BAD_REQUEST'],
       ['POST', '/devices/nobody/revoke', { reason: 7 }, undefined, 'BAD_REQUEST'],
       ['POST', '/certificates/zz/revoke', {}, undefined, 'BAD_REQUEST'],
+      // Hex, but not a serial fleetgate could have issued: odd length, zero.
+      ['POST', '/certificates/abc/revoke', {}, undefined, 'BAD_REQUEST', 400],
+      ['POST', '/certificates/A/revoke', {}, undefined, 'BAD_REQUEST', 400],
+      ['POST', '/certificates/0000/revoke', {}, undefined, 'BAD_REQUEST', 400],
       ['POST', '/certificates/0123456789abcdef/revoke', {}, undefined, 'CERT_NOT_FOUND', 404],
       ['GET', '/certificates/expiring', undefined, undefined, 'BAD_REQUEST'],
       ['GET', '/certificates/expiring?days=99999', undefined, undefined, 'BAD_REQUEST'],

@@ -1,7 +1,7 @@
 /** Enrollment tokens after creation: listed by state (never the secret), revoked while unused. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TokenJson } from '../../server/src/cli/token-manage.js';
-import { hashSecret } from '../../server/src/enroll/secrets.js';
+import { hashSecret } from '../../server/src/enrollment/secrets.js';
 import { runCli } from '../helpers/cli.js';
 import { makeCsr } from '../helpers/csr.js';
 import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';

@@ -28,6 +28,10 @@ import {
 } from '../helpers/device.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.js';
 import { deleteRedisPrefix, redisAvailable, TEST_REDIS_URL } from '../helpers/redis.js';
+import { waitFor } from '../helpers/wait.js';
+
+/** How long a message that must not arrive gets to show up (absence checks only). */
+const ABSENCE_WINDOW_MS = 300;
 
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
@@ -91,12 +95,27 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
         return s;
       }),
     );
-    const got = subs.map((s) => new Promise<string>((r) => s.client.once('message', (_t, p) => r(p.toString()))));
-    await sleep(300); // subscriptions propagate through Redis
+    const payloads = subs.map((s) => {
+      const seen: string[] = [];
+      s.client.on('message', (_t, p) => seen.push(p.toString()));
+      return seen;
+    });
     const pub = await connectWithSession(a, dev('pub'));
-    await pub.client.publishAsync(`devices/${id('pub')}/telemetry`, 'hello', { qos: 1 });
-    const timeout = sleep(10_000).then(() => 'timeout');
-    expect(await Promise.all(got.map((g) => Promise.race([g, timeout])))).toEqual(['hello', 'hello']);
+    const topic = `devices/${id('pub')}/telemetry`;
+    // The subscriptions reach node A through Redis: it is ready when a probe from A arrives on both.
+    await waitFor(
+      'a probe published on node A to reach the subscribers on B and C',
+      async () => {
+        await pub.client.publishAsync(topic, 'probe', { qos: 1 });
+        return payloads.every((seen) => seen.includes('probe'));
+      },
+      10_000,
+    );
+    await pub.client.publishAsync(topic, 'hello', { qos: 1 });
+    await waitFor('hello on B and C', () => payloads.every((seen) => seen.includes('hello')), 10_000).catch(
+      () => undefined,
+    );
+    expect(payloads.map((seen) => seen.filter((p) => p !== 'probe'))).toEqual([['hello'], ['hello']]);
     await Promise.all([pub, ...subs].map((x) => x.client.endAsync()));
   });
 
@@ -111,26 +130,33 @@ describe('multi-node cluster (PostgreSQL + Redis, three nodes)', () => {
     await keeper.client.publishAsync(`devices/${id('pub')}/state`, 'kept', { qos: 1, retain: true });
     await keeper.client.endAsync();
     const wanted = [`devices/${id('pub')}/state`, `devices/${id('ret')}/state`];
-    /** Retained topics of this run a new subscriber on `n` gets, until the control one. */
-    const retainedSeen = async (n: Fleet, clientId: string): Promise<string[]> => {
+    /**
+     * Retained topics of this run a new subscriber on `n` gets: waits until every `expected` one
+     * has arrived. When a topic of this run must NOT arrive, it then gets a short window to show
+     * up: that absence is what the caller checks (the persistence streams matches in no promised
+     * order, so the control message arriving first proves nothing about the other).
+     */
+    const retainedSeen = async (n: Fleet, clientId: string, expected: string[]): Promise<string[]> => {
       const s = await connectWithSession(n, svc, { clientId });
       const topics: string[] = [];
-      const control = new Promise<void>((resolve) =>
-        s.client.on('message', (t) => {
-          if (wanted.includes(t)) topics.push(t);
-          if (t === wanted[0]) resolve();
-        }),
-      );
+      s.client.on('message', (t) => {
+        if (wanted.includes(t)) topics.push(t);
+      });
       await s.client.subscribeAsync('devices/+/state');
-      await Promise.race([control, sleep(10_000)]);
-      await sleep(300); // the persistence streams matches in no promised order
+      await waitFor(`retained ${expected.join(', ')}`, () => expected.every((t) => topics.includes(t)), 10_000).catch(
+        () => undefined,
+      );
+      if (wanted.some((t) => !expected.includes(t))) await sleep(ABSENCE_WINDOW_MS);
       await s.client.endAsync();
       return topics.sort();
     };
-    for (const [i, n] of [b, c].entries()) expect(await retainedSeen(n, `ingest${run}-r${i}`)).toEqual(wanted);
+    for (const [i, n] of [b, c].entries()) {
+      expect(await retainedSeen(n, `ingest${run}-r${i}`, wanted)).toEqual(wanted);
+    }
     await revokeDevice(a, id('ret'));
+    const kept = [wanted[0] as string];
     for (const [i, n] of [a, b, c, c].entries()) {
-      expect(await retainedSeen(n, `ingest${run}-x${i}`)).toEqual([wanted[0]]);
+      expect(await retainedSeen(n, `ingest${run}-x${i}`, kept)).toEqual(kept);
     }
   });
 

@@ -17,7 +17,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCertificate } from '../../server/src/ca/index.js';
-import type { ProvisioningService } from '../../server/src/enroll/types.js';
+import type { ProvisioningService } from '../../server/src/enrollment/types.js';
 import { FleetgateError } from '../../server/src/errors.js';
 import { createHttpApp } from '../../server/src/http/app.js';
 import { RETRY_AFTER_UNAVAILABLE_SECONDS } from '../../server/src/http/response.js';

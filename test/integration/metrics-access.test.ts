@@ -2,7 +2,7 @@
  * /metrics access (issue 21, finding 9): open by default, as Prometheus expects; with
  * FLEETGATE_METRICS_TOKEN_FILE it requires "Authorization: Bearer <token>" (401 with a stable code
  * and a Bearer challenge otherwise, whatever the header holds); with FLEETGATE_METRICS_ADDRESS it
- * is served on a separate plain-HTTP listener and no longer on the public API.
+ * is served on a separate plain-HTTP listener and not on the public API.
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -46,7 +46,7 @@ describe('/metrics without a token configured', () => {
     await s?.server.stop();
   });
 
-  it('is open, as before (any Authorization header is ignored)', async () => {
+  it('is open by default (any Authorization header is ignored)', async () => {
     for (const headers of [{}, { authorization: 'Bearer whatever' }] as Record<string, string>[]) {
       const r = await httpsRequest(`${s.server.apiUrl}/metrics`, { ca: s.ca, headers });
       expect(r.status).toBe(200);

@@ -5,7 +5,6 @@
  * LISTEN/NOTIFY; and with the database unreachable the broker fails closed once its revocation
  * data is older than FLEETGATE_MQTT_REVOCATION_MAX_AGE, then recovers.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { TLSSocket } from 'node:tls';
 import mqtt, { type MqttClient } from 'mqtt';
 import postgres from 'postgres';
@@ -129,25 +128,30 @@ describe.each(backends)('revocation at the broker ($name)', ({ pg }) => {
     await device.publishAsync('devices/ret-1/state', 'on', { qos: 1, retain: true });
     await device.publishAsync('devices/ret-1/state/battery', '80', { qos: 1, retain: true });
     await device.endAsync();
-    // A control retained message of a device that stays, on the same filter.
     const keeper = await mqtt.connectAsync(mqttOptions(fleet, dev('keep-2')));
     await keeper.publishAsync('devices/keep-2/state', 'still', { qos: 1, retain: true });
-    await keeper.endAsync();
 
-    /** Topics of the retained messages a new subscriber to devices/+/state/# gets, until keep-2's. */
+    /**
+     * Topics of the retained messages a new subscriber to devices/+/state/# gets. The broker (one
+     * process in these tests, aedes' in-memory persistence) keeps retained messages in a Map and
+     * streams a SUBSCRIBE's matches in its insertion order, one delivered before the next is read.
+     * A mark retained just before (a fresh topic, so the last inserted) is therefore the last one
+     * delivered: once it arrived, every retained message there is to get has arrived.
+     */
+    let marks = 0;
     const retainedSeen = async (clientId: string): Promise<string[]> => {
+      const mark = `devices/keep-2/state/mark-${++marks}`;
+      await keeper.publishAsync(mark, 'mark', { qos: 1, retain: true });
       const s = await mqtt.connectAsync(mqttOptions(fleet, svc, { clientId }));
       const topics: string[] = [];
-      const control = new Promise<void>((resolve) =>
+      const marked = new Promise<void>((resolve) =>
         s.on('message', (t) => {
-          topics.push(t);
-          if (t === 'devices/keep-2/state') resolve();
+          if (t === mark) resolve();
+          else if (!t.startsWith('devices/keep-2/state/mark-')) topics.push(t);
         }),
       );
       await s.subscribeAsync('devices/+/state/#', { qos: 1 });
-      await Promise.race([control, sleep(10_000)]); // a bound, not a wait: the expectation names what is missing
-      // The persistence streams matches in no promised order: a moment more for the others.
-      await sleep(300);
+      await marked;
       await s.endAsync();
       return topics.sort();
     };
@@ -157,7 +161,11 @@ describe.each(backends)('revocation at the broker ($name)', ({ pg }) => {
       'devices/ret-1/state/battery',
     ]);
     await revokeDevice(fleet, 'ret-1');
+    // The broker has the revocation; the removal of the retained messages it started then runs
+    // in a few ticks of the in-memory persistence, before the mark's PUBLISH is read.
+    expect(await connectOutcome(fleet, dev('ret-1'))).toBe(5);
     expect(await retainedSeen('watcher-r2')).toEqual(['devices/keep-2/state']);
+    await keeper.endAsync();
   });
 });
 

@@ -5,7 +5,7 @@
  * an RFC 8954 nonce is always signed afresh with its nonce echoed.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRevocation, type RevocationService } from '../../server/src/enroll/index.js';
+import { createRevocation, type RevocationService } from '../../server/src/revocation/index.js';
 import { openStore } from '../../server/src/store/index.js';
 import { makeCsr, ocspRequest, parseOcspResponse } from '../helpers/ca.js';
 import { OpensslDir, opensslAvailable } from '../helpers/openssl.js';

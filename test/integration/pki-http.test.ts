@@ -26,7 +26,7 @@ describe('where certificates point for /crl and /ocsp', () => {
     expect(base({ FLEETGATE_PUBLIC_URL: 'https://pki.example.com:443/x' }, 8080)).toBe('http://pki.example.com:8080');
     expect(base({ FLEETGATE_PUBLIC_URL: 'https://[2001:db8::1]:8443' }, 80)).toBe('http://[2001:db8::1]:80');
   });
-  it('FLEETGATE_PKI_PUBLIC_URL wins; with the listener off, the HTTPS public URL as before', () => {
+  it('FLEETGATE_PKI_PUBLIC_URL wins; with the listener off, the HTTPS public URL', () => {
     expect(base({ FLEETGATE_PKI_PUBLIC_URL: 'http://crl.example.com/' }, 8080)).toBe('http://crl.example.com');
     const off = loadConfig({ FLEETGATE_PKI_HTTP_PORT: 'off' });
     expect(off.pkiHttpPort).toBeNull();

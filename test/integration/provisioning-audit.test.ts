@@ -6,7 +6,7 @@ import { chmod, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createAudit } from '../../server/src/enroll/index.js';
+import { createAudit } from '../../server/src/audit/index.js';
 import type { Store } from '../../server/src/store/types.js';
 import { makeCsr } from '../helpers/ca.js';
 import {

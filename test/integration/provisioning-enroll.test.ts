@@ -4,9 +4,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '../../server/src/ca/x509.js';
-import { codeOf } from '../../server/src/enroll/context.js';
-import { GroupCommit } from '../../server/src/enroll/group-commit.js';
-import { hashSecret } from '../../server/src/enroll/secrets.js';
+import { codeOf } from '../../server/src/enrollment/context.js';
+import { GroupCommit } from '../../server/src/enrollment/group-commit.js';
+import { hashSecret } from '../../server/src/enrollment/secrets.js';
 import { deviceUri } from '../../server/src/identifiers.js';
 import type { NewAuditEvent, Store, StoreTx } from '../../server/src/store/types.js';
 import { makeCsr } from '../helpers/ca.js';

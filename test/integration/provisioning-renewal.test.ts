@@ -3,7 +3,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as x509 from '../../server/src/ca/x509.js';
-import type { EnrollResult } from '../../server/src/enroll/index.js';
+import type { EnrollResult } from '../../server/src/enrollment/index.js';
 import { serviceUri } from '../../server/src/identifiers.js';
 import { createTestCa, makeCsr } from '../helpers/ca.js';
 import {

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import * as x509 from '../../server/src/ca/x509.js';
-import { createRevocation, type RevocationService } from '../../server/src/enroll/index.js';
+import { createRevocation, type RevocationService } from '../../server/src/revocation/index.js';
 import type { RevocationReason, StoreEvent } from '../../server/src/store/types.js';
 import { makeCsr, ocspRequest, parseOcspResponse } from '../helpers/ca.js';
 import {
@@ -133,10 +133,12 @@ describe.each(list)('revocation, CRL and OCSP ($name)', (backend) => {
     ).toBe(true);
   });
 
-  it('reports unknown devices and certificates', async () => {
+  it('reports unknown devices and certificates, and refuses what is not a serial', async () => {
     await rejectsWith(h.revocation.revokeDevice('nobody', 0, OPERATOR), 'DEVICE_NOT_FOUND');
     await rejectsWith(h.revocation.revokeCertificate('ab'.repeat(16), 0, OPERATOR), 'CERT_NOT_FOUND');
-    await rejectsWith(h.revocation.revokeCertificate("'; DROP TABLE certificates; --", 0, OPERATOR), 'CERT_NOT_FOUND');
+    for (const bad of ["'; DROP TABLE certificates; --", 'abc', 'a', '00', 'ab'.repeat(21), '']) {
+      await rejectsWith(h.revocation.revokeCertificate(bad, 0, OPERATOR), 'BAD_REQUEST');
+    }
   });
 
   it('revokes one certificate by serial (any case), with event, audit, CRL entry; idempotent', async () => {

@@ -1,5 +1,5 @@
 /**
- * Issue 21 item 7: a service certificate no longer renews itself forever through simplereenroll.
+ * Issue 21 item 7: a service certificate does not renew itself forever through simplereenroll.
  * FLEETGATE_SERVICE_SELF_RENEW switches service self-renewal off; FLEETGATE_SERVICE_MAX_LIFETIME
  * ends it that long after the operator issued the credential (carried along renewals as the
  * store's originIssuedAt). Either way: REISSUE_REQUIRED, audited, and `service create` starts

@@ -916,6 +916,106 @@ function storeContract(backend: Backend): void {
         expect(await store.consumeToken(fresh.tokenHash, dev, now)).toEqual({ ok: false, reason: 'unknown' });
         await store.insertTokens([]);
       });
+
+      it('keeps what a token requires of the key; checkToken judges like consumeToken without consuming', async () => {
+        const dev = uid('tok-tpm');
+        const [tpm, any, old] = [sha(), sha(), sha()];
+        await store.insertTokens([
+          {
+            id: randomUUID(),
+            deviceId: dev,
+            tokenHash: tpm,
+            expiresAt: later,
+            createdBy: 'op',
+            requireAttestation: 'tpm',
+          },
+          { id: randomUUID(), deviceId: dev, tokenHash: any, expiresAt: later, createdBy: 'op' },
+          { id: randomUUID(), deviceId: dev, tokenHash: old, expiresAt: now, createdBy: 'op' },
+        ]);
+        const checked = await store.checkToken(tpm, dev, now);
+        expect(checked).toMatchObject({ ok: true, token: { tokenHash: tpm, usedAt: null, requireAttestation: 'tpm' } });
+        expect(await store.checkToken(tpm, dev, now)).toEqual(checked);
+        expect(await store.checkToken(old, dev, now)).toEqual({ ok: false, reason: 'expired' });
+        expect(await store.checkToken(sha(), dev, now)).toEqual({ ok: false, reason: 'unknown' });
+        expect(await store.checkToken(tpm, uid('intruder'), now)).toEqual({
+          ok: false,
+          reason: 'device_mismatch',
+          deviceId: dev,
+        });
+        const consumed = await store.consumeToken(tpm, dev, now);
+        expect(consumed).toMatchObject({ ok: true, token: { requireAttestation: 'tpm', usedAt: now } });
+        expect(await store.checkToken(tpm, dev, now)).toEqual({ ok: false, reason: 'used' });
+        expect(await store.consumeToken(any, dev, now)).toMatchObject({
+          ok: true,
+          token: { requireAttestation: null },
+        });
+        expect((await store.listTokens({ deviceId: dev })).map((t) => t.requireAttestation).sort()).toEqual([
+          null,
+          null,
+          'tpm',
+        ]);
+      });
+    });
+
+    describe('TPM attestation', () => {
+      const now = new Date('2025-05-01T00:00:00.000Z');
+      const entry = (over: Record<string, unknown> = {}) => ({
+        id: randomBytes(32).toString('base64url'),
+        kind: 'challenge' as const,
+        tokenHash: sha(),
+        deviceId: uid('tpm'),
+        akPublic: new Uint8Array(256).map((_, i) => i),
+        ek: { manufacturer: 'id:00001014', model: "swtpm '\\u0000", fingerprint: sha() },
+        secretHash: sha(),
+        expiresAt: new Date(now.getTime() + 60_000),
+        ...over,
+      });
+
+      it('records the key assurance of a certificate (unattested unless said)', async () => {
+        const dev = uid('assurance');
+        await store.upsertDevice(dev, 'device');
+        const plain = await store.insertCertificate(newCert(dev));
+        const tpm = await store.insertCertificate(newCert(dev, { keyAssurance: 'tpm-attested' }));
+        expect(plain.keyAssurance).toBe('unattested');
+        expect(tpm.keyAssurance).toBe('tpm-attested');
+        expect((await store.getCertificate(tpm.serial))?.keyAssurance).toBe('tpm-attested');
+        expect((await store.listCertificates(dev)).map((c) => c.keyAssurance).sort()).toEqual([
+          'tpm-attested',
+          'unattested',
+        ]);
+      });
+
+      it('takes a pending challenge or nonce exactly once, with every byte', async () => {
+        const e = entry();
+        expect(await store.insertAttestationPending(e, { now, max: 1000 })).toBe(true);
+        await expectCode(store.insertAttestationPending(e, { now, max: 1000 }), 'CONFLICT');
+        const nonce = entry({ kind: 'nonce', secretHash: null });
+        expect(await store.insertAttestationPending(nonce, { now, max: 1000 })).toBe(true);
+        const results = await Promise.all(Array.from({ length: 20 }, () => store.takeAttestationPending(e.id)));
+        const taken = results.filter((r) => r !== null);
+        expect(taken).toHaveLength(1);
+        expect(taken[0]).toEqual(e);
+        expect(await store.takeAttestationPending(nonce.id)).toEqual(nonce);
+        expect(await store.takeAttestationPending(nonce.id)).toBeNull();
+        expect(await store.takeAttestationPending("' OR 1=1 --")).toBeNull();
+      });
+
+      it('keeps the pending set bounded and drops expired entries first', async () => {
+        const later = new Date(now.getTime() + 3_600_000);
+        // a fresh bound: whatever other tests left has expired by `later`
+        const live = Array.from({ length: 3 }, () => entry({ expiresAt: new Date(later.getTime() + 1000) }));
+        for (const e of live) expect(await store.insertAttestationPending(e, { now: later, max: 3 })).toBe(true);
+        expect(await store.insertAttestationPending(entry(), { now: later, max: 3 })).toBe(false);
+        // once they expire the room comes back
+        const after = new Date(later.getTime() + 1000);
+        expect(
+          await store.insertAttestationPending(entry({ expiresAt: new Date(after.getTime() + 1) }), {
+            now: after,
+            max: 3,
+          }),
+        ).toBe(true);
+        expect(await store.takeAttestationPending(live[0]!.id)).toBeNull();
+      });
     });
 
     describe('audit log', () => {

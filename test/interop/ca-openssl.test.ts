@@ -4,6 +4,7 @@
  * requests/responses made and checked by `openssl ocsp`.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { POLICY_KEY_TPM_ATTESTED } from '../../server/src/attest/oids.js';
 import {
   buildCrl,
   type CertificateAuthority,
@@ -46,7 +47,11 @@ describe.runIf(available).each(['P-256', 'P-384', 'RSA-3072'] as const)('openssl
   afterAll(() => dir?.cleanup());
 
   /** Key + CSR made by openssl, checked and issued by fleetgate, written as <id>.pem. */
-  async function enroll(id: string, keyKind: keyof typeof KEY_KINDS = 'P-256'): Promise<IssuedCertificate> {
+  async function enroll(
+    id: string,
+    keyKind: keyof typeof KEY_KINDS = 'P-256',
+    keyAssurance: 'tpm-attested' | 'unattested' = 'unattested',
+  ): Promise<IssuedCertificate> {
     dir.ok([...KEY_KINDS[keyKind], '-out', `${id}.key`]);
     dir.ok(['req', '-new', '-key', `${id}.key`, '-subj', `/CN=${id}`, '-outform', 'DER', '-out', `${id}.csr`]);
     const checked = await checkCsr(new Uint8Array(dir.read(`${id}.csr`)));
@@ -56,6 +61,7 @@ describe.runIf(available).each(['P-256', 'P-384', 'RSA-3072'] as const)('openssl
       validityDays: 30,
       crlUrl: CRL_URL,
       ocspUrl: OCSP_URL,
+      keyAssurance,
     });
     if (!issued.ok) throw issued.error;
     dir.write(`${id}.pem`, issued.value.pem);
@@ -82,6 +88,7 @@ describe.runIf(available).each(['P-256', 'P-384', 'RSA-3072'] as const)('openssl
       expect(text).toContain('X509v3 Authority Key Identifier');
       expect(text).toContain('X509v3 Subject Key Identifier');
       expect(text).toContain(`Subject: CN = ${id}`);
+      expect(text).not.toContain('Certificate Policies');
 
       // 128-bit serial field: 16 octets, positive (no 00 pad needed), as fleetgate reported it.
       const serial = dir.ok(['x509', '-in', `${id}.pem`, '-noout', '-serial']).stdout.trim();
@@ -89,6 +96,20 @@ describe.runIf(available).each(['P-256', 'P-384', 'RSA-3072'] as const)('openssl
       expect(serial.slice('serial='.length).toLowerCase()).toBe(issued.serial);
     },
   );
+
+  test('a TPM-attested key: the certificate carries the tpm-attested policy, full 2.25.<uuid> arc as openssl reads it', async () => {
+    await enroll('dev-tpm', 'P-256', 'tpm-attested');
+    const text = dir.ok(['x509', '-in', 'dev-tpm.pem', '-noout', '-text']).stdout;
+    expect(text).toMatch(
+      new RegExp(`X509v3 Certificate Policies: ?\\n\\s+Policy: ${POLICY_KEY_TPM_ATTESTED.replaceAll('.', '\\.')}\\n`),
+    );
+    // Still a valid client certificate: the policy extension is not critical.
+    const verify = dir.run(['verify', '-CAfile', 'bundle.pem', '-purpose', 'sslclient', 'dev-tpm.pem']);
+    expect(verify.stdout.trim(), verify.stderr).toBe('dev-tpm.pem: OK');
+    // Not checked with RFC 5280 6.1 policy processing (openssl verify -explicit_policy): the root
+    // and issuing CA assert no policies (not even anyPolicy), so the valid policy tree is empty.
+    // Relying parties read the leaf's policy itself.
+  });
 
   test('server certificate verifies for serverAuth with localhost / 127.0.0.1 SANs', async () => {
     const s = await issueServerCertificate(ca, {

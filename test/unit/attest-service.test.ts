@@ -24,6 +24,7 @@ import {
   attestCsr,
   evidenceAttributeValue,
   kdfa,
+  MemoryPendingAttestations,
   parseTpm2bPublic,
   TPM_ALG,
   TPM_GENERATED_VALUE,
@@ -132,36 +133,37 @@ const akName = tpmName(parseTpm2bPublic(akPublic));
 const devKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const devPublic = eccPublic(devKey.publicKey, base | TPMA_OBJECT.sign, TPM_ALG.NULL);
 const devSpki = devKey.publicKey.export({ format: 'der', type: 'spki' });
-const who = { tokenId: 't-1', deviceId: 'dev-1' };
+const who = { tokenHash: 'a1'.repeat(32), deviceId: 'dev-1' };
 const request = { ...who, ekCert: new Uint8Array(ekCert.rawData), ekPublic: rsaEkPublic(ek.publicKey), akPublic };
 
 describe('AttestationService (software TPM)', () => {
   it('runs the flow once; the challenge, the nonce and the evidence each work once', async () => {
-    const svc = new AttestationService({ roots: [root] });
+    const pending = new MemoryPendingAttestations();
+    const svc = new AttestationService({ roots: [root], pending });
     const c = await svc.challenge(request);
     const secret = activate(ek.privateKey, akName, c);
-    const { nonce } = svc.activate({ ...who, challengeId: c.challengeId, secret });
-    expect(() => svc.activate({ ...who, challengeId: c.challengeId, secret })).toThrow(
-      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
-    );
+    const { nonce } = await svc.activate({ ...who, challengeId: c.challengeId, secret });
+    await expect(svc.activate({ ...who, challengeId: c.challengeId, secret })).rejects.toMatchObject({
+      code: 'TPM_CHALLENGE_INVALID',
+    });
     const statement = { keyPublic: devPublic, ...certify(ak.privateKey, nonce, tpmName(parseTpm2bPublic(devPublic))) };
-    expect(svc.verifyKey({ ...who, csrSpki: devSpki, statement }).assurance).toBe('tpm-attested');
-    expect(() => svc.verifyKey({ ...who, csrSpki: devSpki, statement })).toThrow(
-      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
-    );
-    expect(svc.size).toBe(0);
+    expect((await svc.verifyKey({ ...who, csrSpki: devSpki, statement })).assurance).toBe('tpm-attested');
+    await expect(svc.verifyKey({ ...who, csrSpki: devSpki, statement })).rejects.toMatchObject({
+      code: 'TPM_CHALLENGE_INVALID',
+    });
+    expect(pending.size).toBe(0);
   });
 
   it('binds to token and device: another token cannot activate, and burns the challenge', async () => {
     const svc = new AttestationService({ roots: [root] });
     const c = await svc.challenge(request);
     const secret = activate(ek.privateKey, akName, c);
-    expect(() => svc.activate({ tokenId: 't-2', deviceId: 'dev-1', challengeId: c.challengeId, secret })).toThrow(
-      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
-    );
-    expect(() => svc.activate({ ...who, challengeId: c.challengeId, secret })).toThrow(
-      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
-    );
+    await expect(
+      svc.activate({ tokenHash: 'b2'.repeat(32), deviceId: 'dev-1', challengeId: c.challengeId, secret }),
+    ).rejects.toMatchObject({ code: 'TPM_CHALLENGE_INVALID' });
+    await expect(svc.activate({ ...who, challengeId: c.challengeId, secret })).rejects.toMatchObject({
+      code: 'TPM_CHALLENGE_INVALID',
+    });
   });
 
   it('is off without roots, bounded in memory, and forgets expired entries to make room', async () => {
@@ -169,13 +171,14 @@ describe('AttestationService (software TPM)', () => {
       code: 'TPM_EK_UNTRUSTED',
     });
     let now = 1_000_000;
-    const svc = new AttestationService({ roots: [root], maxPending: 2, ttlMs: 1000, now: () => now });
+    const pending = new MemoryPendingAttestations();
+    const svc = new AttestationService({ roots: [root], pending, maxPending: 2, ttlMs: 1000, now: () => now });
     await svc.challenge(request);
     await svc.challenge(request);
     await expect(svc.challenge(request)).rejects.toMatchObject({ code: 'RATE_LIMITED' });
     now += 1001;
     await svc.challenge(request);
-    expect(svc.size).toBe(1);
+    expect(pending.size).toBe(1);
   });
 
   it('refuses hostile challenge inputs and statements with TPM_* codes only', async () => {
@@ -191,9 +194,9 @@ describe('AttestationService (software TPM)', () => {
       { keyPublic: devPublic, attest: randomBytes(60), signature: randomBytes(70) },
       { keyPublic: randomBytes(5), attest: Buffer.alloc(0), signature: Buffer.alloc(0) },
     ]) {
-      expect(() => svc.verifyKey({ ...who, csrSpki: devSpki, statement })).toThrow(
-        expect.objectContaining({ code: expect.stringMatching(/^TPM_/) }),
-      );
+      await expect(svc.verifyKey({ ...who, csrSpki: devSpki, statement })).rejects.toMatchObject({
+        code: expect.stringMatching(/^TPM_/),
+      });
     }
   });
 });
@@ -232,20 +235,24 @@ describe('attestCsr (the enrollment step)', () => {
   it('tpm-attested with evidence; unattested without, unless the token requires it; never a silent downgrade', async () => {
     const svc = new AttestationService({ roots: [root] });
     const c = await svc.challenge(request);
-    const { nonce } = svc.activate({ ...who, challengeId: c.challengeId, secret: activate(ek.privateKey, akName, c) });
+    const { nonce } = await svc.activate({
+      ...who,
+      challengeId: c.challengeId,
+      secret: activate(ek.privateKey, akName, c),
+    });
     const statement = { keyPublic: devPublic, ...certify(ak.privateKey, nonce, tpmName(parseTpm2bPublic(devPublic))) };
     const withEvidence = csrWith(statement);
-    expect(attestCsr(svc, { ...who, csrDer: withEvidence, requireTpm: true }).assurance).toBe('tpm-attested');
+    expect((await attestCsr(svc, { ...who, csrDer: withEvidence, requireTpm: true })).assurance).toBe('tpm-attested');
     // Replayed: refused with the evidence's code, not accepted as unattested.
-    expect(() => attestCsr(svc, { ...who, csrDer: withEvidence, requireTpm: false })).toThrow(
-      expect.objectContaining({ code: 'TPM_CHALLENGE_INVALID' }),
-    );
-    expect(attestCsr(svc, { ...who, csrDer: csrWith(), requireTpm: false })).toEqual({ assurance: 'unattested' });
-    expect(() => attestCsr(svc, { ...who, csrDer: csrWith(), requireTpm: true })).toThrow(
-      expect.objectContaining({ code: 'ATTESTATION_REQUIRED' }),
-    );
-    expect(() => attestCsr(undefined, { ...who, csrDer: withEvidence, requireTpm: false })).toThrow(
-      expect.objectContaining({ code: 'TPM_EK_UNTRUSTED' }),
-    );
+    await expect(attestCsr(svc, { ...who, csrDer: withEvidence, requireTpm: false })).rejects.toMatchObject({
+      code: 'TPM_CHALLENGE_INVALID',
+    });
+    expect(await attestCsr(svc, { ...who, csrDer: csrWith(), requireTpm: false })).toEqual({ assurance: 'unattested' });
+    await expect(attestCsr(svc, { ...who, csrDer: csrWith(), requireTpm: true })).rejects.toMatchObject({
+      code: 'ATTESTATION_REQUIRED',
+    });
+    await expect(attestCsr(undefined, { ...who, csrDer: withEvidence, requireTpm: false })).rejects.toMatchObject({
+      code: 'TPM_EK_UNTRUSTED',
+    });
   });
 });

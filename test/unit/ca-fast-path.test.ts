@@ -124,6 +124,10 @@ describe('leaf encoder = @peculiar/x509 generator', () => {
   const optionSets: { name: string; opts: Omit<IssueOptions, 'now'> }[] = [
     { name: 'device', opts: { validityDays: 30, ...URLS } },
     {
+      name: 'device, tpm-attested key (certificatePolicies)',
+      opts: { validityDays: 30, ...URLS, keyAssurance: 'tpm-attested' },
+    },
+    {
       name: 'service + caIssuers',
       opts: { validityDays: 365, ...URLS, kind: 'service', caIssuersUrl: 'http://x.example/ca.crt' },
     },

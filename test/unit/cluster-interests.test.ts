@@ -1,5 +1,5 @@
 import type { Message } from 'mqemitter';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { WorkerInterests } from '../../server/src/cluster/interests.js';
 import { relayWorker, tick } from '../helpers/relay.js';
 
@@ -48,13 +48,27 @@ describe('the IPC emitter (a worker): topic filters and SUBACK timing', () => {
   });
 
   it('reports a filter removed with its last subscriber, and a filter added again in order', async () => {
+    // Fake timeouts (setImmediate stays real: the emitter flushes batches in it) so the delayed
+    // flush (RELEASE_DELAY_MS) runs when the test says, not after a real second.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      await removedAndAddedAgain();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  async function removedAndAddedAgain(): Promise<void> {
     const { sent, relay, mq } = relayWorker();
     mq.on('a/#', noop);
     mq.on('a/#', noop);
     await tick();
     relay.interestAcked();
     mq.removeListener('a/#', noop);
-    await new Promise((r) => setTimeout(r, 1_100)); // a removal rides the next batch, or leaves within a second
+    // A removal rides the next batch or leaves within a second; this filter still has a subscriber,
+    // so nothing leaves even once that second has passed.
+    vi.advanceTimersByTime(1_100);
+    await tick();
     expect(sent).toHaveLength(1);
     mq.removeListener('a/#', noop);
     mq.removeListener('a/#', noop); // one removal too many: ignored
@@ -65,7 +79,7 @@ describe('the IPC emitter (a worker): topic filters and SUBACK timing', () => {
     expect(ready).toEqual([]);
     relay.interestAcked();
     expect(ready).toEqual(['again']);
-  });
+  }
 
   it('acknowledges batches oldest first', async () => {
     const { relay, mq } = relayWorker();

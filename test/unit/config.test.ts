@@ -1,7 +1,9 @@
+import { webcrypto } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import * as x509 from '../../server/src/ca/x509.js';
 import { ConfigError, certificateNames, loadConfig, parseDuration } from '../../server/src/config.js';
 
 describe('loadConfig', () => {
@@ -285,6 +287,60 @@ describe('metrics access (FLEETGATE_METRICS_TOKEN_FILE, FLEETGATE_METRICS_ADDRES
     expect(e).toBeInstanceOf(ConfigError);
     expect(e.variable).toBe('FLEETGATE_METRICS_ADDRESS');
     expect(e.message.startsWith('FLEETGATE_METRICS_ADDRESS')).toBe(true);
+    expect(e.message).not.toContain('\n');
+  });
+});
+
+describe('TPM attestation (FLEETGATE_TPM_EK_ROOTS)', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'fg-config-ek-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, content: string) => {
+    writeFileSync(path.join(dir, name), content);
+    return name;
+  };
+  const errorOf = (env: Record<string, string>): ConfigError => {
+    try {
+      loadConfig(env, dir);
+    } catch (e) {
+      return e as ConfigError;
+    }
+    throw new Error(`accepted ${JSON.stringify(env)}`);
+  };
+  async function caPem(): Promise<string> {
+    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+    const keys = await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify']);
+    const cert = await x509.X509CertificateGenerator.createSelfSigned({
+      name: 'CN=Test TPM Manufacturer Root',
+      keys,
+      signingAlgorithm: alg,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+    });
+    return cert.toString('pem');
+  }
+
+  it('is off when unset; reads every certificate of the bundle (relative to the working dir)', async () => {
+    expect(loadConfig({}, dir).tpmEkRootsPem).toBeUndefined();
+    const [a, b] = [await caPem(), await caPem()];
+    const c = loadConfig({ FLEETGATE_TPM_EK_ROOTS: file('roots.pem', `# vendor roots\n${a}\n\n${b}\n`) }, dir);
+    expect(c.tpmEkRootsPem?.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+  });
+
+  it.each([
+    ['a missing file', 'nope.pem', undefined],
+    ['an empty file', 'empty.pem', ''],
+    ['a file without a certificate', 'key.pem', '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n'],
+    [
+      'a certificate that does not parse',
+      'bad.pem',
+      '-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n',
+    ],
+  ])('refuses %s in one line naming the variable', (_what, name, content) => {
+    if (content !== undefined) file(name, content);
+    const e = errorOf({ FLEETGATE_TPM_EK_ROOTS: name });
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e.variable).toBe('FLEETGATE_TPM_EK_ROOTS');
     expect(e.message).not.toContain('\n');
   });
 });

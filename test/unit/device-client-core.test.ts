@@ -108,6 +108,12 @@ describe('EST refusals', () => {
     expect(mapServerRefusal(429, body('RATE_LIMITED')).retryable).toBe(true);
   });
 
+  it('keeps DEVICE_DECOMMISSIONED as a final answer: never retryable', () => {
+    const e = mapServerRefusal(409, body('DEVICE_DECOMMISSIONED'));
+    expect(e).toMatchObject({ code: 'DEVICE_DECOMMISSIONED', serverCode: 'DEVICE_DECOMMISSIONED', status: 409 });
+    expect(e.retryable).toBe(false);
+  });
+
   it('parses certs-only PKCS#7 in base64 (with line breaks) and DER', async () => {
     const a = await testCa('A');
     const b = await testCa('B');

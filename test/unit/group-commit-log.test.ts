@@ -5,7 +5,7 @@
  * background CRL regeneration that fails.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { GroupCommit, groupCommit } from '../../server/src/enroll/group-commit.js';
+import { GroupCommit, groupCommit } from '../../server/src/enrollment/group-commit.js';
 import type { Store } from '../../server/src/store/types.js';
 
 /** A store whose database is gone: every transaction and audit append fails as postgres.js does. */
@@ -58,7 +58,7 @@ describe('GroupCommit with the database down', () => {
 
 describe('CRL regeneration with the database down', () => {
   it('logs the failed background regeneration, and emits no process warning', async () => {
-    const { CrlPublisher } = await import('../../server/src/enroll/crl-publisher.js');
+    const { CrlPublisher } = await import('../../server/src/revocation/crl-publisher.js');
     const { createTestCa } = await import('../helpers/ca.js');
     const logged: string[] = [];
     // The log line is the event that proves the background regeneration ran and failed.

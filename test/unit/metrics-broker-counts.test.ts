@@ -20,7 +20,7 @@ describe('broker metrics read at scrape time', () => {
     expect(sample(text, 'fleetgate_mqtt_handshakes_total{kind="full"}')).toBe(0);
     expect(sample(text, 'fleetgate_mqtt_handshakes_total{kind="resumed"}')).toBe(0);
     expect(sample(text, 'fleetgate_mqtt_connected{kind="device"}')).toBe(0);
-    // A reason never counted has no series, as before.
+    // A reason never counted has no series.
     expect(text).not.toContain('fleetgate_mqtt_refused_total{');
 
     m.broker.handshake('full');

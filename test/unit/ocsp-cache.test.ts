@@ -5,10 +5,10 @@
 import Fastify from 'fastify';
 import { describe, expect, test } from 'vitest';
 import { OCSP_TRY_LATER } from '../../server/src/ca/ocsp.js';
-import { createOcspResponder, OcspCache, type OcspObserver } from '../../server/src/enroll/ocsp-responder.js';
-import type { RevocationService } from '../../server/src/enroll/types.js';
 import { addressKey } from '../../server/src/http/rate-limit.js';
 import { AddressRateLimiter, registerRevocationRoutes } from '../../server/src/http/routes/revocation.js';
+import { createOcspResponder, OcspCache, type OcspObserver } from '../../server/src/revocation/ocsp-responder.js';
+import type { RevocationService } from '../../server/src/revocation/types.js';
 import type { CertificateRecord, Store } from '../../server/src/store/types.js';
 import { createTestCa, makeCsr, ocspRequest } from '../helpers/ca.js';
 

@@ -7,9 +7,9 @@ import {
   UnauthenticatedFailureLog,
   unauthenticated,
   unauthenticatedReason,
-} from '../../server/src/enroll/auth-failures.js';
-import { printable } from '../../server/src/enroll/context.js';
-import { ENROLLMENT_TOKEN_PREFIX, newSecret, OPERATOR_TOKEN_PREFIX } from '../../server/src/enroll/secrets.js';
+} from '../../server/src/enrollment/auth-failures.js';
+import { printable } from '../../server/src/enrollment/context.js';
+import { ENROLLMENT_TOKEN_PREFIX, newSecret, OPERATOR_TOKEN_PREFIX } from '../../server/src/enrollment/secrets.js';
 import { FleetgateError } from '../../server/src/errors.js';
 import { containsSecret, redactSecrets, redactSecretsDeep } from '../../server/src/redact.js';
 

@@ -1,5 +1,7 @@
 /**
- * The server side of TPM attestation, in memory (the API runs in one process, see main.ts):
+ * The server side of TPM attestation. Pending challenges and nonces live where `pending` keeps
+ * them: the store in a server (every node of a cluster shares them: a device's next request may
+ * reach another node), a Map in tests.
  *
  * 1. challenge: the EK certificate chains to a configured manufacturer root and is the EK's; the
  *    AK is a restricted signing key; the answer is a MakeCredential of a fresh secret for the EK
@@ -13,19 +15,50 @@
  *
  * A challenge or nonce is deleted on its first use whatever the outcome: a wrong guess burns it.
  */
-import { createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto';
 import type * as x509 from '../ca/x509.js';
 import { FleetgateError } from '../errors.js';
+import type { AttestationPendingRecord } from '../store/types.js';
 import { makeCredential } from './credential.js';
 import type { Tpm2CertifyStatement } from './csr-evidence.js';
 import { type EkIdentity, verifyEkCertificate } from './ek-certificate.js';
 import { checkAttestationKey, parseTpmsAttest, verifyCertifyEvidence } from './tpm-attest.js';
 import { missingAttributes, parseTpm2bPublic, type TpmPublic, tpmName, tpmPublicKeySpki } from './tpm-public.js';
 
-export type KeyAssurance = 'tpm-attested' | 'unattested';
+export type { KeyAssurance } from '../store/types.js';
+
+/** Where challenges and nonces wait for their one use (the Store implements it). */
+export interface PendingAttestations {
+  /** Drops expired entries; false when `max` are pending (then RATE_LIMITED). */
+  insertAttestationPending(rec: AttestationPendingRecord, opts: { now: Date; max: number }): Promise<boolean>;
+  /** Removes and returns the entry: single use. */
+  takeAttestationPending(id: string): Promise<AttestationPendingRecord | null>;
+}
+
+/** PendingAttestations in a Map: for one process (tests, tools). */
+export class MemoryPendingAttestations implements PendingAttestations {
+  private readonly entries = new Map<string, AttestationPendingRecord>();
+  async insertAttestationPending(rec: AttestationPendingRecord, opts: { now: Date; max: number }): Promise<boolean> {
+    for (const [k, v] of this.entries) if (v.expiresAt.getTime() <= opts.now.getTime()) this.entries.delete(k);
+    if (this.entries.size >= opts.max) return false;
+    if (this.entries.has(rec.id)) throw new FleetgateError('CONFLICT', 'attestation challenge already exists');
+    this.entries.set(rec.id, rec);
+    return true;
+  }
+  async takeAttestationPending(id: string): Promise<AttestationPendingRecord | null> {
+    const e = this.entries.get(id) ?? null;
+    this.entries.delete(id);
+    return e;
+  }
+  get size(): number {
+    return this.entries.size;
+  }
+}
 
 export interface AttestationServiceOptions {
   roots: readonly x509.X509Certificate[];
+  /** Default: a MemoryPendingAttestations. */
+  pending?: PendingAttestations;
   /** How long a challenge and a nonce stay usable (default 5 minutes). */
   ttlMs?: number;
   /** Pending challenges plus unused nonces at most (default 10 000): memory stays bounded. */
@@ -34,7 +67,8 @@ export interface AttestationServiceOptions {
 }
 
 export interface ChallengeRequest {
-  tokenId: string;
+  /** SHA-256 of the enrollment token (hex): what the AK is bound to (the token id is only known once it is consumed). */
+  tokenHash: string;
   deviceId: string;
   ekCert: Uint8Array;
   ekIntermediates?: readonly Uint8Array[];
@@ -50,16 +84,6 @@ export interface Challenge {
   expiresAt: Date;
 }
 
-interface Pending {
-  kind: 'challenge' | 'nonce';
-  tokenId: string;
-  deviceId: string;
-  ak: TpmPublic;
-  ek: EkIdentity;
-  secret?: Buffer;
-  expires: number;
-}
-
 export interface AttestedKey {
   assurance: 'tpm-attested';
   ek: EkIdentity;
@@ -70,44 +94,62 @@ export interface AttestedKey {
 
 const SECRET_BYTES = 32;
 
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest();
+
 function challengeInvalid(): FleetgateError {
   // One message for unknown, used and expired: the caller learns nothing about which.
   return new FleetgateError('TPM_CHALLENGE_INVALID', 'unknown, used or expired attestation challenge or nonce');
 }
 
 export class AttestationService {
-  private readonly pending = new Map<string, Pending>();
+  private readonly pending: PendingAttestations;
   private readonly ttlMs: number;
   private readonly maxPending: number;
   private readonly now: () => number;
 
   constructor(private readonly opts: AttestationServiceOptions) {
+    this.pending = opts.pending ?? new MemoryPendingAttestations();
     this.ttlMs = opts.ttlMs ?? 5 * 60_000;
     this.maxPending = opts.maxPending ?? 10_000;
     this.now = opts.now ?? Date.now;
   }
 
-  private put(entry: Pending, key = randomBytes(SECRET_BYTES).toString('base64url')): string {
-    if (this.pending.size >= this.maxPending) {
-      const now = this.now();
-      for (const [k, v] of this.pending) if (v.expires <= now) this.pending.delete(k);
-      if (this.pending.size >= this.maxPending) {
-        throw new FleetgateError('RATE_LIMITED', 'too many attestations in progress; retry later');
-      }
+  /** False when attestation is off (no manufacturer CA configured). */
+  get enabled(): boolean {
+    return this.opts.roots.length > 0;
+  }
+
+  private async put(entry: Omit<AttestationPendingRecord, 'id'>, id: string): Promise<void> {
+    if (
+      !(await this.pending.insertAttestationPending(
+        { ...entry, id },
+        { now: new Date(this.now()), max: this.maxPending },
+      ))
+    ) {
+      throw new FleetgateError('RATE_LIMITED', 'too many attestations in progress; retry later');
     }
-    this.pending.set(key, entry);
-    return key;
   }
 
   /** Removes and returns the entry: single use, whatever happens next. */
-  private take(key: string, kind: Pending['kind'], tokenId: string, deviceId: string): Pending {
-    const entry = this.pending.get(key);
-    if (!entry || entry.kind !== kind) throw challengeInvalid();
-    this.pending.delete(key);
-    if (entry.expires <= this.now() || entry.tokenId !== tokenId || entry.deviceId !== deviceId) {
+  private async take(
+    key: string,
+    kind: AttestationPendingRecord['kind'],
+    tokenHash: string,
+    deviceId: string,
+    pending: PendingAttestations = this.pending,
+  ): Promise<AttestationPendingRecord & { ak: TpmPublic }> {
+    const entry = await pending.takeAttestationPending(key);
+    if (
+      !entry ||
+      entry.kind !== kind ||
+      entry.expiresAt.getTime() <= this.now() ||
+      entry.tokenHash !== tokenHash ||
+      entry.deviceId !== deviceId
+    ) {
       throw challengeInvalid();
     }
-    return entry;
+    // Stored by challenge() after it parsed and checked it: a failure here is not the caller's.
+    return { ...entry, ak: parseTpm2bPublic(entry.akPublic) };
   }
 
   async challenge(req: ChallengeRequest): Promise<Challenge> {
@@ -126,26 +168,32 @@ export class AttestationService {
     const secret = randomBytes(SECRET_BYTES);
     const made = makeCredential(ekPublic, tpmName(ak), secret);
     const expires = this.now() + this.ttlMs;
-    const challengeId = this.put({
-      kind: 'challenge',
-      tokenId: req.tokenId,
-      deviceId: req.deviceId,
-      ak,
-      ek,
-      secret,
-      expires,
-    });
+    const challengeId = randomBytes(SECRET_BYTES).toString('base64url');
+    await this.put(
+      {
+        kind: 'challenge',
+        tokenHash: req.tokenHash,
+        deviceId: req.deviceId,
+        akPublic: new Uint8Array(req.akPublic),
+        ek: { ...ek },
+        // Only the hash is kept: whoever reads the pending set cannot answer the challenge.
+        secretHash: sha256(secret).toString('hex'),
+        expiresAt: new Date(expires),
+      },
+      challengeId,
+    );
     return { challengeId, ...made, expiresAt: new Date(expires) };
   }
 
   /** The secret from TPM2_ActivateCredential; returns the nonce for TPM2_Certify. */
-  activate(req: { challengeId: string; tokenId: string; deviceId: string; secret: Uint8Array }): {
+  async activate(req: { challengeId: string; tokenHash: string; deviceId: string; secret: Uint8Array }): Promise<{
     nonce: Buffer;
     expiresAt: Date;
-  } {
-    const entry = this.take(req.challengeId, 'challenge', req.tokenId, req.deviceId);
-    const expected = entry.secret!;
-    if (req.secret.length !== expected.length || !timingSafeEqual(req.secret, expected)) {
+  }> {
+    const entry = await this.take(req.challengeId, 'challenge', req.tokenHash, req.deviceId);
+    const expected = Buffer.from(entry.secretHash ?? '', 'hex');
+    const got = sha256(req.secret);
+    if (req.secret.length !== SECRET_BYTES || expected.length !== got.length || !timingSafeEqual(got, expected)) {
       throw new FleetgateError(
         'TPM_ACTIVATION_FAILED',
         'the credential was not activated: the AK is not in the TPM of that EK',
@@ -153,8 +201,18 @@ export class AttestationService {
     }
     const expires = this.now() + this.ttlMs;
     const nonce = randomBytes(SECRET_BYTES);
-    const { secret: _used, ...bound } = entry;
-    this.put({ ...bound, kind: 'nonce', expires }, nonce.toString('base64url'));
+    await this.put(
+      {
+        kind: 'nonce',
+        tokenHash: entry.tokenHash,
+        deviceId: entry.deviceId,
+        akPublic: entry.akPublic,
+        ek: entry.ek,
+        secretHash: null,
+        expiresAt: new Date(expires),
+      },
+      nonce.toString('base64url'),
+    );
     return { nonce, expiresAt: new Date(expires) };
   }
 
@@ -162,18 +220,23 @@ export class AttestationService {
    * Checks a CSR's TPM statement against its public key; consumes the nonce. Each failure has its
    * own code: TPM_CHALLENGE_INVALID (nonce unknown, used, expired or another device's),
    * TPM_SIGNATURE_INVALID, TPM_KEY_MISMATCH, TPM_KEY_NOT_RESIDENT, TPM_EVIDENCE_MALFORMED.
+   * `pending`: where to take the nonce from, when not the service's own (the enrollment's
+   * transaction: the nonce is spent exactly when the certificate is issued).
    */
-  verifyKey(req: {
-    tokenId: string;
-    deviceId: string;
-    csrSpki: Uint8Array;
-    statement: Tpm2CertifyStatement;
-  }): AttestedKey {
+  async verifyKey(
+    req: {
+      tokenHash: string;
+      deviceId: string;
+      csrSpki: Uint8Array;
+      statement: Tpm2CertifyStatement;
+    },
+    pending?: PendingAttestations,
+  ): Promise<AttestedKey> {
     const keyPublic = parseTpm2bPublic(req.statement.keyPublic);
     // The nonce selects the AK; the AK's signature then proves the nonce was in the TPM's
     // structure. Only the TPMS_ATTEST's extraData is read before the signature is checked.
     const nonce = parseTpmsAttest(req.statement.attest).extraData;
-    const entry = this.take(nonce.toString('base64url'), 'nonce', req.tokenId, req.deviceId);
+    const entry = await this.take(nonce.toString('base64url'), 'nonce', req.tokenHash, req.deviceId, pending);
     const info = verifyCertifyEvidence({
       akPublic: entry.ak,
       attest: req.statement.attest,
@@ -205,14 +268,9 @@ export class AttestationService {
     }
     return {
       assurance: 'tpm-attested',
-      ek: entry.ek,
+      ek: entry.ek as unknown as EkIdentity,
       akName: tpmName(entry.ak).toString('hex'),
       keyName: keyName.toString('hex'),
     };
-  }
-
-  /** Pending challenges and nonces (for tests and metrics). */
-  get size(): number {
-    return this.pending.size;
   }
 }

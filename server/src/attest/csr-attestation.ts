@@ -8,15 +8,28 @@
  * - no evidence: `unattested`, unless the token requires attestation (ATTESTATION_REQUIRED).
  */
 import { FleetgateError } from '../errors.js';
-import type { AttestationService, AttestedKey } from './attestation-service.js';
+import type { AttestationService, AttestedKey, PendingAttestations } from './attestation-service.js';
 import { csrParts } from './csr-evidence.js';
 
 export type CsrAttestation = AttestedKey | { assurance: 'unattested' };
 
-export function attestCsr(
+/**
+ * The DER of a request the CSR policy already accepted, from the body as EST delivered it (DER,
+ * or base64 / PEM text: RFC 7030 4.2.1). The policy checked the encoding strictly; this only
+ * undoes it.
+ */
+export function acceptedCsrDer(input: Uint8Array | string): Uint8Array {
+  if (typeof input !== 'string' && input.byteLength > 0 && input[0] === 0x30) return input;
+  const text = typeof input === 'string' ? input : Buffer.from(input).toString('latin1');
+  const body = text.replace(/-----(BEGIN|END) [A-Z ]+-----/g, '').replace(/\s+/g, '');
+  return new Uint8Array(Buffer.from(body, 'base64'));
+}
+
+export async function attestCsr(
   service: AttestationService | undefined,
-  req: { tokenId: string; deviceId: string; csrDer: Uint8Array; requireTpm: boolean },
-): CsrAttestation {
+  req: { tokenHash: string; deviceId: string; csrDer: Uint8Array; requireTpm: boolean },
+  pending?: PendingAttestations,
+): Promise<CsrAttestation> {
   const parts = csrParts(req.csrDer);
   if (!parts.tpm) {
     if (req.requireTpm) {
@@ -27,13 +40,16 @@ export function attestCsr(
     }
     return { assurance: 'unattested' };
   }
-  if (!service) {
+  if (!service?.enabled) {
     throw new FleetgateError('TPM_EK_UNTRUSTED', 'TPM attestation is off (FLEETGATE_TPM_EK_ROOTS is not set)');
   }
-  return service.verifyKey({
-    tokenId: req.tokenId,
-    deviceId: req.deviceId,
-    csrSpki: parts.spki,
-    statement: parts.tpm,
-  });
+  return service.verifyKey(
+    {
+      tokenHash: req.tokenHash,
+      deviceId: req.deviceId,
+      csrSpki: parts.spki,
+      statement: parts.tpm,
+    },
+    pending,
+  );
 }

@@ -30,8 +30,10 @@ import {
   derChildren,
   derContent,
   derEquals,
+  derOidContentOk,
   derPositiveMagnitude,
   derTlvLength,
+  derWellFormed,
   parseWholeBer,
   readDer,
   strictSpkiKeyBits,
@@ -459,7 +461,6 @@ const FAST_SIGNATURE_ALGORITHMS = new Map<string, { oid: string; hash: string | 
 const EC_FIELD_BYTES: Record<string, number> = { 'P-256': 32, 'P-384': 48, 'P-521': 66 };
 const DER_CN_TYPE = new Uint8Array([0x06, 0x03, 0x55, 0x04, 0x03]);
 const DER_VERSION_0 = new Uint8Array([0x02, 0x01, 0x00]);
-const MAX_FAST_DEPTH = 16;
 const latin1 = (bytes: Uint8Array): string =>
   Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -594,9 +595,9 @@ function readCommonNames(der: Uint8Array, subject: DerNode): string[] | null {
       const tv = derChildren(der, atv);
       if (tv === null || tv.length !== 2) return null;
       const [type, value] = tv as [DerNode, DerNode];
-      if (type.tag !== 0x06 || !oidContentOk(derContent(der, type))) return null;
+      if (type.tag !== 0x06 || !derOidContentOk(derContent(der, type))) return null;
       if (!derEquals(der, type, DER_CN_TYPE)) {
-        if (!wellFormed(der, value, 0)) return null;
+        if (!derWellFormed(der, value)) return null;
         continue;
       }
       const content = derContent(der, value);
@@ -625,54 +626,11 @@ function attributesWellFormed(der: Uint8Array, attributes: DerNode): boolean {
     const tv = derChildren(der, attr);
     if (tv === null || tv.length !== 2) return false;
     const [type, values] = tv as [DerNode, DerNode];
-    if (type.tag !== 0x06 || !oidContentOk(derContent(der, type)) || values.tag !== 0x31) return false;
+    if (type.tag !== 0x06 || !derOidContentOk(derContent(der, type)) || values.tag !== 0x31) return false;
     const items = derChildren(der, values);
-    if (items === null || items.length === 0 || !items.every((v) => wellFormed(der, v, 0))) return false;
+    if (items === null || items.length === 0 || !items.every((v) => derWellFormed(der, v))) return false;
   }
   return true;
-}
-
-/** OBJECT IDENTIFIER content: non-empty, minimal sub-identifiers, none cut short. */
-function oidContentOk(content: Uint8Array): boolean {
-  if (content.byteLength === 0 || content[content.byteLength - 1]! >= 0x80) return false;
-  let startOfSubid = true;
-  for (const b of content) {
-    if (startOfSubid && b === 0x80) return false;
-    startOfSubid = b < 0x80;
-  }
-  return true;
-}
-
-/** A value anywhere in the request: strict DER, and only types whose content cannot fail to parse. */
-function wellFormed(der: Uint8Array, node: DerNode, depth: number): boolean {
-  const length = node.end - node.contentStart;
-  const tagClass = node.tag & 0xc0;
-  if (node.tag & 0x20) {
-    if (tagClass === 0 && node.tag !== 0x30 && node.tag !== 0x31) return false;
-    if (depth >= MAX_FAST_DEPTH) return false;
-    const kids = derChildren(der, node);
-    return kids?.every((k) => wellFormed(der, k, depth + 1)) ?? false;
-  }
-  if (tagClass !== 0) return true;
-  switch (node.tag) {
-    case 0x01:
-      return length === 1;
-    case 0x02:
-      return length >= 1;
-    case 0x03:
-      return length >= 1 && der[node.contentStart]! <= 7;
-    case 0x04:
-    case 0x0c:
-    case 0x13:
-    case 0x16:
-      return true;
-    case 0x05:
-      return length === 0;
-    case 0x06:
-      return oidContentOk(derContent(der, node));
-    default:
-      return false;
-  }
 }
 
 function describeKey(key: SpkiInfo): string {

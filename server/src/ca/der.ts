@@ -1,4 +1,8 @@
-/** Minimal DER (X.690) helpers for the few places where a full ASN.1 parser is too lenient. */
+/**
+ * The one strict-DER module (X.690): the encoder used by the hot paths and the strict reader used
+ * where a full ASN.1 parser is too lenient, by the CSR policy (framing, Names, attributes), the
+ * leaf encoder's caller (SPKI copied verbatim) and keys.ts (key classification).
+ */
 import * as asn1js from 'asn1js';
 
 /**
@@ -196,6 +200,57 @@ export function derEquals(bytes: Uint8Array, node: DerNode, expected: Uint8Array
 export const derContent = (bytes: Uint8Array, node: DerNode): Uint8Array => bytes.subarray(node.contentStart, node.end);
 
 export const derBytes = (bytes: Uint8Array, node: DerNode): Uint8Array => bytes.subarray(node.start, node.end);
+
+/** OBJECT IDENTIFIER content (X.690 8.19): non-empty, minimal sub-identifiers, none cut short. */
+export function derOidContentOk(content: Uint8Array): boolean {
+  if (content.byteLength === 0 || content[content.byteLength - 1]! >= 0x80) return false;
+  let startOfSubid = true;
+  for (const b of content) {
+    if (startOfSubid && b === 0x80) return false;
+    startOfSubid = b < 0x80;
+  }
+  return true;
+}
+
+/** How deep derWellFormed follows constructed values before it gives up (hostile nesting). */
+const MAX_WELL_FORMED_DEPTH = 16;
+
+/**
+ * A value of untrusted input (a CSR's attributes, a Name's non-CN values): strict DER all the way
+ * down, and only universal types whose content cannot fail to parse later (BOOLEAN, INTEGER,
+ * BIT STRING, OCTET STRING, NULL, OID, UTF8/Printable/IA5 strings, SEQUENCE, SET); context and
+ * application tags are accepted as opaque. Anything else is left to the general path to judge.
+ */
+export function derWellFormed(bytes: Uint8Array, node: DerNode, depth = 0): boolean {
+  const length = node.end - node.contentStart;
+  const tagClass = node.tag & 0xc0;
+  if (node.tag & 0x20) {
+    if (tagClass === 0 && node.tag !== TAG.SEQUENCE && node.tag !== TAG.SET) return false;
+    if (depth >= MAX_WELL_FORMED_DEPTH) return false;
+    const kids = derChildren(bytes, node);
+    return kids?.every((k) => derWellFormed(bytes, k, depth + 1)) ?? false;
+  }
+  if (tagClass !== 0) return true;
+  switch (node.tag) {
+    case TAG.BOOLEAN:
+      return length === 1;
+    case TAG.INTEGER:
+      return length >= 1;
+    case TAG.BIT_STRING:
+      return length >= 1 && bytes[node.contentStart]! <= 7;
+    case TAG.OCTET_STRING:
+    case TAG.UTF8_STRING:
+    case TAG.PRINTABLE_STRING:
+    case TAG.IA5_STRING:
+      return true;
+    case TAG.NULL:
+      return length === 0;
+    case TAG.OID:
+      return derOidContentOk(derContent(bytes, node));
+    default:
+      return false;
+  }
+}
 
 /**
  * asn1js.fromBER over the whole input, or null. asn1js throws (rather than reporting an error)

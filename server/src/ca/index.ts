@@ -1,7 +1,7 @@
 /**
  * fleetgate's CA core: pure functions from inputs to certificates, CRLs and OCSP responses.
- * No I/O, no configuration lookups, no transports: callers (enroll/, http/) do those, so every
- * rule here is tested without a server.
+ * No I/O, no configuration lookups, no transports: callers (the use cases in enrollment/ and
+ * revocation/, http/) do those, so every rule here is tested without a server.
  */
 export {
   type CaMaterial,

@@ -20,6 +20,7 @@ const OID = {
   authorityKeyIdentifier: '2.5.29.35',
   subjectKeyIdentifier: '2.5.29.14',
   cRLDistributionPoints: '2.5.29.31',
+  certificatePolicies: '2.5.29.32',
   authorityInfoAccess: '1.3.6.1.5.5.7.1.1',
   clientAuth: '1.3.6.1.5.5.7.3.2',
   ocsp: '1.3.6.1.5.5.7.48.1',
@@ -125,6 +126,17 @@ export interface LeafParts {
   spkiDer: Uint8Array;
   /** RFC 5280 4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING value. */
   subjectKeyId: Uint8Array;
+  /** Certificate policy OIDs (certificatePolicies, last extension); none: no extension. */
+  policies?: readonly string[] | undefined;
+}
+
+/**
+ * The certificatePolicies extension's value (RFC 5280 4.2.1.4): a PolicyInformation with only a
+ * policyIdentifier per OID, non-critical (relying parties that do not know the policy ignore it).
+ * OIDs go through der.ts encodeOid, exact for arcs beyond 2^53 (fleetgate's 2.25.<uuid> arc).
+ */
+export function certificatePoliciesValue(policies: readonly string[]): Uint8Array {
+  return seq(...policies.map((oid) => seq(encodeOid(oid))));
 }
 
 /** Subject Name { CN = <cn> } as UTF8String (RFC 5280 4.1.2.4, 4.1.2.6). */
@@ -143,6 +155,7 @@ export function encodeTbs(t: LeafTemplate, p: LeafParts): Uint8Array {
     t.aki,
     extension(OID.subjectKeyIdentifier, false, tlv(TAG.OCTET_STRING, p.subjectKeyId)),
     t.tail,
+    ...(p.policies?.length ? [extension(OID.certificatePolicies, false, certificatePoliciesValue(p.policies))] : []),
   );
   return seq(
     VERSION_V3,

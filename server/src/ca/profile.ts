@@ -4,8 +4,10 @@
  */
 import { KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
+import { POLICY_KEY_TPM_ATTESTED } from '../attest/oids.js';
 import { FleetgateError, fail, ok, type Result } from '../errors.js';
 import { deviceUri, isValidDeviceId, serviceUri } from '../identifiers.js';
+import type { KeyAssurance } from '../store/types.js';
 import { type CaInternals, type CertificateAuthority, internalsOf } from './authority.js';
 import { type CryptoKeyPair, crypto, digestSync, toBytes } from './crypto.js';
 import type { CheckedCsr } from './csr-policy.js';
@@ -13,6 +15,7 @@ import { strictSpkiKeyBits } from './der.js';
 import { classifySpki, exportPkcs8Pem, keyFingerprintOf, signingAlgorithm } from './keys.js';
 import {
   certificatePem,
+  certificatePoliciesValue,
   encodeTbs,
   isPrintableAscii,
   type LeafTemplate,
@@ -46,6 +49,17 @@ export interface IssueOptions {
   kind?: 'device' | 'service';
   /** Optional AIA caIssuers URL (RFC 5280 4.2.2.1). */
   caIssuersUrl?: string;
+  /**
+   * How the key is held, as proved at issuance: 'tpm-attested' adds fleetgate's certificate
+   * policy for it (attest/oids.ts POLICY_KEY_TPM_ATTESTED, RFC 5280 4.2.1.4); default unattested
+   * (no policy).
+   */
+  keyAssurance?: KeyAssurance;
+}
+
+/** The certificate policies a key assurance puts into a certificate. */
+export function keyAssurancePolicies(assurance: KeyAssurance | undefined): string[] {
+  return assurance === 'tpm-attested' ? [POLICY_KEY_TPM_ATTESTED] : [];
 }
 
 const MAX_VALIDITY_DAYS = 3650;
@@ -116,6 +130,7 @@ async function describe(cert: x509.X509Certificate, commonName: string): Promise
  * - extKeyUsage id-kp-clientAuth (4.2.1.12)
  * - AKI = issuing CA's SKI (4.2.1.1); SKI (4.2.1.2)
  * - cRLDistributionPoints (4.2.1.13); authorityInfoAccess id-ad-ocsp [+ id-ad-caIssuers] (4.2.2.1)
+ * - certificatePolicies with fleetgate's tpm-attested policy when the key was attested (4.2.1.4)
  */
 export async function issueIdentityCertificate(
   ca: CertificateAuthority,
@@ -164,6 +179,7 @@ export async function issueIdentityCertificate(
         subjectUri,
         spkiDer: csr.spkiDer,
         subjectKeyId: digestSync('SHA-1', keyBits),
+        policies: keyAssurancePolicies(opts.keyAssurance),
       });
       const der = signCertificate(template, signer.key, tbs);
       return ok({
@@ -236,6 +252,7 @@ export async function issueWithGenerator(
 ): Promise<IssuedCertificate> {
   const aia: x509.AuthorityInfoAccessParams = { ocsp: opts.ocspUrl };
   if (opts.caIssuersUrl !== undefined) aia.caIssuers = opts.caIssuersUrl;
+  const policies = keyAssurancePolicies(opts.keyAssurance);
   const cert = await x509.X509CertificateGenerator.create(
     {
       serialNumber,
@@ -255,6 +272,8 @@ export async function issueWithGenerator(
         await x509.SubjectKeyIdentifierExtension.create(csr.spkiDer, false, crypto),
         new x509.CRLDistributionPointsExtension([opts.crlUrl], false),
         new x509.AuthorityInfoAccessExtension(aia, false),
+        // Encoded here, not by @peculiar/asn1-schema: its text OID encoder truncates 2.25.<uuid> arcs.
+        ...(policies.length > 0 ? [new x509.Extension('2.5.29.32', false, certificatePoliciesValue(policies))] : []),
       ],
     },
     crypto,

@@ -3,7 +3,7 @@
  * port, data dir: the admin token and the root CA are read there); FLEETGATE_URL +
  * FLEETGATE_TOKEN (+ FLEETGATE_CA_FILE to pin the CA) point it at another server.
  */
-import { request as httpsRequest } from 'node:https';
+import { type HttpMethod, OperatorApiError, operatorApi } from '@fleetgate/device-client/operator-api';
 import { advertisedUrl, loadConfig } from '../config.js';
 import { dataDirLayout, readOptional, readRuntimeInfo } from '../data-dir.js';
 import { FleetgateError, isErrorCode } from '../errors.js';
@@ -75,64 +75,39 @@ export async function resolveApiTarget(
 
 export interface ApiClient {
   readonly baseUrl: string;
-  call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T>;
+  call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T>;
 }
 
+/**
+ * The CLI's face of the shared operator API client (@fleetgate/device-client/operator-api, also
+ * used by fleetgate-sim): its errors become FleetgateErrors so the CLI prints and exits by the
+ * server's closed set of codes (errors.ts); a code outside that set, or a body that is not JSON,
+ * is INTERNAL.
+ */
 export function apiClient(target: ApiTarget, timeoutMs = 30_000): ApiClient {
+  const api = operatorApi({
+    baseUrl: target.baseUrl,
+    token: target.token === '' ? undefined : target.token,
+    caPem: target.caPem,
+    timeoutMs,
+  });
   return {
     baseUrl: target.baseUrl,
-    call<T>(method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<T> {
-      const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-      return new Promise<T>((resolve, reject) => {
-        const req = httpsRequest(
-          new URL(path, target.baseUrl),
-          {
-            method,
-            ...(target.caPem ? { ca: target.caPem } : {}),
-            headers: {
-              ...(target.token ? { authorization: `Bearer ${target.token}` } : {}),
-              accept: 'application/json',
-              ...(payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {}),
-            },
-            timeout: timeoutMs,
-          },
-          (res) => {
-            const chunks: Buffer[] = [];
-            res.on('data', (c: Buffer) => chunks.push(c));
-            res.on('end', () => {
-              const text = Buffer.concat(chunks).toString('utf8');
-              let json: unknown;
-              try {
-                json = text === '' ? undefined : JSON.parse(text);
-              } catch {
-                return reject(new FleetgateError('INTERNAL', `server answered ${res.statusCode} with a non-JSON body`));
-              }
-              if ((res.statusCode ?? 500) >= 400) {
-                const e = json as { code?: unknown; message?: unknown } | undefined;
-                const code = isErrorCode(e?.code) ? e.code : 'INTERNAL';
-                return reject(
-                  new FleetgateError(code, typeof e?.message === 'string' ? e.message : `HTTP ${res.statusCode}`),
-                );
-              }
-              resolve(json as T);
-            });
-            res.on('error', reject);
-          },
-        );
-        req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-        req.on('error', (e: NodeJS.ErrnoException) => {
-          if (e instanceof FleetgateError) return reject(e);
-          reject(
-            new FleetgateError(
-              'SERVER_UNREACHABLE',
-              `cannot reach fleetgate at ${target.baseUrl} (${e.code ?? e.message}); is 'fleetgate serve' running?`,
-            ),
-          );
-        });
-        req.end(payload);
-      });
+    async call<T>(method: HttpMethod, path: string, body?: unknown): Promise<T> {
+      try {
+        return await api.request<T>(method, path, body);
+      } catch (e) {
+        throw e instanceof OperatorApiError ? asFleetgateError(e) : e;
+      }
     },
   };
+}
+
+function asFleetgateError(e: OperatorApiError): FleetgateError {
+  if (e.code === 'BAD_RESPONSE') {
+    return new FleetgateError('INTERNAL', `server answered ${e.status} with a non-JSON body`);
+  }
+  return new FleetgateError(isErrorCode(e.code) ? e.code : 'INTERNAL', e.message);
 }
 
 export async function connect(): Promise<ApiClient> {

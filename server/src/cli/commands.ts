@@ -52,8 +52,8 @@ Example:
   {
     path: ['token', 'create'],
     summary: 'create one-time enrollment tokens (one device or a factory batch)',
-    help: `Usage: fleetgate token create --device ID [--device ID ...] [--ttl 24h] [--json]
-       fleetgate token create --count N --prefix P [--ttl 24h] [--json]
+    help: `Usage: fleetgate token create --device ID [--device ID ...] [--ttl 24h] [--require-attestation tpm] [--json]
+       fleetgate token create --count N --prefix P [--ttl 24h] [--require-attestation tpm] [--json]
 
 Creates one-time enrollment tokens. Each token is bound to one device id, expires (default
 FLEETGATE_TOKEN_TTL, 24h) and is stored only as a hash: this is the one time it is shown.
@@ -64,6 +64,9 @@ Options:
   --count N        factory batch of N tokens for devices P0001, P0002, ... (with --prefix)
   --prefix P       device id prefix for a batch
   --ttl D          token lifetime: 90s, 15m, 24h, 30d
+  --require-attestation tpm
+                   enroll only a key proved to live in a TPM (docs/attestation.md); a CSR
+                   without TPM evidence is refused with ATTESTATION_REQUIRED
   --json           print one JSON array of { "deviceId", "token", "expiresAt" }
 
 Examples:

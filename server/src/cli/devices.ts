@@ -13,6 +13,7 @@ interface CertJson {
   status: string;
   revokedAt: string | null;
   revocationReason: string | null;
+  keyAssurance: 'tpm-attested' | 'unattested';
 }
 interface DeviceJson {
   id: string;
@@ -84,10 +85,11 @@ export const devicesShowCommand: CommandImpl = {
     out(`created    ${d.createdAt}`);
     out(`last seen  ${d.lastSeenAt ?? 'never'}${d.online ? ' (online)' : ''}`);
     out(`current    ${d.current ? `${d.current.serial}, expires ${d.current.notAfter}` : 'none'}`);
+    if (d.current) out(`key        ${d.current.keyAssurance}`);
     out('certificates:');
     for (const c of d.certificates ?? []) {
       const revoked = c.revokedAt ? ` revoked ${c.revokedAt} (${c.revocationReason})` : '';
-      out(`  ${c.serial}  ${c.status.padEnd(7)}  ${c.notBefore} .. ${c.notAfter}${revoked}`);
+      out(`  ${c.serial}  ${c.status.padEnd(7)}  ${c.notBefore} .. ${c.notAfter}  ${c.keyAssurance}${revoked}`);
     }
     return EXIT_OK;
   },

@@ -16,6 +16,7 @@ export const tokenCreateCommand: CommandImpl = {
       count: { type: 'string' },
       prefix: { type: 'string' },
       ttl: { type: 'string' },
+      'require-attestation': { type: 'string' },
       json: { type: 'boolean' },
     });
     const body: Record<string, unknown> = {};
@@ -35,6 +36,11 @@ export const tokenCreateCommand: CommandImpl = {
       throw new UsageError('--device or --count/--prefix is required');
     }
     if (values.ttl !== undefined) body.ttl = values.ttl;
+    const attestation = values['require-attestation'];
+    if (attestation !== undefined) {
+      if (attestation !== 'tpm') throw new UsageError('--require-attestation takes tpm');
+      body.requireAttestation = attestation;
+    }
     const api = await connect();
     const { tokens } = await api.call<{ tokens: TokenJson[] }>('POST', '/api/v1/tokens', body);
     if (values.json) {

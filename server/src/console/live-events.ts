@@ -5,7 +5,7 @@
  * enrollments are raised where they happen (this node's broker and EST routes).
  */
 import { EventEmitter } from 'node:events';
-import type { ProvisioningService } from '../enroll/types.js';
+import type { ProvisioningService } from '../enrollment/types.js';
 import type { Store } from '../store/types.js';
 
 export type LiveEvent =

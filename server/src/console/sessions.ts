@@ -11,7 +11,7 @@
  * is the second, independent barrier.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Actor } from '../enroll/types.js';
+import type { Actor } from '../audit/types.js';
 
 /** `__Host-`: the browser refuses it unless Secure, Path=/ and no Domain (RFC 6265bis 4.1.3.2). */
 export const SESSION_COOKIE = '__Host-fleetgate-session';

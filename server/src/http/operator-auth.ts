@@ -4,9 +4,10 @@
  * registered by every operator route plugin.
  */
 import type { FastifyRequest } from 'fastify';
+import type { Actor } from '../audit/types.js';
 import { ConsoleSessions, CSRF_HEADER, cookieValue, SESSION_COOKIE } from '../console/sessions.js';
-import type { Actor, OperatorService } from '../enroll/types.js';
 import { FleetgateError } from '../errors.js';
+import type { OperatorService } from '../operators/types.js';
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -8,9 +8,9 @@
  */
 import { type FastifyInstance, fastify } from 'fastify';
 import type { Logger } from 'pino';
-import type { OcspObserver } from '../enroll/ocsp-responder.js';
-import type { RevocationService } from '../enroll/types.js';
 import { type ErrorCode, FleetgateError, isErrorCode, isFleetgateError } from '../errors.js';
+import type { OcspObserver } from '../revocation/ocsp-responder.js';
+import type { RevocationService } from '../revocation/types.js';
 import { HTTP_STATUS } from './error-map.js';
 import { ApiResponse } from './response.js';
 import { type AddressRateLimiter, type OcspRateLimit, registerRevocationRoutes } from './routes/revocation.js';

@@ -23,6 +23,7 @@ import { hostname } from 'node:os';
 import type { TLSSocket } from 'node:tls';
 import { Aedes } from 'aedes';
 import type { MQEmitter } from 'mqemitter';
+import { writeToStream } from 'mqtt-packet';
 import type { Logger } from 'pino';
 import { advertisedUrl, type MqttConfig } from '../config.js';
 import { listenError } from '../listen-error.js';
@@ -96,6 +97,15 @@ export async function startRoutedBroker(
 export function newBrokerId(): string {
   return `fleetgate-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
 }
+
+/**
+ * mqtt-packet's writer (aedes' too: one hoisted copy) builds, on its first packet, a cache of all
+ * 65,536 two-byte numbers as separate Buffers: 6.3 MB of heap (96 B per Buffer object; heap
+ * snapshot of one broker process, bench/heap-summary.mjs) in every broker process, i.e. ~6 KiB per
+ * connection at 1,000 connections per worker, for saving one 2-byte allocation per packet
+ * identifier or topic length written. Off, the writer allocates those 2 bytes per use.
+ */
+writeToStream.cacheNumbers = false;
 
 /**
  * QoS 2 messages of a client awaiting its PUBREL, per persistent session (session-limits.ts):
@@ -212,6 +222,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     // the cap only applies to 3.1.
     maxClientsIdLength: 194,
     maxTopicLevels: 32,
+    // aedes' $SYS/<id>/new/clients and .../disconnect/clients notices (patches/aedes+1.2.0.patch):
+    // a broker process alone has nobody to tell (no client reads '$' topics here, and its own
+    // takeovers need no notice), so none are sent; broker processes sharing an emitter need
+    // new/clients for takeovers across them [MQTT-3.1.4-2], sent straight to the emitter without
+    // aedes' publish series (the IPC relay turns it into a client-id claim, Redis carries it).
+    sysClientEvents: deps.backends ? 'emit' : 'none',
     ...aedesHooks({
       registry,
       isRevoked: watcher.isRevoked,
@@ -288,22 +304,27 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     const c: BrokerConnection = new Connection(identity, rightsFor(identity, config), link);
     registry.add(c, link);
     // The CONNECT is due within the handshake timeout (aedes' own connect timer only starts once
-    // the connection is handed to it).
-    const connectDeadline = setTimeout(() => {
-      if (c.state !== 'handshaken') return;
-      if (c.end('connect_timeout')) observer.refused('connect_timeout');
-      link.destroy();
-    }, config.handshakeTimeoutMs);
-    connectDeadline.unref();
+    // the connection is handed to it). Cleared, and the Timeout dropped, once the CONNECT is
+    // decided: an idle connection keeps no timer of ours.
+    c.connectDeadline = setTimeout(connectTimedOut, config.handshakeTimeoutMs, c);
+    c.connectDeadline.unref();
     link.once('close', () => {
-      clearTimeout(connectDeadline);
+      c.connectDecided();
       onLinkClosed(c);
     });
+  };
+
+  const connectTimedOut = (c: BrokerConnection) => {
+    c.connectDeadline = null;
+    if (c.state !== 'handshaken') return;
+    if (c.end('connect_timeout')) observer.refused('connect_timeout');
+    c.link.destroy();
   };
 
   /** The first CONNECT, whole: admitted and handed to aedes, or refused here (true = admitted). */
   const decideConnect = (c: BrokerConnection, bytes: Buffer): boolean => {
     const link = c.link;
+    c.connectDecided();
     if (c.state !== 'handshaken' || closing) {
       link.destroy();
       return false;

@@ -63,8 +63,13 @@ export class Connection<L extends Closable = Closable> {
   clientId: string | null = null;
   /** Order of the claims in this process: a later claim of the same client id takes over. */
   claimSeq = 0;
-  /** The admitted CONNECT as parsed (its MQTT 5 properties included). */
+  /**
+   * The admitted CONNECT as parsed (its MQTT 5 properties included), until the connection claims
+   * its client id: an idle connection does not keep it.
+   */
   connect: IConnectPacket | null = null;
+  /** The CONNECT deadline, until the first CONNECT is decided (or the link closes). */
+  connectDeadline: NodeJS.Timeout | null = null;
   /** aedes' client, once the connection was handed to aedes. */
   client: Client | null = null;
   /** performance.now() of the revocation event that closed it. */
@@ -93,10 +98,6 @@ export class Connection<L extends Closable = Closable> {
     return this.wasAdmitted;
   }
 
-  get open(): boolean {
-    return this.current !== 'closing' && this.current !== 'closed';
-  }
-
   get endCause(): EndCause | null {
     return this.cause;
   }
@@ -112,6 +113,13 @@ export class Connection<L extends Closable = Closable> {
 
   hasPendingFilters(): boolean {
     return this.pending !== null && this.pending.size > 0;
+  }
+
+  /** The first CONNECT was decided (or will never come): its deadline is no longer needed. */
+  connectDecided(): void {
+    if (this.connectDeadline === null) return;
+    clearTimeout(this.connectDeadline);
+    this.connectDeadline = null;
   }
 
   /** Moves forward; false (state unchanged) for a move the life cycle does not have. */
@@ -130,6 +138,7 @@ export class Connection<L extends Closable = Closable> {
     if (this.current !== 'connect-read' || this.clientId !== null) return false;
     this.clientId = clientId;
     this.claimSeq = seq;
+    this.connect = null;
     return true;
   }
 

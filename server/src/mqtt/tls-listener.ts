@@ -10,7 +10,7 @@ import { createServer as createTlsServer, type TLSSocket, type Server as TlsServ
 import type { Logger } from 'pino';
 import type { MqttConfig } from '../config.js';
 import type { Store } from '../store/types.js';
-import { checkPeer } from './identity.js';
+import { checkPeer, PeerIdentityCache } from './identity.js';
 import { startTicketKeyRotation, type TicketKeyRotation } from './ticket-keys.js';
 import type { BrokerObserver, Identity } from './types.js';
 
@@ -85,11 +85,12 @@ export async function startTlsListener(opts: {
     log.debug({ code: err.code, err: err.message }, 'TLS handshake failed');
   });
 
+  const identities = new PeerIdentityCache();
   server.on('secureConnection', (socket: TLSSocket) => {
     opts.handshakeEnded(socket);
     socket.on('error', () => undefined);
     if (!opts.accepting()) return socket.destroy();
-    const peer = checkPeer(socket);
+    const peer = checkPeer(socket, identities);
     if (!peer.ok) {
       observer.refused(peer.reason);
       log.debug({ reason: peer.reason, detail: peer.detail }, 'TLS peer refused');

@@ -182,6 +182,34 @@ ALTER TABLE devices ADD CONSTRAINT devices_status_check
   },
   {
     version: 4,
+    name: 'TPM attestation: key assurance, tokens requiring it, pending challenges (issue 19)',
+    // key_assurance: how the certified key is held, as proved at issuance (docs/attestation.md);
+    // every certificate issued before this proved nothing, so 'unattested'.
+    // require_attestation: the token admits only a key with that assurance (NULL: any key).
+    // attestation_pending: challenges and nonces handed out by the API, shared by every node of
+    // a cluster (a device may reach another node for the next step); each row is deleted on its
+    // first use (DELETE ... RETURNING is the single-use arbiter). The challenge secret is kept
+    // only as its SHA-256.
+    sql: `
+ALTER TABLE certificates ADD COLUMN key_assurance text NOT NULL DEFAULT 'unattested'
+  CHECK (key_assurance IN ('unattested', 'tpm-attested'));
+ALTER TABLE enrollment_tokens ADD COLUMN require_attestation text CHECK (require_attestation IN ('tpm'));
+CREATE TABLE attestation_pending (
+  id text PRIMARY KEY,
+  kind text NOT NULL CHECK (kind IN ('challenge', 'nonce')),
+  token_hash text NOT NULL,
+  device_id text NOT NULL,
+  ak_public bytea NOT NULL,
+  ek jsonb NOT NULL,
+  secret_hash text,
+  expires_at timestamptz NOT NULL,
+  CONSTRAINT attestation_pending_secret CHECK ((kind = 'challenge') = (secret_hash IS NOT NULL))
+);
+CREATE INDEX attestation_pending_expires_idx ON attestation_pending (expires_at);
+`,
+  },
+  {
+    version: 5,
     name: 'device ids in byte order (issue 17: console search by id prefix)',
     // Lists page devices by id COLLATE "C" (byte order, the same on both backends); the primary
     // key's index is in the database's collation, so neither the keyset nor a prefix range could

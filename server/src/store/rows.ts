@@ -4,6 +4,8 @@
  */
 import type { Row } from './sql-executor.js';
 import type {
+  AttestationPendingRecord,
+  AttestationRequirement,
   AuditEvent,
   CaRecord,
   CaRole,
@@ -11,6 +13,7 @@ import type {
   DeviceRecord,
   DeviceStatus,
   IdentityKind,
+  KeyAssurance,
   OperatorCredentialRecord,
   RevocationReason,
   TokenRecord,
@@ -55,7 +58,7 @@ export function mapDevice(r: Row): DeviceRecord {
 }
 
 export const CERT_COLS =
-  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from, origin_issued_at';
+  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from, origin_issued_at, key_assurance';
 export function mapCert(r: Row): CertificateRecord {
   return {
     serial: str(r.serial),
@@ -71,10 +74,11 @@ export function mapCert(r: Row): CertificateRecord {
     issuedAt: toDate(r.issued_at),
     renewedFrom: strOrNull(r.renewed_from),
     originIssuedAt: toDate(r.origin_issued_at),
+    keyAssurance: str(r.key_assurance) as KeyAssurance,
   };
 }
 
-export const TOKEN_COLS = 'id, device_id, token_hash, created_at, expires_at, used_at, created_by';
+export const TOKEN_COLS = 'id, device_id, token_hash, created_at, expires_at, used_at, created_by, require_attestation';
 export function mapToken(r: Row): TokenRecord {
   return {
     id: str(r.id),
@@ -84,6 +88,22 @@ export function mapToken(r: Row): TokenRecord {
     expiresAt: toDate(r.expires_at),
     usedAt: toDateOrNull(r.used_at),
     createdBy: str(r.created_by),
+    requireAttestation: strOrNull(r.require_attestation) as AttestationRequirement | null,
+  };
+}
+
+export const ATTESTATION_PENDING_COLS =
+  'id, kind, token_hash, device_id, ak_public, ek::text AS ek, secret_hash, expires_at';
+export function mapAttestationPending(r: Row): AttestationPendingRecord {
+  return {
+    id: str(r.id),
+    kind: str(r.kind) as AttestationPendingRecord['kind'],
+    tokenHash: str(r.token_hash),
+    deviceId: str(r.device_id),
+    akPublic: toBytes(r.ak_public),
+    ek: JSON.parse(str(r.ek)) as Record<string, unknown>,
+    secretHash: strOrNull(r.secret_hash),
+    expiresAt: toDate(r.expires_at),
   };
 }
 

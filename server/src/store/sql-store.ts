@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { FleetgateError } from '../errors.js';
 import { EventFanout } from './event-fanout.js';
 import { decodeEvent, fetchParkedEvent } from './events.js';
+import * as attestation from './repositories/attestation.js';
 import * as audit from './repositories/audit.js';
 import * as ca from './repositories/ca-material.js';
 import * as certificates from './repositories/certificates.js';
@@ -20,6 +21,7 @@ import * as tokens from './repositories/tokens.js';
 import { oneLine, type SqlDriver } from './sql-executor.js';
 import { SqlContext } from './transactions.js';
 import type {
+  AttestationPendingRecord,
   AuditEvent,
   CaRecord,
   CaRole,
@@ -134,6 +136,9 @@ class SqlOps implements StoreTx {
   consumeToken(tokenHash: string, deviceId: string, now: Date): Promise<TokenConsumeResult> {
     return tokens.consumeToken(this.cx, tokenHash, deviceId, now);
   }
+  checkToken(tokenHash: string, deviceId: string, now: Date): Promise<TokenConsumeResult> {
+    return tokens.checkToken(this.cx, tokenHash, deviceId, now);
+  }
   listTokens(opts?: { deviceId?: string; state?: TokenState; now?: Date; limit?: number }): Promise<TokenRecord[]> {
     return tokens.listTokens(this.cx, opts);
   }
@@ -178,6 +183,13 @@ class SqlOps implements StoreTx {
   }
   revokeOperatorCredential(id: string, at: Date): Promise<boolean> {
     return operators.revokeOperatorCredential(this.cx, id, at);
+  }
+
+  insertAttestationPending(rec: AttestationPendingRecord, opts: { now: Date; max: number }): Promise<boolean> {
+    return attestation.insertAttestationPending(this.cx, rec, opts);
+  }
+  takeAttestationPending(id: string): Promise<AttestationPendingRecord | null> {
+    return attestation.takeAttestationPending(this.cx, id);
   }
 
   listTicketKeys(now: Date): Promise<TicketKeyRecord[]> {

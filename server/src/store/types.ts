@@ -4,7 +4,7 @@
  * (test/integration/store-contract.test.ts). Only store/ knows SQL; only store/pg imports postgres.
  *
  * Conventions: serials are lower-case hex without separators; times are Date; byte strings are
- * Uint8Array; nothing here validates business rules (that is ca/ and enroll/), but every method
+ * Uint8Array; nothing here validates business rules (that is ca/ and the use cases), but every method
  * is safe against any input (parameterised SQL only).
  */
 
@@ -45,6 +45,15 @@ export interface DeviceRecord {
 
 export type CertStatus = 'valid' | 'revoked';
 
+/**
+ * How a certificate's key is held, as proved at issuance: 'tpm-attested' (TPM2_Certify evidence
+ * by an AK activated against a trusted EK, docs/attestation.md) or 'unattested' (nothing proved).
+ */
+export type KeyAssurance = 'tpm-attested' | 'unattested';
+
+/** What an enrollment token demands of the key (null: any key). */
+export type AttestationRequirement = 'tpm';
+
 /** RFC 5280 section 5.3.1 CRLReason codes (7 is unused by the RFC). */
 export type RevocationReason = 0 | 1 | 2 | 3 | 4 | 5 | 6 | 8 | 9 | 10;
 
@@ -68,6 +77,7 @@ export interface CertificateRecord {
    * enrollment with a token, or by an operator): its own issue time unless it renewed another.
    */
   originIssuedAt: Date;
+  keyAssurance: KeyAssurance;
 }
 
 export interface NewCertificate {
@@ -81,6 +91,8 @@ export interface NewCertificate {
   renewedFrom?: string | null;
   /** Defaults to the origin of `renewedFrom` (a renewal), else the time of the insert. */
   originIssuedAt?: Date | null;
+  /** Defaults to 'unattested'. */
+  keyAssurance?: KeyAssurance;
 }
 
 export interface TokenRecord {
@@ -92,6 +104,7 @@ export interface TokenRecord {
   expiresAt: Date;
   usedAt: Date | null;
   createdBy: string;
+  requireAttestation: AttestationRequirement | null;
 }
 
 /** unused: can still enroll; expired: unused past expiresAt; used: spent by an enrollment. */
@@ -103,6 +116,7 @@ export interface NewToken {
   tokenHash: string;
   expiresAt: Date;
   createdBy: string;
+  requireAttestation?: AttestationRequirement | null;
 }
 
 export type TokenConsumeResult =
@@ -127,6 +141,24 @@ export interface NewAuditEvent {
   action: string;
   subject?: string | null;
   details?: Record<string, unknown>;
+}
+
+/**
+ * A TPM attestation step handed out and not yet used (docs/attestation.md): a challenge (the
+ * MakeCredential secret's SHA-256) or a nonce for TPM2_Certify, bound to a token and device.
+ */
+export interface AttestationPendingRecord {
+  id: string;
+  kind: 'challenge' | 'nonce';
+  /** SHA-256 of the enrollment token (its id is only known once the token is consumed). */
+  tokenHash: string;
+  deviceId: string;
+  /** TPM2B_PUBLIC of the AK. */
+  akPublic: Uint8Array;
+  /** What the EK certificate said (manufacturer, model, anchor, fingerprint). */
+  ek: Record<string, unknown>;
+  secretHash: string | null;
+  expiresAt: Date;
 }
 
 export interface TicketKeyRecord {
@@ -225,6 +257,11 @@ export interface StoreTx {
    * and bound to `deviceId`. Exactly one concurrent caller can succeed.
    */
   consumeToken(tokenHash: string, deviceId: string, now: Date): Promise<TokenConsumeResult>;
+  /**
+   * consumeToken's verdict without consuming: the token is only read (TPM attestation steps run
+   * before the enrollment that spends it).
+   */
+  checkToken(tokenHash: string, deviceId: string, now: Date): Promise<TokenConsumeResult>;
   /** Tokens, newest first, optionally of one device and in one state at `now`. */
   listTokens(opts?: { deviceId?: string; state?: TokenState; now?: Date; limit?: number }): Promise<TokenRecord[]>;
   /** listTokens, one page at a time (newest first, ties by id). */
@@ -253,6 +290,15 @@ export interface StoreTx {
   /** Operator credentials oldest first, one page at a time. */
   pageOperatorCredentials(opts: PageOptions): Promise<Page<OperatorCredentialRecord>>;
   revokeOperatorCredential(id: string, at: Date): Promise<boolean>;
+
+  // TPM attestation steps in progress
+  /**
+   * Deletes expired entries, then inserts `rec` unless `max` unexpired entries exist already
+   * (returns false then: the caller answers RATE_LIMITED). A duplicate id: CONFLICT.
+   */
+  insertAttestationPending(rec: AttestationPendingRecord, opts: { now: Date; max: number }): Promise<boolean>;
+  /** Deletes the entry and returns it (whatever its expiry: the caller checks), or null: single use. */
+  takeAttestationPending(id: string): Promise<AttestationPendingRecord | null>;
 
   // TLS ticket keys (shared by every broker process)
   listTicketKeys(now: Date): Promise<TicketKeyRecord[]>;

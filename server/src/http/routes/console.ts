@@ -9,11 +9,13 @@ import { extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AuditService } from '../../audit/types.js';
 import type { FleetSeries } from '../../console/fleet-series.js';
 import type { LiveEvents } from '../../console/live-events.js';
 import { type ConsoleSessions, cookieValue, SESSION_COOKIE } from '../../console/sessions.js';
-import type { AuditService, InventoryService, OperatorService } from '../../enroll/types.js';
 import { FleetgateError } from '../../errors.js';
+import type { InventoryService } from '../../inventory/types.js';
+import type { OperatorService } from '../../operators/types.js';
 import { actorOf, operatorAuthHook, sessionActor } from '../operator-auth.js';
 
 export interface ConsoleRouteDeps {

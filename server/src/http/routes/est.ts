@@ -1,14 +1,14 @@
 /**
  * EST (RFC 7030) under /.well-known/est/. Transport only: parsing, auth extraction, encoding.
- * The use cases are in enroll/.
+ * The use cases are in enrollment/.
  */
 import type { TLSSocket } from 'node:tls';
 import * as asn1js from 'asn1js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { CertificateAuthority } from '../../ca/index.js';
 import { certsOnly } from '../../ca/pkcs7.js';
-import { UnauthenticatedFailureLog, unauthenticatedReason } from '../../enroll/auth-failures.js';
-import type { ProvisioningObserver, ProvisioningService } from '../../enroll/types.js';
+import { UnauthenticatedFailureLog, unauthenticatedReason } from '../../enrollment/auth-failures.js';
+import type { ProvisioningObserver, ProvisioningService } from '../../enrollment/types.js';
 import { FleetgateError, isFleetgateError } from '../../errors.js';
 import type { EstLimiter } from '../est-limits.js';
 import { requireMediaType } from '../media-type.js';

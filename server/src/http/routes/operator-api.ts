@@ -4,18 +4,11 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import type { AuditService } from '../../audit/types.js';
 import type { CertificateAuthority } from '../../ca/index.js';
 import { parseDuration } from '../../config.js';
 import type { ConsoleSessions } from '../../console/sessions.js';
-import type {
-  AuditService,
-  DeviceView,
-  InventoryService,
-  OperatorService,
-  ProvisioningService,
-  RevocationService,
-  TokenView,
-} from '../../enroll/types.js';
+import type { ProvisioningService, TokenView } from '../../enrollment/types.js';
 import { FleetgateError } from '../../errors.js';
 import {
   DEVICE_ID_PREFIX_SOURCE,
@@ -23,6 +16,9 @@ import {
   OPERATOR_NAME_SOURCE,
   SERIAL_INPUT_SOURCE,
 } from '../../identifiers.js';
+import type { DeviceView, InventoryService } from '../../inventory/types.js';
+import type { OperatorService } from '../../operators/types.js';
+import type { RevocationService } from '../../revocation/types.js';
 import { parseRevocationReason, REVOCATION_REASON_NAMES, revocationReasonName } from '../../revocation-reasons.js';
 import type { CertificateRecord } from '../../store/types.js';
 import { actorOf, operatorAuthHook } from '../operator-auth.js';
@@ -57,6 +53,9 @@ const CertificateJson = Type.Object({
   revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   revocationReason: Type.Union([Type.String(), Type.Null()]),
   renewedFrom: Type.Union([Type.String(), Type.Null()]),
+  keyAssurance: Type.Union([Type.Literal('tpm-attested'), Type.Literal('unattested')], {
+    description: 'how the key is held, as proved at issuance (docs/attestation.md)',
+  }),
 });
 const DeviceJson = Type.Object({
   id: Type.String(),
@@ -80,6 +79,7 @@ function certJson(c: CertificateRecord): Static<typeof CertificateJson> {
     revokedAt: c.revokedAt?.toISOString() ?? null,
     revocationReason: c.revocationReason === null ? null : revocationReasonName(c.revocationReason),
     renewedFrom: c.renewedFrom,
+    keyAssurance: c.keyAssurance,
   };
 }
 
@@ -137,6 +137,9 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           count: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000 })),
           prefix: Type.Optional(Type.String({ pattern: DEVICE_ID_PREFIX_SOURCE })),
           ttl: Type.Optional(Type.String({ maxLength: 16, description: 'duration like 90s, 15m, 24h, 30d' })),
+          requireAttestation: Type.Optional(
+            Type.Literal('tpm', { description: 'enroll only a TPM-attested key (docs/attestation.md)' }),
+          ),
         },
         { additionalProperties: false },
       );
@@ -179,6 +182,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           const tokens = await deps.provisioning.createTokens(req, {
             actor: actorOf(request),
             ...(ttlMs ? { ttlMs } : {}),
+            ...(b.requireAttestation ? { requireAttestation: b.requireAttestation } : {}),
           });
           return reply.status(201).send({
             tokens: tokens.map((t) => ({ deviceId: t.deviceId, token: t.token, expiresAt: t.expiresAt.toISOString() })),
@@ -194,6 +198,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         expiresAt: Type.String(),
         usedAt: Type.Union([Type.String(), Type.Null()]),
         createdBy: Type.String(),
+        requireAttestation: Type.Union([Type.Literal('tpm'), Type.Null()]),
       });
       const tokenJson = (t: TokenView) => ({
         ...t,

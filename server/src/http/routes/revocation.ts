@@ -2,9 +2,9 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { OCSP_TRY_LATER, ocspResponseTimes } from '../../ca/ocsp.js';
-import type { OcspObserver } from '../../enroll/ocsp-responder.js';
-import type { RevocationService } from '../../enroll/types.js';
 import { FleetgateError } from '../../errors.js';
+import type { OcspObserver } from '../../revocation/ocsp-responder.js';
+import type { RevocationService } from '../../revocation/types.js';
 import { requireMediaType } from '../media-type.js';
 import { addressKey, KeyedTokenBuckets } from '../rate-limit.js';
 

@@ -8,8 +8,9 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { encodePem } from '../../ca/pem.js';
 import type { ConsoleSessions } from '../../console/sessions.js';
-import type { OperatorService, ProvisioningService } from '../../enroll/types.js';
+import type { ProvisioningService } from '../../enrollment/types.js';
 import { SERVICE_NAME_SOURCE } from '../../identifiers.js';
+import type { OperatorService } from '../../operators/types.js';
 import { actorOf, operatorAuthHook } from '../operator-auth.js';
 
 export interface ServiceRouteDeps {

@@ -11,9 +11,10 @@ export async function insertCertificate(cx: SqlContext, cert: NewCertificate): P
     const rows = await cx.ex.query(
       // A renewal inherits its predecessor's origin; anything else starts one now.
       `INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der, renewed_from,
-         origin_issued_at)
+         origin_issued_at, key_assurance)
        VALUES ($1::text, $2::text, $3::text, $4::timestamptz, $5::timestamptz, $6::text, $7::bytea, $8::text,
-         COALESCE($9::timestamptz, (SELECT origin_issued_at FROM certificates WHERE serial = $8::text), now()))
+         COALESCE($9::timestamptz, (SELECT origin_issued_at FROM certificates WHERE serial = $8::text), now()),
+         $10::text)
        RETURNING ${CERT_COLS}`,
       [
         cert.serial,
@@ -25,6 +26,7 @@ export async function insertCertificate(cx: SqlContext, cert: NewCertificate): P
         cert.der,
         cert.renewedFrom ?? null,
         cert.originIssuedAt ?? null,
+        cert.keyAssurance ?? 'unattested',
       ],
     );
     return mapCert(rows[0]!);

@@ -14,13 +14,15 @@ export async function insertTokens(cx: SqlContext, tokens: NewToken[]): Promise<
     tokenHash: t.tokenHash,
     expiresAt: t.expiresAt.toISOString(),
     createdBy: t.createdBy,
+    requireAttestation: t.requireAttestation ?? null,
   }));
   try {
     await cx.ex.query(
-      `INSERT INTO enrollment_tokens (id, device_id, token_hash, expires_at, created_by)
-       SELECT v.id, v."deviceId", v."tokenHash", v."expiresAt", v."createdBy"
+      `INSERT INTO enrollment_tokens (id, device_id, token_hash, expires_at, created_by, require_attestation)
+       SELECT v.id, v."deviceId", v."tokenHash", v."expiresAt", v."createdBy", v."requireAttestation"
        FROM jsonb_to_recordset($1::text::jsonb)
-         AS v(id text, "deviceId" text, "tokenHash" text, "expiresAt" timestamptz, "createdBy" text)`,
+         AS v(id text, "deviceId" text, "tokenHash" text, "expiresAt" timestamptz, "createdBy" text,
+           "requireAttestation" text)`,
       [JSON.stringify(batch)],
     );
   } catch (e) {
@@ -44,15 +46,26 @@ export async function consumeToken(
   );
   if (rows[0]) return { ok: true, token: mapToken(rows[0]) };
   // Failed: find out why (read-only, so no race can turn a failure into a consumption).
-  const found = await cx.ex.query(
-    'SELECT device_id, used_at, expires_at FROM enrollment_tokens WHERE token_hash = $1::text',
-    [tokenHash],
-  );
+  return checkToken(cx, tokenHash, deviceId, now);
+}
+
+/** consumeToken's verdict, read only (the token stays as it is). */
+export async function checkToken(
+  cx: SqlContext,
+  tokenHash: string,
+  deviceId: string,
+  now: Date,
+): Promise<TokenConsumeResult> {
+  const found = await cx.ex.query(`SELECT ${TOKEN_COLS} FROM enrollment_tokens WHERE token_hash = $1::text`, [
+    tokenHash,
+  ]);
   const t = found[0];
   if (!t) return { ok: false, reason: 'unknown' };
-  if (t.device_id !== deviceId) return { ok: false, reason: 'device_mismatch', deviceId: str(t.device_id) };
-  if (t.used_at !== null) return { ok: false, reason: 'used' };
-  return { ok: false, reason: 'expired' };
+  const token = mapToken(t);
+  if (token.deviceId !== deviceId) return { ok: false, reason: 'device_mismatch', deviceId: token.deviceId };
+  if (token.usedAt !== null) return { ok: false, reason: 'used' };
+  if (token.expiresAt.getTime() <= now.getTime()) return { ok: false, reason: 'expired' };
+  return { ok: true, token };
 }
 
 /**

@@ -6,12 +6,13 @@
  * (CONFLICT), a revoked service name too (DEVICE_REVOKED).
  */
 
+import { type Actor, actorString } from '../audit/types.js';
 import { FleetgateError } from '../errors.js';
 import { isValidDeviceId } from '../identifiers.js';
 import { chainDerOf, printable } from './context.js';
 import type { EnrollContext } from './enrollment.js';
 import { certDetails, checkRequest, lockIdentity, signAndStore } from './issuance.js';
-import { type Actor, actorString, type EnrollResult } from './types.js';
+import type { EnrollResult } from './types.js';
 
 export async function issueService(
   ctx: EnrollContext,

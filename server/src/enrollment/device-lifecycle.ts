@@ -11,12 +11,13 @@
  * OCSP caches it must refresh; both share the operator's reason rule below.
  */
 import { randomUUID } from 'node:crypto';
+import { type Actor, actorString } from '../audit/types.js';
 import { FleetgateError } from '../errors.js';
 import { isValidDeviceId } from '../identifiers.js';
 import { printable, type UseCaseContext } from './context.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, newSecret } from './secrets.js';
 import { checkTtl } from './tokens.js';
-import { type Actor, actorString, type IssuedToken } from './types.js';
+import type { IssuedToken } from './types.js';
 
 /** Longest operator reason kept in the audit log. */
 export const MAX_REASON_LENGTH = 500;

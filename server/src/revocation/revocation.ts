@@ -12,23 +12,20 @@
  * certificate -> CERT_NOT_FOUND. Reasons are RFC 5280 5.3.1 codes 0-6, 9, 10 (see
  * assertRevocationReason for why 8 is refused).
  */
+
+import { type Actor, type AuditService, actorString } from '../audit/types.js';
 import type { CertificateAuthority } from '../ca/index.js';
+import { type Clock, printable, systemClock } from '../enrollment/context.js';
+import { checkOperatorReason } from '../enrollment/device-lifecycle.js';
+import type { FailureLog } from '../enrollment/group-commit.js';
+import type { ProvisioningObserver } from '../enrollment/types.js';
 import { FleetgateError } from '../errors.js';
-import { SERIAL_HEX_PATTERN } from '../identifiers.js';
+import { isSerialHex } from '../identifiers.js';
 import { assertRevocationReason } from '../revocation-reasons.js';
 import type { RevocationReason, Store } from '../store/types.js';
-import { type Clock, printable, systemClock } from './context.js';
 import { CrlPublisher } from './crl-publisher.js';
-import { checkOperatorReason } from './device-lifecycle.js';
-import type { FailureLog } from './group-commit.js';
 import { createOcspResponder, type OcspObserver } from './ocsp-responder.js';
-import {
-  type Actor,
-  type AuditService,
-  actorString,
-  type ProvisioningObserver,
-  type RevocationService,
-} from './types.js';
+import type { RevocationService } from './types.js';
 
 export const DEFAULT_CRL_VALIDITY_MS = 24 * 3_600_000;
 /** RFC 5280 5.3.1 CRLReason cessationOfOperation. */
@@ -150,8 +147,14 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
     async revokeCertificate(serial: string, reason: RevocationReason, actor: Actor) {
       assertRevocationReason(reason);
       const normalised = typeof serial === 'string' ? serial.toLowerCase().replace(/:/g, '') : '';
-      if (!SERIAL_HEX_PATTERN.test(normalised)) {
-        throw new FleetgateError('CERT_NOT_FOUND', `certificate ${JSON.stringify(printable(serial, 64))} not found`);
+      // Operators may type any case and an odd number of digits; what is looked up must be a serial
+      // fleetgate could have issued (whole octets, positive: RFC 5280 4.1.2.2). Anything else is a
+      // malformed request (400), not an unknown certificate (404).
+      if (!isSerialHex(normalised)) {
+        throw new FleetgateError(
+          'BAD_REQUEST',
+          `serial ${JSON.stringify(printable(serial, 64))} is not a certificate serial (hex of 1 to 20 whole octets, not zero)`,
+        );
       }
       const at = now();
       const revoked = await store.transaction(async (tx) => {

@@ -32,8 +32,8 @@
  */
 import { type CertificateAuthority, type OcspCertStatus, respondOcsp } from '../ca/index.js';
 import type { OcspResponseCache } from '../ca/ocsp.js';
+import type { Clock } from '../enrollment/context.js';
 import type { Store } from '../store/types.js';
-import type { Clock } from './context.js';
 
 export const DEFAULT_OCSP_VALIDITY_MS = 3_600_000;
 /** Answers kept at most (one answer for one certificate is about 1 KiB with the issuing CA's certificate). */

@@ -5,7 +5,7 @@
  */
 import { type CheckedCsr, checkCsr, type IssuedCertificate, issueIdentityCertificate } from '../ca/index.js';
 import { FleetgateError } from '../errors.js';
-import type { IdentityKind, StoreTx } from '../store/types.js';
+import type { IdentityKind, KeyAssurance, StoreTx } from '../store/types.js';
 import type { UseCaseContext } from './context.js';
 
 export interface IssuancePolicy {
@@ -65,7 +65,7 @@ export async function lockIdentity(tx: StoreTx, id: string, kind: IdentityKind):
 export async function signCertificate(
   ctx: UseCaseContext & IssuancePolicy,
   csr: CheckedCsr,
-  opts: { kind: IdentityKind; now: Date },
+  opts: { kind: IdentityKind; now: Date; keyAssurance?: KeyAssurance },
 ): Promise<IssuedCertificate> {
   const issued = await issueIdentityCertificate(ctx.ca, csr, {
     now: opts.now,
@@ -73,6 +73,7 @@ export async function signCertificate(
     crlUrl: ctx.crlUrl,
     ocspUrl: ctx.ocspUrl,
     kind: opts.kind,
+    keyAssurance: opts.keyAssurance ?? 'unattested',
   });
   if (!issued.ok) throw issued.error;
   return issued.value;
@@ -82,7 +83,7 @@ export async function signCertificate(
 export async function storeCertificate(
   tx: StoreTx,
   cert: IssuedCertificate,
-  opts: { now: Date; renewedFrom?: string },
+  opts: { now: Date; renewedFrom?: string; keyAssurance?: KeyAssurance },
 ): Promise<void> {
   await tx.insertCertificate({
     serial: cert.serial,
@@ -95,6 +96,8 @@ export async function storeCertificate(
     renewedFrom: opts.renewedFrom ?? null,
     // A renewal inherits its predecessor's origin (the store's default); anything else starts one.
     originIssuedAt: opts.renewedFrom ? null : opts.now,
+    // Said by whoever signed it with that assurance (signCertificate's keyAssurance).
+    keyAssurance: opts.keyAssurance ?? 'unattested',
   });
 }
 

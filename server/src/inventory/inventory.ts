@@ -1,7 +1,8 @@
 /** Read-only views of devices (and services) with their certificates, for operators. */
+
+import { type Clock, printable, systemClock } from '../enrollment/context.js';
 import { FleetgateError } from '../errors.js';
 import type { CertificateRecord, DeviceRecord, DeviceStatus, Page, Store } from '../store/types.js';
-import { type Clock, printable, systemClock } from './context.js';
 import type { DeviceView, InventoryService } from './types.js';
 
 const DEFAULT_LIMIT = 100;

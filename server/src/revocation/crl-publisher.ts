@@ -17,10 +17,10 @@
  * before reading the list: across processes a higher number never carries an older view.
  */
 import { buildCrl, type CertificateAuthority } from '../ca/index.js';
+import type { Clock } from '../enrollment/context.js';
+import type { FailureLog } from '../enrollment/group-commit.js';
+import type { ProvisioningObserver } from '../enrollment/types.js';
 import type { Store } from '../store/types.js';
-import type { Clock } from './context.js';
-import type { FailureLog } from './group-commit.js';
-import type { ProvisioningObserver } from './types.js';
 
 export interface PublishedCrl {
   der: Uint8Array;

@@ -18,13 +18,14 @@
  * the server on this data dir holds the CA keys anyway.
  */
 import { randomUUID } from 'node:crypto';
+import { type Actor, type AuditService, actorString } from '../audit/types.js';
 import { isTooOpen, readOptional, writeNew } from '../data-dir.js';
+import { printable } from '../enrollment/context.js';
+import { hashSecret, looksLikeSecret, newSecret, OPERATOR_TOKEN_PREFIX } from '../enrollment/secrets.js';
 import { FleetgateError, isFleetgateError } from '../errors.js';
 import { isValidDeviceId } from '../identifiers.js';
 import type { Store } from '../store/types.js';
-import { printable } from './context.js';
-import { hashSecret, looksLikeSecret, newSecret, OPERATOR_TOKEN_PREFIX } from './secrets.js';
-import { type Actor, type AuditService, actorString, type OperatorService } from './types.js';
+import type { OperatorService } from './types.js';
 
 export const ADMIN_OPERATOR_NAME = 'admin';
 const SYSTEM_ACTOR = 'system:fleetgate';

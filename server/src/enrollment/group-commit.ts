@@ -15,13 +15,13 @@
  *   that proved none has no event, see auth-failures.ts) in that order, with one head-lock
  *   acquisition and one statement; COMMIT.
  *
- * Guarantees, as before: a certificate and its audit event commit together or not at all (same
+ * Guarantees: a certificate and its audit event commit together or not at all (same
  * transaction); a rejection is audited and its rollback keeps the token usable; the chain stays
  * linear (one writer holds the head lock for the whole run of events). Taking the head lock last,
- * after every row lock of the batch, keeps the old rule that a transaction holding it waits for
+ * after every row lock of the batch, keeps the rule that a transaction holding it waits for
  * nothing but its own commit (so no lock cycle with revocations, which lock device rows first).
  * Two uses of one token in one batch: the second sees the first's UPDATE (same transaction) and
- * gets TOKEN_USED; across batches or processes the token's row lock orders them as before.
+ * gets TOKEN_USED; across batches or processes the token's row lock orders them.
  *
  * If the batch transaction fails (COMMIT or any statement outside a savepoint), nothing of it
  * persisted and every request in it fails with the store's error (STORE_UNAVAILABLE unless the
@@ -212,7 +212,7 @@ export class GroupCommit {
       });
     } catch (e) {
       // Nothing of the batch persisted: every request in it fails, its rejection audited apart
-      // first (as a rejection always was before the caller heard of it).
+      // first (a rejection is audited before the caller hears of it).
       const error = storeFailure(e);
       await this.auditApart(batch.map((entry) => eventOrNull(() => entry.failed(entry.settled ? entry.error : error))));
       for (const entry of batch) this.settle(entry, { ok: false, error });

@@ -2,11 +2,12 @@
  * What every use case is handed: the store, the loaded CA, the audit service and a clock. Small
  * helpers shared by the use cases live here too.
  */
+
+import type { AuditService } from '../audit/types.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import { type ErrorCode, isFleetgateError } from '../errors.js';
 import { redactSecrets } from '../redact.js';
 import type { Store } from '../store/types.js';
-import type { AuditService } from './types.js';
 
 export type Clock = () => Date;
 export const systemClock: Clock = () => new Date();

@@ -7,11 +7,15 @@
  *      expired -> TOKEN_EXPIRED, token of another device -> TOKEN_DEVICE_MISMATCH
  *   2. identity state: revoked -> DEVICE_REVOKED (a service with that name -> CONFLICT)
  *   3. CSR policy (CSR_*), then CN == authenticated device id (CSR_SUBJECT_INVALID)
- *   4. sign, store, audit
+ *   4. TPM key evidence, if the CSR carries it (attest/csr-attestation.ts: TPM_* codes, never a
+ *      silent downgrade); without it the key is unattested, refused with ATTESTATION_REQUIRED
+ *      when the token requires attestation (the token stays usable: the device can retry with
+ *      evidence)
+ *   5. sign (with the tpm-attested certificate policy when attested), store, audit
  * Authentication comes first so that an unauthenticated caller learns nothing about the CSR
  * policy: a CSR problem is reported only once the token and the identity have passed.
  *
- * Cost: the CSR checks and the signing (steps 3-4, CPU only, no database) are started before the
+ * Cost: the CSR checks and the signing (steps 3 and 5, CPU only, no database) are started before the
  * request queues for its batch and only awaited inside it, after steps 1-2. The batch runs its
  * requests one after another in one transaction, so this keeps CPU work out of that critical
  * section (it overlaps the batch's database round trips) without changing which failure wins.
@@ -40,6 +44,7 @@
  * them instead). Malformed credentials are refused without touching the database.
  */
 
+import { type AttestationService, acceptedCsrDer, attestCsr, type CsrAttestation, csrParts } from '../attest/index.js';
 import { FleetgateError } from '../errors.js';
 import { isValidDeviceId } from '../identifiers.js';
 import type { NewAuditEvent, TokenConsumeResult } from '../store/types.js';
@@ -57,7 +62,11 @@ import {
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, looksLikeSecret } from './secrets.js';
 import type { EnrollResult } from './types.js';
 
-export type EnrollContext = UseCaseContext & IssuancePolicy;
+export type EnrollContext = UseCaseContext &
+  IssuancePolicy & {
+    /** TPM attestation (docs/attestation.md); absent or without roots: evidence is refused. */
+    attestation?: AttestationService | undefined;
+  };
 
 function tokenError(consumed: Extract<TokenConsumeResult, { ok: false }>, deviceId: string): FleetgateError {
   switch (consumed.reason) {
@@ -107,10 +116,15 @@ export async function enroll(
     throw unauthenticated('TOKEN_INVALID', 'unknown device id or enrollment token', 'token_malformed');
   }
   const tokenHash = hashSecret(req.token);
-  // Steps 3-4 ahead of the batch (see above); their outcome is awaited after authentication.
-  const prepared = checkRequest(req.csr, 'device', deviceId).then((csr) =>
-    signCertificate(ctx, csr, { kind: 'device', now }),
-  );
+  // Steps 3-5 ahead of the batch (see above); their outcome is awaited after authentication. A
+  // request with TPM evidence is signed in the batch instead: its nonce is taken from the store
+  // in the batch's transaction (PGlite has one connection, held by the batch), so it is spent
+  // exactly when the certificate is issued.
+  const csrDer = () => acceptedCsrDer(req.csr);
+  const prepared = checkRequest(req.csr, 'device', deviceId).then(async (csr) => {
+    if (csrParts(csrDer()).tpm) return { csr, cert: null };
+    return { csr, cert: await signCertificate(ctx, csr, { kind: 'device', now }) };
+  });
   prepared.catch(() => undefined); // awaited in the batch, or dropped if authentication fails first
   const certificate = await groupCommit(ctx.store).submit({
     failed,
@@ -125,15 +139,38 @@ export async function enroll(
       seen.tokenId = consumed.token.id;
       seen.tokenDevice = consumed.token.deviceId;
       await lockIdentity(tx, deviceId, 'device');
-      const cert = await prepared;
-      await storeCertificate(tx, cert, { now });
+      const { csr, cert: unattested } = await prepared;
+      let cert = unattested;
+      let attested: CsrAttestation = { assurance: 'unattested' };
+      if (cert === null) {
+        const who = { tokenHash, deviceId, csrDer: csrDer(), requireTpm: false };
+        attested = await attestCsr(ctx.attestation, who, tx);
+        cert = await signCertificate(ctx, csr, { kind: 'device', now, keyAssurance: attested.assurance });
+      }
+      if (consumed.token.requireAttestation === 'tpm' && attested.assurance !== 'tpm-attested') {
+        throw new FleetgateError(
+          'ATTESTATION_REQUIRED',
+          'this enrollment token requires a TPM-attested key: the request carries no TPM evidence',
+          { deviceId },
+        );
+      }
+      await storeCertificate(tx, cert, { now, keyAssurance: attested.assurance });
       return {
         value: cert,
         audit: {
           actor: `device:${deviceId}`,
           action: 'cert.issued',
           subject: deviceId,
-          details: { ...certDetails(cert), kind: 'device', via: 'enroll', tokenId: consumed.token.id },
+          details: {
+            ...certDetails(cert),
+            kind: 'device',
+            via: 'enroll',
+            tokenId: consumed.token.id,
+            keyAssurance: attested.assurance,
+            ...(attested.assurance === 'tpm-attested'
+              ? { tpm: { ek: attested.ek, akName: attested.akName, keyName: attested.keyName } }
+              : {}),
+          },
         },
       };
     },

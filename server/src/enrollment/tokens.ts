@@ -15,13 +15,14 @@
  *   names the device ids (or prefix and range) and the expiry, never a secret or its hash.
  */
 import { randomUUID } from 'node:crypto';
+import { type Actor, actorString } from '../audit/types.js';
 import { FleetgateError } from '../errors.js';
 import { isValidDeviceId } from '../identifiers.js';
-import type { NewToken, Page, TokenRecord, TokenState } from '../store/types.js';
+import type { AttestationRequirement, NewToken, Page, TokenRecord, TokenState } from '../store/types.js';
 import type { UseCaseContext } from './context.js';
 import { printable } from './context.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, newSecret } from './secrets.js';
-import { type Actor, actorString, type IssuedToken, type TokenRequest, type TokenView } from './types.js';
+import type { IssuedToken, TokenRequest, TokenView } from './types.js';
 
 /** Why a token is refused for a device in each status but active. */
 const REFUSED_STATUS = {
@@ -91,7 +92,7 @@ export function checkTtl(ttlMs: unknown): number {
 export async function createTokens(
   ctx: UseCaseContext & { defaultTtlMs: number },
   req: TokenRequest,
-  opts: { ttlMs?: number; actor: Actor },
+  opts: { ttlMs?: number; actor: Actor; requireAttestation?: AttestationRequirement | null },
 ): Promise<IssuedToken[]> {
   const ids = expandTokenRequest(req);
   const ttlMs = checkTtl(opts.ttlMs ?? ctx.defaultTtlMs);
@@ -99,12 +100,20 @@ export async function createTokens(
   const now = ctx.now();
   const expiresAt = new Date(now.getTime() + ttlMs);
 
+  const requirement = opts.requireAttestation ? { requireAttestation: opts.requireAttestation } : {};
   const issued: IssuedToken[] = [];
   const rows: NewToken[] = [];
   for (const deviceId of ids) {
     const token = newSecret(ENROLLMENT_TOKEN_PREFIX);
     issued.push({ deviceId, token, expiresAt });
-    rows.push({ id: randomUUID(), deviceId, tokenHash: hashSecret(token), expiresAt, createdBy: actor });
+    rows.push({
+      id: randomUUID(),
+      deviceId,
+      tokenHash: hashSecret(token),
+      expiresAt,
+      createdBy: actor,
+      requireAttestation: opts.requireAttestation ?? null,
+    });
   }
 
   await ctx.store.transaction(async (tx) => {
@@ -146,13 +155,14 @@ export async function createTokens(
       // explicit list is recorded as given.
       details:
         'deviceIds' in req
-          ? { count: ids.length, deviceIds: ids, expiresAt: expiresAt.toISOString() }
+          ? { count: ids.length, deviceIds: ids, expiresAt: expiresAt.toISOString(), ...requirement }
           : {
               count: ids.length,
               prefix: req.prefix,
               first: ids[0],
               last: ids.at(-1),
               expiresAt: expiresAt.toISOString(),
+              ...requirement,
             },
     });
   });
@@ -171,6 +181,7 @@ function tokenView(t: TokenRecord, now: Date): TokenView {
     id: t.id,
     deviceId: t.deviceId,
     state,
+    requireAttestation: t.requireAttestation,
     createdAt: t.createdAt,
     expiresAt: t.expiresAt,
     usedAt: t.usedAt,

@@ -1,4 +1,7 @@
 /** The ProvisioningService: tokens, enroll, reenroll and service credentials over one CA and store. */
+
+import type { AttestationService } from '../attest/index.js';
+import type { AuditService } from '../audit/types.js';
 import type { CertificateAuthority } from '../ca/index.js';
 import { FleetgateError } from '../errors.js';
 import type { Store } from '../store/types.js';
@@ -9,7 +12,7 @@ import { type FailureLog, groupCommit } from './group-commit.js';
 import { DEFAULT_SERVICE_MAX_LIFETIME_MS, reenroll } from './renewal.js';
 import { issueService } from './service-identity.js';
 import { checkTtl, createTokens, listTokens, pageTokens, revokeToken } from './tokens.js';
-import type { AuditService, ProvisioningObserver, ProvisioningService } from './types.js';
+import type { ProvisioningObserver, ProvisioningService } from './types.js';
 
 export interface ProvisioningOptions {
   store: Store;
@@ -38,6 +41,8 @@ export interface ProvisioningOptions {
   serviceMaxLifetimeMs?: number | undefined;
   /** Where failures no caller hears of go (an audit append that failed while the store is down). */
   log?: FailureLog | undefined;
+  /** TPM attestation of enrolled keys (docs/attestation.md); absent: CSRs with evidence are refused. */
+  attestation?: AttestationService | undefined;
 }
 
 export function createProvisioning(opts: ProvisioningOptions): ProvisioningService {
@@ -60,6 +65,7 @@ export function createProvisioning(opts: ProvisioningOptions): ProvisioningServi
     serviceSelfRenew: opts.serviceSelfRenew ?? true,
     serviceMaxLifetimeMs: opts.serviceMaxLifetimeMs ?? DEFAULT_SERVICE_MAX_LIFETIME_MS,
     defaultTtlMs: opts.tokenTtlMs,
+    attestation: opts.attestation,
   };
   return {
     createTokens: (req, o) => createTokens(ctx, req, o),
