@@ -88,7 +88,7 @@ export async function pageDevices(
   const after = opts.cursor ? decodeCursor(opts.cursor, 'devices', [KEY.text])[0]! : null;
   // starts_with compares bytes, like the "C" order of the keyset: no LIKE wildcards to escape.
   // The byte range [prefix, prefixEnd) says the same to the planner, which can then read only
-  // that range of devices_id_bytes_idx (migration 4) instead of every row.
+  // that range of devices_id_bytes_idx (migration 5) instead of every row.
   const filter = (k: number, s: number, o: number, p: number, e: number) =>
     `($${k}::text IS NULL OR kind = $${k}::text) AND ($${s}::text IS NULL OR status = $${s}::text)
      AND ($${o}::boolean IS NULL OR online = $${o}::boolean) AND ($${p}::text IS NULL OR starts_with(id, $${p}::text))
