@@ -51,7 +51,7 @@ describe.skipIf(!run)('operator console in Chromium', () => {
     page.on('console', (m) => {
       if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text());
     });
-  }, 300_000);
+  }, 600_000); // 1,000 EST enrollments on a shared 2-core machine: minutes, not seconds
 
   afterAll(async () => {
     await browser?.close();
