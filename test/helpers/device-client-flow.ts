@@ -127,6 +127,8 @@ export async function runDeviceFlow(opts: {
   rebooted.on('disconnected', (e) => {
     if (e.reconnectInMs !== undefined) attemptsAfterStop++;
   });
+  // Absence check, the thing under test: a stopped client must not try again. No event can prove
+  // that nothing happens, so a reconnect attempt gets a 1.5 s window to show up.
   await new Promise((r) => setTimeout(r, 1_500));
   expect(attemptsAfterStop).toBe(0);
   expect(rebooted.connected).toBe(false);

@@ -257,6 +257,44 @@ describe.runIf(tools)('device client bad input', () => {
     await restarted.close();
   });
 
+  it('a renewal answered DEVICE_DECOMMISSIONED is final: one attempt, no retry, the session stops as revoked', async () => {
+    let requests = 0;
+    const gone = await hostileEstServer((socket) => {
+      requests++;
+      const body = JSON.stringify({ code: 'DEVICE_DECOMMISSIONED', message: 'device gone-1 is decommissioned' });
+      socket.end(
+        `HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    });
+    try {
+      const dir = tempDir('fg-dc-bad-');
+      await new DeviceClient(opts('gone-1', dir)).enroll(await env.token('gone-1'));
+      // The real broker, and an EST server that says what fleetgate says of a decommissioned device.
+      const c = new DeviceClient(
+        opts('gone-1', dir, {
+          ca: `${env.bundle}\n${gone.ca}`,
+          estUrl: gone.url,
+          renewal: { fraction: 0.0001, retry: { initialMs: 100, maxMs: 200 } },
+        }),
+      );
+      const renewalErrors: DeviceClientError[] = [];
+      c.on('error', (e) => {
+        if (e.code === 'RENEWAL_FAILED') renewalErrors.push(e);
+      });
+      const stopped = new Promise<{ error?: DeviceClientError }>((resolve) => c.once('stopped', resolve));
+      await c.connect();
+      const s = await stopped;
+      expect(s.error?.code).toBe('DEVICE_REVOKED');
+      expect(renewalErrors.map((e) => (e.cause as DeviceClientError | undefined)?.code)).toEqual([
+        'DEVICE_DECOMMISSIONED',
+      ]);
+      expect(requests).toBe(1);
+      await c.close();
+    } finally {
+      gone.close();
+    }
+  });
+
   it("enrolling into a directory holding another device's credential sets it aside instead of refusing or losing it", async () => {
     const dir = tempDir('fg-dc-bad-');
     await new DeviceClient(opts('owner-1', dir)).enroll(await env.token('owner-1'));

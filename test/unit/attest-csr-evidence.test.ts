@@ -12,6 +12,7 @@ import {
   csrParts,
   EVIDENCE_TPM2_CERTIFY,
   evidenceAttributeValue,
+  mayCarryEvidence,
   type Tpm2CertifyStatement,
 } from '../../server/src/attest/index.js';
 import { FleetgateError } from '../../server/src/errors.js';
@@ -73,6 +74,18 @@ describe('TPM evidence attribute in a CSR', () => {
     expect(csrParts(csr([])).tpm).toBeUndefined();
     // Another attribute type is not evidence.
     expect(csrParts(csr([[evidenceAttributeValue(stmt)]], '1.2.3.4')).tpm).toBeUndefined();
+  });
+
+  it("mayCarryEvidence (the enrollment's pre-check) is never false for a request with the attribute", () => {
+    expect(mayCarryEvidence(csr([[evidenceAttributeValue(stmt)]]))).toBe(true);
+    expect(mayCarryEvidence(csr([]))).toBe(false);
+    expect(mayCarryEvidence(csr([[evidenceAttributeValue(stmt)]], '1.2.3.4'))).toBe(false);
+    // A view into a larger buffer is read at its own offset.
+    const inner = csr([[evidenceAttributeValue(stmt)]]);
+    const big = new Uint8Array(inner.length + 20);
+    big.set(inner, 10);
+    expect(mayCarryEvidence(big.subarray(10, 10 + inner.length))).toBe(true);
+    expect(mayCarryEvidence(big.subarray(0, 10))).toBe(false);
   });
 
   it('refuses every broken shape with TPM_EVIDENCE_MALFORMED', async () => {

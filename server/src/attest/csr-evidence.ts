@@ -73,6 +73,15 @@ const oidDer = (oid: string) => Buffer.from(new asn1js.ObjectIdentifier({ value:
 const ATTR_EVIDENCE_DER = oidDer(ATTR_EVIDENCE);
 const EVIDENCE_TPM2_CERTIFY_DER = oidDer(EVIDENCE_TPM2_CERTIFY);
 
+/**
+ * A cheap pre-check on the enrollment path: false means the request cannot carry the evidence
+ * attribute (its OID's DER appears nowhere in it), so csrParts need not parse it. True only
+ * means "maybe": csrParts decides.
+ */
+export function mayCarryEvidence(csrDer: Uint8Array): boolean {
+  return Buffer.from(csrDer.buffer, csrDer.byteOffset, csrDer.byteLength).includes(ATTR_EVIDENCE_DER);
+}
+
 function isOid(node: asn1js.AsnType | undefined, der: Buffer): boolean {
   return node instanceof asn1js.ObjectIdentifier && der.equals(Buffer.from(node.valueBeforeDecodeView));
 }

@@ -44,7 +44,14 @@
  * them instead). Malformed credentials are refused without touching the database.
  */
 
-import { type AttestationService, acceptedCsrDer, attestCsr, type CsrAttestation, csrParts } from '../attest/index.js';
+import {
+  type AttestationService,
+  acceptedCsrDer,
+  attestCsr,
+  type CsrAttestation,
+  csrParts,
+  mayCarryEvidence,
+} from '../attest/index.js';
 import { FleetgateError } from '../errors.js';
 import { isValidDeviceId } from '../identifiers.js';
 import type { NewAuditEvent, TokenConsumeResult } from '../store/types.js';
@@ -122,7 +129,8 @@ export async function enroll(
   // exactly when the certificate is issued.
   const csrDer = () => acceptedCsrDer(req.csr);
   const prepared = checkRequest(req.csr, 'device', deviceId).then(async (csr) => {
-    if (csrParts(csrDer()).tpm) return { csr, cert: null };
+    const der = csrDer();
+    if (mayCarryEvidence(der) && csrParts(der).tpm) return { csr, cert: null };
     return { csr, cert: await signCertificate(ctx, csr, { kind: 'device', now }) };
   });
   prepared.catch(() => undefined); // awaited in the batch, or dropped if authentication fails first
