@@ -7,6 +7,7 @@ import { request } from 'node:https';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
+import { waitFor } from '../helpers/wait.js';
 
 let fleet: Fleet;
 
@@ -275,5 +276,40 @@ describe('GET /api/v1/fleet and /api/v1/events', () => {
     expect(ev.type).toBe('revoked');
     expect(ev.deviceId).toBe('cons-a2');
     expect(ev.serials.length).toBe(1);
+  });
+});
+
+describe('session expiry', () => {
+  it('a session past its absolute lifetime answers 401 SESSION_EXPIRED, then is gone', async () => {
+    const short = await startFleet({
+      env: { FLEETGATE_WORKERS: '1', FLEETGATE_CONSOLE_SESSION_LIFETIME: '5s', FLEETGATE_PKI_HTTP_PORT: 'off' },
+    });
+    try {
+      const token = (await import('node:fs')).readFileSync(`${short.dataDir}/operator.token`, 'utf8').trim();
+      const ask = (headers: Record<string, string>, method = 'GET', p = '/api/v1/session', body?: string) =>
+        httpsRequest(`${short.apiUrl}${p}`, {
+          method,
+          ca: short.caPem,
+          headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
+          ...(body ? { body } : {}),
+        });
+      const r = await ask({}, 'POST', '/api/v1/session', JSON.stringify({ token }));
+      expect(r.status).toBe(201);
+      expect(String(r.headers['set-cookie'])).toMatch(/Max-Age=5(;|$)/);
+      const cookie = /^([^;]+);/.exec(String(r.headers['set-cookie']))?.[1] as string;
+      // Polled until the lifetime is over (each call also touches the idle clock: only the
+      // absolute limit can end it here).
+      const codes: number[] = [];
+      const expired = await waitFor('the session to expire', async () => {
+        const s = await ask({ cookie });
+        codes.push(s.status);
+        return s.status === 401 ? s.json().code : undefined;
+      });
+      expect(codes[0]).toBe(200);
+      expect(expired).toBe('SESSION_EXPIRED');
+      expect((await ask({ cookie }, 'GET', '/api/v1/devices')).json().code).toBe('AUTH_INVALID');
+    } finally {
+      await short.stop();
+    }
   });
 });
