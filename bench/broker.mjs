@@ -273,7 +273,13 @@ async function qos0Phase(target, devices, subscriber, { publishers, seconds, win
       const now = got();
       if (sent - now - writtenOff >= window) {
         if (now !== lastProgress.value) lastProgress = { at: performance.now(), value: now };
-        else if (performance.now() - lastProgress.at > 250) writtenOff = sent - now; // dropped by the broker
+        else if (performance.now() - lastProgress.at > 250) {
+          // Dropped by the broker: written off, and the clock restarts, so one stall lets at most
+          // one more window in (without the reset every later check wrote off again at once and
+          // a stalled broker got an unbounded flood).
+          writtenOff = sent - now;
+          lastProgress = { at: performance.now(), value: now };
+        }
         await sleep(1);
         continue;
       }
