@@ -50,6 +50,8 @@ export interface Config {
   certValidityDays: number;
   /** Default lifetime of an enrollment token. */
   tokenTtlMs: number;
+  /** Web console session expiry (docs/console.md). */
+  consoleSessions: { idleMs: number; absoluteMs: number; max: number };
   /** Whether a service certificate may renew itself through EST simplereenroll. */
   serviceSelfRenew: boolean;
   /** How long after an operator issued a service credential its renewals stop (REISSUE_REQUIRED). */
@@ -339,6 +341,22 @@ export const CONFIG_SCHEMA = {
     default: 30,
     defaultText: '30',
     help: 'device certificate lifetime',
+  }),
+  consoleIdleMs: setting({
+    env: 'FLEETGATE_CONSOLE_IDLE_TIMEOUT',
+    section: 'general',
+    parse: p.duration(DAY),
+    default: 15 * 60_000,
+    defaultText: '15m',
+    help: 'web console: a session unused this long ends (sign in again)',
+  }),
+  consoleAbsoluteMs: setting({
+    env: 'FLEETGATE_CONSOLE_SESSION_LIFETIME',
+    section: 'general',
+    parse: p.duration(7 * DAY),
+    default: 8 * 60 * 60_000,
+    defaultText: '8h',
+    help: 'web console: a session ends this long after sign-in, used or not',
   }),
   tokenTtlMs: setting({
     env: 'FLEETGATE_TOKEN_TTL',
@@ -757,6 +775,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     caName: v.caName,
     certValidityDays: v.certValidityDays,
     tokenTtlMs: v.tokenTtlMs,
+    consoleSessions: { idleMs: v.consoleIdleMs, absoluteMs: v.consoleAbsoluteMs, max: 10_000 },
     serviceSelfRenew: v.serviceSelfRenew,
     serviceMaxLifetimeMs: v.serviceMaxLifetimeMs,
     estRateLimits: {

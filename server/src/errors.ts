@@ -43,6 +43,10 @@ export const ERROR_CODES = [
   'AUTH_REQUIRED',
   'AUTH_INVALID',
   'FORBIDDEN',
+  // console sessions (docs/console.md): the session ended (idle or absolute expiry), or a
+  // state-changing call came without the session's CSRF token or from another origin
+  'SESSION_EXPIRED',
+  'CSRF_INVALID',
   'TOKEN_INVALID',
   'TOKEN_EXPIRED',
   'TOKEN_USED',
