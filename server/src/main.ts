@@ -69,7 +69,7 @@ export interface RunningServer {
 /**
  * Base URL of /crl and /ocsp written into new certificates: FLEETGATE_PKI_PUBLIC_URL if set; else,
  * with the plain-HTTP listener on, http:// on the public URL's host (FLEETGATE_PUBLIC_URL, or the
- * bind host) at the PKI port; with it off, the HTTPS public URL as before.
+ * bind host) at the PKI port; with it off, the HTTPS public URL (RFC 5280 4.2.1.13 prefers HTTP, but HTTPS still works for clients that can fetch it).
  */
 export function pkiBaseUrl(
   config: Pick<Config, 'pkiPublicUrl' | 'publicUrlExplicit' | 'host'>,
