@@ -2,6 +2,7 @@
 // of named figures (listed in bench/README.md). Progress goes to stderr.
 import { benchBroker } from './broker.mjs';
 import { benchCli } from './cli.mjs';
+import { benchConsole } from './console.mjs';
 import { benchEnroll } from './enroll.mjs';
 import { benchFlood } from './flood.mjs';
 import { benchStorm } from './storm.mjs';
@@ -15,6 +16,7 @@ Object.assign(figures, await benchBroker({ quick }));
 Object.assign(figures, await benchStorm({ quick }));
 Object.assign(figures, await benchFlood(quick ? { seconds: 10 } : { seconds: 300 }));
 Object.assign(figures, await benchCli({ quick }));
+Object.assign(figures, await benchConsole({ quick }));
 figures.crashes += figures.floodCrashes;
 
 figures.benchSeconds = Math.round((Date.now() - started) / 1000);

@@ -3,7 +3,10 @@
  * operator's CA safe:
  * - never create a CA while any CA material exists (in the data dir OR in the database);
  * - the data dir's CA must be the one the database knows (same root and issuing fingerprints);
- * - the root key may be absent (moved offline): root.crt, issuing.crt and issuing.key suffice.
+ * - the root key may be absent (moved offline): root.crt, issuing.crt and issuing.key suffice;
+ * - with FLEETGATE_CA_KEY_URI the issuing key is in a PKCS#11 token (docs/hsm.md): the data dir
+ *   holds certificates only, an issuing.key file next to the token key is refused, and the CA
+ *   is created by `fleetgate ca init --pkcs11`, never implicitly at start.
  */
 import type { Logger } from 'pino';
 import {
@@ -12,8 +15,10 @@ import {
   createCaHierarchy,
   loadCertificateAuthority,
 } from './ca/index.js';
+import type { CaKeySetting } from './config.js';
 import { type DataDirLayout, isTooOpen, readOptional, writeNew } from './data-dir.js';
 import { FleetgateError } from './errors.js';
+import { openPkcs11Token } from './hsm/pkcs11-signer.js';
 import type { Store } from './store/types.js';
 
 export interface CaBootstrapOptions {
@@ -23,6 +28,8 @@ export interface CaBootstrapOptions {
   name: string;
   now: Date;
   log: Logger;
+  /** Where the issuing key lives (default: a file in the data dir). */
+  caKey?: CaKeySetting;
 }
 
 function invalid(message: string): FleetgateError {
@@ -30,8 +37,18 @@ function invalid(message: string): FleetgateError {
 }
 
 export async function loadOrCreateCa(
-  opts: CaBootstrapOptions,
-): Promise<{ ca: CertificateAuthority; created: boolean }> {
+  opts: CaBootstrapOptions & { tokenCa?: TokenCa },
+): Promise<{ ca: CertificateAuthority; created: boolean; close: () => void }> {
+  if (opts.caKey?.kind === 'pkcs11') {
+    const loaded = opts.tokenCa ?? (await loadTokenCa(opts.layout, opts.caKey, opts.log));
+    try {
+      await checkAndRecord(opts, loaded.ca);
+    } catch (e) {
+      loaded.close();
+      throw e;
+    }
+    return { ...loaded, created: false };
+  }
   const { layout, store, log } = opts;
   const files = {
     rootCert: await readOptional(layout.rootCert),
@@ -101,6 +118,66 @@ export async function loadOrCreateCa(
       log.warn({ file: keyFile }, 'CA key file is readable by group or others: chmod 600 it');
   }
 
+  await checkAndRecord(opts, ca);
+  return { ca, created, close: () => undefined };
+}
+
+/** A CA whose issuing key is in a token, loaded from the data dir's certificates. */
+export interface TokenCa {
+  ca: CertificateAuthority;
+  close: () => void;
+}
+
+/**
+ * The issuing key in a PKCS#11 token, checked before the database is opened (so a refusal leaves
+ * the data dir as it was). Refusals (one line each): a key file in the data dir as well, no CA
+ * yet, a wrong PIN, a missing module, a token without the key, a token key that does not match
+ * issuing.crt. The caller checks the result against the database (loadOrCreateCa).
+ */
+export async function loadTokenCa(
+  layout: DataDirLayout,
+  caKey: Extract<CaKeySetting, { kind: 'pkcs11' }>,
+  log: Logger,
+): Promise<TokenCa> {
+  if ((await readOptional(layout.issuingKey)) !== null) {
+    throw invalid(
+      `${layout.issuingKey} exists but FLEETGATE_CA_KEY_URI puts the issuing key in a token: keep one of them (docs/hsm.md)`,
+    );
+  }
+  const rootCert = await readOptional(layout.rootCert);
+  const issuingCert = await readOptional(layout.issuingCert);
+  const rootKey = await readOptional(layout.rootKey);
+  if (rootCert === null && issuingCert === null) {
+    throw invalid(`no CA in ${layout.caDir} yet: create it in the token with \`fleetgate ca init --pkcs11\``);
+  }
+  if (rootCert === null || issuingCert === null) {
+    throw invalid(
+      `CA material in ${layout.caDir} is incomplete (missing ${rootCert === null ? 'root.crt' : 'issuing.crt'}); restore it from backup`,
+    );
+  }
+  const token = await openPkcs11Token({ module: caKey.module, uri: caKey.uri, pinFile: caKey.pinFile });
+  try {
+    const signer = token.signer(log.child({ part: 'ca-signer' }));
+    const loaded = await loadCertificateAuthority({
+      root: { certPem: rootCert, ...(rootKey !== null ? { keyPem: rootKey } : {}) },
+      issuing: { certPem: issuingCert, signer },
+    });
+    if (!loaded.ok) {
+      throw invalid(`CA in ${layout.caDir} with the key ${signer.uri} is not usable: ${loaded.error.message}`);
+    }
+    log.info({ key: signer.uri }, 'issuing CA key in a PKCS#11 token');
+    return { ca: loaded.value, close: () => token.close() };
+  } catch (e) {
+    token.close();
+    throw e;
+  }
+}
+
+/** The data dir's CA must be the one the database knows; the database learns a CA it does not know yet. */
+async function checkAndRecord(opts: CaBootstrapOptions, ca: CertificateAuthority): Promise<void> {
+  const { layout, store } = opts;
+  const dbRoot = await store.getCa('root');
+  const dbIssuing = await store.getCa('issuing');
   if (dbRoot && dbRoot.fingerprint !== ca.rootFingerprint) {
     throw invalid(
       `root CA in ${layout.caDir} (${ca.rootFingerprint}) is not the one the database knows (${dbRoot.fingerprint})`,
@@ -127,5 +204,4 @@ export async function loadOrCreateCa(
       notAfter: r.cert.notAfter,
     });
   }
-  return { ca, created };
 }

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { FleetgateError } from './errors.js';
+import { type Pkcs11Uri, Pkcs11UriError, parsePkcs11Uri } from './hsm/pkcs11-uri.js';
 import { SERVICE_NAME_PATTERN } from './identifiers.js';
 import { redactUserinfo } from './redact.js';
 
@@ -290,6 +291,28 @@ export const tokenFile: Parser<string> = (v, { name, cwd }) => {
     );
   }
   return token;
+};
+
+/** An RFC 7512 pkcs11: URI (hsm/pkcs11-uri.ts); the message never repeats the value (it may hold a PIN). */
+export const pkcs11Uri: Parser<Pkcs11Uri> = (v, { name }) => {
+  try {
+    return parsePkcs11Uri(v);
+  } catch (e) {
+    if (e instanceof Pkcs11UriError) throw new ConfigError(name, e.message);
+    throw e;
+  }
+};
+
+/** An absolute path to a file that is loaded as code (a PKCS#11 module): never resolved against the cwd. */
+export const absolutePath: Parser<string> = (v, { name }) => {
+  if (v.includes('\0') || !path.isAbsolute(v)) throw new ConfigError(name, 'must be an absolute path');
+  return path.normalize(v);
+};
+
+/** A path to a file read later (relative ones resolve against the working directory). */
+export const filePath: Parser<string> = (v, { name, cwd }) => {
+  if (v.includes('\0')) throw new ConfigError(name, 'must be a path');
+  return path.resolve(cwd, v);
 };
 
 /** host:port, with an IPv6 address in brackets ([::1]:9464); port 0 = any free port. */

@@ -12,6 +12,7 @@ import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import * as p from './config-parsers.js';
 import { ConfigError, type Parser, type ServerNames, type ServiceRights } from './config-parsers.js';
+import type { Pkcs11Uri } from './hsm/pkcs11-uri.js';
 
 export {
   ConfigError,
@@ -40,10 +41,17 @@ export interface Config {
   serverNames: ServerNames;
   caKeyAlgorithm: CaKeyAlgorithmSetting;
   caName: string;
+  /**
+   * Where the issuing CA key lives: a PKCS#8 file in the data dir, or a PKCS#11 token
+   * (docs/hsm.md). The PIN file is read when the token is opened, so the PIN is never held here.
+   */
+  caKey: CaKeySetting;
   /** Device certificate validity (RFC 5280 notAfter - notBefore, before the 5 min backdate). */
   certValidityDays: number;
   /** Default lifetime of an enrollment token. */
   tokenTtlMs: number;
+  /** Web console session expiry (docs/console.md). */
+  consoleSessions: { idleMs: number; absoluteMs: number; max: number };
   /** Whether a service certificate may renew itself through EST simplereenroll. */
   serviceSelfRenew: boolean;
   /** How long after an operator issued a service credential its renewals stop (REISSUE_REQUIRED). */
@@ -95,6 +103,8 @@ export interface Config {
    */
   tpmEkRootsPem: string | undefined;
 }
+
+export type CaKeySetting = { kind: 'file' } | { kind: 'pkcs11'; uri: Pkcs11Uri; module: string; pinFile: string };
 
 export interface MqttConfig {
   /** TLS handshake deadline, and the deadline for the MQTT CONNECT after it. */
@@ -291,6 +301,39 @@ export const CONFIG_SCHEMA = {
     help: 'name in the CA subjects (first start only)',
     readme: { help: 'name in the CA subjects; used only when the CA is created' },
   }),
+  caKeyUri: setting<Pkcs11Uri | undefined>({
+    env: 'FLEETGATE_CA_KEY_URI',
+    section: 'general',
+    parse: p.pkcs11Uri,
+    default: UNSET,
+    defaultText: '(unset: key file in the data dir)',
+    help: 'RFC 7512 pkcs11: URI of the issuing CA key in a token',
+    readme: {
+      default: 'unset (key file in the data dir)',
+      help: 'RFC 7512 `pkcs11:` URI (token and object) of the issuing CA key in an HSM; see [docs/hsm.md](docs/hsm.md)',
+    },
+  }),
+  pkcs11Module: setting<string | undefined>({
+    env: 'FLEETGATE_PKCS11_MODULE',
+    section: 'general',
+    parse: p.absolutePath,
+    default: UNSET,
+    defaultText: '(unset)',
+    help: 'path of the PKCS#11 module (.so) for FLEETGATE_CA_KEY_URI',
+    readme: { default: 'unset', help: 'absolute path of the PKCS#11 module (`.so`) serving `FLEETGATE_CA_KEY_URI`' },
+  }),
+  pkcs11PinFile: setting<string | undefined>({
+    env: 'FLEETGATE_PKCS11_PIN_FILE',
+    section: 'general',
+    parse: p.filePath,
+    default: UNSET,
+    defaultText: '(unset)',
+    help: "file holding the token's user PIN (read at start, never logged)",
+    readme: {
+      default: 'unset',
+      help: "file holding the token's user PIN (0600; read when the token is opened, never logged or on a command line)",
+    },
+  }),
   certValidityDays: setting({
     env: 'FLEETGATE_CERT_VALIDITY_DAYS',
     section: 'general',
@@ -298,6 +341,22 @@ export const CONFIG_SCHEMA = {
     default: 30,
     defaultText: '30',
     help: 'device certificate lifetime',
+  }),
+  consoleIdleMs: setting({
+    env: 'FLEETGATE_CONSOLE_IDLE_TIMEOUT',
+    section: 'general',
+    parse: p.duration(DAY),
+    default: 15 * 60_000,
+    defaultText: '15m',
+    help: 'web console: a session unused this long ends (sign in again)',
+  }),
+  consoleAbsoluteMs: setting({
+    env: 'FLEETGATE_CONSOLE_SESSION_LIFETIME',
+    section: 'general',
+    parse: p.duration(7 * DAY),
+    default: 8 * 60 * 60_000,
+    defaultText: '8h',
+    help: 'web console: a session ends this long after sign-in, used or not',
   }),
   tokenTtlMs: setting({
     env: 'FLEETGATE_TOKEN_TTL',
@@ -703,6 +762,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     );
   }
   return {
+    caKey: caKeySetting(v.caKeyUri, v.pkcs11Module, v.pkcs11PinFile),
     dataDir: v.dataDir,
     databaseUrl: v.databaseUrl,
     host: v.host,
@@ -715,6 +775,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     caName: v.caName,
     certValidityDays: v.certValidityDays,
     tokenTtlMs: v.tokenTtlMs,
+    consoleSessions: { idleMs: v.consoleIdleMs, absoluteMs: v.consoleAbsoluteMs, max: 10_000 },
     serviceSelfRenew: v.serviceSelfRenew,
     serviceMaxLifetimeMs: v.serviceMaxLifetimeMs,
     estRateLimits: {
@@ -756,6 +817,27 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
     metricsAddress: v.metricsAddress,
     tpmEkRootsPem: v.tpmEkRootsPem,
   };
+}
+
+/** The three PKCS#11 variables go together: a URI without its module or PIN, or the reverse, is a mistake. */
+function caKeySetting(
+  uri: Pkcs11Uri | undefined,
+  module: string | undefined,
+  pinFile: string | undefined,
+): CaKeySetting {
+  if (uri === undefined) {
+    if (module !== undefined) {
+      throw new ConfigError('FLEETGATE_PKCS11_MODULE', 'is set but FLEETGATE_CA_KEY_URI is not (which key?)');
+    }
+    if (pinFile !== undefined) {
+      throw new ConfigError('FLEETGATE_PKCS11_PIN_FILE', 'is set but FLEETGATE_CA_KEY_URI is not (which key?)');
+    }
+    return { kind: 'file' };
+  }
+  if (module === undefined)
+    throw new ConfigError('FLEETGATE_CA_KEY_URI', 'needs FLEETGATE_PKCS11_MODULE (the module path)');
+  if (pinFile === undefined) throw new ConfigError('FLEETGATE_CA_KEY_URI', 'needs FLEETGATE_PKCS11_PIN_FILE (the PIN)');
+  return { kind: 'pkcs11', uri, module, pinFile };
 }
 
 /** The variables `loadConfig` reads, for `--help` texts and docs (derived from CONFIG_SCHEMA). */

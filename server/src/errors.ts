@@ -11,6 +11,9 @@ export const ERROR_CODES = [
   'STORE_UNAVAILABLE',
   // the MQTT broker (or one of its workers) is not accepting connections yet (/readyz)
   'BROKER_UNAVAILABLE',
+  // the issuing CA's key cannot be reached (a PKCS#11 token removed or its session lost): every
+  // signature fails closed until it is back (docs/hsm.md)
+  'CA_SIGNER_UNAVAILABLE',
   // CSR policy (RFC 2986 requests checked before issuance)
   'CSR_MALFORMED',
   'CSR_SIGNATURE_INVALID',
@@ -40,6 +43,10 @@ export const ERROR_CODES = [
   'AUTH_REQUIRED',
   'AUTH_INVALID',
   'FORBIDDEN',
+  // console sessions (docs/console.md): the session ended (idle or absolute expiry), or a
+  // state-changing call came without the session's CSRF token or from another origin
+  'SESSION_EXPIRED',
+  'CSRF_INVALID',
   'TOKEN_INVALID',
   'TOKEN_EXPIRED',
   'TOKEN_USED',

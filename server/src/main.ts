@@ -7,9 +7,12 @@ import type { Logger } from 'pino';
 import { AttestationService, parseEkRoots } from './attest/index.js';
 import { createAudit } from './audit/index.js';
 import { type CertificateAuthority, issueServerCertificate } from './ca/index.js';
-import { loadOrCreateCa } from './ca-bootstrap.js';
+import { loadOrCreateCa, loadTokenCa } from './ca-bootstrap.js';
 import { startBrokerWorkers } from './cluster/primary.js';
 import { advertisedUrl, type Config, certificateNames } from './config.js';
+import { FleetSeries } from './console/fleet-series.js';
+import { LiveEvents } from './console/live-events.js';
+import { ConsoleSessions } from './console/sessions.js';
 import {
   type DataDirLayout,
   prepareDataDir,
@@ -18,11 +21,13 @@ import {
   writeRuntimeInfo,
 } from './data-dir.js';
 import { createAttestationSteps, createProvisioning, systemClock } from './enrollment/index.js';
+import type { ProvisioningObserver } from './enrollment/types.js';
 import { freePort } from './free-port.js';
 import { createHttpApp } from './http/app.js';
 import { createEstLimiter } from './http/est-limits.js';
 import { createPkiHttpApp } from './http/pki-app.js';
 import { registerAttestRoutes } from './http/routes/attest.js';
+import { registerConsoleRoutes } from './http/routes/console.js';
 import { registerEstRoutes } from './http/routes/est.js';
 import { registerHealthRoutes } from './http/routes/health.js';
 import { registerMetricsRoute, startMetricsServer } from './http/routes/metrics.js';
@@ -33,6 +38,7 @@ import { createInventory } from './inventory/index.js';
 import { listenError } from './listen-error.js';
 import { ClusterRegistry, createMetrics } from './metrics.js';
 import { startRoutedBroker } from './mqtt/index.js';
+import type { BrokerObserver } from './mqtt/types.js';
 import { createOperators } from './operators/index.js';
 import { createRevocation } from './revocation/index.js';
 import { openStore } from './store/index.js';
@@ -63,7 +69,7 @@ export interface RunningServer {
 /**
  * Base URL of /crl and /ocsp written into new certificates: FLEETGATE_PKI_PUBLIC_URL if set; else,
  * with the plain-HTTP listener on, http:// on the public URL's host (FLEETGATE_PUBLIC_URL, or the
- * bind host) at the PKI port; with it off, the HTTPS public URL as before.
+ * bind host) at the PKI port; with it off, the HTTPS public URL (RFC 5280 4.2.1.13 prefers HTTP, but HTTPS still works for clients that can fetch it).
  */
 export function pkiBaseUrl(
   config: Pick<Config, 'pkiPublicUrl' | 'publicUrlExplicit' | 'host'>,
@@ -101,20 +107,31 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const pkiPort =
       config.pkiHttpPort === null ? null : config.pkiHttpPort === 0 ? await freePort(config.host) : config.pkiHttpPort;
     const pkiBase = pkiBaseUrl(config, publicUrl, pkiPort);
+    // A CA key in a token is checked before the database is opened: a wrong PIN, a missing module
+    // or key is refused with the data dir left exactly as it was.
+    const tokenCa = config.caKey.kind === 'pkcs11' ? await loadTokenCa(layout, config.caKey, log) : undefined;
+    if (tokenCa) closers.push(async () => tokenCa.close());
     const store = await openStore({ databaseUrl: config.databaseUrl, pgliteDir: layout.pgliteDir });
     closers.push(() => store.close());
     // PGlite makes some files 0666/0644 whatever the umask (data-dir.ts): private from here on.
     if (!config.databaseUrl) await securePgliteDir(layout);
     log.info({ backend: store.backend }, 'store open');
 
-    const { ca, created } = await loadOrCreateCa({
+    const {
+      ca,
+      created,
+      close: closeCaKey,
+    } = await loadOrCreateCa({
       layout,
       store,
       algorithm: config.caKeyAlgorithm,
       name: config.caName,
       now: new Date(),
       log,
+      caKey: config.caKey,
+      ...(tokenCa ? { tokenCa } : {}),
     });
+    if (!tokenCa) closers.push(async () => closeCaKey());
     log.info({ root: ca.rootFingerprint, issuing: ca.issuingFingerprint, created }, 'CA ready');
 
     const workers = config.workers;
@@ -124,6 +141,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       // With workers the broker series live in the workers; the primary's registry collects them.
       ...(workers > 1 ? { registry: new ClusterRegistry(), broker: false } : {}),
     });
+    // The console's charts and live view (docs/console.md): counted here, where every observer
+    // is wired, so the series exist whether or not a browser is open.
+    const series = new FleetSeries();
+    const live = new LiveEvents();
+    const stopFollowing = live.followStore(store);
+    closers.push(async () => stopFollowing());
+    const provisioningObserver = teeProvisioning(metrics.provisioning, series);
+    const brokerObserver = teeBroker(metrics.broker, series);
+    const brokerStore = live.presenceTap(store);
     const audit = createAudit({ store });
     // Challenges and nonces live in the store: a device's next step may reach another node.
     const attestation = new AttestationService({
@@ -131,7 +157,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       pending: store,
     });
     if (attestation.enabled) log.info('TPM attestation on (FLEETGATE_TPM_EK_ROOTS)');
-    const provisioning = createProvisioning({
+    const enrolling = createProvisioning({
       attestation,
       store,
       ca,
@@ -146,11 +172,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       allowKeyReuse: config.allowKeyReuse,
       log: log.child({ part: 'enroll' }),
     });
+    const provisioning = live.enrollTap(enrolling);
     const revocation = createRevocation({
       store,
       ca,
       audit,
-      observer: metrics.provisioning,
+      observer: provisioningObserver,
       ocspObserver: metrics.ocsp,
       log: log.child({ part: 'crl' }),
     });
@@ -184,7 +211,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const estLimiter = createEstLimiter(config.estRateLimits, {
       limited: (l) => metrics.provisioning.estRateLimited?.(l),
     });
-    registerEstRoutes(app, { ca, provisioning, observer: metrics.provisioning, limiter: estLimiter });
+    registerEstRoutes(app, { ca, provisioning, observer: provisioningObserver, limiter: estLimiter });
     registerAttestRoutes(app, {
       steps: createAttestationSteps({ store, service: attestation, now: systemClock }),
       limiter: estLimiter,
@@ -195,8 +222,10 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     registerRevocationRoutes(app, { revocation, ocspRateLimit, ocspObserver: metrics.ocsp });
     // With a separate metrics listener, /metrics is served there only (not to the devices' network).
     if (!config.metricsAddress) registerMetricsRoute(app, metrics.registry, { token: config.metricsToken });
-    await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit });
-    await registerServiceRoutes(app, { provisioning, operators });
+    const sessions = new ConsoleSessions(config.consoleSessions);
+    await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit, sessions });
+    await registerServiceRoutes(app, { provisioning, operators, sessions });
+    await registerConsoleRoutes(app, { operators, audit, inventory, sessions, series, live });
     closers.push(() => app.close());
     try {
       await app.listen({ host: config.host, port: apiPort });
@@ -231,7 +260,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         logLevel: config.logLevel,
         redisUrl: config.redisUrl,
         redisKeyPrefix: config.redisKeyPrefix,
-        store,
+        store: brokerStore,
         log: log.child({ part: 'cluster' }),
       });
       broker = started;
@@ -243,9 +272,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           host: config.host,
           port: config.mqttPort,
           tls: brokerTls,
-          store,
+          store: brokerStore,
           config: config.mqtt,
-          observer: metrics.broker,
+          observer: brokerObserver,
           log: log.child({ part: 'mqtt' }),
         },
         { redisUrl: config.redisUrl, redisKeyPrefix: config.redisKeyPrefix },
@@ -289,4 +318,35 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     await closeAll();
     throw e;
   }
+}
+
+/** The metrics observer, also counting enrollments and revocations into the console's series. */
+function teeProvisioning(inner: ProvisioningObserver, series: FleetSeries): ProvisioningObserver {
+  return {
+    ...inner,
+    enrollment(kind, result) {
+      inner.enrollment(kind, result);
+      if (result === 'ok') series.add('enrollments');
+    },
+    revoked(count) {
+      inner.revoked(count);
+      series.add('revocations', count);
+    },
+    crlPublished: (thisUpdate) => inner.crlPublished(thisUpdate),
+  };
+}
+
+/** The broker's metrics observer, also counting connects and refusals into the console's series. */
+function teeBroker(inner: BrokerObserver, series: FleetSeries): BrokerObserver {
+  return {
+    ...inner,
+    handshake(kind) {
+      inner.handshake(kind);
+      series.add(kind === 'full' ? 'connectsFull' : 'connectsResumed');
+    },
+    refused(reason) {
+      inner.refused(reason);
+      series.refused(reason);
+    },
+  };
 }

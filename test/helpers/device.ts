@@ -361,12 +361,22 @@ export function connectWithSession(fleet: Fleet, cred: Credential, extra: MqttEx
     const client = mqtt.connect(mqttOptions(fleet, cred, extra));
     const stream = (client as unknown as { stream: TLSSocket }).stream;
     let session: Buffer | undefined;
+    let onTicket: (() => void) | undefined;
     stream.on('session', (s: Buffer) => {
       session = s;
+      onTicket?.();
     });
     client.once('connect', () => {
-      // TLS 1.3 tickets follow the handshake; give them a moment.
-      setTimeout(() => resolve({ client, reused: stream.isSessionReused(), session: () => session }), 150);
+      const done = () => resolve({ client, reused: stream.isSessionReused(), session: () => session });
+      // RFC 8446 4.6.1: the server sends NewSessionTicket after its Finished, so the ticket is
+      // normally read before CONNACK. If it is not here yet, wait for it; the 150 ms bound is only
+      // for a broker that sends no ticket at all (the caller then sees session() undefined).
+      if (session) return done();
+      const bound = setTimeout(done, 150);
+      onTicket = () => {
+        clearTimeout(bound);
+        done();
+      };
     });
     client.once('error', (e) => {
       client.end(true);

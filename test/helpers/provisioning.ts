@@ -1,7 +1,9 @@
 /**
  * The provisioning use cases wired over a real store and a real CA, for each backend: embedded
  * PGlite in a temp dir, and PostgreSQL in a throw-away database (skipped loudly when the server
- * is unreachable, unless FLEETGATE_REQUIRE_SYSTEM_TOOLS=1 makes that a failure).
+ * is unreachable, unless FLEETGATE_REQUIRE_SYSTEM_TOOLS=1 makes that a failure); and the CA key
+ * as a file or in a SoftHSM2 token (./ca-key.ts): `backends()` pairs PGlite with the token too,
+ * so every suite over it (EST, renewal, CRL, OCSP, ...) runs once with each key backend.
  */
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -13,7 +15,7 @@ import { createOperators } from '../../server/src/operators/index.js';
 import { createRevocation } from '../../server/src/revocation/index.js';
 import { openStore } from '../../server/src/store/index.js';
 import type { Store } from '../../server/src/store/types.js';
-import { createTestCa } from './ca.js';
+import { type CaKeyBackend, caKeyBackends, fileCaKey, type TestCaKey } from './ca-key.js';
 import { tempDir } from './cli.js';
 import { createTestDatabase, postgresAvailable } from './pg.js';
 
@@ -21,7 +23,9 @@ export const URLS = { crlUrl: 'https://fleetgate.test:8443/crl', ocspUrl: 'https
 export const OPERATOR = { kind: 'operator', id: 'alice' } as const;
 
 export interface Backend {
-  name: 'pglite' | 'postgres';
+  name: 'pglite' | 'postgres' | 'pglite, CA key in PKCS#11';
+  /** Where the CA key lives (default: a file). */
+  caKey?: CaKeyBackend;
   /** Opens a fresh, empty store; `dispose` closes and deletes it. */
   open(): Promise<{ store: Store; dispose(): Promise<void> }>;
 }
@@ -57,9 +61,20 @@ export const postgresBackend: Backend = {
   },
 };
 
-/** Both backends; PostgreSQL only when reachable (postgresAvailable warns loudly otherwise). */
+/** PGlite with the CA key in a SoftHSM2 token (only when SoftHSM2 is installed: see caKeyBackends). */
+export function tokenBackends(): Backend[] {
+  return caKeyBackends()
+    .filter((k) => k.name === 'pkcs11')
+    .map((caKey) => ({ ...pgliteBackend, name: 'pglite, CA key in PKCS#11' as const, caKey }));
+}
+
+/**
+ * Both stores with the CA key in a file, and PGlite with the key in a token; PostgreSQL only
+ * when reachable (postgresAvailable warns loudly otherwise).
+ */
 export async function backends(): Promise<Backend[]> {
-  return (await postgresAvailable()) ? [pgliteBackend, postgresBackend] : [pgliteBackend];
+  const stores = (await postgresAvailable()) ? [pgliteBackend, postgresBackend] : [pgliteBackend];
+  return [...stores, ...tokenBackends()];
 }
 
 /** A clock tests can move. */
@@ -92,6 +107,8 @@ export class RecordingObserver implements ProvisioningObserver {
 export interface Harness {
   store: Store;
   ca: CertificateAuthority;
+  /** The CA and, with a token, the token holding its key. */
+  caKey: TestCaKey;
   clock: TestClock;
   observer: RecordingObserver;
   audit: ReturnType<typeof createAudit>;
@@ -116,7 +133,8 @@ export const TOKEN_TTL_MS = 3_600_000;
 
 export async function openHarness(backend: Backend, opts: { crlValidityMs?: number } = {}): Promise<Harness> {
   const { store, dispose } = await backend.open();
-  const ca = await createTestCa();
+  const caKey = await (backend.caKey ?? fileCaKey).createCa();
+  const ca = caKey.ca;
   const clock = new TestClock();
   const observer = new RecordingObserver();
   const audit = createAudit({ store });
@@ -144,6 +162,7 @@ export async function openHarness(backend: Backend, opts: { crlValidityMs?: numb
   return {
     store,
     ca,
+    caKey,
     clock,
     observer,
     audit,
@@ -154,6 +173,7 @@ export async function openHarness(backend: Backend, opts: { crlValidityMs?: numb
     provisioningWith,
     async close() {
       await revocation.close();
+      caKey.close();
       await dispose();
     },
   };

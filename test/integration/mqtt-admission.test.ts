@@ -15,7 +15,7 @@ import { loadConfig } from '../../server/src/config.js';
 import { createLogger } from '../../server/src/log.js';
 import { NULL_BROKER_OBSERVER, type RunningBroker, startBroker } from '../../server/src/mqtt/index.js';
 import { makeCsr } from '../helpers/ca.js';
-import { type Harness, OPERATOR, openHarness, pgliteBackend } from '../helpers/provisioning.js';
+import { type Harness, OPERATOR, openHarness, pgliteBackend, tokenBackends } from '../helpers/provisioning.js';
 
 interface DeviceTls {
   key: string;
@@ -56,7 +56,8 @@ function connackOf(broker: RunningBroker, ca: string, dev: DeviceTls, connect: P
   });
 }
 
-describe('admission before aedes (in process)', () => {
+// The broker's certificate and the devices' come from the CA with its key in a file, then in a token.
+describe.each([pgliteBackend, ...tokenBackends()])('admission before aedes (in process, $name)', (backend) => {
   let h: Harness;
   let broker: RunningBroker;
   let revoked: DeviceTls;
@@ -64,7 +65,7 @@ describe('admission before aedes (in process)', () => {
   const clientEvents: string[] = [];
 
   beforeAll(async () => {
-    h = await openHarness(pgliteBackend);
+    h = await openHarness(backend);
     revoked = await enrolled(h, 'adm-revoked');
     good = await enrolled(h, 'adm-good');
     await h.revocation.revokeDevice('adm-revoked', 1, OPERATOR);

@@ -509,6 +509,29 @@ function storeContract(backend: Backend): void {
         expect((await store.pageDevices({ limit: 2, offset: 1 })).items).toEqual(all.slice(1, 3));
       });
 
+      it('finds devices by id prefix in byte order, with the online filter and across pages', async () => {
+        const base = uid('pfx');
+        // Neighbours in byte order: '-' (0x2d) < '.' (0x2e, the range end for "-") < '_' (0x5f).
+        const ids = [`${base}-`, `${base}-a`, `${base}-b`, `${base}-b9`, `${base}.`, `${base}_`, `${base}`];
+        for (const id of ids) await store.upsertDevice(id, 'device');
+        await store.markSeen([{ deviceId: `${base}-b`, at: new Date(), online: true }]);
+        const page = await store.pageDevices({ limit: 100, prefix: `${base}-` });
+        expect(page.items.map((d) => d.id)).toEqual([`${base}-`, `${base}-a`, `${base}-b`, `${base}-b9`]);
+        expect(page.total).toBe(4);
+        const online = await store.pageDevices({ limit: 100, prefix: `${base}-`, online: true });
+        expect(online.items.map((d) => d.id)).toEqual([`${base}-b`]);
+        expect(online.total).toBe(1);
+        expect((await store.pageDevices({ limit: 100, prefix: base })).total).toBe(ids.length);
+        expect((await store.pageDevices({ limit: 100, prefix: `${base}-b` })).items.map((d) => d.id)).toEqual([
+          `${base}-b`,
+          `${base}-b9`,
+        ]);
+        const { items } = await walk((cursor) => store.pageDevices({ limit: 3, cursor, prefix: `${base}-` }));
+        expect(items.map((d) => d.id)).toEqual(page.items.map((d) => d.id));
+        // LIKE wildcards mean nothing here: '%' and '_' are matched as themselves.
+        expect((await store.pageDevices({ limit: 100, prefix: `${base.slice(0, 2)}%` })).total).toBe(0);
+      });
+
       it('pages tokens newest first, ties (one insert, one timestamp) by id, new tokens not repeated', async () => {
         const dev = uid('kp-tok');
         const mk = () => ({

@@ -1,7 +1,8 @@
 /**
  * A loaded certificate authority: the root and issuing certificates plus the issuing CA's
- * private key, held as a non-extractable WebCrypto key in a module-private WeakMap so that it can
- * never be serialised, logged or printed through the public object.
+ * signer (signer.ts: a non-extractable WebCrypto key from a file, or a PKCS#11 token), held in a
+ * module-private WeakMap so that it can never be serialised, logged or printed through the
+ * public object.
  */
 
 import { type FleetgateError, fail, ok, type Result } from '../errors.js';
@@ -9,6 +10,7 @@ import { type CertParts, certParts } from './cert-parts.js';
 import { bytesEqual, type CryptoKey, digest, sha256Hex, toBytes, toHex } from './crypto.js';
 import { type CaKeyAlgorithm, caAlgorithmOf, importPkcs8, keyPairMatches } from './keys.js';
 import { decodePemStrict } from './pem.js';
+import { type CaSigner, fileSigner, type SigningBinding, signerMatches, signingBinding } from './signer.js';
 import * as x509 from './x509.js';
 
 export interface KeyMaterial {
@@ -34,11 +36,16 @@ export interface CertificateAuthority {
   readonly algorithm: CaKeyAlgorithm;
   /** True when the root private key was loaded too (it is optional: it may live offline). */
   readonly hasRootKey: boolean;
+  /** Where the issuing CA key lives: a PKCS#8 file in the data dir or a PKCS#11 token. */
+  readonly keyBackend: CaSigner['backend'];
 }
 
 /** What signing needs; never reachable from the public object. */
 export interface CaInternals {
-  issuingKey: CryptoKey;
+  /** Every signature of the issuing CA goes through this (signer.ts). */
+  signer: CaSigner;
+  /** The signer as @peculiar/x509 and pkijs take it (a key, the WebCrypto that signs with it, a pkijs engine). */
+  signing: SigningBinding;
   rootKey: CryptoKey | null;
   issuing: CertParts;
   /** keyIdentifier for the AuthorityKeyIdentifier of everything this CA signs (RFC 5280 4.2.1.1). */
@@ -61,6 +68,7 @@ class LoadedAuthority implements CertificateAuthority {
     readonly issuingFingerprint: string,
     readonly algorithm: CaKeyAlgorithm,
     readonly hasRootKey: boolean,
+    readonly keyBackend: CaSigner['backend'],
   ) {}
 
   get bundlePem(): string {
@@ -74,6 +82,7 @@ class LoadedAuthority implements CertificateAuthority {
   toJSON(): Record<string, unknown> {
     return {
       algorithm: this.algorithm,
+      keyBackend: this.keyBackend,
       root: { subject: this.rootCert.subject, fingerprint: this.rootFingerprint },
       issuing: { subject: this.issuingCert.subject, fingerprint: this.issuingFingerprint },
     };
@@ -139,8 +148,11 @@ export async function keyIdentifierOf(cert: x509.X509Certificate, parts: CertPar
   return toHex(await digest('SHA-1', parts.publicKeyBits));
 }
 
+/** The issuing CA: its certificate and either its PKCS#8 key or a signer holding that key. */
+export type IssuingMaterial = KeyMaterial | { certPem: string; signer: CaSigner };
+
 export async function loadCertificateAuthority(
-  m: { root: { certPem: string; keyPem?: string }; issuing: KeyMaterial },
+  m: { root: { certPem: string; keyPem?: string }; issuing: IssuingMaterial },
   opts: { now?: Date } = {},
 ): Promise<Result<CertificateAuthority>> {
   const now = opts.now ?? new Date();
@@ -184,9 +196,19 @@ export async function loadCertificateAuthority(
     return invalid('issuing certificate is not signed by the root certificate');
   }
 
-  const issuingKey = await parseKey(m.issuing.keyPem, 'issuing', algorithm);
-  if (!issuingKey.ok) return issuingKey;
-  if (!(await keyPairMatches(issuingKey.value, issuingParts.spkiDer, algorithm))) {
+  let signer: CaSigner;
+  if ('signer' in m.issuing) {
+    signer = m.issuing.signer;
+    if (signer.algorithm !== algorithm) {
+      return invalid(`issuing key is ${signer.algorithm} but the issuing certificate certifies a ${algorithm} key`);
+    }
+  } else {
+    const issuingKey = await parseKey(m.issuing.keyPem, 'issuing', algorithm);
+    if (!issuingKey.ok) return issuingKey;
+    signer = fileSigner(issuingKey.value, algorithm);
+  }
+  // A signer that cannot sign at all (CA_SIGNER_UNAVAILABLE) throws here: not a mismatch.
+  if (!(await signerMatches(signer, issuingParts.spkiDer))) {
     return invalid('issuing key does not match the issuing certificate');
   }
 
@@ -209,9 +231,11 @@ export async function loadCertificateAuthority(
     await sha256Hex(toBytes(issuingCert.rawData)),
     algorithm,
     rootKey !== null,
+    signer.backend,
   );
   internals.set(ca, {
-    issuingKey: issuingKey.value,
+    signer,
+    signing: signingBinding(signer),
     rootKey,
     issuing: issuingParts,
     issuingKeyId: await keyIdentifierOf(issuingCert, issuingParts),

@@ -6,7 +6,7 @@
 import { FleetgateError } from '../errors.js';
 import { isSerialHex } from '../identifiers.js';
 import { type CertificateAuthority, internalsOf } from './authority.js';
-import { crypto, toBytes } from './crypto.js';
+import { toBytes } from './crypto.js';
 import { bigintToDerIntegerContent } from './der.js';
 import { signingAlgorithm } from './keys.js';
 import { wholeSeconds } from './time.js';
@@ -75,7 +75,7 @@ export async function buildCrl(
       thisUpdate,
       nextUpdate,
       signingAlgorithm: signingAlgorithm(ca.algorithm),
-      signingKey: inner.issuingKey,
+      signingKey: inner.signing.key,
       entries,
       extensions: [
         // 5.2.1: AKI MUST be included; keyIdentifier = issuing CA's SKI.
@@ -83,7 +83,7 @@ export async function buildCrl(
         crlNumberExtension(opts.crlNumber),
       ],
     },
-    crypto,
+    inner.signing.crypto,
   );
   return toBytes(crl.rawData).slice();
 }

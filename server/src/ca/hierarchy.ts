@@ -5,10 +5,18 @@
 
 import { FleetgateError } from '../errors.js';
 import type { CaMaterial } from './authority.js';
-import { crypto } from './crypto.js';
-import { CA_KEY_ALGORITHMS, type CaKeyAlgorithm, exportPkcs8Pem, generateKeyPair, signingAlgorithm } from './keys.js';
+import { type Crypto, type CryptoKey, crypto } from './crypto.js';
+import {
+  CA_KEY_ALGORITHMS,
+  type CaKeyAlgorithm,
+  exportPkcs8Pem,
+  generateKeyPair,
+  importSpki,
+  signingAlgorithm,
+} from './keys.js';
 import { caName } from './names.js';
 import { randomSerial } from './serial.js';
+import { type CaSigner, signingBinding } from './signer.js';
 import { CLOCK_SKEW_MS, DAY_MS } from './time.js';
 import * as x509 from './x509.js';
 
@@ -26,17 +34,14 @@ function checkDays(value: number, what: string): void {
   }
 }
 
-/**
- * Generates root and issuing CA keys and certificates. Throws FleetgateError CONFIG_INVALID for
- * bad options (an operator mistake at start-up, not a per-request rejection).
- */
-export async function createCaHierarchy(opts: {
+/** Validates the options shared by both hierarchies and computes the validity windows. */
+function checkOptions(opts: {
   algorithm: CaKeyAlgorithm;
   name?: string;
   now: Date;
   rootValidityDays?: number;
   issuingValidityDays?: number;
-}): Promise<CaMaterial> {
+}): { name: string; window: { notBefore: Date; rootNotAfter: Date; issuingNotAfter: Date } } {
   const name = opts.name ?? DEFAULT_CA_NAME;
   const rootDays = opts.rootValidityDays ?? DEFAULT_ROOT_VALIDITY_DAYS;
   const issuingDays = opts.issuingValidityDays ?? DEFAULT_ISSUING_VALIDITY_DAYS;
@@ -57,8 +62,83 @@ export async function createCaHierarchy(opts: {
   const rootNotAfter = new Date(opts.now.getTime() + rootDays * DAY_MS);
   const issuingNotAfter = new Date(Math.min(opts.now.getTime() + issuingDays * DAY_MS, rootNotAfter.getTime()));
 
+  return { name, window: { notBefore, rootNotAfter, issuingNotAfter } };
+}
+
+/**
+ * Generates root and issuing CA keys and certificates. Throws FleetgateError CONFIG_INVALID for
+ * bad options (an operator mistake at start-up, not a per-request rejection).
+ */
+export async function createCaHierarchy(opts: {
+  algorithm: CaKeyAlgorithm;
+  name?: string;
+  now: Date;
+  rootValidityDays?: number;
+  issuingValidityDays?: number;
+}): Promise<CaMaterial> {
+  const { name, window } = checkOptions(opts);
+  const { notBefore, rootNotAfter, issuingNotAfter } = window;
+
   const rootKeys = await generateKeyPair(opts.algorithm);
   const issuingKeys = await generateKeyPair(opts.algorithm);
+  const { root, issuing } = await certifyHierarchy({
+    name,
+    algorithm: opts.algorithm,
+    notBefore,
+    rootNotAfter,
+    issuingNotAfter,
+    rootPublicKey: rootKeys.publicKey,
+    issuingPublicKey: issuingKeys.publicKey,
+    rootSigning: { key: rootKeys.privateKey, crypto },
+  });
+  return {
+    root: { certPem: root, keyPem: await exportPkcs8Pem(rootKeys.privateKey) },
+    issuing: { certPem: issuing, keyPem: await exportPkcs8Pem(issuingKeys.privateKey) },
+  };
+}
+
+/**
+ * The same hierarchy for keys that live in a signer (a PKCS#11 token): the root and issuing keys
+ * are given as their SubjectPublicKeyInfo, and the root signs through `rootSigner`. Returns the
+ * two certificates only: there is no key material to return.
+ */
+export async function createSignerCaHierarchy(opts: {
+  algorithm: CaKeyAlgorithm;
+  name?: string;
+  now: Date;
+  rootValidityDays?: number;
+  issuingValidityDays?: number;
+  rootSigner: CaSigner;
+  rootSpki: Uint8Array;
+  issuingSpki: Uint8Array;
+}): Promise<{ root: { certPem: string }; issuing: { certPem: string } }> {
+  const v = checkOptions(opts);
+  if (opts.rootSigner.algorithm !== opts.algorithm) throw configInvalid('root signer algorithm differs');
+  const { root, issuing } = await certifyHierarchy({
+    name: v.name,
+    algorithm: opts.algorithm,
+    ...v.window,
+    rootPublicKey: await importSpki(opts.rootSpki, opts.algorithm),
+    issuingPublicKey: await importSpki(opts.issuingSpki, opts.algorithm),
+    rootSigning: signingBinding(opts.rootSigner),
+  });
+  return { root: { certPem: root }, issuing: { certPem: issuing } };
+}
+
+async function certifyHierarchy(o: {
+  name: string;
+  algorithm: CaKeyAlgorithm;
+  notBefore: Date;
+  rootNotAfter: Date;
+  issuingNotAfter: Date;
+  rootPublicKey: CryptoKey;
+  issuingPublicKey: CryptoKey;
+  rootSigning: { key: CryptoKey; crypto: Crypto };
+}): Promise<{ root: string; issuing: string }> {
+  const { name, notBefore, rootNotAfter, issuingNotAfter } = o;
+  const rootKeys = { publicKey: o.rootPublicKey, privateKey: o.rootSigning.key };
+  const issuingKeys = { publicKey: o.issuingPublicKey };
+  const signWith = o.rootSigning.crypto;
   const rootName = caName(name, `${name} Root CA`);
   const issuingName = caName(name, `${name} Issuing CA`);
   const rootSki = await x509.SubjectKeyIdentifierExtension.create(rootKeys.publicKey, false, crypto);
@@ -72,7 +152,7 @@ export async function createCaHierarchy(opts: {
       notAfter: rootNotAfter,
       publicKey: rootKeys.publicKey,
       signingKey: rootKeys.privateKey,
-      signingAlgorithm: signingAlgorithm(opts.algorithm),
+      signingAlgorithm: signingAlgorithm(o.algorithm),
       extensions: [
         // RFC 5280 4.2.1.9: MUST be critical in CA certificates; no pathLen on the root.
         new x509.BasicConstraintsExtension(true, undefined, true),
@@ -82,7 +162,7 @@ export async function createCaHierarchy(opts: {
         rootSki,
       ],
     },
-    crypto,
+    signWith,
   );
 
   const issuing = await x509.X509CertificateGenerator.create(
@@ -94,7 +174,7 @@ export async function createCaHierarchy(opts: {
       notAfter: issuingNotAfter,
       publicKey: issuingKeys.publicKey,
       signingKey: rootKeys.privateKey,
-      signingAlgorithm: signingAlgorithm(opts.algorithm),
+      signingAlgorithm: signingAlgorithm(o.algorithm),
       extensions: [
         // pathLenConstraint 0: the issuing CA signs end entities only (RFC 5280 4.2.1.9).
         new x509.BasicConstraintsExtension(true, 0, true),
@@ -107,11 +187,8 @@ export async function createCaHierarchy(opts: {
         new x509.AuthorityKeyIdentifierExtension(rootSki.keyId, false),
       ],
     },
-    crypto,
+    signWith,
   );
 
-  return {
-    root: { certPem: root.toString('pem'), keyPem: await exportPkcs8Pem(rootKeys.privateKey) },
-    issuing: { certPem: issuing.toString('pem'), keyPem: await exportPkcs8Pem(issuingKeys.privateKey) },
-  };
+  return { root: root.toString('pem'), issuing: issuing.toString('pem') };
 }

@@ -6,6 +6,7 @@
 export {
   type CaMaterial,
   type CertificateAuthority,
+  type IssuingMaterial,
   type KeyMaterial,
   loadCertificateAuthority,
 } from './authority.js';
@@ -21,6 +22,7 @@ export {
 } from './csr-policy.js';
 export {
   createCaHierarchy,
+  createSignerCaHierarchy,
   DEFAULT_CA_NAME,
   DEFAULT_ISSUING_VALIDITY_DAYS,
   DEFAULT_ROOT_VALIDITY_DAYS,
@@ -34,4 +36,5 @@ export {
   issueServerCertificate,
 } from './profile.js';
 export { SERIAL_OCTETS } from './serial.js';
+export { type CaSigner, fileSigner, type SigningAlgorithm, signerMatches, signerUnavailable } from './signer.js';
 export { CLOCK_SKEW_MS } from './time.js';

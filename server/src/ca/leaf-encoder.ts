@@ -9,7 +9,7 @@
  * the same inputs (test/unit/ca-fast-path.test.ts checks that), and is signed with node:crypto.
  */
 import { type KeyObject, sign } from 'node:crypto';
-import { encodeOid, encodeTime, seq, TAG, tlv } from './der.js';
+import { bigintToDerIntegerContent, encodeOid, encodeTime, seq, TAG, tlv } from './der.js';
 import type { CaKeyAlgorithm } from './keys.js';
 
 const OID = {
@@ -176,7 +176,25 @@ export function encodeTbs(t: LeafTemplate, p: LeafParts): Uint8Array {
 export function signCertificate(t: LeafTemplate, key: KeyObject, tbs: Uint8Array): Uint8Array {
   const signature =
     key.asymmetricKeyType === 'ec' ? sign(t.hash, tbs, { key, dsaEncoding: 'der' }) : sign(t.hash, tbs, key);
+  return wrapCertificate(t, tbs, signature);
+}
+
+/** Certificate { tbs, signatureAlgorithm, BIT STRING signature } for a signature already in DER form. */
+export function wrapCertificate(t: LeafTemplate, tbs: Uint8Array, signature: Uint8Array): Uint8Array {
   return seq(tbs, t.signatureAlgorithm, tlv(TAG.BIT_STRING, new Uint8Array([0]), signature));
+}
+
+/**
+ * An ECDSA signature in WebCrypto / PKCS#11 form (r || s, each the size of the curve order)
+ * as the DER Ecdsa-Sig-Value SEQUENCE { r INTEGER, s INTEGER } certificates carry (RFC 3279
+ * section 2.2.3, RFC 5480 section 2.2).
+ */
+export function ecdsaRawToDer(raw: Uint8Array): Uint8Array {
+  if (raw.byteLength === 0 || raw.byteLength % 2 !== 0) throw new Error('ECDSA signature is not r || s');
+  const half = raw.byteLength / 2;
+  const int = (bytes: Uint8Array) =>
+    tlv(TAG.INTEGER, bigintToDerIntegerContent(BigInt(`0x${Buffer.from(bytes).toString('hex')}`)));
+  return seq(int(raw.subarray(0, half)), int(raw.subarray(half)));
 }
 
 /** PEM exactly as @peculiar/x509 writes a certificate: 64-column base64, "\n", no final newline. */

@@ -10,7 +10,7 @@ import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
 import { isFleetgateError } from '../errors.js';
 import { type CertificateAuthority, internalsOf } from './authority.js';
-import { bytesEqual, digest, type HashName, pkiEngine, toArrayBuffer, toBytes } from './crypto.js';
+import { bytesEqual, digest, type HashName, toArrayBuffer, toBytes } from './crypto.js';
 import { derTlvLength } from './der.js';
 import { hashOf } from './keys.js';
 import { canonicalSerialHex } from './serial.js';
@@ -297,7 +297,7 @@ async function build(
       // Not required when the CA itself signs, but lets clients without the chain verify.
       certs: [pkijs.Certificate.fromBER(toArrayBuffer(toBytes(ca.issuingCert.rawData)))],
     });
-    await basic.sign(inner.issuingKey, hashOf(ca.algorithm), pkiEngine);
+    await basic.sign(inner.signing.key, hashOf(ca.algorithm), inner.signing.engine);
     if (ca.algorithm === 'RSA-3072') {
       // RFC 4055 section 5: sha256WithRSAEncryption parameters MUST be NULL (pkijs leaves them out).
       basic.signatureAlgorithm.algorithmParams = new asn1js.Null();
@@ -312,7 +312,11 @@ async function build(
     const der = new Uint8Array(resp.toSchema().toBER(false));
     if (ticket !== null && knownSerials !== null && opts.validityMs > 0) ticket.keep(der, knownSerials, nextUpdate);
     return der;
-  } catch {
+  } catch (e) {
+    // The issuing CA's key cannot be reached (a token removed): nothing is answered unsigned,
+    // the client is told to retry (RFC 6960 section 4.2.1 tryLater; unsigned by definition, 2.3).
+    // The signer logs the outage itself. Answers already cached (signed earlier) are still served.
+    if (isFleetgateError(e) && e.code === 'CA_SIGNER_UNAVAILABLE') return OCSP_TRY_LATER;
     return statusOnly(OCSP_RESPONSE_STATUS.internalError);
   }
 }

@@ -16,14 +16,17 @@ import { classifySpki, exportPkcs8Pem, keyFingerprintOf, signingAlgorithm } from
 import {
   certificatePem,
   certificatePoliciesValue,
+  ecdsaRawToDer,
   encodeTbs,
   isPrintableAscii,
   type LeafTemplate,
   leafTemplate,
   signCertificate,
+  wrapCertificate,
 } from './leaf-encoder.js';
 import { commonNameOnly } from './names.js';
 import { randomSerial } from './serial.js';
+import { isFileSigner } from './signer.js';
 import { CLOCK_SKEW_MS, DAY_MS, wholeSeconds } from './time.js';
 import * as x509 from './x509.js';
 
@@ -181,7 +184,10 @@ export async function issueIdentityCertificate(
         subjectKeyId: digestSync('SHA-1', keyBits),
         policies: keyAssurancePolicies(opts.keyAssurance),
       });
-      const der = signCertificate(template, signer.key, tbs);
+      const der =
+        signer.key !== null
+          ? signCertificate(template, signer.key, tbs)
+          : await signWithInjected(inner, ca.algorithm, template, tbs);
       return ok({
         serial,
         der,
@@ -195,12 +201,26 @@ export async function issueIdentityCertificate(
     }
     return ok(await issueWithGenerator(inner, ca.algorithm, csr, opts, subjectUri, window.value, randomSerial()));
   } catch (e) {
+    // The key is unreachable (a token removed): the caller answers 503, never a weaker key.
+    if (e instanceof FleetgateError && e.code === 'CA_SIGNER_UNAVAILABLE') return { ok: false, error: e };
     return fail('INTERNAL', `signing failed: ${e instanceof Error ? e.name : 'error'}`);
   }
 }
 
+/** The fast path's signature through an injected signer (a PKCS#11 token): one sign call per leaf. */
+async function signWithInjected(
+  inner: CaInternals,
+  algorithm: CertificateAuthority['algorithm'],
+  template: LeafTemplate,
+  tbs: Uint8Array,
+): Promise<Uint8Array> {
+  const raw = await inner.signer.sign(signingAlgorithm(algorithm), tbs);
+  return wrapCertificate(template, tbs, algorithm === 'RSA-3072' ? raw : ecdsaRawToDer(raw));
+}
+
 interface Signer {
-  key: KeyObject;
+  /** node:crypto key for a file signer (synchronous signing); null when the signer is injected. */
+  key: KeyObject | null;
   template(opts: IssueOptions): LeafTemplate;
 }
 
@@ -213,7 +233,7 @@ function signerOf(algorithm: CertificateAuthority['algorithm'], inner: CaInterna
   if (signer === undefined) {
     const templates = new Map<string, LeafTemplate>();
     signer = {
-      key: KeyObject.from(inner.issuingKey),
+      key: isFileSigner(inner.signer) ? KeyObject.from(inner.signer.key) : null,
       template(opts) {
         const cacheKey = JSON.stringify([opts.crlUrl, opts.ocspUrl, opts.caIssuersUrl ?? null]);
         let t = templates.get(cacheKey);
@@ -261,7 +281,7 @@ export async function issueWithGenerator(
       notBefore: window.notBefore,
       notAfter: window.notAfter,
       publicKey: csr.spkiDer,
-      signingKey: inner.issuingKey,
+      signingKey: inner.signing.key,
       signingAlgorithm: signingAlgorithm(algorithm),
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
@@ -276,7 +296,7 @@ export async function issueWithGenerator(
         ...(policies.length > 0 ? [new x509.Extension('2.5.29.32', false, certificatePoliciesValue(policies))] : []),
       ],
     },
-    crypto,
+    inner.signing.crypto,
   );
   return describe(cert, csr.commonName);
 }
@@ -321,7 +341,7 @@ export async function issueServerCertificate(
       notBefore: window.value.notBefore,
       notAfter: window.value.notAfter,
       publicKey: keys.publicKey,
-      signingKey: inner.issuingKey,
+      signingKey: inner.signing.key,
       signingAlgorithm: signingAlgorithm(ca.algorithm),
       extensions: [
         new x509.BasicConstraintsExtension(false, undefined, true),
@@ -338,7 +358,7 @@ export async function issueServerCertificate(
         await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, crypto),
       ],
     },
-    crypto,
+    inner.signing.crypto,
   );
   const certPem = cert.toString('pem');
   return {

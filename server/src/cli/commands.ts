@@ -50,6 +50,34 @@ Example:
     load: async () => (await import('./ca-export.js')).caExportCommand,
   },
   {
+    path: ['ca', 'init'],
+    summary: 'create the CA with its keys in a PKCS#11 token (HSM)',
+    help: `Usage: fleetgate ca init --pkcs11
+
+Creates the root and issuing CA with both keys generated inside the PKCS#11 token named by
+FLEETGATE_CA_KEY_URI (sensitive, not extractable): the issuing key is the URI's object, the root
+key the object "<object>-root". The data dir receives the two certificates only. Refuses,
+changing nothing, when the data dir already has a CA or the token already holds either key.
+See docs/hsm.md.
+
+Options:
+  --pkcs11   keys in the token (required; a CA with key files is created by the first serve)
+
+Environment:
+  FLEETGATE_CA_KEY_URI        pkcs11:token=...;object=... (RFC 7512)
+  FLEETGATE_PKCS11_MODULE     path of the PKCS#11 module (.so)
+  FLEETGATE_PKCS11_PIN_FILE   file holding the user PIN
+  FLEETGATE_CA_KEY_ALGORITHM, FLEETGATE_CA_NAME, FLEETGATE_DATA_DIR as for serve
+
+Example:
+  echo 1234 > pin && chmod 600 pin
+  FLEETGATE_CA_KEY_URI='pkcs11:token=fleetgate;object=issuing-ca' \\
+  FLEETGATE_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so FLEETGATE_PKCS11_PIN_FILE=pin \\
+  npx fleetgate ca init --pkcs11
+`,
+    load: async () => (await import('./ca-init.js')).caInitCommand,
+  },
+  {
     path: ['token', 'create'],
     summary: 'create one-time enrollment tokens (one device or a factory batch)',
     help: `Usage: fleetgate token create --device ID [--device ID ...] [--ttl 24h] [--require-attestation tpm] [--json]

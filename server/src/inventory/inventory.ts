@@ -64,7 +64,15 @@ export function createInventory(opts: { store: Store; now?: Clock | undefined })
     if (o.status !== undefined && !DEVICE_STATUSES.includes(o.status)) {
       throw new FleetgateError('BAD_REQUEST', `status must be one of ${DEVICE_STATUSES.join(', ')}`);
     }
-    const page = await store.pageDevices({ limit, offset, cursor: o.cursor, status: o.status });
+    const page = await store.pageDevices({
+      limit,
+      offset,
+      cursor: o.cursor,
+      status: o.status,
+      ...(o.kind !== undefined ? { kind: o.kind } : {}),
+      ...(o.online !== undefined ? { online: o.online } : {}),
+      ...(o.prefix !== undefined ? { prefix: o.prefix } : {}),
+    });
     const at = now();
     return { ...page, items: await Promise.all(page.items.map((d) => view(d, at))) };
   }

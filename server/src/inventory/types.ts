@@ -15,6 +15,10 @@ export interface InventoryService {
     cursor?: string | undefined;
     offset?: number;
     status?: DeviceStatus;
+    kind?: 'device' | 'service';
+    online?: boolean;
+    /** Ids starting with this (the console's search). */
+    prefix?: string;
   }): Promise<Page<DeviceView>>;
   getDevice(id: string): Promise<DeviceView>;
   expiring(withinDays: number): Promise<CertificateRecord[]>;

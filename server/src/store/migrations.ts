@@ -208,6 +208,16 @@ CREATE TABLE attestation_pending (
 CREATE INDEX attestation_pending_expires_idx ON attestation_pending (expires_at);
 `,
   },
+  {
+    version: 5,
+    name: 'device ids in byte order (issue 17: console search by id prefix)',
+    // Lists page devices by id COLLATE "C" (byte order, the same on both backends); the primary
+    // key's index is in the database's collation, so neither the keyset nor a prefix range could
+    // use it. With this index the first page of a prefix search reads only the matching range.
+    sql: `
+CREATE INDEX devices_id_bytes_idx ON devices ((id COLLATE "C"));
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

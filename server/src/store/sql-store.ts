@@ -85,7 +85,13 @@ class SqlOps implements StoreTx {
     return devices.listDevices(this.cx, opts);
   }
   pageDevices(
-    opts: PageOptions & { kind?: IdentityKind; status?: DeviceStatus; offset?: number },
+    opts: PageOptions & {
+      kind?: IdentityKind;
+      status?: DeviceStatus;
+      online?: boolean;
+      prefix?: string;
+      offset?: number;
+    },
   ): Promise<Page<DeviceRecord>> {
     return devices.pageDevices(this.cx, opts);
   }

@@ -212,7 +212,13 @@ export interface StoreTx {
    * (skip rows after the cursor) is kept for callers that paged by offset before cursors existed.
    */
   pageDevices(
-    opts: PageOptions & { kind?: IdentityKind; status?: DeviceStatus; offset?: number },
+    opts: PageOptions & {
+      kind?: IdentityKind;
+      status?: DeviceStatus;
+      online?: boolean;
+      prefix?: string;
+      offset?: number;
+    },
   ): Promise<Page<DeviceRecord>>;
   /** DEVICE_NOT_FOUND if there is no such device. */
   setDeviceStatus(id: string, status: DeviceStatus): Promise<void>;

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { AuditService } from '../../audit/types.js';
 import type { CertificateAuthority } from '../../ca/index.js';
 import { parseDuration } from '../../config.js';
+import type { ConsoleSessions } from '../../console/sessions.js';
 import type { ProvisioningService, TokenView } from '../../enrollment/types.js';
 import { FleetgateError } from '../../errors.js';
 import {
@@ -29,6 +30,8 @@ export interface OperatorApiDeps {
   inventory: InventoryService;
   operators: OperatorService;
   audit: AuditService;
+  /** Console sessions (cookie + CSRF token) accepted besides bearer tokens. */
+  sessions?: ConsoleSessions;
 }
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
@@ -123,7 +126,7 @@ const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody,
 export async function registerOperatorApi(app: FastifyInstance, deps: OperatorApiDeps): Promise<void> {
   await app.register(
     async (api) => {
-      api.addHook('onRequest', operatorAuthHook(deps.operators));
+      api.addHook('onRequest', operatorAuthHook(deps.operators, deps.sessions));
 
       const tags = (t: string) => ({ tags: [t], security: [{ bearer: [] }] });
 
@@ -257,6 +260,11 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
               Type.Literal('decommissioned'),
             ]),
           ),
+          prefix: Type.Optional(
+            Type.String({ pattern: DEVICE_ID_PREFIX_SOURCE, description: 'only ids starting with this (byte-wise)' }),
+          ),
+          online: Type.Optional(Type.Boolean({ description: 'only devices connected (true) or not (false)' })),
+          kind: Type.Optional(Type.Union([Type.Literal('device'), Type.Literal('service')])),
           ...PageQuery,
           offset: Type.Optional(
             Type.Integer({ minimum: 0, default: 0, description: 'rows to skip (prefer cursor: stable under inserts)' }),
@@ -284,6 +292,9 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
             offset: q.offset ?? 0,
             cursor: q.cursor,
             ...(q.status ? { status: q.status } : {}),
+            ...(q.prefix !== undefined ? { prefix: q.prefix } : {}),
+            ...(q.online !== undefined ? { online: q.online } : {}),
+            ...(q.kind !== undefined ? { kind: q.kind } : {}),
           });
           return {
             devices: page.items.map((d) => deviceJson(d, false)),

@@ -7,6 +7,7 @@
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { encodePem } from '../../ca/pem.js';
+import type { ConsoleSessions } from '../../console/sessions.js';
 import type { ProvisioningService } from '../../enrollment/types.js';
 import { SERVICE_NAME_SOURCE } from '../../identifiers.js';
 import type { OperatorService } from '../../operators/types.js';
@@ -15,6 +16,7 @@ import { actorOf, operatorAuthHook } from '../operator-auth.js';
 export interface ServiceRouteDeps {
   provisioning: ProvisioningService;
   operators: OperatorService;
+  sessions?: ConsoleSessions;
 }
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
@@ -23,7 +25,7 @@ const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 409: ErrorBody,
 export async function registerServiceRoutes(app: FastifyInstance, deps: ServiceRouteDeps): Promise<void> {
   await app.register(
     async (api) => {
-      api.addHook('onRequest', operatorAuthHook(deps.operators));
+      api.addHook('onRequest', operatorAuthHook(deps.operators, deps.sessions));
 
       const Body = Type.Object(
         {

@@ -1,0 +1,441 @@
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, api, download, query } from './api.js';
+import { Empty, ErrorState, when } from './common.js';
+import { navigate } from './router.js';
+
+interface TokenRow {
+  id: string;
+  deviceId: string;
+  state: string;
+  createdAt: string;
+  expiresAt: string;
+  createdBy: string;
+}
+interface Issued {
+  deviceId: string;
+  token: string;
+  expiresAt: string;
+}
+
+const message = (e: unknown) => (e instanceof ApiError ? `${e.message} (${e.code})` : String(e));
+
+function toCsv(rows: Issued[]): string {
+  // RFC 4180: CRLF line ends; the values (ids, base64url tokens, ISO dates) need no quoting.
+  return (
+    ['deviceId,token,expiresAt', ...rows.map((r) => `${r.deviceId},${r.token},${r.expiresAt}`)].join('\r\n') + '\r\n'
+  );
+}
+
+export function TokensPage() {
+  const [rows, setRows] = useState<TokenRow[] | null>(null);
+  const [total, setTotal] = useState(0);
+  const [error, setError] = useState<unknown>(null);
+  const [mode, setMode] = useState<'one' | 'batch'>('batch');
+  const [deviceId, setDeviceId] = useState('');
+  const [prefix, setPrefix] = useState('');
+  const [count, setCount] = useState('5');
+  const [ttl, setTtl] = useState('24h');
+  const [issued, setIssued] = useState<Issued[] | null>(null);
+  const [formError, setFormError] = useState('');
+  const load = () =>
+    api<{ tokens: TokenRow[]; total: number }>('GET', `/tokens${query({ state: 'unused', limit: 100 })}`).then(
+      (r) => {
+        setRows(r.tokens);
+        setTotal(r.total);
+        setError(null);
+      },
+      (e: unknown) => setError(e),
+    );
+  useEffect(() => {
+    void load();
+  }, []);
+  const create = async (e: Event) => {
+    e.preventDefault();
+    setFormError('');
+    try {
+      const body =
+        mode === 'one' ? { deviceId: deviceId.trim(), ttl } : { prefix: prefix.trim(), count: Number(count), ttl };
+      const r = await api<{ tokens: Issued[] }>('POST', '/tokens', body);
+      setIssued(r.tokens);
+      void load();
+    } catch (err) {
+      setFormError(message(err));
+    }
+  };
+  const expire = async (id: string) => {
+    try {
+      await api('POST', `/tokens/${id}/revoke`);
+      void load();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <section>
+      <h1>Enrollment tokens</h1>
+      <form class="panel" onSubmit={create}>
+        <h2>Create</h2>
+        <fieldset>
+          <legend>For</legend>
+          <label>
+            <input type="radio" name="mode" checked={mode === 'one'} onChange={() => setMode('one')} /> one device
+          </label>
+          <label>
+            <input type="radio" name="mode" checked={mode === 'batch'} onChange={() => setMode('batch')} /> a factory
+            batch
+          </label>
+        </fieldset>
+        {mode === 'one' ? (
+          <div>
+            <label for="token-device">Device id</label>
+            <input
+              id="token-device"
+              required
+              value={deviceId}
+              onInput={(e) => setDeviceId((e.target as HTMLInputElement).value)}
+            />
+          </div>
+        ) : (
+          <div class="row">
+            <div>
+              <label for="token-prefix">Id prefix</label>
+              <input
+                id="token-prefix"
+                required
+                value={prefix}
+                onInput={(e) => setPrefix((e.target as HTMLInputElement).value)}
+              />
+            </div>
+            <div>
+              <label for="token-count">How many</label>
+              <input
+                id="token-count"
+                type="number"
+                min={1}
+                max={10000}
+                required
+                value={count}
+                onInput={(e) => setCount((e.target as HTMLInputElement).value)}
+              />
+            </div>
+          </div>
+        )}
+        <div>
+          <label for="token-ttl">Valid for</label>
+          <input id="token-ttl" value={ttl} onInput={(e) => setTtl((e.target as HTMLInputElement).value)} />
+        </div>
+        <button type="submit">Create tokens</button>
+        {formError && (
+          <p class="error" role="alert">
+            {formError}
+          </p>
+        )}
+      </form>
+      {issued && (
+        <div class="panel secret" role="status">
+          <h2>{issued.length} new tokens</h2>
+          <p>Download them now: the secrets are shown only once and the server keeps only their hashes.</p>
+          <button type="button" onClick={() => download('fleetgate-tokens.csv', 'text/csv', toCsv(issued))}>
+            Download CSV
+          </button>{' '}
+          <button
+            type="button"
+            onClick={() =>
+              download('fleetgate-tokens.json', 'application/json', `${JSON.stringify({ tokens: issued }, null, 2)}\n`)
+            }
+          >
+            Download JSON
+          </button>{' '}
+          <button type="button" class="secondary" onClick={() => setIssued(null)}>
+            Done, forget them
+          </button>
+        </div>
+      )}
+      <h2>Unused tokens ({total})</h2>
+      {error ? (
+        <ErrorState error={error} retry={load} />
+      ) : !rows ? (
+        <p class="loading">Loading…</p>
+      ) : rows.length === 0 ? (
+        <Empty>No unused token.</Empty>
+      ) : (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Device</th>
+              <th scope="col">Created</th>
+              <th scope="col">Expires</th>
+              <th scope="col">By</th>
+              <th scope="col">
+                <span class="sr-only">Action</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((t) => (
+              <tr key={t.id}>
+                <td>{t.deviceId}</td>
+                <td>{when(t.createdAt)}</td>
+                <td>{when(t.expiresAt)}</td>
+                <td>{t.createdBy}</td>
+                <td>
+                  <button
+                    type="button"
+                    class="secondary"
+                    onClick={() => expire(t.id)}
+                    aria-label={`Expire token for ${t.deviceId}`}
+                  >
+                    Expire
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+interface AuditEvent {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  subject: string | null;
+}
+type Verify = { ok: boolean; count: number; brokenAtSeq?: number; reason?: string };
+
+export function AuditPage(props: { params: URLSearchParams }) {
+  const cursor = props.params.get('cursor') ?? '';
+  const [page, setPage] = useState<{ events: AuditEvent[]; total: number; nextCursor: string | null } | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [verify, setVerify] = useState<Verify | null>(null);
+  const [verifyError, setVerifyError] = useState('');
+  const load = () =>
+    api<{ events: AuditEvent[]; total: number; nextCursor: string | null }>(
+      'GET',
+      `/audit${query({ cursor, limit: 50 })}`,
+    ).then(setPage, (e: unknown) => setError(e));
+  useEffect(() => {
+    void load();
+  }, [cursor]);
+  const runVerify = async () => {
+    setVerifyError('');
+    setVerify(null);
+    try {
+      setVerify(await api<Verify>('GET', '/audit/verify'));
+    } catch (e) {
+      setVerifyError(message(e));
+    }
+  };
+  return (
+    <section>
+      <h1>Audit log</h1>
+      <div class="panel">
+        <button type="button" onClick={runVerify}>
+          Verify the hash chain
+        </button>
+        <p data-testid="verify-result" role="status" aria-live="polite">
+          {verify
+            ? verify.ok
+              ? `Chain intact: ${verify.count} events verified.`
+              : `Chain broken at event #${verify.brokenAtSeq}: ${verify.reason}`
+            : verifyError}
+        </p>
+      </div>
+      {error ? (
+        <ErrorState error={error} retry={load} />
+      ) : !page ? (
+        <p class="loading">Loading…</p>
+      ) : page.events.length === 0 ? (
+        <Empty>No audit event yet.</Empty>
+      ) : (
+        <>
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Seq</th>
+                <th scope="col">At</th>
+                <th scope="col">Actor</th>
+                <th scope="col">Action</th>
+                <th scope="col">Subject</th>
+              </tr>
+            </thead>
+            <tbody>
+              {page.events.map((e) => (
+                <tr key={e.seq}>
+                  <td>{e.seq}</td>
+                  <td>{when(e.at)}</td>
+                  <td>{e.actor}</td>
+                  <td>{e.action}</td>
+                  <td>{e.subject ?? '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <nav class="pager" aria-label="Pages">
+            {cursor && (
+              <button type="button" class="secondary" onClick={() => history.back()}>
+                Previous page
+              </button>
+            )}
+            {page.nextCursor && (
+              <button
+                type="button"
+                class="secondary"
+                onClick={() => navigate(`/audit${query({ cursor: page.nextCursor })}`)}
+              >
+                Next page
+              </button>
+            )}
+          </nav>
+        </>
+      )}
+    </section>
+  );
+}
+
+interface OperatorRow {
+  id: string;
+  name: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+export function OperatorsPage() {
+  const [rows, setRows] = useState<OperatorRow[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [name, setName] = useState('');
+  const [created, setCreated] = useState<{ name: string; token: string } | null>(null);
+  const [formError, setFormError] = useState('');
+  const load = () =>
+    api<{ operators: OperatorRow[] }>('GET', '/operators?limit=1000').then(
+      (r) => setRows(r.operators),
+      (e: unknown) => setError(e),
+    );
+  useEffect(() => {
+    void load();
+  }, []);
+  const create = async (e: Event) => {
+    e.preventDefault();
+    setFormError('');
+    try {
+      const r = await api<{ id: string; name: string; token: string }>('POST', '/operators', { name: name.trim() });
+      setCreated(r);
+      setName('');
+      void load();
+    } catch (err) {
+      setFormError(message(err));
+    }
+  };
+  const revoke = async (id: string) => {
+    setFormError('');
+    try {
+      await api('DELETE', `/operators/${encodeURIComponent(id)}`);
+      void load();
+    } catch (err) {
+      setFormError(message(err));
+    }
+  };
+  return (
+    <section>
+      <h1>Operators</h1>
+      <form class="panel" onSubmit={create}>
+        <label for="operator-name">New operator name</label>
+        <input
+          id="operator-name"
+          required
+          value={name}
+          onInput={(e) => setName((e.target as HTMLInputElement).value)}
+        />
+        <button type="submit">Create operator</button>
+        {formError && (
+          <p class="error" role="alert">
+            {formError}
+          </p>
+        )}
+      </form>
+      {created && (
+        <div class="panel secret" role="status">
+          <p>
+            Token for <strong>{created.name}</strong>, shown once:
+          </p>
+          <button
+            type="button"
+            onClick={() => download(`fleetgate-operator-${created.name}.txt`, 'text/plain', `${created.token}\n`)}
+          >
+            Download token
+          </button>{' '}
+          <button type="button" class="secondary" onClick={() => setCreated(null)}>
+            Done
+          </button>
+        </div>
+      )}
+      {error ? (
+        <ErrorState error={error} retry={load} />
+      ) : !rows ? (
+        <p class="loading">Loading…</p>
+      ) : (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Name</th>
+              <th scope="col">Id</th>
+              <th scope="col">Created</th>
+              <th scope="col">Revoked</th>
+              <th scope="col">
+                <span class="sr-only">Action</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((o) => (
+              <tr key={o.id}>
+                <td>{o.name}</td>
+                <td>
+                  <code>{o.id}</code>
+                </td>
+                <td>{when(o.createdAt)}</td>
+                <td>{when(o.revokedAt)}</td>
+                <td>
+                  {!o.revokedAt && (
+                    <button
+                      type="button"
+                      class="secondary"
+                      onClick={() => revoke(o.id)}
+                      aria-label={`Revoke operator ${o.name}`}
+                    >
+                      Revoke
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </section>
+  );
+}
+
+/**
+ * Service credentials are issued for a CSR (POST /api/v1/services): the key is made where it is
+ * used and never crosses the network, so this page shows the way rather than making a key in the
+ * browser.
+ */
+export function ServicesPage() {
+  return (
+    <section>
+      <h1>Backend services</h1>
+      <p>
+        A backend service gets an MQTT client certificate from a CSR whose key stays on the service's machine. Run on
+        that machine:
+      </p>
+      <pre>
+        <code>fleetgate service create NAME --out DIR</code>
+      </pre>
+      <p>The certificate and the CA chain are written once to DIR; the key never leaves it.</p>
+    </section>
+  );
+}

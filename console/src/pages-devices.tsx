@@ -1,0 +1,335 @@
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, api, query } from './api.js';
+import { Empty, ErrorState, when } from './common.js';
+import { onLive } from './live.js';
+import { linkClick, navigate } from './router.js';
+
+interface Cert {
+  serial: string;
+  subject: string;
+  notBefore: string;
+  notAfter: string;
+  status: string;
+  revokedAt: string | null;
+  revocationReason: string | null;
+  renewedFrom: string | null;
+}
+interface Device {
+  id: string;
+  kind: string;
+  status: string;
+  createdAt: string;
+  lastSeenAt: string | null;
+  online: boolean;
+  current: Cert | null;
+  certificates?: Cert[];
+}
+interface DevicePage {
+  devices: Device[];
+  total: number;
+  nextCursor: string | null;
+}
+
+const STATUSES = ['', 'active', 'revoked', 'reprovisioning', 'decommissioned'];
+
+/** Search, filters and the page cursor live in the URL, so back/forward and links restore them. */
+export function DevicesPage(props: { params: URLSearchParams }) {
+  const prefix = props.params.get('prefix') ?? '';
+  const status = props.params.get('status') ?? '';
+  const online = props.params.get('online') ?? '';
+  const cursor = props.params.get('cursor') ?? '';
+  const [page, setPage] = useState<DevicePage | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [text, setText] = useState(prefix);
+  const load = () => {
+    setError(null);
+    return api<DevicePage>(
+      'GET',
+      `/devices${query({ prefix, status, online, cursor, kind: 'device', limit: 50 })}`,
+    ).then(setPage, (e: unknown) => setError(e));
+  };
+  useEffect(() => {
+    setText(prefix);
+    void load();
+  }, [prefix, status, online, cursor]);
+  useEffect(
+    () =>
+      onLive((ev) => {
+        if (ev.type === 'presence' || ev.type === 'revoked') {
+          setPage((p) =>
+            p
+              ? {
+                  ...p,
+                  devices: p.devices.map((d) =>
+                    d.id !== ev.deviceId
+                      ? d
+                      : ev.type === 'presence'
+                        ? { ...d, online: ev.online }
+                        : { ...d, status: 'revoked' },
+                  ),
+                }
+              : p,
+          );
+        }
+      }),
+    [],
+  );
+  const go = (next: Record<string, string>) =>
+    navigate(`/devices${query({ prefix, status, online, ...next, cursor: next.cursor ?? '' })}`);
+  return (
+    <section>
+      <h1>Devices</h1>
+      <form
+        class="filters"
+        aria-label="Search devices"
+        onSubmit={(e) => {
+          e.preventDefault();
+          go({ prefix: text.trim() });
+        }}
+      >
+        <div>
+          <label for="prefix">Device id starts with</label>
+          <input
+            id="prefix"
+            name="prefix"
+            value={text}
+            onInput={(e) => setText((e.target as HTMLInputElement).value)}
+          />
+        </div>
+        <div>
+          <label for="status">Status</label>
+          <select id="status" value={status} onChange={(e) => go({ status: (e.target as HTMLSelectElement).value })}>
+            {STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s || 'any'}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div>
+          <label for="online">Presence</label>
+          <select id="online" value={online} onChange={(e) => go({ online: (e.target as HTMLSelectElement).value })}>
+            <option value="">any</option>
+            <option value="true">online</option>
+            <option value="false">offline</option>
+          </select>
+        </div>
+        <button type="submit">Search</button>
+      </form>
+      {error ? (
+        <ErrorState error={error} retry={load} />
+      ) : !page ? (
+        <p class="loading">Loading devices…</p>
+      ) : page.devices.length === 0 ? (
+        <Empty>No device matches. Clear the filters or create enrollment tokens on the Tokens page.</Empty>
+      ) : (
+        <>
+          <p class="muted" aria-live="polite">
+            {page.total} matching, sorted by id
+          </p>
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">Id</th>
+                <th scope="col">Status</th>
+                <th scope="col">Presence</th>
+                <th scope="col">Last seen</th>
+                <th scope="col">Certificate expires</th>
+              </tr>
+            </thead>
+            <tbody>
+              {page.devices.map((d) => (
+                <tr key={d.id}>
+                  <td>
+                    <a
+                      href={`/console/devices/${encodeURIComponent(d.id)}`}
+                      onClick={(e) => linkClick(e, `/devices/${encodeURIComponent(d.id)}`)}
+                    >
+                      {d.id}
+                    </a>
+                  </td>
+                  <td>{d.status}</td>
+                  <td>{d.online ? 'online' : 'offline'}</td>
+                  <td>{when(d.lastSeenAt)}</td>
+                  <td>{when(d.current?.notAfter ?? null)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <nav class="pager" aria-label="Pages">
+            {cursor && (
+              <button type="button" class="secondary" onClick={() => history.back()}>
+                Previous page
+              </button>
+            )}
+            {page.nextCursor && (
+              <button type="button" class="secondary" onClick={() => go({ cursor: page.nextCursor ?? '' })}>
+                Next page
+              </button>
+            )}
+          </nav>
+        </>
+      )}
+    </section>
+  );
+}
+
+interface AuditEvent {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  subject: string | null;
+  details: Record<string, unknown>;
+}
+
+export function DevicePage(props: { id: string }) {
+  const [device, setDevice] = useState<Device | null>(null);
+  const [events, setEvents] = useState<AuditEvent[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const load = async () => {
+    try {
+      setDevice(await api<Device>('GET', `/devices/${encodeURIComponent(props.id)}`));
+      setError(null);
+      // The audit API pages the chain in seq order: the newest 1,000 are scanned for this device.
+      const head = await api<{ total: number }>('GET', '/audit?limit=1');
+      const afterSeq = Math.max(0, head.total - 1000);
+      const audit = await api<{ events: AuditEvent[] }>('GET', `/audit${query({ limit: 1000, afterSeq })}`);
+      setEvents(audit.events.filter((e) => e.subject === props.id || e.details.deviceId === props.id));
+    } catch (e) {
+      setError(e);
+    }
+  };
+  useEffect(() => {
+    void load();
+    return onLive((ev) => {
+      if (ev.deviceId !== props.id) return;
+      if (ev.type === 'presence') setDevice((d) => (d ? { ...d, online: ev.online, lastSeenAt: ev.at } : d));
+      else void load();
+    });
+  }, [props.id]);
+  if (error) return <ErrorState error={error} retry={load} />;
+  if (!device) return <p class="loading">Loading device…</p>;
+  return (
+    <section>
+      <h1>
+        Device <code>{device.id}</code>
+      </h1>
+      <dl class="facts">
+        <dt>Status</dt>
+        <dd data-testid="device-status">{device.status}</dd>
+        <dt>Presence</dt>
+        <dd data-testid="device-presence" aria-live="polite">
+          {device.online ? 'online' : 'offline'}
+        </dd>
+        <dt>Last seen</dt>
+        <dd>{when(device.lastSeenAt)}</dd>
+        <dt>Enrolled</dt>
+        <dd>{when(device.createdAt)}</dd>
+      </dl>
+      <h2>Certificates</h2>
+      {(device.certificates ?? []).length === 0 ? (
+        <Empty>No certificate issued yet.</Empty>
+      ) : (
+        <table>
+          <thead>
+            <tr>
+              <th scope="col">Serial</th>
+              <th scope="col">Status</th>
+              <th scope="col">Valid from</th>
+              <th scope="col">Valid until</th>
+              <th scope="col">Revocation reason</th>
+              <th scope="col">Renewed from</th>
+            </tr>
+          </thead>
+          <tbody>
+            {(device.certificates ?? []).map((c) => (
+              <tr key={c.serial}>
+                <td>
+                  <code>{c.serial}</code>
+                </td>
+                <td>{c.status}</td>
+                <td>{when(c.notBefore)}</td>
+                <td>{when(c.notAfter)}</td>
+                <td>{c.revocationReason ?? '—'}</td>
+                <td>{c.renewedFrom ? <code>{c.renewedFrom}</code> : '—'}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {device.status === 'active' && <RevokeForm id={device.id} done={load} />}
+      <h2>Audit events</h2>
+      {events.length === 0 ? (
+        <Empty>No audit event names this device.</Empty>
+      ) : (
+        <ul class="events">
+          {events.map((e) => (
+            <li key={e.seq}>
+              #{e.seq} {when(e.at)} <strong>{e.action}</strong> by {e.actor}
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
+  );
+}
+
+const REASONS = ['unspecified', 'keyCompromise', 'affiliationChanged', 'superseded', 'cessationOfOperation'];
+
+/** Revocation is final: the operator types the device id to confirm (no accidental click). */
+function RevokeForm(props: { id: string; done: () => void }) {
+  const [reason, setReason] = useState('keyCompromise');
+  const [confirm, setConfirm] = useState('');
+  const [error, setError] = useState('');
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (confirm !== props.id) {
+      setError('Type the device id exactly to confirm.');
+      return;
+    }
+    setBusy(true);
+    setError('');
+    try {
+      await api('POST', `/devices/${encodeURIComponent(props.id)}/revoke`, { reason });
+      setConfirm('');
+      props.done();
+    } catch (err) {
+      setError(err instanceof ApiError ? `${err.message} (${err.code})` : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="danger" onSubmit={submit}>
+      <h2>Revoke this device</h2>
+      <p>Every valid certificate is revoked and a live connection is closed. This cannot be undone.</p>
+      <label for="reason">Reason</label>
+      <select id="reason" value={reason} onChange={(e) => setReason((e.target as HTMLSelectElement).value)}>
+        {REASONS.map((r) => (
+          <option key={r} value={r}>
+            {r}
+          </option>
+        ))}
+      </select>
+      <label for="confirm">
+        Type <code>{props.id}</code> to confirm
+      </label>
+      <input
+        id="confirm"
+        autoComplete="off"
+        value={confirm}
+        onInput={(e) => setConfirm((e.target as HTMLInputElement).value)}
+      />
+      <button type="submit" class="danger" disabled={busy || confirm !== props.id}>
+        Revoke device
+      </button>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+    </form>
+  );
+}
