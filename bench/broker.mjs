@@ -1,7 +1,8 @@
 // Broker benchmark: fleetgate's mTLS MQTT broker against mosquitto in the same run, with the same
 // certificates (enrolled through EST once) and the same client load (bench/mqtt-load.mjs: raw
-// tls.connect + hand-built MQTT 3.1.1 packets). Broker CPU comes from /proc of each broker's process
-// tree (utime + stime), never from wall time: the load generator shares the cores with the broker.
+// tls.connect + hand-built MQTT 3.1.1 packets; our broker also with 5.0 ones). Broker CPU comes
+// from /proc of each broker's process tree (utime + stime), never from wall time: the load
+// generator shares the cores with the broker.
 // Figures are described in bench/README.md.
 import 'reflect-metadata';
 import { once } from 'node:events';
@@ -186,7 +187,13 @@ async function connectPhase(target, devices, { count, concurrency, resume }) {
   const r = await pool(count, concurrency, async (i) => {
     const d = devices[i % devices.length];
     const session = resume ? target.sessions.get(d.id) : undefined;
-    const res = await connectCycle({ port: target.port, secureContext: d.ctx, clientId: d.id, session });
+    const res = await connectCycle({
+      port: target.port,
+      secureContext: d.ctx,
+      clientId: d.id,
+      session,
+      protocolVersion: target.protocolVersion ?? 4,
+    });
     if (res.reused) reused++;
     if (res.session) target.sessions.set(d.id, res.session);
   });
@@ -258,8 +265,9 @@ async function qos0Phase(target, devices, subscriber, { publishers, seconds, win
 
   const pubs = await Promise.all(
     devices.slice(0, publishers).map(async (d) => {
-      const c = await mqttConnect({ port: target.port, secureContext: d.ctx, clientId: d.id });
-      const one = publishPacket(`devices/${d.id}/telemetry`, Buffer.alloc(64, 0x61));
+      const protocolVersion = target.protocolVersion ?? 4;
+      const c = await mqttConnect({ port: target.port, secureContext: d.ctx, clientId: d.id, protocolVersion });
+      const one = publishPacket(`devices/${d.id}/telemetry`, Buffer.alloc(64, 0x61), undefined, protocolVersion);
       return { socket: c.socket, packets: Buffer.concat(Array.from({ length: batch }, () => one)) };
     }),
   );
@@ -373,12 +381,14 @@ async function measureRound(target, devices, subscriber, p, r) {
   out.resumed = await connectPhase(target, devices, { count: p.connects, concurrency: p.concurrency, resume: true });
   log(`${tag}: ${p.connects} resumed connects: ${brief(out.resumed)}`);
   if (target.connectOnly) return out;
-  out.throughput = await connectPhase(target, devices, {
-    count: p.throughputConnects,
-    concurrency: p.throughputConcurrency,
-    resume: false,
-  });
-  log(`${tag}: throughput (${p.throughputConcurrency} parallel): ${brief(out.throughput)}`);
+  if (!target.mqtt5) {
+    out.throughput = await connectPhase(target, devices, {
+      count: p.throughputConnects,
+      concurrency: p.throughputConcurrency,
+      resume: false,
+    });
+    log(`${tag}: throughput (${p.throughputConcurrency} parallel): ${brief(out.throughput)}`);
+  }
   out.qos0 = await qos0Phase(target, devices, subscriber, {
     publishers: p.publishers,
     seconds: p.qos0Seconds,
@@ -414,7 +424,7 @@ function pooled(rounds, connectOnly = false) {
   return {
     full: merge('full'),
     resumed: merge('resumed'),
-    throughput: merge('throughput'),
+    ...(rounds[0].throughput ? { throughput: merge('throughput') } : {}),
     qos0: {
       msgsPerSec: Math.max(...rounds.map((r) => r.qos0.msgsPerSec)),
       cpuUsPerMsg: rounds.reduce((n, r) => n + r.qos0.cpuUsPerMsg, 0) / rounds.length,
@@ -503,19 +513,31 @@ export async function benchBroker(opts = {}) {
     stops.push(() => mosq.stop());
 
     const targets = [];
-    if (ourPort) targets.push({ name: 'ours', pid: server.pid, port: ourPort, sessions: new Map() });
-    else log('broker: `fleetgate serve` shows no MQTT listener yet: our broker figures are null');
+    if (ourPort) {
+      targets.push({ name: 'ours', pid: server.pid, port: ourPort, sessions: new Map() });
+      // The same broker process again with MQTT 5.0 CONNECTs and PUBLISHes (issue 20 targets): its
+      // own ticket store, its own place in the alternating rounds, no throughput phase.
+      targets.push({
+        name: 'ours@5',
+        pid: server.pid,
+        port: ourPort,
+        sessions: new Map(),
+        protocolVersion: 5,
+        mqtt5: true,
+      });
+    } else log('broker: `fleetgate serve` shows no MQTT listener yet: our broker figures are null');
     targets.push({ name: 'mosquitto', pid: mosq.pid, port: mosq.port, sessions: new Map() });
     // The floor: Node's TLS alone (bench/floor-server.mjs), same certificate as mosquitto's, same
     // OpenSSL settings as ours. Connect and idle phases only: it is not a broker.
     const floor = await startFloorServer('mqtt', { ...mosqCert, cafile });
     stops.push(() => floor.stop());
     targets.push({ name: 'floor', pid: floor.pid, port: floor.port, sessions: new Map(), connectOnly: true });
-    const watches = targets.filter((t) => !t.connectOnly).map((t) => crashWatch(t));
+    // ours@5 is the same process as ours: watched once.
+    const watches = targets.filter((t) => !t.connectOnly && !t.mqtt5).map((t) => crashWatch(t));
     const results = {};
     try {
       const idle = {};
-      for (const t of targets) {
+      for (const t of targets.filter((x) => !x.mqtt5)) {
         log(`broker[${t.name}]: idle memory, ${devices.length} connections held`);
         idle[t.name] = await idlePhase(t, devices);
         log(`broker[${t.name}]: idle: ${brief(idle[t.name])}`);
@@ -535,6 +557,7 @@ export async function benchBroker(opts = {}) {
       }
     }
     const ours = results.ours;
+    const ours5 = results['ours@5'];
     if (ours) {
       log(`broker[ours]: revoking ${p.revokes} connected devices one at a time`);
       const adminToken = readFileSync(path.join(dataDir, 'operator.token'), 'utf8').trim();
@@ -565,6 +588,12 @@ export async function benchBroker(opts = {}) {
       mosquittoResumedConnectCpuMs: num(m.resumed.cpuMsPer1000, 0),
       resumedShare: num(ours ? ours.resumed.reused / ours.resumed.ok : null, 3),
       mosquittoResumedShare: num(m.resumed.reused / m.resumed.ok, 3),
+      // MQTT 5.0 against 3.1.1 CONNECTs on our broker, same process, same rounds (issue 20 targets).
+      mqtt5FullConnectCpuVsMqtt311: ratio(ours5?.full.cpuMsPer1000, ours?.full.cpuMsPer1000),
+      mqtt5ResumedConnectCpuVsMqtt311: ratio(ours5?.resumed.cpuMsPer1000, ours?.resumed.cpuMsPer1000),
+      ourMqtt5FullConnectCpuMs: num(ours5?.full.cpuMsPer1000, 0),
+      ourMqtt5ResumedConnectCpuMs: num(ours5?.resumed.cpuMsPer1000, 0),
+      mqtt5ResumedShare: num(ours5 ? ours5.resumed.reused / ours5.resumed.ok : null, 3),
       resumedVsFullCpu: ratio(ours?.resumed.cpuMsPer1000, ours?.full.cpuMsPer1000),
       // The broker's cost targets (issue 13): ratios to Node's TLS floor measured in this run.
       fullConnectCpuVsFloor: ratio(ours?.full.cpuMsPer1000, f.full.cpuMsPer1000),
@@ -595,6 +624,10 @@ export async function benchBroker(opts = {}) {
       qos0MsgsVsMosquitto: ratio(ours?.qos0.msgsPerSec, m.qos0.msgsPerSec),
       ourQos0MsgsPerSec: num(ours?.qos0.msgsPerSec, 0),
       mosquittoQos0MsgsPerSec: num(m.qos0.msgsPerSec, 0),
+      // Ours with MQTT 5.0 publishers against mosquitto with 3.1.1 ones (the subscriber stays 3.1.1).
+      qos0Msgs5VsMosquitto: ratio(ours5?.qos0.msgsPerSec, m.qos0.msgsPerSec),
+      ourQos0Msgs5PerSec: num(ours5?.qos0.msgsPerSec, 0),
+      ourQos0Mqtt5CpuUsPerMsg: num(ours5?.qos0.cpuUsPerMsg, 1),
       ourQos0CpuUsPerMsg: num(ours?.qos0.cpuUsPerMsg, 1),
       mosquittoQos0CpuUsPerMsg: num(m.qos0.cpuUsPerMsg, 1),
       revokeDisconnectP50Ms: num(ours?.revoke?.p50, 1),
@@ -608,7 +641,7 @@ export async function benchBroker(opts = {}) {
       brokerConnectFailures:
         wk.failed +
         Object.values(results).reduce(
-          (n, r) => n + r.idle.failed + r.full.failed + r.resumed.failed + (r.throughput?.failed ?? 0),
+          (n, r) => n + (r.idle?.failed ?? 0) + r.full.failed + r.resumed.failed + (r.throughput?.failed ?? 0),
           0,
         ),
       crashes,

@@ -45,13 +45,17 @@ export function subscribePacket(filter, packetId = 1) {
   return Buffer.concat([Buffer.from([0x82]), remainingLength(body.length), body]);
 }
 
-/** PUBLISH: QoS 0 without a packet id; QoS 1 with `packetId` (MQTT 3.1.1 section 3.3). */
-export function publishPacket(topic, payload, packetId) {
+/**
+ * PUBLISH: QoS 0 without a packet id; QoS 1 with `packetId` (MQTT 3.1.1 section 3.3). With
+ * protocolVersion 5 the variable header ends with a property length, here 0 (MQTT 5.0 3.3.2.3).
+ */
+export function publishPacket(topic, payload, packetId, protocolVersion = 4) {
+  const props = protocolVersion === 5 ? Buffer.from([0]) : Buffer.alloc(0);
   if (packetId === undefined) {
-    const body = Buffer.concat([utf8(topic), payload]);
+    const body = Buffer.concat([utf8(topic), props, payload]);
     return Buffer.concat([Buffer.from([0x30]), remainingLength(body.length), body]);
   }
-  const body = Buffer.concat([utf8(topic), Buffer.from([packetId >> 8, packetId & 0xff]), payload]);
+  const body = Buffer.concat([utf8(topic), Buffer.from([packetId >> 8, packetId & 0xff]), props, payload]);
   return Buffer.concat([Buffer.from([0x32]), remainingLength(body.length), body]);
 }
 
