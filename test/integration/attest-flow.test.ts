@@ -15,18 +15,10 @@ import {
   type Tpm2CertifyStatement,
   tpm2ToolsCredentialFile,
 } from '../../server/src/attest/index.js';
-import { activateCredential, readTpmFile as read, type SoftTpm, startSoftTpm, tpmTool as t } from '../helpers/swtpm.js';
-import { requireTool } from '../helpers/system-tools.js';
+import { attestTools, createAttestKeys, createEkAk, startTpmPair } from '../helpers/attest.js';
+import { activateCredential, readTpmFile as read, type SoftTpm } from '../helpers/swtpm.js';
 
-const tools =
-  requireTool('swtpm') &&
-  requireTool('swtpm_setup') &&
-  requireTool('swtpm_localca') &&
-  requireTool('tpm2-abrmd') &&
-  requireTool('dbus-daemon') &&
-  requireTool('tpm2_activatecredential') &&
-  requireTool('tpm2_send') &&
-  requireTool('openssl');
+const tools = attestTools('tpm2_send');
 
 const HANDLES = { dev: 0x81000110, imp: 0x81000111, ak: 0x81000112, other: 0x81000113 };
 const device = { tokenHash: 'a1'.repeat(32), deviceId: 'tpm-dev-1' };
@@ -62,43 +54,9 @@ describe.runIf(tools)('TPM attestation service against swtpm', () => {
   const spki = (key: string) => read(a, `${key}.spki`);
 
   beforeAll(async () => {
-    [a, b] = await Promise.all([
-      startSoftTpm('fg-flow-a', '1234', { ekCert: true, pkcs11: false }),
-      startSoftTpm('fg-flow-b', '1234', { ekCert: true, pkcs11: false }),
-    ]);
-    for (const tpm of [a, b]) {
-      t(tpm, 'tpm2_nvread', '0x1c00002', '-C', 'o', '-o', 'ek.crt');
-      t(tpm, 'tpm2_createek', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub');
-      t(
-        tpm,
-        'tpm2_createak',
-        '-C',
-        'ek.ctx',
-        '-c',
-        'ak.ctx',
-        '-G',
-        'ecc',
-        '-g',
-        'sha256',
-        '-s',
-        'ecdsa',
-        '-u',
-        'ak.pub',
-      );
-    }
-    t(a, 'tpm2_createprimary', '-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'srk.ctx');
-    for (const key of ['dev', 'other']) {
-      t(a, 'tpm2_create', '-C', 'srk.ctx', '-G', 'ecc256', '-u', `${key}.pub`, '-r', `${key}.priv`);
-      t(a, 'tpm2_load', '-C', 'srk.ctx', '-u', `${key}.pub`, '-r', `${key}.priv`, '-c', `${key}.ctx`);
-    }
-    t(a, 'openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'outside.pem');
-    t(a, 'tpm2_import', '-C', 'srk.ctx', '-G', 'ecc', '-i', 'outside.pem', '-u', 'imp.pub', '-r', 'imp.priv');
-    t(a, 'tpm2_load', '-C', 'srk.ctx', '-u', 'imp.pub', '-r', 'imp.priv', '-c', 'imp.ctx');
-    for (const [key, h] of Object.entries(HANDLES)) {
-      t(a, 'tpm2_evictcontrol', '-C', 'o', '-c', `${key}.ctx`, `0x${h.toString(16)}`);
-      // The key as a CSR would carry it (DER SubjectPublicKeyInfo).
-      t(a, 'tpm2_readpublic', '-c', `0x${h.toString(16)}`, '-f', 'der', '-o', `${key}.spki`);
-    }
+    [a, b] = await startTpmPair('fg-flow');
+    for (const tpm of [a, b]) createEkAk(tpm, { ekCert: true });
+    createAttestKeys(a, HANDLES, 'ecc256');
     // Only TPM a's manufacturer is trusted.
     service = new AttestationService({ roots: parseEkRoots(a.ekRootPem!), pending, ttlMs: 60_000, now: () => clock });
   }, 120_000);

@@ -17,23 +17,14 @@ import path from 'node:path';
 import * as asn1js from 'asn1js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTR_EVIDENCE, evidenceAttributeValue, POLICY_KEY_TPM_ATTESTED } from '../../server/src/attest/index.js';
+import { attestTools, createAttestKeys, createEkAk, startTpmPair } from '../helpers/attest.js';
 import { runCli, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
 import { makeCsr } from '../helpers/csr.js';
 import { type HttpsResponse, httpsRequest } from '../helpers/https.js';
 import { OpensslDir } from '../helpers/openssl.js';
-import { activateCredential, readTpmFile as read, type SoftTpm, startSoftTpm, tpmTool as t } from '../helpers/swtpm.js';
-import { requireTool } from '../helpers/system-tools.js';
+import { activateCredential, readTpmFile as read, type SoftTpm, tpmTool as t } from '../helpers/swtpm.js';
 
-const tools =
-  requireTool('swtpm') &&
-  requireTool('swtpm_setup') &&
-  requireTool('swtpm_localca') &&
-  requireTool('tpm2-abrmd') &&
-  requireTool('dbus-daemon') &&
-  requireTool('tpm2_activatecredential') &&
-  requireTool('tpm2_sign') &&
-  requireTool('tpm2_send') &&
-  requireTool('openssl');
+const tools = attestTools('tpm2_sign', 'tpm2_send');
 
 const HANDLES = { dev: 0x81000120, imp: 0x81000121, ak: 0x81000122, other: 0x81000123 };
 type KeyName = keyof typeof HANDLES;
@@ -92,42 +83,9 @@ describe.runIf(tools)('TPM attestation over HTTP (swtpm, fleetgate serve)', () =
   let ossl: OpensslDir;
 
   beforeAll(async () => {
-    [a, b] = await Promise.all([
-      startSoftTpm('fg-http-a', '1234', { ekCert: true, pkcs11: false }),
-      startSoftTpm('fg-http-b', '1234', { ekCert: true, pkcs11: false }),
-    ]);
-    for (const tpm of [a, b]) {
-      t(tpm, 'tpm2_nvread', '0x1c00002', '-C', 'o', '-o', 'ek.crt');
-      t(tpm, 'tpm2_createek', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub');
-      t(
-        tpm,
-        'tpm2_createak',
-        '-C',
-        'ek.ctx',
-        '-c',
-        'ak.ctx',
-        '-G',
-        'ecc',
-        '-g',
-        'sha256',
-        '-s',
-        'ecdsa',
-        '-u',
-        'ak.pub',
-      );
-    }
-    t(a, 'tpm2_createprimary', '-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'srk.ctx');
-    for (const key of ['dev', 'other']) {
-      t(a, 'tpm2_create', '-C', 'srk.ctx', '-G', 'ecc256:ecdsa-sha256', '-u', `${key}.pub`, '-r', `${key}.priv`);
-      t(a, 'tpm2_load', '-C', 'srk.ctx', '-u', `${key}.pub`, '-r', `${key}.priv`, '-c', `${key}.ctx`);
-    }
-    t(a, 'openssl', 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', 'outside.pem');
-    t(a, 'tpm2_import', '-C', 'srk.ctx', '-G', 'ecc', '-i', 'outside.pem', '-u', 'imp.pub', '-r', 'imp.priv');
-    t(a, 'tpm2_load', '-C', 'srk.ctx', '-u', 'imp.pub', '-r', 'imp.priv', '-c', 'imp.ctx');
-    for (const [key, h] of Object.entries(HANDLES)) {
-      t(a, 'tpm2_evictcontrol', '-C', 'o', '-c', `${key}.ctx`, `0x${h.toString(16)}`);
-      t(a, 'tpm2_readpublic', '-c', `0x${h.toString(16)}`, '-f', 'der', '-o', `${key}.spki`);
-    }
+    [a, b] = await startTpmPair('fg-http');
+    for (const tpm of [a, b]) createEkAk(tpm, { ekCert: true });
+    createAttestKeys(a, HANDLES, 'ecc256:ecdsa-sha256');
     // Only TPM A's manufacturer is trusted: its root and issuing CA are the configured bundle.
     const roots = path.join(a.dir, 'ek-roots.pem');
     writeFileSync(roots, `${a.ekRootPem!}\n${a.ekIssuerPem!}`);

@@ -23,24 +23,10 @@ import {
   verifyCertifyEvidence,
   verifyEkCertificate,
 } from '../../server/src/attest/index.js';
-import {
-  activateCredential as activate,
-  readTpmFile as read,
-  type SoftTpm,
-  startSoftTpm,
-  tpmTool,
-} from '../helpers/swtpm.js';
-import { requireTool } from '../helpers/system-tools.js';
+import { attestTools, createEkAk, startTpmPair } from '../helpers/attest.js';
+import { activateCredential as activate, readTpmFile as read, type SoftTpm, tpmTool } from '../helpers/swtpm.js';
 
-const tools =
-  requireTool('swtpm') &&
-  requireTool('swtpm_setup') &&
-  requireTool('swtpm_localca') &&
-  requireTool('tpm2-abrmd') &&
-  requireTool('dbus-daemon') &&
-  requireTool('tpm2_activatecredential') &&
-  requireTool('tpm2_certify') &&
-  requireTool('openssl');
+const tools = attestTools('tpm2_certify');
 
 const t = tpmTool;
 
@@ -49,31 +35,8 @@ describe.runIf(tools)('TPM attestation primitives against swtpm', () => {
   let b: SoftTpm;
 
   beforeAll(async () => {
-    [a, b] = await Promise.all([
-      startSoftTpm('fg-attest-a', '1234', { ekCert: true, pkcs11: false }),
-      startSoftTpm('fg-attest-b', '1234', { ekCert: true, pkcs11: false }),
-    ]);
-    for (const tpm of [a, b]) {
-      t(tpm, 'tpm2_createek', '-c', 'ek.ctx', '-G', 'rsa', '-u', 'ek.pub');
-      t(
-        tpm,
-        'tpm2_createak',
-        '-C',
-        'ek.ctx',
-        '-c',
-        'ak.ctx',
-        '-G',
-        'rsa',
-        '-g',
-        'sha256',
-        '-s',
-        'rsassa',
-        '-u',
-        'ak.pub',
-        '-n',
-        'ak.name',
-      );
-    }
+    [a, b] = await startTpmPair('fg-attest');
+    for (const tpm of [a, b]) createEkAk(tpm, { ak: 'rsa', akName: true });
   }, 120_000);
   afterAll(async () => {
     await a?.stop();

@@ -15,6 +15,7 @@ import {
   verifyEkCertificate,
 } from '../../server/src/attest/index.js';
 import * as x509 from '../../server/src/ca/x509.js';
+import { b2, u16, u32 } from '../helpers/attest.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 
@@ -25,14 +26,6 @@ const rsaAlg = {
   publicExponent: new Uint8Array([1, 0, 1]),
   hash: 'SHA-256',
 } as const;
-
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
-const u32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
-const b2 = (b: Uint8Array) => Buffer.concat([u16(b.length), b]);
 
 /** The RSA EK template's public area (TCG EK profile B.3.3, template L-1) for a given modulus. */
 function ekPublicFor(key: KeyObject) {

@@ -32,14 +32,8 @@ import {
   tpmName,
 } from '../../server/src/attest/index.js';
 import * as x509 from '../../server/src/ca/x509.js';
+import { b2, u16, u32 } from '../helpers/attest.js';
 
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
-const u32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
-const b2 = (b: Uint8Array) => Buffer.concat([u16(b.length), b]);
 const base = TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin;
 
 function rsaEkPublic(key: KeyObject): Buffer {

@@ -23,14 +23,7 @@ import {
   verifyCertifyEvidence,
 } from '../../server/src/attest/index.js';
 import { FleetgateError } from '../../server/src/errors.js';
-
-const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff]);
-const u32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
-const b2 = (b: Uint8Array) => Buffer.concat([u16(b.length), b]);
+import { b2, u16, u32 } from '../helpers/attest.js';
 
 const AK_ATTRS =
   TPMA_OBJECT.fixedTPM |
