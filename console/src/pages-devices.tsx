@@ -1,29 +1,12 @@
+import type { DeviceJson } from '@fleetgate/device-client/operator-api';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api, query } from './api.js';
 import { Empty, ErrorState, when } from './common.js';
 import { onLive } from './live.js';
 import { linkClick, navigate } from './router.js';
 
-interface Cert {
-  serial: string;
-  subject: string;
-  notBefore: string;
-  notAfter: string;
-  status: string;
-  revokedAt: string | null;
-  revocationReason: string | null;
-  renewedFrom: string | null;
-}
-interface Device {
-  id: string;
-  kind: string;
-  status: string;
-  createdAt: string;
-  lastSeenAt: string | null;
-  online: boolean;
-  current: Cert | null;
-  certificates?: Cert[];
-}
+// The operator API's shapes, written once in the device client (types only: nothing of it is bundled).
+type Device = DeviceJson;
 interface DevicePage {
   devices: Device[];
   total: number;

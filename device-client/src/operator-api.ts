@@ -49,8 +49,13 @@ export interface CertificateJson {
   status: string;
   revokedAt: string | null;
   revocationReason: string | null;
+  /** Serial of the certificate this one renewed, null for a first issuance. */
+  renewedFrom: string | null;
+  /** How the key is held, as proved at issuance (docs/attestation.md). */
+  keyAssurance: 'tpm-attested' | 'unattested';
 }
 
+/** A device as GET /api/v1/devices[/:id] answers (the server's schema, operator-api.ts). */
 export interface DeviceJson {
   id: string;
   kind: string;
@@ -59,6 +64,8 @@ export interface DeviceJson {
   lastSeenAt: string | null;
   online: boolean;
   current: CertificateJson | null;
+  /** Every certificate of the device: only on GET /api/v1/devices/:id. */
+  certificates?: CertificateJson[];
 }
 
 /** One page of a list (keyset paging: pass nextCursor back as cursor; null = last page). */

@@ -1,3 +1,4 @@
+import type { CertificateJson, DeviceJson } from '@fleetgate/device-client/operator-api';
 import { connect } from './api-client.js';
 import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
@@ -5,26 +6,6 @@ import { fetchList, listFooter, PAGE_OPTIONS, parsePageArgs } from './list-pages
 import { EXIT_OK, out, UsageError } from './output.js';
 
 const DEVICE_STATUSES = ['active', 'revoked', 'reprovisioning', 'decommissioned'];
-
-interface CertJson {
-  serial: string;
-  notBefore: string;
-  notAfter: string;
-  status: string;
-  revokedAt: string | null;
-  revocationReason: string | null;
-  keyAssurance: 'tpm-attested' | 'unattested';
-}
-interface DeviceJson {
-  id: string;
-  kind: string;
-  status: string;
-  createdAt: string;
-  lastSeenAt: string | null;
-  online: boolean;
-  current: CertJson | null;
-  certificates?: CertJson[];
-}
 
 export const devicesListCommand: CommandImpl = {
   async run(argv) {
@@ -108,7 +89,7 @@ export const certsExpiringCommand: CommandImpl = {
     }
     const page = parsePageArgs(values);
     const api = await connect();
-    const list = await fetchList<CertJson & { deviceId: string }>(
+    const list = await fetchList<CertificateJson>(
       api,
       '/api/v1/certificates/expiring',
       new URLSearchParams({ days: values.days }),
