@@ -76,6 +76,14 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
     crl.refreshSoon();
   });
 
+  /** After our own commit: drop the kept OCSP answers, count, and publish the CRL before answering. */
+  async function afterRevocation(serials: string[]): Promise<void> {
+    if (serials.length === 0) return;
+    ocsp.invalidate(serials);
+    observer?.revoked(serials.length);
+    await crl.refresh();
+  }
+
   return {
     async revokeDevice(deviceId: string, reason: RevocationReason, actor: Actor) {
       assertRevocationReason(reason);
@@ -96,11 +104,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
         });
         return serials;
       });
-      if (serials.length > 0) {
-        ocsp.invalidate(serials);
-        observer?.revoked(serials.length);
-        await crl.refresh();
-      }
+      await afterRevocation(serials);
       return { serials };
     },
 
@@ -136,11 +140,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
         });
         return serials;
       });
-      if (serials.length > 0) {
-        ocsp.invalidate(serials);
-        observer?.revoked(serials.length);
-        await crl.refresh();
-      }
+      await afterRevocation(serials);
       return { serials };
     },
 
@@ -169,11 +169,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
         });
         return true;
       });
-      if (revoked) {
-        ocsp.invalidate([normalised]);
-        observer?.revoked(1);
-        await crl.refresh();
-      }
+      if (revoked) await afterRevocation([normalised]);
     },
 
     async currentCrl() {
