@@ -270,19 +270,23 @@ export const serviceAcl: Parser<Record<string, ServiceRights>> = (v, { name }) =
   return acl;
 };
 
+/** A file named by a setting (relative to `cwd`), read as UTF-8; the error names the file, never its content. */
+function readConfigFile(v: string, name: string, cwd: string): { file: string; content: string } {
+  const file = path.resolve(cwd, v);
+  try {
+    return { file, content: readFileSync(file, 'utf8') };
+  } catch (e) {
+    throw new ConfigError(name, `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
 /**
  * A file holding a bearer token (RFC 6750 2.1: b64token), e.g. the one Prometheus sends from its
  * `authorization.credentials_file`. Surrounding whitespace (a trailing newline) is ignored, as
  * Prometheus does. Errors name the file, never its content.
  */
 export const tokenFile: Parser<string> = (v, { name, cwd }) => {
-  const file = path.resolve(cwd, v);
-  let content: string;
-  try {
-    content = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new ConfigError(name, `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
+  const { file, content } = readConfigFile(v, name, cwd);
   const token = content.trim();
   if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(token) || token.length < 16 || token.length > 1024) {
     throw new ConfigError(
@@ -334,13 +338,7 @@ export const listenAddress: Parser<{ host: string; port: number }> = (v, { name 
  * must parse, so a truncated bundle stops start-up instead of silently trusting fewer CAs.
  */
 export const certificateBundleFile: Parser<string> = (v, { name, cwd }) => {
-  const file = path.resolve(cwd, v);
-  let content: string;
-  try {
-    content = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new ConfigError(name, `cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
-  }
+  const { file, content } = readConfigFile(v, name, cwd);
   const blocks = content.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) throw new ConfigError(name, `${file} holds no PEM certificate`);
   blocks.forEach((b, i) => {
