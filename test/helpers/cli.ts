@@ -77,27 +77,39 @@ export function runBin(
     opts.fileSizeLimitKiB === undefined
       ? [process.execPath, [bin, ...args]]
       : ['bash', ['-c', `ulimit -f ${opts.fileSizeLimitKiB}; exec "$0" "$@"`, process.execPath, bin, ...args]];
+  const child = spawn(command, argv, { env: cliEnv(env), cwd: REPO_ROOT });
+  const result = collectOutput(child, `${name} ${args.join(' ')}`, timeoutMs);
+  if (opts.input !== undefined) child.stdin.end(opts.input);
+  else child.stdin.end();
+  return result;
+}
+
+/**
+ * The exit code and whole output of a spawned child (stdout and stderr piped); after `timeoutMs`
+ * it is killed and the promise rejects with `label` and what it wrote so far.
+ */
+export function collectOutput(child: ChildProcess, label: string, timeoutMs: number): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { env: cliEnv(env), cwd: REPO_ROOT });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => {
+    child.stdout?.on('data', (d) => {
       stdout += d;
     });
-    child.stderr.on('data', (d) => {
+    child.stderr?.on('data', (d) => {
       stderr += d;
     });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`${name} ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
+      reject(new Error(`${label} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
     }, timeoutMs);
-    child.on('error', reject);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
-    if (opts.input !== undefined) child.stdin.end(opts.input);
-    else child.stdin.end();
   });
 }
 

@@ -4,7 +4,7 @@
  * exactly the one given (these tests model a device, not this repository's CLI).
  */
 import { spawn } from 'node:child_process';
-import type { CliResult } from './cli.js';
+import { type CliResult, collectOutput } from './cli.js';
 
 export interface CommandOptions {
   cwd: string;
@@ -14,29 +14,8 @@ export interface CommandOptions {
 
 export function runCommand(command: string, args: string[], opts: CommandOptions): Promise<CliResult> {
   const timeoutMs = opts.timeoutMs ?? 120_000;
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${command} ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  const child = spawn(command, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return collectOutput(child, `${command} ${args.join(' ')}`, timeoutMs);
 }
 
 /** The ```lang blocks of a Markdown text, in order. */
