@@ -26,6 +26,7 @@ import type {
   CaRecord,
   CaRole,
   CertificateRecord,
+  DevicePageOptions,
   DeviceRecord,
   DeviceStatus,
   IdentityKind,
@@ -84,15 +85,7 @@ class SqlOps implements StoreTx {
   }): Promise<DeviceRecord[]> {
     return devices.listDevices(this.cx, opts);
   }
-  pageDevices(
-    opts: PageOptions & {
-      kind?: IdentityKind;
-      status?: DeviceStatus;
-      online?: boolean;
-      prefix?: string;
-      offset?: number;
-    },
-  ): Promise<Page<DeviceRecord>> {
+  pageDevices(opts: DevicePageOptions): Promise<Page<DeviceRecord>> {
     return devices.pageDevices(this.cx, opts);
   }
   setDeviceStatus(id: string, status: DeviceStatus): Promise<void> {

@@ -12,6 +12,15 @@ import type { Page, PageOptions } from './paging.js';
 
 export type { Page, PageOptions } from './paging.js';
 
+/** What Store.pageDevices filters on, besides the page. */
+export type DevicePageOptions = PageOptions & {
+  kind?: IdentityKind;
+  status?: DeviceStatus;
+  online?: boolean;
+  prefix?: string;
+  offset?: number;
+};
+
 export type CaRole = 'root' | 'issuing';
 
 export interface CaRecord {
@@ -211,15 +220,7 @@ export interface StoreTx {
    * previous page's `nextCursor`; one that this list did not issue is CURSOR_INVALID. `offset`
    * (skip rows after the cursor) is kept for callers that paged by offset before cursors existed.
    */
-  pageDevices(
-    opts: PageOptions & {
-      kind?: IdentityKind;
-      status?: DeviceStatus;
-      online?: boolean;
-      prefix?: string;
-      offset?: number;
-    },
-  ): Promise<Page<DeviceRecord>>;
+  pageDevices(opts: DevicePageOptions): Promise<Page<DeviceRecord>>;
   /** DEVICE_NOT_FOUND if there is no such device. */
   setDeviceStatus(id: string, status: DeviceStatus): Promise<void>;
   /** Batched presence update from the broker. Unknown ids are ignored; older `at` never wins. */
