@@ -27,6 +27,18 @@ function truncate(out: Buffer, bits: number): Buffer {
   return r;
 }
 
+/** Blocks for counter i = 1, 2, ... until there are `bits`, then truncated (both KDFs iterate this way). */
+function counterMode(bits: number, block: (i: number) => Buffer): Buffer {
+  const chunks: Buffer[] = [];
+  let have = 0;
+  for (let i = 1; have * 8 < bits; i++) {
+    const b = block(i);
+    chunks.push(b);
+    have += b.length;
+  }
+  return truncate(Buffer.concat(chunks), bits);
+}
+
 /** KDFa(hashAlg, key, label, contextU, contextV, bits) (Part 1 11.4.10.2). */
 export function kdfa(
   hashAlg: number,
@@ -37,20 +49,15 @@ export function kdfa(
   bits: number,
 ): Buffer {
   const h = hashName(hashAlg);
-  const chunks: Buffer[] = [];
-  let have = 0;
-  for (let i = 1; have * 8 < bits; i++) {
-    const block = createHmac(h, key)
+  return counterMode(bits, (i) =>
+    createHmac(h, key)
       .update(u32be(i))
       .update(labelBytes(label))
       .update(contextU)
       .update(contextV)
       .update(u32be(bits))
-      .digest();
-    chunks.push(block);
-    have += block.length;
-  }
-  return truncate(Buffer.concat(chunks), bits);
+      .digest(),
+  );
 }
 
 /** KDFe(hashAlg, Z, label, partyUInfo, partyVInfo, bits) (Part 1 11.4.10.3). */
@@ -63,18 +70,7 @@ export function kdfe(
   bits: number,
 ): Buffer {
   const h = hashName(hashAlg);
-  const chunks: Buffer[] = [];
-  let have = 0;
-  for (let i = 1; have * 8 < bits; i++) {
-    const block = createHash(h)
-      .update(u32be(i))
-      .update(z)
-      .update(labelBytes(label))
-      .update(partyUInfo)
-      .update(partyVInfo)
-      .digest();
-    chunks.push(block);
-    have += block.length;
-  }
-  return truncate(Buffer.concat(chunks), bits);
+  return counterMode(bits, (i) =>
+    createHash(h).update(u32be(i)).update(z).update(labelBytes(label)).update(partyUInfo).update(partyVInfo).digest(),
+  );
 }
