@@ -18,6 +18,32 @@ export function runCommand(command: string, args: string[], opts: CommandOptions
   return collectOutput(child, `${command} ${args.join(' ')}`, timeoutMs);
 }
 
+/**
+ * Runs a command to its end with stdout and stderr merged as they come; a hang is a failure: it
+ * is killed after `timeoutMs` and resolves with code null.
+ */
+export function runToEnd(
+  cmd: string,
+  args: string[],
+  timeoutMs = 20_000,
+): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d;
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      out += d;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
 /** The ```lang blocks of a Markdown text, in order. */
 export function codeBlocks(markdown: string, lang: string): string[] {
   const out: string[] = [];

@@ -5,7 +5,6 @@
  * MQTT.js and the stock mosquitto_pub; what it does inside its rights is untouched; each close is
  * logged at info with device id, topic and rule and counted as disconnect cause `acl_violation`.
  */
-import { spawn } from 'node:child_process';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -17,6 +16,7 @@ import {
   mqttOptions,
   startFleet,
 } from '../helpers/device.js';
+import { runToEnd } from '../helpers/run-command.js';
 import { requireTool } from '../helpers/system-tools.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -103,23 +103,8 @@ describe('disconnect on ACL violation (FLEETGATE_MQTT_DISCONNECT_ON_ACL_VIOLATIO
         ...['--cert', cred.certFile, '--key', cred.keyFile, '-i', cred.id, '-V', 'mqttv311'],
         ...['-q', '1', '-t', topic, '-m', 'x'],
       ];
-      const pub = (topic: string) =>
-        new Promise<{ code: number | null; out: string }>((resolve) => {
-          const child = spawn('mosquitto_pub', args(topic), { stdio: ['ignore', 'pipe', 'pipe'] });
-          let out = '';
-          child.stdout.on('data', (d: Buffer) => {
-            out += d;
-          });
-          child.stderr.on('data', (d: Buffer) => {
-            out += d;
-          });
-          // A hang is a failure: mosquitto_pub must end on its own.
-          const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-          child.on('close', (code) => {
-            clearTimeout(timer);
-            resolve({ code, out });
-          });
-        });
+      // A hang is a failure: mosquitto_pub must end on its own.
+      const pub = (topic: string) => runToEnd('mosquitto_pub', args(topic));
       expect(await pub('devices/acl-1/telemetry')).toMatchObject({ code: 0 });
       const refused = await pub('devices/acl-2/telemetry');
       expect(refused.code, refused.out).not.toBe(0);

@@ -22,6 +22,7 @@ import {
   revokeDevice,
   startFleet,
 } from '../helpers/device.js';
+import { runToEnd as run } from '../helpers/run-command.js';
 import { requireTool } from '../helpers/system-tools.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -36,25 +37,6 @@ function serverGoodbye(client: MqttClient): Promise<{ reasonCode: number | undef
       disconnect = p;
     });
     client.once('close', () => resolve({ reasonCode: disconnect?.reasonCode, beforeClose: disconnect !== null }));
-  });
-}
-
-/** Runs a command to its end (a hang is a failure: killed after 20 s); exit code and output. */
-function run(cmd: string, args: string[]): Promise<{ code: number | null; out: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => {
-      out += d;
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      out += d;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, out });
-    });
   });
 }
 
