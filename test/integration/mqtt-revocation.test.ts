@@ -212,7 +212,7 @@ describe('PostgreSQL: revocation from another process, and fail closed when the 
     await closed;
     expect(await connectOutcome(fleet, devs['other-proc'] as Credential)).toBe(5);
   });
-  it('keeps live sessions, refuses new ones with CONNACK 0x03 once the data is too old, recovers after', async () => {
+  it('keeps live sessions, refuses new ones with CONNACK 0x03 (5.0: 0x88) once the data is too old, recovers after', async () => {
     if (skip) return;
     const live = await mqtt.connectAsync(mqttOptions(fleet, devs['fresh-1'] as Credential));
     expect(await connectOutcome(fleet, devs['fresh-2'] as Credential)).toBe('accepted');
@@ -229,6 +229,8 @@ describe('PostgreSQL: revocation from another process, and fail closed when the 
         30_000,
       );
       expect(refused).toBe(3);
+      // MQTT 5.0 says the same with its own code: 0x88 Server unavailable (MQTT 5.0 3.2.2.2).
+      expect(await connectOutcome(fleet, devs['fresh-2'] as Credential, { protocolVersion: 5 })).toBe(0x88);
       expect(live.connected).toBe(true);
     } finally {
       await sql.unsafe(`ALTER DATABASE "${dbName}" ALLOW_CONNECTIONS true`);
