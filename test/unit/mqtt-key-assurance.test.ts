@@ -5,7 +5,6 @@
  * carrying another policy, anyPolicy, a malformed or a duplicated certificatePolicies extension.
  * Everything but the one well-formed policy is `unattested` (fail closed); no input throws.
  */
-import { webcrypto } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { POLICY_KEY_TPM_ATTESTED } from '../../server/src/attest/oids.js';
 import { type CertificateAuthority, checkCsr, issueIdentityCertificate } from '../../server/src/ca/index.js';
@@ -23,18 +22,15 @@ const POLICIES_OID = '2.5.29.32';
 /** A self-signed certificate with exactly these extensions (whatever their bytes). */
 async function certWith(extensions: x509.Extension[]): Promise<Uint8Array> {
   const keys = await newKeys();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned(
-    {
-      serialNumber: '0a1b2c',
-      name: 'CN=dev-x',
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      keys,
-      signingAlgorithm: EC,
-      extensions,
-    },
-    webcrypto as unknown as Crypto,
-  );
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '0a1b2c',
+    name: 'CN=dev-x',
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    keys,
+    signingAlgorithm: EC,
+    extensions,
+  });
   return new Uint8Array(cert.rawData);
 }
 
