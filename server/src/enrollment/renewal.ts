@@ -32,7 +32,7 @@
  * does not have this gap: it locks the device row, which renewal locks too (see lockIdentity).
  */
 import { createHash } from 'node:crypto';
-import { acceptedCsrDer, attestCsr, type CsrAttestation } from '../attest/index.js';
+import { acceptedCsrDer, attestCsr, type CsrAttestation, mayCarryEvidence } from '../attest/index.js';
 import { certifiedKeyFingerprint } from '../ca/index.js';
 import * as x509 from '../ca/x509.js';
 import { FleetgateError } from '../errors.js';
@@ -229,8 +229,12 @@ export async function reenroll(
       }
       // Evidence, if any, must verify (TPM_* codes); its nonce is taken in this transaction, so it
       // is spent exactly when the certificate is issued (a refused renewal leaves it usable).
-      const who = { tokenHash: renewalBinding(presented), deviceId: id, csrDer: acceptedCsrDer(req.csr) };
-      const attested: CsrAttestation = await attestCsr(ctx.attestation, { ...who, requireTpm: false }, tx);
+      // (mayCarryEvidence: a request without the attribute's OID anywhere is not parsed again.)
+      const csrDer = acceptedCsrDer(req.csr);
+      const who = { tokenHash: renewalBinding(presented), deviceId: id, csrDer, requireTpm: false };
+      const attested: CsrAttestation = mayCarryEvidence(csrDer)
+        ? await attestCsr(ctx.attestation, who, tx)
+        : { assurance: 'unattested' };
       if (attested.assurance !== 'tpm-attested') {
         const why = await renewalRequiresTpm(tx, current, device.kind);
         if (why !== null) throw new FleetgateError('ATTESTATION_REQUIRED', why, { serial });
