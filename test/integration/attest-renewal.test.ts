@@ -285,6 +285,35 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     expect((await h.store.getCertificate(up.certificate.serial))?.keyAssurance).toBe('tpm-attested');
   });
 
+  it('with attestation off: evidence is refused (TPM_EK_UNTRUSTED), and a tpm-attested device is not downgraded', async () => {
+    const first = await enrollAttested('rn-off', key('off1'));
+    const nonce = await renewalNonce(first, 'rn-off');
+    // The same store and CA, no manufacturer CAs configured (FLEETGATE_TPM_EK_ROOTS unset).
+    const off = createProvisioning({
+      store: h.store,
+      ca: h.ca,
+      audit: h.audit,
+      now: h.clock.now,
+      certValidityDays: CERT_VALIDITY_DAYS,
+      tokenTtlMs: TOKEN_TTL_MS,
+      ...URLS,
+      allowKeyReuse: false,
+    });
+    const k2 = key('off2');
+    await rejectsWith(
+      off.reenroll({ clientCertDer: first, csr: tpmCsr(a, 'rn-off', k2, certifyStatement(a, k2, AK, nonce)) }),
+      'TPM_EK_UNTRUSTED',
+    );
+    await rejectsWith(off.reenroll({ clientCertDer: first, csr: tpmCsr(a, 'rn-off', k2) }), 'ATTESTATION_REQUIRED');
+    expect(await countOf('rn-off')).toBe(1);
+    // The refused renewals left the nonce unspent: with attestation on it still serves.
+    const ok = await provisioning.reenroll({
+      clientCertDer: first,
+      csr: tpmCsr(a, 'rn-off', k2, certifyStatement(a, k2, AK, nonce)),
+    });
+    expect((await h.store.getCertificate(ok.certificate.serial))?.keyAssurance).toBe('tpm-attested');
+  });
+
   it('hands no challenge to a revoked, unknown or missing certificate', async () => {
     const first = await enrollAttested('rn-revoked', key('rv1'));
     await h.revocation.revokeDevice('rn-revoked', 1, OPERATOR);
