@@ -27,7 +27,7 @@ import {
 } from '../../server/src/mqtt/index.js';
 import type { RefusalReason } from '../../server/src/mqtt/types.js';
 import { makeCsr } from '../helpers/ca.js';
-import { runCli, tempDir } from '../helpers/cli.js';
+import { runCli, startServe, tempDir } from '../helpers/cli.js';
 import { type Harness, OPERATOR, openHarness, pgliteBackend, URLS } from '../helpers/provisioning.js';
 
 interface DeviceTls {
@@ -202,6 +202,20 @@ describe('FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE: bad values', () => {
     expect(loadConfig({ FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE: ' tpm-attested ' }).mqtt.requireKeyAssurance).toBe(
       'tpm-attested',
     );
+  });
+
+  it('serve warns at start when it requires tpm-attested keys but attestation is off', async () => {
+    const serve = await startServe({
+      FLEETGATE_DATA_DIR: tempDir('fg-key-assurance-'),
+      FLEETGATE_PKI_HTTP_PORT: 'off',
+      FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE: 'tpm-attested',
+    });
+    try {
+      const logs = serve.stdout() + serve.stderr();
+      expect(logs).toMatch(/FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE=tpm-attested while FLEETGATE_TPM_EK_ROOTS is unset/);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
   });
 
   it.each(['TPM-ATTESTED', 'tpm'])('serve stops at start with CONFIG_INVALID for %j', async (value) => {
