@@ -13,17 +13,25 @@
  * stops at the client's TPM_EK_CERT_MISSING before anything reaches the server; fleetgate-sim
  * enrolls one attested device.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DeviceClient } from '../../device-client/src/index.js';
+import { type AttestationExchange, collectTpmEvidence, DeviceClient, TpmTools } from '../../device-client/src/index.js';
+import {
+  makeCredential,
+  parseTpm2bPublic,
+  tpm2ToolsCredentialFile,
+  tpmName,
+  verifyCertifyEvidence,
+} from '../../server/src/attest/index.js';
 import { attestTools } from '../helpers/attest.js';
 import { type CliResult, REPO_ROOT, runBin, runCli, tempDir } from '../helpers/cli.js';
 import { type FleetgateEnv, startFleetgate } from '../helpers/device-client-env.js';
 import { agent } from '../helpers/device-client-token-flow.js';
 import { httpsRequest } from '../helpers/https.js';
 import { OpensslDir } from '../helpers/openssl.js';
-import { type SoftTpm, startSoftTpm } from '../helpers/swtpm.js';
+import { readTpmFile, type SoftTpm, startSoftTpm, tpmTool } from '../helpers/swtpm.js';
 import { requireTool } from '../helpers/system-tools.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -204,5 +212,133 @@ describe.runIf(tools)('device client TPM attestation (swtpm + tpm2-abrmd + tpm2-
     // Progress names the attestation steps.
     expect(r.stderr).toMatch(/simtpm-000000: TPM attestation: .*certify/);
     expect(await certificatesOf('simtpm-000000')).toEqual([expect.objectContaining({ keyAssurance: 'tpm-attested' })]);
+  });
+});
+
+/**
+ * collectTpmEvidence on its own against swtpm, with the server's MakeCredential and Certify
+ * verification (server/src/attest) standing in for the HTTP routes: the evidence verifies and
+ * carries the nonce; a credential the TPM cannot open, a wrong key auth value and a server refusal
+ * at activation each stop at their own step, and the temporary persistent handles are gone after
+ * every outcome.
+ */
+describe.runIf(tools)('collectTpmEvidence (swtpm, the server crypto as the counterpart)', () => {
+  let tpm: SoftTpm;
+  let tpmTools: TpmTools;
+  const PARENT = 0x81000050;
+  const AUTH = 'key-auth-1';
+
+  beforeAll(async () => {
+    tpm = await startSoftTpm('fg-collect', '1234', { ekCert: true, pkcs11: false });
+    tpmTool(tpm, 'tpm2_createprimary', '-C', 'o', '-g', 'sha256', '-G', 'ecc', '-c', 'parent.ctx');
+    tpmTool(tpm, 'tpm2_evictcontrol', '-C', 'o', '-c', 'parent.ctx', `0x${PARENT.toString(16)}`);
+    tpmTool(
+      tpm,
+      'tpm2_create',
+      '-C',
+      `0x${PARENT.toString(16)}`,
+      '-G',
+      'ecc256:null',
+      '-a',
+      'fixedtpm|fixedparent|sensitivedataorigin|userwithauth|sign',
+      '-p',
+      AUTH,
+      '-u',
+      'dev.pub',
+      '-r',
+      'dev.priv',
+    );
+    tpmTools = new TpmTools({ tcti: tpm.env.TPM2TOOLS_TCTI, env: tpm.env });
+  }, 120_000);
+  afterAll(async () => {
+    await tpm?.stop();
+  });
+
+  const blobs = (auth = AUTH) => ({
+    public: readTpmFile(tpm, 'dev.pub'),
+    private: readTpmFile(tpm, 'dev.priv'),
+    auth: Buffer.from(auth),
+    parent: PARENT,
+  });
+  const persistent = () => tpm.tools('tpm2_getcap', ['handles-persistent']);
+
+  /** The server's side, in process: MakeCredential to the EK for the AK's Name, then a nonce. */
+  function fakeServer(opts: { garbleCredential?: boolean; refuseActivation?: Error } = {}) {
+    const secret = randomBytes(32);
+    const nonce = randomBytes(32);
+    const seen: { akPublic?: Buffer; steps: string[] } = { steps: [] };
+    const exchange: AttestationExchange = {
+      async challenge(req) {
+        seen.akPublic = req.akPublic;
+        expect(req.ekCert[0]).toBe(0x30);
+        const made = makeCredential(parseTpm2bPublic(req.ekPublic), tpmName(parseTpm2bPublic(req.akPublic)), secret);
+        const file = tpm2ToolsCredentialFile(made);
+        if (opts.garbleCredential) file[file.length - 5]! ^= 0xff;
+        return { challengeId: 'c1', credentialFile: file };
+      },
+      async activate(_id, got) {
+        if (opts.refuseActivation) throw opts.refuseActivation;
+        expect(got.equals(secret)).toBe(true);
+        return nonce;
+      },
+    };
+    return { exchange, nonce, seen };
+  }
+
+  const workDir = () => tempDir('fg-collect-work-');
+
+  it('produces evidence the server verifies: signed by the activated AK, extraData = nonce, the key certified', async () => {
+    const before = persistent();
+    const server = fakeServer();
+    const steps: string[] = [];
+    const ev = await collectTpmEvidence(tpmTools, blobs(), server.exchange, {
+      workDir: workDir(),
+      onStep: (s) => steps.push(s),
+    });
+    expect(steps).toEqual([
+      'ek-certificate',
+      'ek',
+      'ak',
+      'challenge',
+      'activate-credential',
+      'activate',
+      'load-key',
+      'persist',
+      'certify',
+    ]);
+    const attest = verifyCertifyEvidence({
+      akPublic: parseTpm2bPublic(server.seen.akPublic!),
+      attest: ev.attest,
+      signature: ev.signature,
+    });
+    expect(attest.extraData.equals(server.nonce)).toBe(true);
+    expect(attest.certify.name.equals(tpmName(parseTpm2bPublic(ev.keyPublic)))).toBe(true);
+    expect(persistent()).toBe(before);
+  });
+
+  it('a credential the TPM cannot open stops at activate-credential (TPM_ERROR), before any nonce', async () => {
+    const before = persistent();
+    const e = await collectTpmEvidence(tpmTools, blobs(), fakeServer({ garbleCredential: true }).exchange, {
+      workDir: workDir(),
+    }).catch((err: unknown) => err as { code: string; step: string });
+    expect(e).toMatchObject({ code: 'TPM_ERROR', step: 'activate-credential' });
+    expect(persistent()).toBe(before);
+  });
+
+  it('a wrong key auth value stops at certify with the TPM error code; the scratch handles are evicted', async () => {
+    const before = persistent();
+    const e = await collectTpmEvidence(tpmTools, blobs('wrong'), fakeServer().exchange, {
+      workDir: workDir(),
+    }).catch((err: unknown) => err as { code: string; step: string; message: string });
+    expect(e).toMatchObject({ code: 'TPM_ERROR', step: 'certify' });
+    expect(e.message).toMatch(/TPM_RC 0x9[0-9a-f]{2}/);
+    expect(persistent()).toBe(before);
+  });
+
+  it("the server's refusal at activation comes out unchanged", async () => {
+    const refusal = Object.assign(new Error('refused'), { code: 'TPM_ACTIVATION_FAILED' });
+    await expect(
+      collectTpmEvidence(tpmTools, blobs(), fakeServer({ refuseActivation: refusal }).exchange, { workDir: workDir() }),
+    ).rejects.toBe(refusal);
   });
 });
