@@ -172,8 +172,12 @@ describe('TPM tool runner', () => {
         cwd,
         secrets: ['9876'],
       })
-      .catch((err: unknown) => err as TpmError);
+      .then(
+        () => undefined,
+        (err: unknown) => err as TpmError,
+      );
     expect(e).toMatchObject({ code: 'TPM_ERROR', step: 'export-key' });
+    if (!e) return;
     expect(e.message).toMatch(/exit 3/);
     expect(e.message).toMatch(/bad pin \*\*\* for swtpm:port=1/);
     expect(e.message).not.toMatch(/9876/);
