@@ -8,17 +8,21 @@
  */
 import 'reflect-metadata';
 import { createPublicKey, verify, webcrypto } from 'node:crypto';
+import { promises as fs } from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { inspect } from 'node:util';
 import * as x509 from '@peculiar/x509';
 import * as asn1js from 'asn1js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ATTR_EVIDENCE,
   createCsrWithEvidence,
+  type DeviceKey,
   EstClient,
   SoftwareKeyStore,
   TpmError,
+  TpmKeyStore,
   TpmTools,
 } from '../../device-client/src/index.js';
 import { trimDer } from '../../device-client/src/tpm/attest.js';
@@ -185,6 +189,62 @@ describe('TPM tool runner', () => {
   it('feeds stdin and returns stdout', async () => {
     const out = await new TpmTools().run('certify', 'cat', [], { cwd, input: Buffer.from('bytes') });
     expect(out.toString()).toBe('bytes');
+  });
+});
+
+describe('TPM key store', () => {
+  const fakeKey = (uri: string) => ({ ref: { type: 'pkcs11', uri } }) as unknown as DeviceKey;
+  const neverCalled = {
+    challenge: () => Promise.reject(new Error('the server must not be reached')),
+    activate: () => Promise.reject(new Error('the server must not be reached')),
+  };
+
+  it('reports missing TPM tools as TPM_TOOLS_MISSING at export-key and removes its work directory', async () => {
+    const workDir = tempDir('fg-dc-tpmks-');
+    const store = new TpmKeyStore({
+      module: '/nonexistent/libtpm2_pkcs11.so',
+      token: 'tok',
+      pin: '1234',
+      toolsEnv: { PATH: '/nonexistent' },
+      workDir,
+    });
+    await expect(store.attest(fakeKey('pkcs11:token=tok;object=k1;type=private'), neverCalled)).rejects.toMatchObject({
+      code: 'TPM_TOOLS_MISSING',
+      step: 'export-key',
+      message: expect.stringMatching(/tpm2_ptool is not installed/),
+    });
+    expect(await fs.readdir(workDir)).toEqual([]);
+  });
+
+  it('refuses a key reference that is not a token key, and a TCTI that conflicts with the process (INVALID_OPTIONS)', async () => {
+    const store = new TpmKeyStore({ module: '/x.so', token: 'tok', pin: '1', toolsEnv: { PATH: '/nonexistent' } });
+    const soft = { ref: { type: 'software', file: 'key-00.pem' } } as unknown as DeviceKey;
+    await expect(store.attest(soft, neverCalled)).rejects.toMatchObject({ code: 'TPM_ERROR', step: 'export-key' });
+    const saved = process.env.TPM2_PKCS11_TCTI;
+    process.env.TPM2_PKCS11_TCTI = 'device:/dev/tpmrm0';
+    try {
+      expect(() => new TpmKeyStore({ module: '/x.so', token: 'tok', pin: '1', tcti: 'swtpm:port=2321' })).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+      );
+      expect(
+        () => new TpmKeyStore({ module: '/x.so', token: 'tok', pin: '1', tcti: 'device:/dev/tpmrm0' }),
+      ).not.toThrow();
+      expect(() => new TpmKeyStore({ module: '/x.so', token: 'tok', pin: '1', ek: 'dsa' as 'rsa' })).toThrow(
+        expect.objectContaining({ code: 'INVALID_OPTIONS' }),
+      );
+    } finally {
+      if (saved === undefined) delete process.env.TPM2_PKCS11_TCTI;
+      else process.env.TPM2_PKCS11_TCTI = saved;
+    }
+  });
+
+  it('never shows the PIN when inspected or serialized', () => {
+    const store = new TpmKeyStore({ module: '/x.so', token: 'tok', pin: 'pin-5150' });
+    expect(inspect(store)).not.toMatch(/5150/);
+    expect(JSON.stringify(store)).not.toMatch(/5150/);
+    expect(store.type).toBe('tpm');
+    expect(store.attests).toBe(true);
+    expect(new TpmKeyStore({ module: '/x.so', token: 'tok', pin: '1', attest: false }).attests).toBe(false);
   });
 });
 
