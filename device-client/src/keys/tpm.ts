@@ -151,8 +151,10 @@ export class TpmKeyStore implements KeyStore {
     try {
       await fs.chmod(workDir, 0o700);
       const onStep = this.opts.onStep;
-      onStep?.('export-key', label);
-      const blobs = await this.exportBlobs(label, workDir);
+      const blobs = () => {
+        onStep?.('export-key', label);
+        return this.exportBlobs(label, workDir);
+      };
       return await collectTpmEvidence(this.tools, blobs, exchange, {
         workDir,
         ek: this.opts.ek ?? 'rsa',

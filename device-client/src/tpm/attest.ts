@@ -148,18 +148,21 @@ function serialized<T>(key: string, work: () => Promise<T>): Promise<T> {
 }
 
 /**
- * Runs steps 1-4 for `key` and returns the statement for the CSR. Each failure is a TpmError
+ * Runs steps 1-4 for `key` (its blobs, or a function that produces them, called in this
+ * attestation's turn) and returns the statement for the CSR. Each failure is a TpmError
  * naming its step (ek-certificate, ek, ak, activate-credential, load-key, persist, certify) or the
  * server's refusal (an EnrollmentError with the server's code) from `exchange`.
  */
 export function collectTpmEvidence(
   tools: TpmTools,
-  key: TpmKeyBlobs,
+  key: TpmKeyBlobs | (() => Promise<TpmKeyBlobs>),
   exchange: AttestationExchange,
   options: CollectEvidenceOptions,
 ): Promise<Tpm2CertifyStatement> {
-  return serialized(tools.options.tcti ?? process.env.TPM2TOOLS_TCTI ?? '', () =>
-    collect(tools, key, exchange, options),
+  // `key` as a function runs inside the same turn (the TPM key store exports the blobs there:
+  // tpm2_ptool unseals the auth value through the TPM, and its store is shared with the token).
+  return serialized(tools.options.tcti ?? process.env.TPM2TOOLS_TCTI ?? '', async () =>
+    collect(tools, typeof key === 'function' ? await key() : key, exchange, options),
   );
 }
 
