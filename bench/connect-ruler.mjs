@@ -12,7 +12,7 @@
 // its own copy of the data dir (same CA, same devices) and shares the database.
 // --mqtt5 also runs every fleetgate target with MQTT 5.0 CONNECTs (target NAME@5, same server) and
 // reports mqtt5FullConnectCpuVsMqtt311 / mqtt5ResumedConnectCpuVsMqtt311 per target.
-// --floor adds bench/floor-server.mjs (bare Node TLS). --idle N holds N idle connections per target
+// --floor adds bench/floor-server.mjs (bare Node TLS), with --workers processes. --idle N holds N idle connections per target
 // first and reports RSS growth per connection. --node-args go to every `fleetgate serve` (e.g.
 // "--cpu-prof --cpu-prof-dir=/tmp/prof" or "--heap-prof"); profiles are written when it stops.
 // --heap-snapshots DIR (with --idle N): each fleetgate target's broker processes (the leaves of its
@@ -203,7 +203,8 @@ try {
     const cafile = path.join(work, 'ca.pem');
     writeFileSync(cafile, caPem);
     const cert = await serverCertificate(base, work, 'floor');
-    const f = await startFloorServer('mqtt', { ...cert, cafile });
+    // As many processes as the fleetgate targets' brokers (--workers), sharing the port the same way.
+    const f = await startFloorServer('mqtt', { ...cert, cafile }, Number(o.workers));
     stops.push(() => f.stop());
     targets.push({ name: 'floor', pid: f.pid, port: f.port, sessions: new Map() });
   }

@@ -287,7 +287,7 @@ export async function startMosquitto({
  * Starts bench/floor-server.mjs (`mqtt` or `https`) with fleetgate's OpenSSL settings; resolves
  * with { pid, port, stop() }.
  */
-export async function startFloorServer(mode, { keyfile, certfile, cafile }) {
+export async function startFloorServer(mode, { keyfile, certfile, cafile }, workers = 1) {
   const child = spawn(
     process.execPath,
     [
@@ -297,6 +297,7 @@ export async function startFloorServer(mode, { keyfile, certfile, cafile }) {
       keyfile,
       certfile,
       cafile,
+      String(workers),
     ],
     { stdio: ['ignore', 'pipe', 'inherit'], env: childEnv() },
   );
