@@ -248,6 +248,58 @@ describe('renewal with TPM evidence (device client, no TPM)', () => {
     }
   });
 
+  const goodChallenge = {
+    status: 200,
+    body: JSON.stringify({ challengeId: 'c-2', credentialFile: Buffer.from('cred').toString('base64') }),
+  };
+  it.each([
+    ['a challenge answer that is not JSON', { 'attest/challenge': { status: 200, body: '<html>' } }],
+    ['a challenge answer that is a JSON array', { 'attest/challenge': { status: 200, body: '[]' } }],
+    [
+      'a 5000-byte credential',
+      {
+        'attest/challenge': {
+          status: 200,
+          body: JSON.stringify({ challengeId: 'c', credentialFile: Buffer.alloc(5000).toString('base64') }),
+        },
+      },
+    ],
+    [
+      'a challengeId with a slash',
+      { 'attest/challenge': { status: 200, body: JSON.stringify({ challengeId: 'a/b', credentialFile: 'AAAA' }) } },
+    ],
+    [
+      'a 65-byte nonce',
+      {
+        'attest/challenge': goodChallenge,
+        'attest/activate': { status: 200, body: JSON.stringify({ nonce: Buffer.alloc(65).toString('base64') }) },
+      },
+    ],
+    [
+      'a nonce that is not base64',
+      { 'attest/challenge': goodChallenge, 'attest/activate': { status: 200, body: '{"nonce":"%%%"}' } },
+    ],
+    ['a 500', { 'attest/challenge': { status: 500, body: '{"code":"INTERNAL","message":"x"}' } }],
+  ])(
+    "%s during the renewal attestation is SERVER_ERROR; no CSR is sent, the attempt's key is removed",
+    async (_what, a) => {
+      answers = a;
+      const d = await device(async (_key, exchange) => {
+        const c = await exchange.challenge(request);
+        await exchange.activate(c.challengeId, Buffer.from('secret'));
+        return statement;
+      });
+      try {
+        await expect(d.client.renew()).rejects.toMatchObject({ code: 'SERVER_ERROR' });
+        expect(seen.map((s) => s.path)).not.toContain('/.well-known/est/simplereenroll');
+        expect(d.store.removed).toHaveLength(1);
+        expect((await d.client.credential()).key).toEqual(d.key.ref);
+      } finally {
+        await d.client.close();
+      }
+    },
+  );
+
   it('a TPM failure keeps its TpmError (code, step); the new key is removed, nothing reaches simplereenroll', async () => {
     const failure = new TpmError('TPM_ERROR', 'ak', 'tpm2_createak failed');
     const d = await device(async () => {
