@@ -351,18 +351,26 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
       this.current = { credential, key: await this.loadKey(credential) };
     }
     const old = this.current;
+    // The identity every request of this renewal presents: the current certificate and its key
+    // (for a token key, OpenSSL's pkcs11 engine signs the handshake in the token).
+    const client = { certPem: old.credential.certificatePem, chainPem: old.credential.chainPem, key: old.key };
     const key = await this.keyStore.generate({ deviceId: this.deviceId });
     let next: Credential;
     try {
-      // Renewal sends no evidence yet: the server's re-enrollment does not take it (renewed
-      // certificates are `unattested`, docs/attestation.md). When it does, this is where
-      // `keyStore.attest(key, <re-enrollment exchange over mTLS>)` and createCsrWithEvidence go.
-      const csr = await createCsr(this.deviceId, key);
-      const der = await this.est.simpleReenroll(csr, {
-        certPem: old.credential.certificatePem,
-        chainPem: old.credential.chainPem,
-        key: old.key,
-      });
+      // A key store that can prove where its keys live (TPM) attests the new key exactly as at
+      // enrollment, with the two attest round trips authenticated by the current certificate
+      // (docs/attestation.md "Renewal"): the server keeps `tpm-attested` only with evidence made
+      // for this renewal, and refuses a tpm-attested device's renewal without it. A failure here
+      // is final for this attempt (TpmError with its step, or the server's TPM_* code): never a
+      // fallback to a CSR without evidence, which would be refused or silently downgraded.
+      const evidence =
+        this.keyStore.attest && this.keyStore.attests !== false
+          ? await this.keyStore.attest(key, this.est.renewalAttestationExchange(client))
+          : undefined;
+      const csr = evidence
+        ? await createCsrWithEvidence(this.deviceId, key, evidence)
+        : await createCsr(this.deviceId, key);
+      const der = await this.est.simpleReenroll(csr, client);
       const { cert, chain } = await verifyIssuedCertificate(der, {
         deviceId: this.deviceId,
         key,
@@ -437,13 +445,10 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
         const cause = asDeviceError(e);
         this.emit('error', new RenewalError(expiresAt, backoff.attempts + 1, { cause }), false);
         // Final answers: retrying cannot succeed. A decommissioned device's certificates are
-        // revoked too (cessationOfOperation), so its session stops as a revoked one does.
-        if (
-          cause.code === 'DEVICE_REVOKED' ||
-          cause.code === 'DEVICE_DECOMMISSIONED' ||
-          cause.code === 'CLIENT_STOPPED'
-        ) {
-          if (cause.code !== 'CLIENT_STOPPED') {
+        // revoked too (cessationOfOperation), so its session stops as a revoked one does; after an
+        // attestation refusal the current certificate stays good and the session goes on.
+        if (FINAL_RENEWAL_CODES.has(cause.code)) {
+          if (cause.code === 'DEVICE_REVOKED' || cause.code === 'DEVICE_DECOMMISSIONED') {
             const error = new BrokerRefusedError('DEVICE_REVOKED', cause.message, undefined, { cause });
             if (this.session) this.session.stopRevoked(error);
             else this.emit('revoked', { serial: this.current.credential.serial, error });
@@ -461,6 +466,35 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     }
   }
 }
+
+/**
+ * Renewal failures that retrying cannot cure, so the automatic renewal stops instead of asking
+ * again until the certificate expires (the error event has reported it; a later connect() tries
+ * once more, e.g. after an operator has acted):
+ * - the device is revoked or decommissioned, or the client was closed;
+ * - attestation answers that depend only on things that stay the same from one attempt to the
+ *   next (docs/attestation.md "What the server checks"): the device must attest and this key
+ *   store does not (ATTESTATION_REQUIRED), the TPM's EK certificate is not from a configured
+ *   manufacturer or attestation is off (TPM_EK_UNTRUSTED), the AK or the key does not have the
+ *   attributes the server requires (TPM_ATTESTATION_INVALID, TPM_KEY_NOT_RESIDENT), the evidence
+ *   does not parse (TPM_EVIDENCE_MALFORMED), and on the device the TPM has no EK certificate or
+ *   the tools are missing (TPM_EK_CERT_MISSING, TPM_TOOLS_MISSING).
+ * Retried with backoff: whatever involves this attempt's fresh challenge, nonce or TPM state
+ * (TPM_ACTIVATION_FAILED, TPM_CHALLENGE_INVALID, TPM_SIGNATURE_INVALID, TPM_KEY_MISMATCH,
+ * TPM_ERROR), the network and the server's 5xx.
+ */
+export const FINAL_RENEWAL_CODES: ReadonlySet<string> = new Set([
+  'DEVICE_REVOKED',
+  'DEVICE_DECOMMISSIONED',
+  'CLIENT_STOPPED',
+  'ATTESTATION_REQUIRED',
+  'TPM_EK_UNTRUSTED',
+  'TPM_ATTESTATION_INVALID',
+  'TPM_KEY_NOT_RESIDENT',
+  'TPM_EVIDENCE_MALFORMED',
+  'TPM_EK_CERT_MISSING',
+  'TPM_TOOLS_MISSING',
+]);
 
 function makeKeyStore(config: KeyStore | KeyStoreConfig | undefined, dir: string): KeyStore {
   if (config && 'generate' in config) return config;

@@ -29,6 +29,12 @@ export interface EstClientOptions {
   timeoutMs?: number;
 }
 
+/** Who makes an attestation request: the token flow's headers, or the current certificate (mTLS). */
+interface Caller {
+  headers?: Record<string, string>;
+  clientCert?: { certPem: string; chainPem: string[]; key: DeviceKey };
+}
+
 const MAX_ANSWER_BYTES = 1024 * 1024;
 
 interface HttpAnswer {
@@ -175,31 +181,45 @@ export class EstClient {
    * needs before the enrollment's simpleenroll.
    */
   attestationExchange(deviceId: string, token: string): AttestationExchange {
-    const headers = { Authorization: `Basic ${Buffer.from(`${deviceId}:${token}`, 'utf8').toString('base64')}` };
+    const caller: Caller = {
+      headers: { Authorization: `Basic ${Buffer.from(`${deviceId}:${token}`, 'utf8').toString('base64')}` },
+    };
     return {
-      challenge: (req) => this.attestChallenge(headers, req),
-      activate: (challengeId, secret) => this.attestActivate(headers, challengeId, secret),
+      challenge: (req) => this.attestChallenge(caller, req),
+      activate: (challengeId, secret) => this.attestActivate(caller, challengeId, secret),
     };
   }
 
-  private async attestChallenge(
-    headers: Record<string, string>,
-    req: AttestationChallengeRequest,
-  ): Promise<AttestationChallenge> {
+  /**
+   * The same two round trips for a renewal (docs/attestation.md "Renewal"): authenticated by the
+   * current certificate as TLS client certificate, exactly the identity simplereenroll presents
+   * (for a token key: OpenSSL's pkcs11 engine), and with no Authorization header at all, since any
+   * Authorization header, even an empty one, selects the token flow on the server. The server binds
+   * the nonce to that exact certificate: it is good only for a simplereenroll presenting it.
+   */
+  renewalAttestationExchange(client: { certPem: string; chainPem: string[]; key: DeviceKey }): AttestationExchange {
+    const caller: Caller = { clientCert: client };
+    return {
+      challenge: (req) => this.attestChallenge(caller, req),
+      activate: (challengeId, secret) => this.attestActivate(caller, challengeId, secret),
+    };
+  }
+
+  private async attestChallenge(caller: Caller, req: AttestationChallengeRequest): Promise<AttestationChallenge> {
     const body = {
       ekCert: req.ekCert.toString('base64'),
       ekPublic: req.ekPublic.toString('base64'),
       akPublic: req.akPublic.toString('base64'),
     };
-    const r = await this.json(this.url('attest/challenge'), headers, body);
+    const r = await this.json(this.url('attest/challenge'), caller, body);
     const challengeId = r.challengeId;
     if (typeof challengeId !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(challengeId))
       throw new DeviceClientError('SERVER_ERROR', 'the attestation challenge has no valid challengeId');
     return { challengeId, credentialFile: base64Field(r, 'credentialFile', 4096) };
   }
 
-  private async attestActivate(headers: Record<string, string>, challengeId: string, secret: Buffer): Promise<Buffer> {
-    const r = await this.json(this.url('attest/activate'), headers, {
+  private async attestActivate(caller: Caller, challengeId: string, secret: Buffer): Promise<Buffer> {
+    const r = await this.json(this.url('attest/activate'), caller, {
       challengeId,
       secret: secret.toString('base64'),
     });
@@ -207,9 +227,10 @@ export class EstClient {
   }
 
   /** POST of a JSON body; a 200 JSON object back, or the server's refusal as an EnrollmentError. */
-  private async json(url: URL, headers: Record<string, string>, body: unknown): Promise<Record<string, unknown>> {
+  private async json(url: URL, caller: Caller, body: unknown): Promise<Record<string, unknown>> {
     const r = await this.request('POST', url, {
-      headers: { ...headers, Accept: 'application/json' },
+      headers: { ...caller.headers, Accept: 'application/json' },
+      ...(caller.clientCert ? { clientCert: caller.clientCert } : {}),
       body: JSON.stringify(body),
       contentType: 'application/json',
     });

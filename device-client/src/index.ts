@@ -1,6 +1,6 @@
 /**
  * @fleetgate/device-client: the library a device embeds: keys (software, PKCS#11 HSM, TPM 2.0
- * via tpm2-pkcs11, with TPM attestation at enrollment), CSR, EST enrollment, credential directory, MQTT over mTLS with TLS session
+ * via tpm2-pkcs11, with TPM attestation at enrollment and renewal), CSR, EST enrollment, credential directory, MQTT over mTLS with TLS session
  * resumption, automatic renewal. See README.md.
  */
 export { Backoff, type BackoffOptions } from './backoff.js';
@@ -8,6 +8,7 @@ export {
   DeviceClient,
   type DeviceClientEvents,
   type DeviceClientOptions,
+  FINAL_RENEWAL_CODES,
   type KeyStoreConfig,
   type RenewalOptions,
   type RenewedEvent,

@@ -35,7 +35,7 @@ import type { DeviceKey, KeyRef, KeyStore } from './types.js';
 
 export interface TpmKeyStoreOptions extends Pkcs11KeyStoreOptions {
   /**
-   * Attest every new key at enrollment (EK certificate, credential activation, TPM2_Certify).
+   * Attest every new key at enrollment and renewal (EK certificate, credential activation, TPM2_Certify).
    * Default true: without it this is the plain pkcs11 store over tpm2-pkcs11.
    */
   attest?: boolean;
@@ -140,8 +140,8 @@ export class TpmKeyStore implements KeyStore {
 
   /**
    * Evidence that `key` (made by generate()) lives in this TPM, bound to the nonce the server
-   * hands out through `exchange`. Usable for enrollment and, once the server takes evidence at
-   * re-enrollment, for renewal.
+   * hands out through `exchange`: the token-authenticated exchange at enrollment, the one
+   * authenticated by the current certificate at renewal.
    */
   async attest(key: DeviceKey, exchange: AttestationExchange): Promise<Tpm2CertifyStatement> {
     if (key.ref.type !== 'pkcs11') throw new TpmError('TPM_ERROR', 'export-key', 'not a TPM key');

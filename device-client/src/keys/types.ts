@@ -36,8 +36,8 @@ export interface KeyStore {
   readonly type: 'software' | 'pkcs11' | 'tpm';
   /**
    * Key stores that can prove where their keys live (the TPM store) return the evidence for a key
-   * they just generated, bound to the nonce obtained through `exchange`; enrollment puts it in the
-   * CSR. Absent (software, plain PKCS#11): the CSR carries no evidence and the certificate is
+   * they just generated, bound to the nonce obtained through `exchange`; enrollment and renewal put
+   * it in the CSR. Absent (software, plain PKCS#11): the CSR carries no evidence and the certificate is
    * `unattested`; a token that requires attestation is refused (ATTESTATION_REQUIRED).
    */
   readonly attests?: boolean;

@@ -43,7 +43,8 @@ export interface AttestationChallenge {
 
 /**
  * The two server round trips of attestation. Enrollment authenticates them with the factory token
- * (EstClient.attestationExchange); a renewal would authenticate them with the current certificate.
+ * (EstClient.attestationExchange), renewal with the current certificate over mTLS
+ * (EstClient.renewalAttestationExchange).
  */
 export interface AttestationExchange {
   challenge(request: AttestationChallengeRequest): Promise<AttestationChallenge>;
