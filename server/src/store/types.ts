@@ -12,13 +12,47 @@ import type { Page, PageOptions } from './paging.js';
 
 export type { Page, PageOptions } from './paging.js';
 
+/**
+ * Orders of a device page: by id (byte order), creation (enrollment or service issue), last seen
+ * by the broker, or the expiry of the newest unrevoked certificate; `-` for descending. Rows
+ * without a value (never seen, no certificate) come last either way; ties go by id.
+ */
+export const DEVICE_SORTS = [
+  'id',
+  '-id',
+  'createdAt',
+  '-createdAt',
+  'lastSeenAt',
+  '-lastSeenAt',
+  'certNotAfter',
+  '-certNotAfter',
+] as const;
+export type DeviceSort = (typeof DEVICE_SORTS)[number];
+
+/** The paging list a device order's cursors belong to (id order keeps the original name). */
+export function deviceList(sort: DeviceSort): 'devices' | `devices:${string}` {
+  return sort === 'id' ? 'devices' : `devices:${sort}`;
+}
+
+/**
+ * Key types of certified keys (certificates.key_type, migration 6): EC on P-256 / P-384, Ed25519,
+ * RSA by modulus size (rsa-2048 ... rsa-8192), 'other' for a key the store does not recognise.
+ */
+export const KEY_TYPE_PATTERN = /^(ec-p256|ec-p384|ed25519|rsa-[1-9][0-9]{3}|other)$/;
+
 /** What Store.pageDevices filters on, besides the page. */
 export type DevicePageOptions = PageOptions & {
-  kind?: IdentityKind;
-  status?: DeviceStatus;
-  online?: boolean;
-  prefix?: string;
-  offset?: number;
+  kind?: IdentityKind | undefined;
+  status?: DeviceStatus | undefined;
+  online?: boolean | undefined;
+  /** Ids starting with this text (byte-wise, the console's search). */
+  prefix?: string | undefined;
+  /** Only devices whose newest unrevoked certificate has this key type and has not expired at `now`. */
+  keyType?: string | undefined;
+  /** The time `keyType` judges expiry at (default: the database's clock at the call). */
+  now?: Date | undefined;
+  sort?: DeviceSort | undefined;
+  offset?: number | undefined;
 };
 
 export type CaRole = 'root' | 'issuing';
@@ -87,6 +121,8 @@ export interface CertificateRecord {
    */
   originIssuedAt: Date;
   keyAssurance: KeyAssurance;
+  /** The certified key's type, read from the DER by the store (KEY_TYPE_PATTERN). */
+  keyType: string;
 }
 
 export interface NewCertificate {
