@@ -25,6 +25,8 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let creds: Record<string, Credential> = {};
+/** The device the token batch enrolled: the newest of the fleet. */
+let newest = '';
 const cspViolations: string[] = [];
 const shots = screenshotDir();
 
@@ -172,6 +174,43 @@ describe.skipIf(!run)('operator console in Chromium', () => {
     expect(enroll.status).toBe(200);
     const device = await fleet.api<{ status: string }>('GET', `/api/v1/devices/${one.deviceId}`);
     expect(device.json.status).toBe('active');
+    newest = one.deviceId;
+  });
+
+  it('filters devices by key type and sorts them; the URL keeps both and back/forward restore them', async () => {
+    await page.getByRole('link', { name: 'Devices' }).click();
+    await heading().filter({ hasText: 'Devices' }).waitFor();
+    const firstRow = () => page.locator('tbody tr').first().getByRole('link').textContent();
+    await page.getByLabel('Sort by').selectOption('-createdAt');
+    await page.getByText('sorted by enrolled, newest first').waitFor();
+    expect(new URL(page.url()).searchParams.get('sort')).toBe('-createdAt');
+    await expect.poll(firstRow).toBe(newest);
+    // every device enrolled with a P-256 key; the revoked one has no current certificate left
+    await page.getByLabel('Key type').selectOption('ec-p256');
+    await page.getByText(`${FLEET_SIZE} matching`).waitFor();
+    expect(Object.fromEntries(new URL(page.url()).searchParams)).toEqual({ sort: '-createdAt', keyType: 'ec-p256' });
+    await expect.poll(firstRow).toBe(newest);
+    expect(await page.getByRole('cell', { name: 'ec-p256' }).count()).toBe(50);
+    await checkPage('06b-devices-key-type-sorted');
+    await page.getByLabel('Key type').selectOption('ed25519');
+    await page.getByText('No device matches.').waitFor();
+    // back: the P-256 filter again, with its order; forward: Ed25519 again; back once more
+    await page.goBack();
+    await page.getByText(`${FLEET_SIZE} matching`).waitFor();
+    expect(await page.getByLabel('Key type').inputValue()).toBe('ec-p256');
+    expect(await page.getByLabel('Sort by').inputValue()).toBe('-createdAt');
+    await page.goForward();
+    await page.getByText('No device matches.').waitFor();
+    expect(await page.getByLabel('Key type').inputValue()).toBe('ed25519');
+    await page.goBack();
+    await page.getByText(`${FLEET_SIZE} matching`).waitFor();
+    // the next page continues the same order; back returns to the first
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await expect.poll(() => new URL(page.url()).searchParams.get('cursor')).not.toBeNull();
+    await expect.poll(firstRow).not.toBe(newest);
+    expect(new URL(page.url()).searchParams.get('sort')).toBe('-createdAt');
+    await page.goBack();
+    await expect.poll(firstRow).toBe(newest);
   });
 
   it('verifies the audit chain from the page, and shows operators and services', async () => {

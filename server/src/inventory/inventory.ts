@@ -76,7 +76,7 @@ export function createInventory(opts: { store: Store; now?: Clock | undefined })
       throw new FleetgateError('BAD_REQUEST', `sort must be one of ${DEVICE_SORTS.join(', ')}`);
     }
     if (o.keyType !== undefined && (typeof o.keyType !== 'string' || !KEY_TYPE_PATTERN.test(o.keyType))) {
-      throw new FleetgateError('BAD_REQUEST', 'keyType must be ec-p256, ec-p384, ed25519, rsa-<bits> or other');
+      throw new FleetgateError('BAD_REQUEST', 'keyType must be ec-p256, ec-p384, ed25519, rsa-<bits>, rsa or other');
     }
     const at = now();
     const page = await store.pageDevices({

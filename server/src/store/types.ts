@@ -38,7 +38,7 @@ export function deviceList(sort: DeviceSort): 'devices' | `devices:${string}` {
  * Key types of certified keys (certificates.key_type, migration 6): EC on P-256 / P-384, Ed25519,
  * RSA by modulus size (rsa-2048 ... rsa-8192), 'other' for a key the store does not recognise.
  */
-export const KEY_TYPE_PATTERN = /^(ec-p256|ec-p384|ed25519|rsa-[1-9][0-9]{3}|other)$/;
+export const KEY_TYPE_PATTERN = /^(ec-p256|ec-p384|ed25519|rsa(-[1-9][0-9]{3})?|other)$/;
 
 /** What Store.pageDevices filters on, besides the page. */
 export type DevicePageOptions = PageOptions & {
