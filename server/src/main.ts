@@ -149,7 +149,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     closers.push(async () => stopFollowing());
     const provisioningObserver = teeProvisioning(metrics.provisioning, series);
     const brokerObserver = teeBroker(metrics.broker, series);
-    const brokerStore = live.presenceTap(store);
     const audit = createAudit({ store });
     // Challenges and nonces live in the store: a device's next step may reach another node.
     const attestation = new AttestationService({
@@ -157,7 +156,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       pending: store,
     });
     if (attestation.enabled) log.info('TPM attestation on (FLEETGATE_TPM_EK_ROOTS)');
-    const enrolling = createProvisioning({
+    const provisioning = createProvisioning({
       attestation,
       store,
       ca,
@@ -172,7 +171,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       allowKeyReuse: config.allowKeyReuse,
       log: log.child({ part: 'enroll' }),
     });
-    const provisioning = live.enrollTap(enrolling);
     const revocation = createRevocation({
       store,
       ca,
@@ -260,7 +258,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         logLevel: config.logLevel,
         redisUrl: config.redisUrl,
         redisKeyPrefix: config.redisKeyPrefix,
-        store: brokerStore,
+        store,
         log: log.child({ part: 'cluster' }),
       });
       broker = started;
@@ -272,7 +270,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           host: config.host,
           port: config.mqttPort,
           tls: brokerTls,
-          store: brokerStore,
+          store,
           config: config.mqtt,
           observer: brokerObserver,
           log: log.child({ part: 'mqtt' }),

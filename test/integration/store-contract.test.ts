@@ -25,6 +25,7 @@ import {
   type NewCertificate,
   type Page,
   type Store,
+  type StoreActivity,
   type StoreEvent,
 } from '../../server/src/store/types.js';
 import { createTestDatabase, postgresAvailable } from '../helpers/pg.js';
@@ -492,6 +493,55 @@ function storeContract(backend: Backend): void {
       expect(rec.events.some((e) => e.type === 'revoked' && e.serial === rolledBack.serial)).toBe(false);
       expect((await store.listAudit()).some((e) => e.action === 'should.vanish')).toBe(false);
       rec.off();
+    });
+
+    it('tells fleet activity: presence batches as applied, issued certificates with their kind; none on rollback', async () => {
+      const got: StoreActivity[] = [];
+      const off = store.onActivity((ev) => got.push(ev));
+      const revocations: StoreEvent[] = [];
+      const offEvents = store.onEvent((ev) => revocations.push(ev));
+      try {
+        const dev = uid('act');
+        const svc = uid('act-svc');
+        await store.upsertDevice(dev, 'device');
+        await store.upsertDevice(svc, 'service');
+        const c1 = await store.insertCertificate(newCert(dev));
+        const c2 = await store.insertCertificate(newCert(dev, { renewedFrom: c1.serial }));
+        const s1 = await store.insertCertificate(newCert(svc));
+        const issued = got.filter((e) => e.type === 'issued');
+        expect(issued).toEqual([
+          { type: 'issued', deviceId: dev, kind: 'device', serial: c1.serial, renewedFrom: null, at: c1.issuedAt },
+          { type: 'issued', deviceId: dev, kind: 'device', serial: c2.serial, renewedFrom: c1.serial, at: c2.issuedAt },
+          { type: 'issued', deviceId: svc, kind: 'service', serial: s1.serial, renewedFrom: null, at: s1.issuedAt },
+        ]);
+        // A batch: an unknown id and an entry older than what is stored are not applied, so not told.
+        const t = new Date('2026-03-01T10:00:00.000Z');
+        await store.markSeen([{ deviceId: dev, at: t, online: true }]);
+        got.length = 0;
+        await store.markSeen([
+          { deviceId: dev, at: new Date(t.getTime() - 1000), online: false },
+          { deviceId: svc, at: t, online: true },
+          { deviceId: uid('ghost'), at: t, online: true },
+        ]);
+        expect(got).toEqual([{ type: 'presence', entries: [{ deviceId: svc, online: true, at: t }] }]);
+        got.length = 0;
+        await store.markSeen([{ deviceId: uid('ghost'), at: t, online: true }]);
+        expect(got).toEqual([]);
+        // rolled back: nothing told
+        await expect(
+          store.transaction(async (tx) => {
+            await tx.insertCertificate(newCert(dev));
+            await tx.markSeen([{ deviceId: dev, at: new Date(t.getTime() + 1000), online: false }]);
+            throw new Error('roll back');
+          }),
+        ).rejects.toThrow('roll back');
+        expect(got).toEqual([]);
+        // revocation listeners never see activity
+        expect(revocations).toEqual([]);
+      } finally {
+        off();
+        offEvents();
+      }
     });
 
     it('commits or rolls back everything in a transaction', async () => {
@@ -1610,6 +1660,64 @@ describe.runIf(pgOk)('PostgreSQL', () => {
         });
         await a.revokeDevice(dev, 9, new Date());
         await recB.waitFor((e) => e.type === 'device-revoked' && e.deviceId === dev);
+      } finally {
+        await a.close();
+        await b.close();
+        await db.drop();
+      }
+    });
+
+    it('delivers fleet activity to other connections; a big presence batch is split, nothing lost', async () => {
+      const db = await createTestDatabase();
+      const a = await openStore({ databaseUrl: db.url });
+      const b = await openStore({ databaseUrl: db.url });
+      try {
+        const seen = new Map<string, boolean>();
+        const issued: StoreActivity[] = [];
+        let presenceEvents = 0;
+        // Resolved by the listener itself once the condition holds: no polling.
+        let check: () => void = () => undefined;
+        const arrived = (cond: () => boolean) =>
+          new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error('activity did not arrive')), 10_000);
+            check = () => {
+              if (cond()) {
+                clearTimeout(timer);
+                resolve();
+              }
+            };
+            check();
+          });
+        b.onActivity((ev) => {
+          if (ev.type === 'issued') issued.push(ev);
+          else {
+            presenceEvents++;
+            for (const e of ev.entries) seen.set(e.deviceId, e.online);
+          }
+          check();
+        });
+        const dev = uid('xact');
+        await a.upsertDevice(dev, 'device');
+        const gotIssued = arrived(() => issued.length === 1);
+        const c = await a.insertCertificate(newCert(dev));
+        await gotIssued;
+        expect(issued[0]).toEqual({
+          type: 'issued',
+          deviceId: dev,
+          kind: 'device',
+          serial: c.serial,
+          renewedFrom: null,
+          at: c.issuedAt,
+        });
+        // 600 devices in one batch: far over one NOTIFY payload
+        const ids = Array.from({ length: 600 }, (_, i) => `${dev}-${String(i).padStart(3, '0')}`);
+        for (const id of ids) await a.upsertDevice(id, 'device');
+        const at = new Date();
+        const gotAll = arrived(() => seen.size === ids.length);
+        await a.markSeen(ids.map((id, i) => ({ deviceId: id, at, online: i % 2 === 0 })));
+        await gotAll;
+        expect(ids.every((id, i) => seen.get(id) === (i % 2 === 0))).toBe(true);
+        expect(presenceEvents).toBeGreaterThan(1);
       } finally {
         await a.close();
         await b.close();

@@ -228,6 +228,27 @@ export type StoreEvent =
   | { type: 'device-revoked'; deviceId: string; serials: string[]; at: Date };
 
 /**
+ * Fleet activity, emitted after commit like StoreEvent but to its own listeners (onActivity), for
+ * views of the fleet such as the console's live stream; security decisions never depend on it.
+ * presence: the entries of a markSeen batch that changed a device's presence (unknown ids and
+ * older entries left out). issued: a certificate was stored (renewedFrom null: an enrollment, a
+ * re-provisioning or a service credential; `kind` says which identity it is for).
+ */
+export type StoreActivity =
+  | { type: 'presence'; entries: { deviceId: string; online: boolean; at: Date }[] }
+  | {
+      type: 'issued';
+      deviceId: string;
+      kind: IdentityKind;
+      serial: string;
+      renewedFrom: string | null;
+      at: Date;
+    };
+
+/** Whatever a transaction raises: delivered after commit to onEvent or onActivity listeners. */
+export type ChangeEvent = StoreEvent | StoreActivity;
+
+/**
  * Operations available inside a transaction. Everything in the body commits or nothing does;
  * events raised by the body are delivered only after commit.
  */
@@ -366,6 +387,11 @@ export interface Store extends StoreTx {
    * this store are delivered before the changing call (or transaction) returns.
    */
   onEvent(listener: (ev: StoreEvent) => void): () => void;
+  /**
+   * Subscribes to fleet activity (presence batches, issued certificates) from any process sharing
+   * the database, delivered like onEvent's events.
+   */
+  onActivity(listener: (ev: StoreActivity) => void): () => void;
   /** Cheap liveness probe. */
   ping(): Promise<void>;
   close(): Promise<void>;

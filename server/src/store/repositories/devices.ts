@@ -74,11 +74,8 @@ export async function setDeviceStatus(cx: SqlContext, id: string, status: Device
   if (rows.length === 0) throw new FleetgateError('DEVICE_NOT_FOUND', `device ${JSON.stringify(id)} not found`);
 }
 
-export async function markSeen(
-  cx: SqlContext,
-  entries: { deviceId: string; at: Date; online: boolean }[],
-): Promise<void> {
-  if (entries.length === 0) return;
+export function markSeen(cx: SqlContext, entries: { deviceId: string; at: Date; online: boolean }[]): Promise<void> {
+  if (entries.length === 0) return Promise.resolve();
   // One statement for the whole batch. Per device only the newest entry counts (the last one
   // wins on a tie), and a batch older than what is stored does not move presence backwards.
   const latest = new Map<string, { deviceId: string; at: string; online: boolean }>();
@@ -88,12 +85,22 @@ export async function markSeen(
       latest.set(e.deviceId, { deviceId: e.deviceId, at: e.at.toISOString(), online: e.online });
     }
   }
-  await cx.ex.query(
-    `UPDATE devices AS d SET last_seen_at = v.at, online = v.online
-     FROM jsonb_to_recordset($1::text::jsonb) AS v("deviceId" text, at timestamptz, online boolean)
-     WHERE d.id = v."deviceId" AND (d.last_seen_at IS NULL OR d.last_seen_at <= v.at)`,
-    [JSON.stringify([...latest.values()])],
-  );
+  return cx.atomic(async (tx) => {
+    const rows = await tx.ex.query(
+      `UPDATE devices AS d SET last_seen_at = v.at, online = v.online
+       FROM jsonb_to_recordset($1::text::jsonb) AS v("deviceId" text, at timestamptz, online boolean)
+       WHERE d.id = v."deviceId" AND (d.last_seen_at IS NULL OR d.last_seen_at <= v.at)
+       RETURNING d.id`,
+      [JSON.stringify([...latest.values()])],
+    );
+    // What was applied, as one activity event (the console's live view on every node).
+    if (rows.length === 0) return;
+    const applied = rows.map((r) => latest.get(str(r.id))).filter((e) => e !== undefined);
+    await tx.raise({
+      type: 'presence',
+      entries: applied.map((e) => ({ deviceId: e.deviceId, online: e.online, at: new Date(e.at) })),
+    });
+  });
 }
 
 /**
