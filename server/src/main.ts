@@ -260,6 +260,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         redisKeyPrefix: config.redisKeyPrefix,
         store,
         log: log.child({ part: 'cluster' }),
+        // Connects and refusals happen in the workers; the console's charts are kept here.
+        onFleetCounts: (c) => {
+          series.add('connectsFull', c.full);
+          series.add('connectsResumed', c.resumed);
+          for (const [reason, n] of Object.entries(c.refused)) series.refused(reason, n);
+        },
       });
       broker = started;
       brokerRouting = started.routing;

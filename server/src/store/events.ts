@@ -86,7 +86,8 @@ export function encodeEvent(ev: ChangeEvent, origin: string): string[] {
  * own); one entry too large for a payload alone (an absurd device id) goes to the outbox.
  */
 function encodePresence(ev: Extract<StoreActivity, { type: 'presence' }>, origin: string): string[] {
-  const encode = (e: WirePresence['e']) => JSON.stringify({ v: 1, o: origin, type: 'presence', e } satisfies WirePresence);
+  const encode = (e: WirePresence['e']) =>
+    JSON.stringify({ v: 1, o: origin, type: 'presence', e } satisfies WirePresence);
   const payloads: string[] = [];
   let chunk: WirePresence['e'] = [];
   let bytes = Buffer.byteLength(encode([]));
