@@ -7,7 +7,7 @@
 // index.html loads.
 
 import { webcrypto } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { Agent, request } from 'node:https';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -128,6 +128,8 @@ export async function benchConsole({ quick = false } = {}) {
   } finally {
     await server.stop();
     await db.drop();
+    // The data dir holds the CA keys and the admin token of a throw-away server: never left behind.
+    rmSync(dataDir, { recursive: true, force: true });
   }
 }
 

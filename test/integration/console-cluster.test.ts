@@ -52,7 +52,20 @@ function eventStream(fleet: Fleet): Promise<{ next(pred: (e: Live) => boolean): 
               next(pred) {
                 const hit = events.find(pred);
                 if (hit) return Promise.resolve(hit);
-                return new Promise((resolve) => waiters.push({ pred, resolve }));
+                // Bounded, so that a missing event fails the test and the stream still gets closed.
+                return new Promise((resolve, reject) => {
+                  const timer = setTimeout(
+                    () => reject(new Error(`no such event within 20 s; got ${JSON.stringify(events)}`)),
+                    20_000,
+                  );
+                  waiters.push({
+                    pred,
+                    resolve: (e) => {
+                      clearTimeout(timer);
+                      resolve(e);
+                    },
+                  });
+                });
               },
               close: () => req.destroy(),
             });
