@@ -177,16 +177,28 @@ function decodePresence(e: unknown, origin: string): DecodedEvent | null {
  * only a reference to it is sent.
  */
 export async function notifyEvent(ex: SqlExecutor, ev: ChangeEvent, origin: string): Promise<void> {
+  const notices: string[] = [];
   for (const payload of encodeEvent(ev, origin)) {
-    let notice = payload;
-    if (Buffer.byteLength(payload) > MAX_PAYLOAD_BYTES) {
-      await ex.query(`DELETE FROM event_outbox WHERE created_at < now() - interval '1 hour'`);
-      const rows = await ex.query('INSERT INTO event_outbox (payload) VALUES ($1::text) RETURNING id::text AS id', [
-        payload,
-      ]);
-      notice = JSON.stringify({ v: 1, o: origin, ref: str(rows[0]?.id) });
+    if (Buffer.byteLength(payload) <= MAX_PAYLOAD_BYTES) {
+      notices.push(payload);
+      continue;
     }
-    await ex.query('SELECT pg_notify($1::text, $2::text)', [EVENT_CHANNEL, notice]);
+    await ex.query(`DELETE FROM event_outbox WHERE created_at < now() - interval '1 hour'`);
+    const rows = await ex.query('INSERT INTO event_outbox (payload) VALUES ($1::text) RETURNING id::text AS id', [
+      payload,
+    ]);
+    notices.push(JSON.stringify({ v: 1, o: origin, ref: str(rows[0]?.id) }));
+  }
+  if (notices.length === 1) {
+    await ex.query('SELECT pg_notify($1::text, $2::text)', [EVENT_CHANNEL, notices[0]!]);
+  } else if (notices.length > 1) {
+    // A split event (a big presence batch, a device with many serials) in one round trip, in
+    // order: PostgreSQL delivers a transaction's notifications in the order they were sent.
+    await ex.query(
+      `SELECT pg_notify($1::text, n.payload) FROM jsonb_array_elements_text($2::text::jsonb) WITH ORDINALITY AS n(payload, i)
+       ORDER BY n.i`,
+      [EVENT_CHANNEL, JSON.stringify(notices)],
+    );
   }
 }
 
