@@ -115,7 +115,7 @@ export async function pageDevices(cx: SqlContext, opts: DevicePageOptions): Prom
   if (spec === undefined) throw new FleetgateError('BAD_REQUEST', `sort must be one of ${DEVICE_SORTS.join(', ')}`);
   const list = deviceList(sort);
   const prefixEnd = opts.prefix ? byteSuccessor(opts.prefix) : null;
-  // $1-$8: the filters, shared by the page and the count.
+  // $1-$7: the filters, shared by the page and the count.
   const params: SqlParam[] = [
     opts.kind ?? null,
     opts.status ?? null,
