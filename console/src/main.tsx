@@ -6,9 +6,10 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api, type Session, setSession, whenSignedOut } from './api.js';
 import { startLive, stopLive } from './live.js';
-import { AuditPage, OperatorsPage, ServicesPage, TokensPage } from './pages-admin.js';
+import { AuditPage, OperatorsPage, TokensPage } from './pages-admin.js';
 import { DevicePage, DevicesPage } from './pages-devices.js';
 import { FleetPage } from './pages-fleet.js';
+import { ServicesPage } from './pages-services.js';
 import { linkClick, navigate, useRoute } from './router.js';
 import './style.css';
 

@@ -418,24 +418,3 @@ export function OperatorsPage() {
     </section>
   );
 }
-
-/**
- * Service credentials are issued for a CSR (POST /api/v1/services): the key is made where it is
- * used and never crosses the network, so this page shows the way rather than making a key in the
- * browser.
- */
-export function ServicesPage() {
-  return (
-    <section>
-      <h1>Backend services</h1>
-      <p>
-        A backend service gets an MQTT client certificate from a CSR whose key stays on the service's machine. Run on
-        that machine:
-      </p>
-      <pre>
-        <code>fleetgate service create NAME --out DIR</code>
-      </pre>
-      <p>The certificate and the CA chain are written once to DIR; the key never leaves it.</p>
-    </section>
-  );
-}

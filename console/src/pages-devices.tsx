@@ -5,8 +5,13 @@ import { Empty, ErrorState, when } from './common.js';
 import { onLive } from './live.js';
 import { linkClick, navigate } from './router.js';
 
-// The operator API's shapes, written once in the device client (types only: nothing of it is bundled).
-type Device = DeviceJson;
+// The operator API's shapes, written once in the device client (types only: nothing of it is bundled),
+// with the certificate's key type the API added for the console's filter (issue 17.3).
+type Certificate = NonNullable<DeviceJson['current']> & { keyType?: string };
+type Device = Omit<DeviceJson, 'current' | 'certificates'> & {
+  current: Certificate | null;
+  certificates?: Certificate[];
+};
 interface DevicePage {
   devices: Device[];
   total: number;
@@ -14,12 +19,36 @@ interface DevicePage {
 }
 
 const STATUSES = ['', 'active', 'revoked', 'reprovisioning', 'decommissioned'];
+/** The key types the server recognises (GET /api/v1/devices?keyType=, docs/console.md). */
+const KEY_TYPES: [string, string][] = [
+  ['', 'any'],
+  ['ec-p256', 'EC P-256'],
+  ['ec-p384', 'EC P-384'],
+  ['ed25519', 'Ed25519'],
+  ['rsa-2048', 'RSA 2048'],
+  ['rsa-3072', 'RSA 3072'],
+  ['rsa-4096', 'RSA 4096'],
+  ['other', 'other'],
+];
+/** The orders the API offers; '' is its default (id). */
+const SORTS: [string, string][] = [
+  ['', 'id'],
+  ['-id', 'id, descending'],
+  ['-createdAt', 'enrolled, newest first'],
+  ['createdAt', 'enrolled, oldest first'],
+  ['-lastSeenAt', 'last seen, most recent first'],
+  ['lastSeenAt', 'last seen, longest ago first'],
+  ['certNotAfter', 'certificate expiry, soonest first'],
+  ['-certNotAfter', 'certificate expiry, latest first'],
+];
 
 /** Search, filters and the page cursor live in the URL, so back/forward and links restore them. */
 export function DevicesPage(props: { params: URLSearchParams }) {
   const prefix = props.params.get('prefix') ?? '';
   const status = props.params.get('status') ?? '';
   const online = props.params.get('online') ?? '';
+  const keyType = props.params.get('keyType') ?? '';
+  const sort = props.params.get('sort') ?? '';
   const cursor = props.params.get('cursor') ?? '';
   const [page, setPage] = useState<DevicePage | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -28,13 +57,13 @@ export function DevicesPage(props: { params: URLSearchParams }) {
     setError(null);
     return api<DevicePage>(
       'GET',
-      `/devices${query({ prefix, status, online, cursor, kind: 'device', limit: 50 })}`,
+      `/devices${query({ prefix, status, online, keyType, sort, cursor, kind: 'device', limit: 50 })}`,
     ).then(setPage, (e: unknown) => setError(e));
   };
   useEffect(() => {
     setText(prefix);
     void load();
-  }, [prefix, status, online, cursor]);
+  }, [prefix, status, online, keyType, sort, cursor]);
   useEffect(
     () =>
       onLive((ev) => {
@@ -58,7 +87,7 @@ export function DevicesPage(props: { params: URLSearchParams }) {
     [],
   );
   const go = (next: Record<string, string>) =>
-    navigate(`/devices${query({ prefix, status, online, ...next, cursor: next.cursor ?? '' })}`);
+    navigate(`/devices${query({ prefix, status, online, keyType, sort, ...next, cursor: next.cursor ?? '' })}`);
   return (
     <section>
       <h1>Devices</h1>
@@ -97,6 +126,26 @@ export function DevicesPage(props: { params: URLSearchParams }) {
             <option value="false">offline</option>
           </select>
         </div>
+        <div>
+          <label for="keyType">Key type</label>
+          <select id="keyType" value={keyType} onChange={(e) => go({ keyType: (e.target as HTMLSelectElement).value })}>
+            {KEY_TYPES.map(([v, label]) => (
+              <option key={v} value={v}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div>
+          <label for="sort">Sort by</label>
+          <select id="sort" value={sort} onChange={(e) => go({ sort: (e.target as HTMLSelectElement).value })}>
+            {SORTS.map(([v, label]) => (
+              <option key={v} value={v}>
+                {label}
+              </option>
+            ))}
+          </select>
+        </div>
         <button type="submit">Search</button>
       </form>
       {error ? (
@@ -108,7 +157,7 @@ export function DevicesPage(props: { params: URLSearchParams }) {
       ) : (
         <>
           <p class="muted" aria-live="polite">
-            {page.total} matching, sorted by id
+            {page.total} matching, sorted by {SORTS.find(([v]) => v === sort)?.[1] ?? sort}
           </p>
           <table>
             <thead>
@@ -117,6 +166,7 @@ export function DevicesPage(props: { params: URLSearchParams }) {
                 <th scope="col">Status</th>
                 <th scope="col">Presence</th>
                 <th scope="col">Last seen</th>
+                <th scope="col">Key type</th>
                 <th scope="col">Certificate expires</th>
               </tr>
             </thead>
@@ -134,6 +184,7 @@ export function DevicesPage(props: { params: URLSearchParams }) {
                   <td>{d.status}</td>
                   <td>{d.online ? 'online' : 'offline'}</td>
                   <td>{when(d.lastSeenAt)}</td>
+                  <td>{d.current?.keyType ?? '—'}</td>
                   <td>{when(d.current?.notAfter ?? null)}</td>
                 </tr>
               ))}
@@ -214,11 +265,13 @@ export function DevicePage(props: { id: string }) {
       {(device.certificates ?? []).length === 0 ? (
         <Empty>No certificate issued yet.</Empty>
       ) : (
-        <table>
+        // biome-ignore lint/a11y/noNoninteractiveTabindex: a table wider than the window scrolls sideways; focusable so the keyboard can scroll it (WCAG 2.1.1, axe scrollable-region-focusable)
+        <table tabIndex={0} aria-label="Certificates">
           <thead>
             <tr>
               <th scope="col">Serial</th>
               <th scope="col">Status</th>
+              <th scope="col">Key type</th>
               <th scope="col">Valid from</th>
               <th scope="col">Valid until</th>
               <th scope="col">Revocation reason</th>
@@ -232,6 +285,7 @@ export function DevicePage(props: { id: string }) {
                   <code>{c.serial}</code>
                 </td>
                 <td>{c.status}</td>
+                <td>{c.keyType ?? '—'}</td>
                 <td>{when(c.notBefore)}</td>
                 <td>{when(c.notAfter)}</td>
                 <td>{c.revocationReason ?? '—'}</td>

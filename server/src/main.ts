@@ -149,7 +149,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     closers.push(async () => stopFollowing());
     const provisioningObserver = teeProvisioning(metrics.provisioning, series);
     const brokerObserver = teeBroker(metrics.broker, series);
-    const brokerStore = live.presenceTap(store);
     const audit = createAudit({ store });
     // Challenges and nonces live in the store: a device's next step may reach another node.
     const attestation = new AttestationService({
@@ -164,7 +163,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         'FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE=tpm-attested while FLEETGATE_TPM_EK_ROOTS is unset: no device can enroll or renew as tpm-attested, so new and renewed devices will be refused by the broker',
       );
     }
-    const enrolling = createProvisioning({
+    const provisioning = createProvisioning({
       attestation,
       store,
       ca,
@@ -179,7 +178,6 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       allowKeyReuse: config.allowKeyReuse,
       log: log.child({ part: 'enroll' }),
     });
-    const provisioning = live.enrollTap(enrolling);
     const revocation = createRevocation({
       store,
       ca,
@@ -267,8 +265,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         logLevel: config.logLevel,
         redisUrl: config.redisUrl,
         redisKeyPrefix: config.redisKeyPrefix,
-        store: brokerStore,
+        store,
         log: log.child({ part: 'cluster' }),
+        // Connects and refusals happen in the workers; the console's charts are kept here.
+        onFleetCounts: (c) => {
+          series.add('connectsFull', c.full);
+          series.add('connectsResumed', c.resumed);
+          for (const [reason, n] of Object.entries(c.refused)) series.refused(reason, n);
+        },
       });
       broker = started;
       brokerRouting = started.routing;
@@ -279,7 +283,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           host: config.host,
           port: config.mqttPort,
           tls: brokerTls,
-          store: brokerStore,
+          store,
           config: config.mqtt,
           observer: brokerObserver,
           log: log.child({ part: 'mqtt' }),

@@ -227,6 +227,56 @@ describe('GET /api/v1/devices?prefix=', () => {
   });
 });
 
+describe('GET /api/v1/devices?keyType=&sort=', () => {
+  type DeviceList = {
+    devices: { id: string; current: { keyType: string } | null }[];
+    total: number;
+    nextCursor: string | null;
+  };
+  it("filters by the current certificate's key type and sorts, each cursor bound to its order", async () => {
+    const p256 = await fleet.api<DeviceList>('GET', '/api/v1/devices?prefix=cons-&keyType=ec-p256');
+    expect(p256.status).toBe(200);
+    expect(p256.json.devices.map((d) => d.id)).toEqual(['cons-a1', 'cons-a2', 'cons-b1']);
+    expect(p256.json.devices.every((d) => d.current?.keyType === 'ec-p256')).toBe(true);
+    expect((await fleet.api<DeviceList>('GET', '/api/v1/devices?prefix=cons-&keyType=ed25519')).json.total).toBe(0);
+    // enrolled one after the other: newest first is the reverse of the enrollment order
+    const newest = await fleet.api<DeviceList>('GET', '/api/v1/devices?prefix=cons-&sort=-createdAt&limit=2');
+    expect(newest.json.devices.map((d) => d.id)).toEqual(['cons-b1', 'cons-a2']);
+    const rest = await fleet.api<DeviceList>(
+      'GET',
+      `/api/v1/devices?prefix=cons-&sort=-createdAt&limit=2&cursor=${newest.json.nextCursor}`,
+    );
+    expect(rest.json.devices.map((d) => d.id)).toEqual(['cons-a1']);
+    expect(rest.json.nextCursor).toBeNull();
+    // the cursor of one order does not continue another
+    for (const other of ['', '&sort=createdAt', '&sort=-id', '&sort=certNotAfter']) {
+      const b = await fleet.api<{ code: string }>(
+        'GET',
+        `/api/v1/devices?prefix=cons-&limit=2&cursor=${newest.json.nextCursor}${other}`,
+      );
+      expect(b.status, other).toBe(400);
+      expect(b.json.code, other).toBe('CURSOR_INVALID');
+    }
+    for (const bad of [
+      'keyType=',
+      'keyType=EC-P256',
+      'keyType=rsa-',
+      'keyType=rsa-20480',
+      'keyType=p256%27%20OR%201%3D1',
+      `keyType=${'x'.repeat(300)}`,
+      'sort=',
+      'sort=name',
+      'sort=--id',
+      'sort=createdAt%20DESC',
+      'sort=id&sort=-id',
+    ]) {
+      const b = await fleet.api<{ code: string }>('GET', `/api/v1/devices?${bad}`);
+      expect(b.status, bad).toBe(400);
+      expect(b.json.code, bad).toBe('BAD_REQUEST');
+    }
+  });
+});
+
 describe('GET /api/v1/fleet and /api/v1/events', () => {
   it('counts the fleet and keeps the enrollments series', async () => {
     const r = await fleet.api<{

@@ -25,6 +25,8 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let creds: Record<string, Credential> = {};
+/** The device the token batch enrolled: the newest of the fleet. */
+let newest = '';
 const cspViolations: string[] = [];
 const shots = screenshotDir();
 
@@ -172,6 +174,43 @@ describe.skipIf(!run)('operator console in Chromium', () => {
     expect(enroll.status).toBe(200);
     const device = await fleet.api<{ status: string }>('GET', `/api/v1/devices/${one.deviceId}`);
     expect(device.json.status).toBe('active');
+    newest = one.deviceId;
+  });
+
+  it('filters devices by key type and sorts them; the URL keeps both and back/forward restore them', async () => {
+    await page.getByRole('link', { name: 'Devices' }).click();
+    await heading().filter({ hasText: 'Devices' }).waitFor();
+    const firstRow = () => page.locator('tbody tr').first().getByRole('link').textContent();
+    await page.getByLabel('Sort by').selectOption('-createdAt');
+    await page.getByText('sorted by enrolled, newest first').waitFor();
+    expect(new URL(page.url()).searchParams.get('sort')).toBe('-createdAt');
+    await expect.poll(firstRow).toBe(newest);
+    // every device enrolled with a P-256 key; the revoked one has no current certificate left
+    await page.getByLabel('Key type').selectOption('ec-p256');
+    await page.getByText(`${FLEET_SIZE} matching`).waitFor();
+    expect(Object.fromEntries(new URL(page.url()).searchParams)).toEqual({ sort: '-createdAt', keyType: 'ec-p256' });
+    await expect.poll(firstRow).toBe(newest);
+    expect(await page.getByRole('cell', { name: 'ec-p256' }).count()).toBe(50);
+    await checkPage('06b-devices-key-type-sorted');
+    await page.getByLabel('Key type').selectOption('ed25519');
+    await page.getByText('No device matches.').waitFor();
+    // back: the P-256 filter again, with its order; forward: Ed25519 again; back once more
+    await page.goBack();
+    await page.getByText(`${FLEET_SIZE} matching`).waitFor();
+    expect(await page.getByLabel('Key type').inputValue()).toBe('ec-p256');
+    expect(await page.getByLabel('Sort by').inputValue()).toBe('-createdAt');
+    await page.goForward();
+    await page.getByText('No device matches.').waitFor();
+    expect(await page.getByLabel('Key type').inputValue()).toBe('ed25519');
+    await page.goBack();
+    await page.getByText(`${FLEET_SIZE} matching`).waitFor();
+    // the next page continues the same order; back returns to the first
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await expect.poll(() => new URL(page.url()).searchParams.get('cursor')).not.toBeNull();
+    await expect.poll(firstRow).not.toBe(newest);
+    expect(new URL(page.url()).searchParams.get('sort')).toBe('-createdAt');
+    await page.goBack();
+    await expect.poll(firstRow).toBe(newest);
   });
 
   it('verifies the audit chain from the page, and shows operators and services', async () => {
@@ -189,6 +228,105 @@ describe.skipIf(!run)('operator console in Chromium', () => {
     await page.getByRole('link', { name: 'Services' }).click();
     await heading().filter({ hasText: 'Backend services' }).waitFor();
     await checkPage('09-services');
+  });
+
+  it('creates a service credential in the page (key made in the browser), downloads it once, and it works over MQTT mTLS', async () => {
+    const name = 'console-svc';
+    // Every request body the page sends: the key must not be in any of them.
+    const sent: string[] = [];
+    const onRequest = (r: { postData(): string | null; url(): string }) =>
+      sent.push(`${r.url()} ${r.postData() ?? ''}`);
+    page.on('request', onRequest);
+    await page.getByRole('link', { name: 'Services' }).click();
+    await heading().filter({ hasText: 'Backend services' }).waitFor();
+    // a bad name is refused in the page, before any key is made
+    await page.getByLabel('Service name').fill('-bad name');
+    await page.getByRole('button', { name: 'Create credential' }).click();
+    await page.getByText('A service name is 1-64').waitFor();
+    await page.getByLabel('Service name').fill(name);
+    await page.getByRole('button', { name: 'Create credential' }).click();
+    await page.getByRole('heading', { name: `Credential for ${name}` }).waitFor();
+    const [json] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download all as JSON' }).click(),
+    ]);
+    const cred = JSON.parse(readFileSync(await json.path(), 'utf8')) as {
+      name: string;
+      serial: string;
+      keyPem: string;
+      certificatePem: string;
+      chainPem: string;
+    };
+    const [keyFile] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download key' }).click(),
+    ]);
+    expect(keyFile.suggestedFilename()).toBe(`${name}.key`);
+    expect(readFileSync(await keyFile.path(), 'utf8')).toBe(cred.keyPem);
+    expect(cred.keyPem).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);
+    expect(cred.name).toBe(name);
+    await page.getByRole('cell', { name }).waitFor(); // listed among the services
+    await checkPage('09b-service-created');
+    page.off('request', onRequest);
+    const keyBody = cred.keyPem.split('\n')[1] as string;
+    expect(sent.some((r) => r.includes('/api/v1/services') && r.includes('CERTIFICATE REQUEST'))).toBe(true);
+    expect(sent.filter((r) => r.includes('PRIVATE KEY') || r.includes(keyBody.slice(0, 40)))).toEqual([]);
+    await page.getByRole('button', { name: 'Done, forget them' }).click();
+    expect(await page.getByRole('heading', { name: `Credential for ${name}` }).count()).toBe(0);
+
+    // The server issued it for the operator, to a service identity.
+    const svc = await fleet.api<{ kind: string; current: { serial: string; keyType: string } }>(
+      'GET',
+      `/api/v1/devices/${name}`,
+    );
+    expect(svc.json).toMatchObject({ kind: 'service', current: { serial: cred.serial, keyType: 'ec-p256' } });
+    const audit = await fleet.api<{
+      events: { actor: string; action: string; subject: string; details: { serial?: string; kind?: string } }[];
+    }>('GET', `/api/v1/audit?limit=1000&afterSeq=${FLEET_SIZE}`);
+    const issued = audit.json.events.find((e) => e.subject === name && e.action === 'cert.issued');
+    expect(issued?.actor).toMatch(/^operator:/);
+    expect(issued?.details).toMatchObject({ kind: 'service' });
+
+    // The downloaded credential over mTLS: the service reads a device's telemetry and sends it a
+    // command, as services may; a wildcard beyond its rights is refused.
+    const deviceCred = creds['cdev-0007'] as Credential;
+    const service = mqtt.connect({
+      ...mqttOptions(fleet, deviceCred),
+      clientId: `${name}-1`,
+      ca: cred.chainPem,
+      cert: cred.certificatePem,
+      key: cred.keyPem,
+    });
+    const device = mqtt.connect(mqttOptions(fleet, deviceCred));
+    try {
+      await Promise.all(
+        [service, device].map(
+          (c) =>
+            new Promise<void>((resolve, reject) => {
+              c.once('connect', () => resolve());
+              c.once('error', reject);
+            }),
+        ),
+      );
+      const granted = await service.subscribeAsync('devices/+/telemetry', { qos: 1 });
+      expect(granted.map((g) => g.qos)).toEqual([1]);
+      // beyond a service's default rights: SUBACK 0x80, which MQTT.js reports as an error
+      await expect(service.subscribeAsync('#', { qos: 1 })).rejects.toThrow(/Subscribe error/);
+      await device.subscribeAsync('devices/cdev-0007/commands/#', { qos: 1 });
+      const telemetry = new Promise<string>((resolve) =>
+        service.on('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)),
+      );
+      const command = new Promise<string>((resolve) =>
+        device.on('message', (topic, payload) => resolve(`${topic} ${payload.toString()}`)),
+      );
+      await device.publishAsync('devices/cdev-0007/telemetry', 't=21.5', { qos: 1 });
+      expect(await telemetry).toBe('devices/cdev-0007/telemetry t=21.5');
+      await service.publishAsync('devices/cdev-0007/commands/reboot', 'now', { qos: 1 });
+      expect(await command).toBe('devices/cdev-0007/commands/reboot now');
+    } finally {
+      service.end(true);
+      device.end(true);
+    }
   });
 
   it('stays usable on a narrow window', async () => {

@@ -4,7 +4,7 @@
  * events, connection failures) follows in its own blocks.
  */
 import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, webcrypto } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,11 +12,22 @@ import path from 'node:path';
 import { PGlite } from '@electric-sql/pglite';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// The server's entry to @peculiar/x509: loads reflect-metadata and binds Node's WebCrypto.
+import * as x509 from '../../server/src/ca/x509.js';
 import { isFleetgateError } from '../../server/src/errors.js';
 import { GENESIS_HASH, verifyAuditChain } from '../../server/src/store/audit-hash.js';
 import { openStore } from '../../server/src/store/index.js';
 import { LATEST_SCHEMA_VERSION, MIGRATIONS } from '../../server/src/store/migrations.js';
-import type { NewCertificate, Page, Store, StoreEvent } from '../../server/src/store/types.js';
+import {
+  DEVICE_SORTS,
+  type DeviceRecord,
+  type DeviceSort,
+  type NewCertificate,
+  type Page,
+  type Store,
+  type StoreActivity,
+  type StoreEvent,
+} from '../../server/src/store/types.js';
 import { createTestDatabase, postgresAvailable } from '../helpers/pg.js';
 import { until } from '../helpers/wait.js';
 
@@ -96,6 +107,49 @@ function newCert(deviceId: string, over: Partial<NewCertificate> = {}): NewCerti
     der: new Uint8Array(randomBytes(64)),
     ...over,
   };
+}
+
+/** Key types the store recognises, with the WebCrypto algorithm that makes such a key. */
+const KEY_ALGS = {
+  'ec-p256': { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' },
+  'ec-p384': { name: 'ECDSA', namedCurve: 'P-384', hash: 'SHA-384' },
+  ed25519: { name: 'Ed25519' },
+  'rsa-2048': {
+    name: 'RSASSA-PKCS1-v1_5',
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: 'SHA-256',
+  },
+  'rsa-3072': {
+    name: 'RSASSA-PKCS1-v1_5',
+    modulusLength: 3072,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: 'SHA-256',
+  },
+} as const;
+type KnownKeyType = keyof typeof KEY_ALGS;
+const realDer = new Map<KnownKeyType, Promise<Uint8Array>>();
+
+/** The DER of a real (self-signed) certificate with a key of this type; one per type per run. */
+function certDer(type: KnownKeyType): Promise<Uint8Array> {
+  let der = realDer.get(type);
+  if (!der) {
+    der = (async () => {
+      const alg = KEY_ALGS[type];
+      const keys = (await webcrypto.subtle.generateKey(alg, false, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+      const cert = await x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber: '01',
+        name: `CN=key-type-${type}`,
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter: new Date(Date.now() + DAY),
+        keys,
+        signingAlgorithm: alg,
+      });
+      return new Uint8Array(cert.rawData);
+    })();
+    realDer.set(type, der);
+  }
+  return der;
 }
 
 /** Records every event of a store and lets a test wait for a matching one. */
@@ -441,6 +495,55 @@ function storeContract(backend: Backend): void {
       rec.off();
     });
 
+    it('tells fleet activity: presence batches as applied, issued certificates with their kind; none on rollback', async () => {
+      const got: StoreActivity[] = [];
+      const off = store.onActivity((ev) => got.push(ev));
+      const revocations: StoreEvent[] = [];
+      const offEvents = store.onEvent((ev) => revocations.push(ev));
+      try {
+        const dev = uid('act');
+        const svc = uid('act-svc');
+        await store.upsertDevice(dev, 'device');
+        await store.upsertDevice(svc, 'service');
+        const c1 = await store.insertCertificate(newCert(dev));
+        const c2 = await store.insertCertificate(newCert(dev, { renewedFrom: c1.serial }));
+        const s1 = await store.insertCertificate(newCert(svc));
+        const issued = got.filter((e) => e.type === 'issued');
+        expect(issued).toEqual([
+          { type: 'issued', deviceId: dev, kind: 'device', serial: c1.serial, renewedFrom: null, at: c1.issuedAt },
+          { type: 'issued', deviceId: dev, kind: 'device', serial: c2.serial, renewedFrom: c1.serial, at: c2.issuedAt },
+          { type: 'issued', deviceId: svc, kind: 'service', serial: s1.serial, renewedFrom: null, at: s1.issuedAt },
+        ]);
+        // A batch: an unknown id and an entry older than what is stored are not applied, so not told.
+        const t = new Date('2026-03-01T10:00:00.000Z');
+        await store.markSeen([{ deviceId: dev, at: t, online: true }]);
+        got.length = 0;
+        await store.markSeen([
+          { deviceId: dev, at: new Date(t.getTime() - 1000), online: false },
+          { deviceId: svc, at: t, online: true },
+          { deviceId: uid('ghost'), at: t, online: true },
+        ]);
+        expect(got).toEqual([{ type: 'presence', entries: [{ deviceId: svc, online: true, at: t }] }]);
+        got.length = 0;
+        await store.markSeen([{ deviceId: uid('ghost'), at: t, online: true }]);
+        expect(got).toEqual([]);
+        // rolled back: nothing told
+        await expect(
+          store.transaction(async (tx) => {
+            await tx.insertCertificate(newCert(dev));
+            await tx.markSeen([{ deviceId: dev, at: new Date(t.getTime() + 1000), online: false }]);
+            throw new Error('roll back');
+          }),
+        ).rejects.toThrow('roll back');
+        expect(got).toEqual([]);
+        // revocation listeners never see activity
+        expect(revocations).toEqual([]);
+      } finally {
+        off();
+        offEvents();
+      }
+    });
+
     it('commits or rolls back everything in a transaction', async () => {
       const a = uid('tx');
       const b = uid('tx');
@@ -530,6 +633,176 @@ function storeContract(backend: Backend): void {
         expect(items.map((d) => d.id)).toEqual(page.items.map((d) => d.id));
         // LIKE wildcards mean nothing here: '%' and '_' are matched as themselves.
         expect((await store.pageDevices({ limit: 100, prefix: `${base.slice(0, 2)}%` })).total).toBe(0);
+      });
+
+      it('reads the key type of every certificate from its DER; anything unrecognised is other', async () => {
+        const dev = uid('kt');
+        await store.upsertDevice(dev, 'device');
+        for (const type of Object.keys(KEY_ALGS) as KnownKeyType[]) {
+          const c = await store.insertCertificate(newCert(dev, { der: await certDer(type) }));
+          expect(c.keyType, type).toBe(type);
+          expect((await store.getCertificate(c.serial))?.keyType).toBe(type);
+        }
+        // random bytes, a truncated certificate, an empty DER: no recognisable key, never an error
+        const p256 = await certDer('ec-p256');
+        for (const der of [new Uint8Array(randomBytes(64)), p256.subarray(0, 40), new Uint8Array(0)]) {
+          expect((await store.insertCertificate(newCert(dev, { der }))).keyType).toBe('other');
+        }
+        // an RSA key whose header is cut short is still RSA, of unknown size
+        const rsa = await certDer('rsa-2048');
+        const alg = Buffer.from(rsa).indexOf(Buffer.from('300d06092a864886f70d0101010500', 'hex'));
+        expect((await store.insertCertificate(newCert(dev, { der: rsa.subarray(0, alg + 20) }))).keyType).toBe('rsa');
+      });
+
+      it("filters devices by their current certificate's key type as certificates are issued, renewed and revoked", async () => {
+        const base = uid('ktf');
+        const [a, b, c] = [`${base}-a`, `${base}-b`, `${base}-c`];
+        for (const id of [a, b, c]) await store.upsertDevice(id, 'device');
+        const keyType = async (kt: string, now?: Date) =>
+          (await store.pageDevices({ limit: 100, prefix: base, keyType: kt, ...(now ? { now } : {}) })).items.map(
+            (d) => d.id,
+          );
+        expect(await keyType('ec-p256')).toEqual([]); // no certificate yet
+        const a1 = await store.insertCertificate(newCert(a, { der: await certDer('ec-p256') }));
+        await store.insertCertificate(newCert(b, { der: await certDer('ec-p256') }));
+        await store.insertCertificate(newCert(c, { der: await certDer('rsa-2048') }));
+        expect(await keyType('ec-p256')).toEqual([a, b]);
+        expect((await store.pageDevices({ limit: 1, prefix: base, keyType: 'ec-p256' })).total).toBe(2);
+        expect(await keyType('rsa-2048')).toEqual([c]);
+        // a renews onto Ed25519 (newer notBefore): its current key type moves with it
+        const a2 = await store.insertCertificate(
+          newCert(a, {
+            der: await certDer('ed25519'),
+            notBefore: new Date('2025-06-01T00:00:00Z'),
+            renewedFrom: a1.serial,
+          }),
+        );
+        expect(await keyType('ed25519')).toEqual([a]);
+        expect(await keyType('ec-p256')).toEqual([b]);
+        // revoking the new certificate falls back to the older unrevoked one
+        await store.revokeCertificate(a2.serial, 1, new Date());
+        expect(await keyType('ed25519')).toEqual([]);
+        expect(await keyType('ec-p256')).toEqual([a, b]);
+        // revoking the device leaves it without a current certificate
+        await store.revokeDevice(b, 1, new Date());
+        expect(await keyType('ec-p256')).toEqual([a]);
+        // judged at `now`: once the certificate has expired it is no one's current certificate
+        expect(await keyType('ec-p256', new Date(Date.now() + 365 * DAY))).toEqual([]);
+        // combined with the other filters
+        await store.markSeen([{ deviceId: c, at: new Date(), online: true }]);
+        expect(
+          (await store.pageDevices({ limit: 10, prefix: base, keyType: 'rsa-2048', online: false })).items,
+        ).toEqual([]);
+        expect(
+          (await store.pageDevices({ limit: 10, prefix: base, keyType: 'rsa-2048', online: true })).items.map(
+            (d) => d.id,
+          ),
+        ).toEqual([c]);
+      });
+
+      it('pages devices in every sort order, nulls last, no duplicate or gap while rows change between pages', async () => {
+        const base = uid('srt');
+        const ids = Array.from({ length: 9 }, (_, i) => `${base}-${i}`);
+        for (const id of ids) await store.upsertDevice(id, 'device');
+        // last seen: three never seen (NULL), two sharing one time (a tie broken by id)
+        const t0 = Date.parse('2026-01-01T00:00:00.000Z');
+        const seen = [5, 1, 3, null, 3, 7, null, 2, null];
+        await store.markSeen(
+          ids.flatMap((id, i) =>
+            seen[i] === null ? [] : [{ deviceId: id, at: new Date(t0 + seen[i]! * 1000), online: false }],
+          ),
+        );
+        // certificate expiry: some with none, one revoked (no current one), sub-millisecond times
+        const expiry = [null, 40, 10, 10, null, 25, 30, null, 5];
+        for (const [i, id] of ids.entries()) {
+          if (expiry[i] === null) continue;
+          await store.insertCertificate(newCert(id, { notAfter: new Date(Date.now() + expiry[i]! * DAY) }));
+        }
+        await store.revokeDevice(ids[6]!, 1, new Date());
+        const values = (d: DeviceRecord, sort: DeviceSort, cert: Map<string, number | null>) => {
+          const col = sort.replace(/^-/, '');
+          if (col === 'id') return null;
+          if (col === 'createdAt') return d.createdAt.getTime();
+          if (col === 'lastSeenAt') return d.lastSeenAt?.getTime() ?? null;
+          return cert.get(d.id) ?? null;
+        };
+        const certExpiry = async () => {
+          const m = new Map<string, number | null>();
+          for (const id of ids) {
+            const valid = (await store.listCertificates(id)).filter((c) => c.status === 'valid');
+            m.set(id, valid.at(-1)?.notAfter.getTime() ?? null);
+          }
+          return m;
+        };
+        const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+        /**
+         * Whether rows are in the sort's order: by value, nulls last, then by id, in the sort's
+         * direction. createdAt is kept in microseconds and a Date holds milliseconds, so two rows
+         * of the same millisecond may be in either id order there.
+         */
+        const inOrder = (rows: DeviceRecord[], sort: DeviceSort, cert: Map<string, number | null>) => {
+          const desc = sort.startsWith('-') ? -1 : 1;
+          return rows.every((y, k) => {
+            const x = rows[k - 1];
+            if (!x) return true;
+            const [vx, vy] = [values(x, sort, cert), values(y, sort, cert)];
+            if (vx === null) return vy === null && byteOrder(x.id, y.id) * desc < 0;
+            if (vy === null) return true;
+            if (vx !== vy) return (vy - vx) * desc > 0;
+            return sort.endsWith('createdAt') || byteOrder(x.id, y.id) * desc < 0;
+          });
+        };
+        for (const sort of DEVICE_SORTS) {
+          const cert = await certExpiry();
+          const all = await store.pageDevices({ limit: 1000, prefix: base, sort });
+          expect(inOrder(all.items, sort, cert), `${sort}: ${all.items.map((d) => d.id).join(' ')}`).toBe(true);
+          // (devices added by the walks of earlier orders are listed too)
+          expect(all.total).toBe(all.items.length);
+          for (const id of ids) expect(all.items.map((d) => d.id)).toContain(id);
+          // two rows a page; between pages a device is added that sorts first or last (by id) and
+          // is never seen: whatever it is, nothing already listed repeats and nothing is skipped
+          let n = 0;
+          const { items } = await walk(
+            (cursor) => store.pageDevices({ limit: 2, cursor, prefix: base, sort }),
+            async () => {
+              if (n < 4) await store.upsertDevice(`${base}-${n++ % 2 === 0 ? '!' : '~'}${sort}-${n}`, 'device');
+            },
+          );
+          const walked = items.map((d) => d.id);
+          expect(new Set(walked).size, sort).toBe(walked.length);
+          for (const id of ids) expect(walked, sort).toContain(id);
+          expect(
+            walked.filter((id) => ids.includes(id)),
+            sort,
+          ).toEqual(all.items.map((d) => d.id).filter((id) => ids.includes(id)));
+          // the offset still applies in every order
+          expect(
+            (await store.pageDevices({ limit: 2, offset: 1, prefix: `${base}-`, sort })).items.map((d) => d.id),
+          ).toEqual((await store.pageDevices({ limit: 3, prefix: `${base}-`, sort })).items.slice(1).map((d) => d.id));
+        }
+        // a cursor only continues the order it came from; an unknown order is refused
+        const byId = await store.pageDevices({ limit: 1, prefix: base });
+        const bySeen = await store.pageDevices({ limit: 1, prefix: base, sort: '-lastSeenAt' });
+        await expectCode(
+          store.pageDevices({ limit: 1, cursor: byId.nextCursor, sort: '-lastSeenAt' }),
+          'CURSOR_INVALID',
+        );
+        await expectCode(
+          store.pageDevices({ limit: 1, cursor: bySeen.nextCursor, sort: 'lastSeenAt' }),
+          'CURSOR_INVALID',
+        );
+        await expectCode(store.pageDevices({ limit: 1, cursor: bySeen.nextCursor }), 'CURSOR_INVALID');
+        for (const sort of ['name', '', 'id; DROP TABLE devices', '--id', 'ID']) {
+          await expectCode(store.pageDevices({ limit: 1, sort: sort as DeviceSort }), 'BAD_REQUEST');
+        }
+        // forged keys for a sorted list: a non-numeric time, a negative one, too many digits
+        const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+        for (const k of [['x', 'a'], ['-1', 'a'], ['1'.repeat(18), 'a'], ['1'], [1, 'a'], ['', '']]) {
+          await expectCode(
+            store.pageDevices({ limit: 1, sort: 'lastSeenAt', cursor: b64({ v: 1, l: 'devices:lastSeenAt', k }) }),
+            'CURSOR_INVALID',
+          );
+        }
       });
 
       it('pages tokens newest first, ties (one insert, one timestamp) by id, new tokens not repeated', async () => {
@@ -1247,6 +1520,44 @@ function storeContract(backend: Backend): void {
         }
       });
 
+      it('migration 6 gives existing certificates their key type and devices their current certificate', async () => {
+        const fresh = await backend.createDb();
+        try {
+          // a database as schema version 5 left it: one device renewed from P-256 to RSA, one revoked
+          const hex = async (t: KnownKeyType) => `\\x${Buffer.from(await certDer(t)).toString('hex')}`;
+          const until5 = MIGRATIONS.filter((m) => m.version <= 5);
+          await fresh.raw(
+            `${until5.map((m) => m.sql).join('\n')}
+            CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+              applied_at timestamptz NOT NULL DEFAULT now());
+            INSERT INTO schema_migrations (version, name) VALUES ${until5.map((m) => `(${m.version}, 'm')`).join(', ')};
+            INSERT INTO devices (id, kind) VALUES ('m6-a', 'device'), ('m6-b', 'device'), ('m6-c', 'device');
+            INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der,
+              renewed_from, origin_issued_at, status, revoked_at, revocation_reason) VALUES
+              ('a1', 'm6-a', 'CN=m6-a', '2025-01-01', '2099-01-01', 'k1', '${await hex('ec-p256')}', NULL, now(), 'valid', NULL, NULL),
+              ('a2', 'm6-a', 'CN=m6-a', '2025-02-01', '2099-02-01', 'k2', '${await hex('rsa-3072')}', 'a1', now(), 'valid', NULL, NULL),
+              ('b1', 'm6-b', 'CN=m6-b', '2025-01-01', '2099-01-01', 'k3', '${await hex('ed25519')}', NULL, now(), 'revoked', now(), 1);`,
+          );
+          const store = await fresh.open();
+          try {
+            expect((await store.getCertificate('a1'))?.keyType).toBe('ec-p256');
+            expect((await store.getCertificate('b1'))?.keyType).toBe('ed25519');
+            const ids = async (keyType: string) =>
+              (await store.pageDevices({ limit: 10, keyType })).items.map((d) => d.id);
+            expect(await ids('rsa-3072')).toEqual(['m6-a']);
+            expect(await ids('ec-p256')).toEqual([]);
+            expect(await ids('ed25519')).toEqual([]);
+            const byExpiry = await store.pageDevices({ limit: 10, sort: '-certNotAfter' });
+            // b's only certificate is revoked: like c, it has none and comes last (ties by id, descending)
+            expect(byExpiry.items.map((d) => d.id)).toEqual(['m6-a', 'm6-c', 'm6-b']);
+          } finally {
+            await store.close();
+          }
+        } finally {
+          await fresh.dispose();
+        }
+      });
+
       it('detects a tampered audit row; the table refuses plain updates', async () => {
         const fresh = await backend.createDb();
         try {
@@ -1349,6 +1660,64 @@ describe.runIf(pgOk)('PostgreSQL', () => {
         });
         await a.revokeDevice(dev, 9, new Date());
         await recB.waitFor((e) => e.type === 'device-revoked' && e.deviceId === dev);
+      } finally {
+        await a.close();
+        await b.close();
+        await db.drop();
+      }
+    });
+
+    it('delivers fleet activity to other connections; a big presence batch is split, nothing lost', async () => {
+      const db = await createTestDatabase();
+      const a = await openStore({ databaseUrl: db.url });
+      const b = await openStore({ databaseUrl: db.url });
+      try {
+        const seen = new Map<string, boolean>();
+        const issued: StoreActivity[] = [];
+        let presenceEvents = 0;
+        // Resolved by the listener itself once the condition holds: no polling.
+        let check: () => void = () => undefined;
+        const arrived = (cond: () => boolean) =>
+          new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error('activity did not arrive')), 10_000);
+            check = () => {
+              if (cond()) {
+                clearTimeout(timer);
+                resolve();
+              }
+            };
+            check();
+          });
+        b.onActivity((ev) => {
+          if (ev.type === 'issued') issued.push(ev);
+          else {
+            presenceEvents++;
+            for (const e of ev.entries) seen.set(e.deviceId, e.online);
+          }
+          check();
+        });
+        const dev = uid('xact');
+        await a.upsertDevice(dev, 'device');
+        const gotIssued = arrived(() => issued.length === 1);
+        const c = await a.insertCertificate(newCert(dev));
+        await gotIssued;
+        expect(issued[0]).toEqual({
+          type: 'issued',
+          deviceId: dev,
+          kind: 'device',
+          serial: c.serial,
+          renewedFrom: null,
+          at: c.issuedAt,
+        });
+        // 600 devices in one batch: far over one NOTIFY payload
+        const ids = Array.from({ length: 600 }, (_, i) => `${dev}-${String(i).padStart(3, '0')}`);
+        for (const id of ids) await a.upsertDevice(id, 'device');
+        const at = new Date();
+        const gotAll = arrived(() => seen.size === ids.length);
+        await a.markSeen(ids.map((id, i) => ({ deviceId: id, at, online: i % 2 === 0 })));
+        await gotAll;
+        expect(ids.every((id, i) => seen.get(id) === (i % 2 === 0))).toBe(true);
+        expect(presenceEvents).toBeGreaterThan(1);
       } finally {
         await a.close();
         await b.close();

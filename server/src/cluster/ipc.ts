@@ -5,6 +5,7 @@
  */
 import type { LogLevel, MqttConfig } from '../config.js';
 import type { Store, StoreEvent } from '../store/types.js';
+import type { FleetCounts } from './fleet-counts.js';
 
 export interface WorkerInit {
   fg: 'init';
@@ -55,6 +56,8 @@ export type FromWorker =
    * (client-owners.ts), topic filters added and removed (interests.ts).
    */
   | { fg: 'mq'; packets: Buffer; claims: string[]; releases: string[]; interest: string[] }
+  /** Connects and refusals counted since the last one, for the console's fleet charts. */
+  | { fg: 'fleet'; counts: FleetCounts }
   | ({ fg: 'rpc'; id: number } & RpcCall);
 
 export function isFleetgateMessage(m: unknown): m is { fg: string } {

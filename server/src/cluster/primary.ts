@@ -21,6 +21,7 @@ import { FleetgateError, isErrorCode } from '../errors.js';
 import { freePort } from '../free-port.js';
 import type { Store } from '../store/types.js';
 import { ClientOwners } from './client-owners.js';
+import { checkFleetCounts, type FleetCounts } from './fleet-counts.js';
 import { WorkerInterests } from './interests.js';
 import {
   type FromWorker,
@@ -46,6 +47,8 @@ export interface BrokerWorkersDeps {
   redisKeyPrefix: string;
   store: Store;
   log: Logger;
+  /** The workers' connects and refusals, as they report them (the console's fleet charts). */
+  onFleetCounts?: (counts: FleetCounts) => void;
 }
 
 export interface BrokerWorkers {
@@ -208,6 +211,12 @@ export async function startBrokerWorkers(deps: BrokerWorkersDeps): Promise<Broke
               sendTo(holder, { fg: 'takeover', ids });
             }
             break;
+          case 'fleet': {
+            const counts = checkFleetCounts(msg.counts);
+            if (counts) deps.onFleetCounts?.(counts);
+            else log.warn({ worker: slot }, 'dropped malformed fleet counts from a broker worker');
+            break;
+          }
           case 'ready':
             isReady = true;
             accepting.add(w);

@@ -14,6 +14,7 @@ import { isFleetgateError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { createWorkerMetrics } from '../metrics.js';
 import { newBrokerId, type RunningBroker, startRoutedBroker } from '../mqtt/index.js';
+import { countingObserver } from './fleet-counts.js';
 import { type FromWorker, isFleetgateMessage, type ToWorker, type WorkerInit } from './ipc.js';
 import { ipcEmitterBackends } from './ipc-emitter.js';
 import { ipcStore } from './ipc-store.js';
@@ -28,11 +29,13 @@ export async function runWorker(): Promise<void> {
   let relay: ReturnType<typeof ipcEmitterBackends> | null = null;
   let broker: RunningBroker | null = null;
   let stopping: Promise<void> | null = null;
+  let stopCounting: (() => void) | null = null;
 
   const stop = (code: number) => {
     stopping ??= (async () => {
       try {
         await broker?.close();
+        stopCounting?.(); // the last counts, while the channel may still be there
       } finally {
         process.exit(code);
       }
@@ -70,6 +73,9 @@ export async function runWorker(): Promise<void> {
 
   log = createLogger(init.logLevel).child({ part: 'mqtt', worker: init.slot });
   const metrics = createWorkerMetrics(init.slot);
+  // The console's fleet charts are kept by the primary: connects and refusals go there.
+  const counting = countingObserver(metrics.broker, (counts) => send({ fg: 'fleet', counts }));
+  stopCounting = counting.stop;
   try {
     const started = await startRoutedBroker(
       {
@@ -79,7 +85,7 @@ export async function runWorker(): Promise<void> {
         store,
         brokerId: newBrokerId(),
         config: init.mqtt,
-        observer: metrics.broker,
+        observer: counting.observer,
         log,
       },
       {

@@ -40,9 +40,9 @@ export class FleetSeries {
     this.bucket().counts[name] += n;
   }
 
-  refused(reason: string): void {
+  refused(reason: string, n = 1): void {
     const b = this.bucket();
-    b.refusals.set(reason, (b.refusals.get(reason) ?? 0) + 1);
+    b.refusals.set(reason, (b.refusals.get(reason) ?? 0) + n);
   }
 
   /**

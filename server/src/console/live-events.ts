@@ -1,11 +1,11 @@
 /**
  * What the console's live view (GET /api/v1/events, server-sent events) is told: a device went
- * online or offline, was enrolled, or had certificates revoked. Revocations come from the store's
- * change events, which reach every node sharing the database (PostgreSQL NOTIFY); presence and
- * enrollments are raised where they happen (this node's broker and EST routes).
+ * online or offline, was enrolled, or had certificates revoked. Everything comes from the store's
+ * change events (revocations from onEvent, presence batches and issued certificates from
+ * onActivity), which reach every node sharing the PostgreSQL database through NOTIFY: a console
+ * on node B sees a device enroll on node A and come online on A's broker.
  */
 import { EventEmitter } from 'node:events';
-import type { ProvisioningService } from '../enrollment/types.js';
 import type { Store } from '../store/types.js';
 
 export type LiveEvent =
@@ -30,47 +30,31 @@ export class LiveEvents {
     return () => this.emitter.off('event', listener);
   }
 
-  /** Forwards the store's revocation events (from this node or any other on the database). */
-  followStore(store: Pick<Store, 'onEvent'>): () => void {
-    return store.onEvent((ev) => {
+  /**
+   * Forwards the store's change events, from this node or any other on the database: revocations,
+   * presence batches (as the brokers write them, every FLEETGATE_MQTT_PRESENCE_FLUSH), and
+   * enrollments (a device certificate that renews none: first enrollment or re-provisioning;
+   * renewals and service credentials are not enrollments).
+   */
+  followStore(store: Pick<Store, 'onEvent' | 'onActivity'>): () => void {
+    const offEvents = store.onEvent((ev) => {
       const serials = ev.type === 'revoked' ? [ev.serial] : ev.serials;
       this.emit({ type: 'revoked', deviceId: ev.deviceId, serials, at: ev.at.toISOString() });
     });
-  }
-
-  /** The store as the broker sees it, telling presence batches as they are written. */
-  presenceTap<S extends Pick<Store, 'markSeen'>>(store: S): S {
-    const markSeen: Store['markSeen'] = async (entries) => {
-      await store.markSeen(entries);
-      for (const e of entries) {
-        this.emit({ type: 'presence', deviceId: e.deviceId, online: e.online, at: e.at.toISOString() });
+    const offActivity = store.onActivity((ev) => {
+      // Nobody listening: a batch of thousands is not turned into objects for no one.
+      if (this.emitter.listenerCount('event') === 0) return;
+      if (ev.type === 'presence') {
+        for (const e of ev.entries) {
+          this.emit({ type: 'presence', deviceId: e.deviceId, online: e.online, at: e.at.toISOString() });
+        }
+      } else if (ev.kind === 'device' && ev.renewedFrom === null) {
+        this.emit({ type: 'enrolled', deviceId: ev.deviceId, serial: ev.serial, at: ev.at.toISOString() });
       }
-    };
-    return new Proxy(store, {
-      get: (target, prop, receiver) =>
-        prop === 'markSeen' ? markSeen : bindIfFunction(Reflect.get(target, prop, receiver), target),
     });
-  }
-
-  /** The provisioning use case, telling every successful first enrollment. */
-  enrollTap(provisioning: ProvisioningService, onEnrolled?: () => void): ProvisioningService {
-    return {
-      ...provisioning,
-      enroll: async (req) => {
-        const result = await provisioning.enroll(req);
-        onEnrolled?.();
-        this.emit({
-          type: 'enrolled',
-          deviceId: req.deviceId,
-          serial: result.certificate.serial,
-          at: new Date().toISOString(),
-        });
-        return result;
-      },
+    return () => {
+      offEvents();
+      offActivity();
     };
   }
-}
-
-function bindIfFunction(v: unknown, target: object): unknown {
-  return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
 }

@@ -2,7 +2,15 @@
 
 import { type Clock, printable, systemClock } from '../enrollment/context.js';
 import { FleetgateError } from '../errors.js';
-import type { CertificateRecord, DeviceRecord, DeviceStatus, Page, Store } from '../store/types.js';
+import {
+  type CertificateRecord,
+  DEVICE_SORTS,
+  type DeviceRecord,
+  type DeviceStatus,
+  KEY_TYPE_PATTERN,
+  type Page,
+  type Store,
+} from '../store/types.js';
 import type { DeviceView, InventoryService } from './types.js';
 
 const DEFAULT_LIMIT = 100;
@@ -64,16 +72,25 @@ export function createInventory(opts: { store: Store; now?: Clock | undefined })
     if (o.status !== undefined && !DEVICE_STATUSES.includes(o.status)) {
       throw new FleetgateError('BAD_REQUEST', `status must be one of ${DEVICE_STATUSES.join(', ')}`);
     }
+    if (o.sort !== undefined && !DEVICE_SORTS.includes(o.sort)) {
+      throw new FleetgateError('BAD_REQUEST', `sort must be one of ${DEVICE_SORTS.join(', ')}`);
+    }
+    if (o.keyType !== undefined && (typeof o.keyType !== 'string' || !KEY_TYPE_PATTERN.test(o.keyType))) {
+      throw new FleetgateError('BAD_REQUEST', 'keyType must be ec-p256, ec-p384, ed25519, rsa-<bits>, rsa or other');
+    }
+    const at = now();
     const page = await store.pageDevices({
       limit,
       offset,
       cursor: o.cursor,
       status: o.status,
+      now: at,
+      ...(o.sort !== undefined ? { sort: o.sort } : {}),
+      ...(o.keyType !== undefined ? { keyType: o.keyType } : {}),
       ...(o.kind !== undefined ? { kind: o.kind } : {}),
       ...(o.online !== undefined ? { online: o.online } : {}),
       ...(o.prefix !== undefined ? { prefix: o.prefix } : {}),
     });
-    const at = now();
     return { ...page, items: await Promise.all(page.items.map((d) => view(d, at))) };
   }
 

@@ -1,19 +1,19 @@
 /** The store's listeners: every committed event goes to each of them, isolated from the others. */
 import type { StoreEvent } from './types.js';
 
-export class EventFanout {
-  private readonly listeners = new Set<(ev: StoreEvent) => void>();
+export class EventFanout<E = StoreEvent> {
+  private readonly listeners = new Set<(ev: E) => void>();
 
-  add(listener: (ev: StoreEvent) => void): () => void {
+  add(listener: (ev: E) => void): () => void {
     // Wrapped so that subscribing the same function twice yields two independent subscriptions.
-    const wrapped = (ev: StoreEvent) => listener(ev);
+    const wrapped = (ev: E) => listener(ev);
     this.listeners.add(wrapped);
     return () => {
       this.listeners.delete(wrapped);
     };
   }
 
-  deliver(ev: StoreEvent): void {
+  deliver(ev: E): void {
     for (const l of [...this.listeners]) {
       try {
         l(ev);

@@ -5,7 +5,7 @@
  */
 import { str } from './rows.js';
 import type { SqlExecutor } from './sql-executor.js';
-import type { RevocationReason, StoreEvent } from './types.js';
+import type { ChangeEvent, IdentityKind, RevocationReason, StoreActivity } from './types.js';
 
 export const EVENT_CHANNEL = 'fleetgate_events';
 /** PostgreSQL rejects NOTIFY payloads of 8000 bytes or more; stay clear of it. */
@@ -15,15 +15,39 @@ interface WireEvent {
   v: 1;
   /** The store instance that raised it: it has delivered locally already and skips the echo. */
   o: string;
-  type: StoreEvent['type'];
+  type: 'revoked' | 'device-revoked' | 'issued';
   serial?: string;
   deviceId: string;
   reason?: number;
   serials?: string[];
+  kind?: IdentityKind;
+  renewedFrom?: string | null;
   at: string;
 }
 
-export function encodeEvent(ev: StoreEvent, origin: string): string[] {
+/** A presence batch on the wire: [deviceId, online, at] per entry, compact (batches are large). */
+interface WirePresence {
+  v: 1;
+  o: string;
+  type: 'presence';
+  e: [string, boolean, string][];
+}
+
+export function encodeEvent(ev: ChangeEvent, origin: string): string[] {
+  if (ev.type === 'presence') return encodePresence(ev, origin);
+  if (ev.type === 'issued') {
+    const w: WireEvent = {
+      v: 1,
+      o: origin,
+      type: 'issued',
+      deviceId: ev.deviceId,
+      kind: ev.kind,
+      serial: ev.serial,
+      renewedFrom: ev.renewedFrom,
+      at: ev.at.toISOString(),
+    };
+    return [JSON.stringify(w)];
+  }
   if (ev.type === 'revoked') {
     const w: WireEvent = {
       v: 1,
@@ -57,6 +81,31 @@ export function encodeEvent(ev: StoreEvent, origin: string): string[] {
   return payloads;
 }
 
+/**
+ * A presence batch split over as many NOTIFY payloads as its size needs (each a batch of its
+ * own); one entry too large for a payload alone (an absurd device id) goes to the outbox.
+ */
+function encodePresence(ev: Extract<StoreActivity, { type: 'presence' }>, origin: string): string[] {
+  const encode = (e: WirePresence['e']) =>
+    JSON.stringify({ v: 1, o: origin, type: 'presence', e } satisfies WirePresence);
+  const payloads: string[] = [];
+  let chunk: WirePresence['e'] = [];
+  let bytes = Buffer.byteLength(encode([]));
+  for (const entry of ev.entries) {
+    const item: [string, boolean, string] = [entry.deviceId, entry.online, entry.at.toISOString()];
+    const size = Buffer.byteLength(JSON.stringify(item)) + 1;
+    if (chunk.length > 0 && bytes + size > MAX_PAYLOAD_BYTES) {
+      payloads.push(encode(chunk));
+      chunk = [];
+      bytes = Buffer.byteLength(encode([]));
+    }
+    chunk.push(item);
+    bytes += size;
+  }
+  if (chunk.length > 0) payloads.push(encode(chunk));
+  return payloads;
+}
+
 function encodeChunk(ev: { deviceId: string; at: Date }, origin: string, serials: string[]): string {
   return JSON.stringify({
     v: 1,
@@ -68,7 +117,7 @@ function encodeChunk(ev: { deviceId: string; at: Date }, origin: string, serials
   } satisfies WireEvent);
 }
 
-export type DecodedEvent = { origin: string } & ({ ev: StoreEvent } | { ref: string });
+export type DecodedEvent = { origin: string } & ({ ev: ChangeEvent } | { ref: string });
 
 /** An event or a reference to one parked in event_outbox, with its origin; null if not ours. */
 export function decodeEvent(payload: string): DecodedEvent | null {
@@ -81,6 +130,7 @@ export function decodeEvent(payload: string): DecodedEvent | null {
   if (w === null || typeof w !== 'object' || w.v !== 1 || typeof w.o !== 'string') return null;
   const origin = w.o;
   if (typeof w.ref === 'string' && /^[0-9]+$/.test(w.ref)) return { origin, ref: w.ref };
+  if ((w as { type?: unknown }).type === 'presence') return decodePresence((w as { e?: unknown }).e, origin);
   if (typeof w.deviceId !== 'string') return null;
   if (typeof w.at !== 'string') return null;
   const at = new Date(w.at);
@@ -94,7 +144,31 @@ export function decodeEvent(payload: string): DecodedEvent | null {
   if (w.type === 'device-revoked' && Array.isArray(w.serials) && w.serials.every((s) => typeof s === 'string')) {
     return { origin, ev: { type: 'device-revoked', deviceId: w.deviceId, serials: w.serials, at } };
   }
+  if (
+    w.type === 'issued' &&
+    typeof w.serial === 'string' &&
+    (w.kind === 'device' || w.kind === 'service') &&
+    (w.renewedFrom === null || typeof w.renewedFrom === 'string')
+  ) {
+    const ev = { type: 'issued', deviceId: w.deviceId, kind: w.kind, serial: w.serial, renewedFrom: w.renewedFrom, at };
+    return { origin, ev: ev as StoreActivity };
+  }
   return null;
+}
+
+/** A presence payload's entries, every one checked; anything malformed drops the payload. */
+function decodePresence(e: unknown, origin: string): DecodedEvent | null {
+  if (!Array.isArray(e)) return null;
+  const entries: { deviceId: string; online: boolean; at: Date }[] = [];
+  for (const item of e as unknown[]) {
+    if (!Array.isArray(item) || item.length !== 3) return null;
+    const [deviceId, online, iso] = item as unknown[];
+    if (typeof deviceId !== 'string' || typeof online !== 'boolean' || typeof iso !== 'string') return null;
+    const at = new Date(iso);
+    if (Number.isNaN(at.getTime())) return null;
+    entries.push({ deviceId, online, at });
+  }
+  return { origin, ev: { type: 'presence', entries } };
 }
 
 /**
@@ -102,22 +176,34 @@ export function decodeEvent(payload: string): DecodedEvent | null {
  * commit and drops it on rollback. A payload over the NOTIFY limit is parked in event_outbox and
  * only a reference to it is sent.
  */
-export async function notifyEvent(ex: SqlExecutor, ev: StoreEvent, origin: string): Promise<void> {
+export async function notifyEvent(ex: SqlExecutor, ev: ChangeEvent, origin: string): Promise<void> {
+  const notices: string[] = [];
   for (const payload of encodeEvent(ev, origin)) {
-    let notice = payload;
-    if (Buffer.byteLength(payload) > MAX_PAYLOAD_BYTES) {
-      await ex.query(`DELETE FROM event_outbox WHERE created_at < now() - interval '1 hour'`);
-      const rows = await ex.query('INSERT INTO event_outbox (payload) VALUES ($1::text) RETURNING id::text AS id', [
-        payload,
-      ]);
-      notice = JSON.stringify({ v: 1, o: origin, ref: str(rows[0]?.id) });
+    if (Buffer.byteLength(payload) <= MAX_PAYLOAD_BYTES) {
+      notices.push(payload);
+      continue;
     }
-    await ex.query('SELECT pg_notify($1::text, $2::text)', [EVENT_CHANNEL, notice]);
+    await ex.query(`DELETE FROM event_outbox WHERE created_at < now() - interval '1 hour'`);
+    const rows = await ex.query('INSERT INTO event_outbox (payload) VALUES ($1::text) RETURNING id::text AS id', [
+      payload,
+    ]);
+    notices.push(JSON.stringify({ v: 1, o: origin, ref: str(rows[0]?.id) }));
+  }
+  if (notices.length === 1) {
+    await ex.query('SELECT pg_notify($1::text, $2::text)', [EVENT_CHANNEL, notices[0]!]);
+  } else if (notices.length > 1) {
+    // A split event (a big presence batch, a device with many serials) in one round trip, in
+    // order: PostgreSQL delivers a transaction's notifications in the order they were sent.
+    await ex.query(
+      `SELECT pg_notify($1::text, n.payload) FROM jsonb_array_elements_text($2::text::jsonb) WITH ORDINALITY AS n(payload, i)
+       ORDER BY n.i`,
+      [EVENT_CHANNEL, JSON.stringify(notices)],
+    );
   }
 }
 
 /** The parked event a reference points at (committed before its NOTIFY was sent), or null. */
-export async function fetchParkedEvent(ex: SqlExecutor, ref: string): Promise<StoreEvent | null> {
+export async function fetchParkedEvent(ex: SqlExecutor, ref: string): Promise<ChangeEvent | null> {
   const rows = await ex.query('SELECT payload FROM event_outbox WHERE id = $1::bigint', [ref]);
   const parked = rows[0] ? decodeEvent(str(rows[0].payload)) : null;
   return parked && 'ev' in parked ? parked.ev : null;

@@ -218,6 +218,71 @@ CREATE INDEX attestation_pending_expires_idx ON attestation_pending (expires_at)
 CREATE INDEX devices_id_bytes_idx ON devices ((id COLLATE "C"));
 `,
   },
+  {
+    version: 6,
+    name: 'key type and current certificate on devices (issue 17: console filter and sort)',
+    // certificates.key_type: the certified key's algorithm, read from the SubjectPublicKeyInfo in
+    // the DER (RFC 5280 4.1.2.7) by its AlgorithmIdentifier: id-ecPublicKey with namedCurve
+    // secp256r1 / secp384r1 (RFC 5480 2.1.1), id-Ed25519 (RFC 8410 3), rsaEncryption (RFC 3279
+    // 2.3.1, size from the modulus INTEGER's length). A generated column, so every insert path
+    // and every existing row get it without the callers changing; 'other' for anything else.
+    // devices.cert_key_type / cert_not_after: the device's newest unrevoked certificate (by
+    // notBefore, then issue time), kept by a trigger on certificates, so a device search can
+    // filter and sort on them through indexes instead of joining certificates for every row.
+    sql: `
+CREATE FUNCTION certificate_key_type(der bytea) RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+  p integer;
+  o integer;
+  len integer;
+BEGIN
+  IF position('\\x301306072a8648ce3d020106082a8648ce3d030107'::bytea IN der) > 0 THEN RETURN 'ec-p256'; END IF;
+  IF position('\\x301006072a8648ce3d020106052b81040022'::bytea IN der) > 0 THEN RETURN 'ec-p384'; END IF;
+  IF position('\\x300506032b6570032100'::bytea IN der) > 0 THEN RETURN 'ed25519'; END IF;
+  p := position('\\x300d06092a864886f70d0101010500'::bytea IN der);
+  IF p > 0 THEN
+    o := p - 1 + 15;
+    IF length(der) > o + 13 AND get_byte(der, o) = 3 AND get_byte(der, o + 1) = 130 AND get_byte(der, o + 4) = 0
+      AND get_byte(der, o + 5) = 48 AND get_byte(der, o + 6) = 130 AND get_byte(der, o + 9) = 2
+      AND get_byte(der, o + 10) = 130 THEN
+      len := get_byte(der, o + 11) * 256 + get_byte(der, o + 12);
+      IF get_byte(der, o + 13) = 0 THEN len := len - 1; END IF;
+      RETURN 'rsa-' || (len * 8)::text;
+    END IF;
+    RETURN 'rsa';
+  END IF;
+  RETURN 'other';
+END
+$$;
+
+ALTER TABLE certificates ADD COLUMN key_type text GENERATED ALWAYS AS (certificate_key_type(der)) STORED;
+
+ALTER TABLE devices ADD COLUMN cert_key_type text;
+ALTER TABLE devices ADD COLUMN cert_not_after timestamptz;
+CREATE FUNCTION devices_current_certificate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE devices SET (cert_key_type, cert_not_after) = (
+    SELECT c.key_type, c.not_after FROM certificates c
+    WHERE c.device_id = NEW.device_id AND c.status = 'valid'
+    ORDER BY c.not_before DESC, c.issued_at DESC LIMIT 1)
+  WHERE id = NEW.device_id;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER certificates_current_on_device AFTER INSERT OR UPDATE OF status ON certificates
+  FOR EACH ROW EXECUTE FUNCTION devices_current_certificate();
+UPDATE devices d SET (cert_key_type, cert_not_after) = (
+  SELECT c.key_type, c.not_after FROM certificates c
+  WHERE c.device_id = d.id AND c.status = 'valid'
+  ORDER BY c.not_before DESC, c.issued_at DESC LIMIT 1);
+
+-- keyset order of each sort (docs/console.md): the column, then the id in byte order
+CREATE INDEX devices_created_idx ON devices (created_at, (id COLLATE "C"));
+CREATE INDEX devices_last_seen_idx ON devices (last_seen_at, (id COLLATE "C"));
+CREATE INDEX devices_cert_not_after_idx ON devices (cert_not_after, (id COLLATE "C"));
+CREATE INDEX devices_cert_key_type_idx ON devices (cert_key_type, (id COLLATE "C"));
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

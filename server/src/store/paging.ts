@@ -26,7 +26,8 @@ export interface PageOptions {
   cursor?: string | null | undefined;
 }
 
-export type PagedList = 'devices' | 'tokens' | 'expiring' | 'audit' | 'operators';
+/** `devices:<sort>`: a device page in another order than by id (its cursor is bound to it). */
+export type PagedList = 'devices' | `devices:${string}` | 'tokens' | 'expiring' | 'audit' | 'operators';
 
 /** Longest cursor accepted: well above any real key, far below anything costly to parse. */
 export const MAX_CURSOR_LENGTH = 1024;
@@ -34,6 +35,8 @@ export const MAX_CURSOR_LENGTH = 1024;
 export const KEY = {
   /** Microseconds since the epoch of a timestamptz (see MICROS). */
   micros: /^(0|[1-9][0-9]{0,16})$/,
+  /** micros, or empty for a NULL sort value (rows without one come last). */
+  microsOrNone: /^(|0|[1-9][0-9]{0,16})$/,
   seq: /^[1-9][0-9]{0,14}$/,
   uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/,
   serial: /^[0-9a-f]{1,64}$/,

@@ -58,7 +58,7 @@ export function mapDevice(r: Row): DeviceRecord {
 }
 
 export const CERT_COLS =
-  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from, origin_issued_at, key_assurance';
+  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from, origin_issued_at, key_assurance, key_type';
 export function mapCert(r: Row): CertificateRecord {
   return {
     serial: str(r.serial),
@@ -75,6 +75,7 @@ export function mapCert(r: Row): CertificateRecord {
     renewedFrom: strOrNull(r.renewed_from),
     originIssuedAt: toDate(r.origin_issued_at),
     keyAssurance: str(r.key_assurance) as KeyAssurance,
+    keyType: str(r.key_type),
   };
 }
 

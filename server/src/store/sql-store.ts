@@ -26,6 +26,7 @@ import type {
   CaRecord,
   CaRole,
   CertificateRecord,
+  ChangeEvent,
   DevicePageOptions,
   DeviceRecord,
   DeviceStatus,
@@ -38,6 +39,7 @@ import type {
   PageOptions,
   RevocationReason,
   Store,
+  StoreActivity,
   StoreEvent,
   StoreTx,
   TicketKeyRecord,
@@ -196,6 +198,7 @@ class SqlOps implements StoreTx {
 export class SqlStore extends SqlOps implements Store {
   readonly backend: 'postgres' | 'pglite';
   private readonly fanout = new EventFanout();
+  private readonly activity = new EventFanout<StoreActivity>();
   private closed = false;
 
   constructor(private readonly driver: SqlDriver) {
@@ -215,12 +218,21 @@ export class SqlStore extends SqlOps implements Store {
       const value = await fn(cx);
       return { value, pending: cx.pending };
     });
-    for (const ev of pending) this.fanout.deliver(ev);
+    for (const ev of pending) this.deliver(ev);
     return value;
+  }
+
+  private deliver(ev: ChangeEvent): void {
+    if (ev.type === 'presence' || ev.type === 'issued') this.activity.deliver(ev);
+    else this.fanout.deliver(ev);
   }
 
   onEvent(listener: (ev: StoreEvent) => void): () => void {
     return this.fanout.add(listener);
+  }
+
+  onActivity(listener: (ev: StoreActivity) => void): () => void {
+    return this.activity.add(listener);
   }
 
   /** Called by a NOTIFY-based driver for every payload on EVENT_CHANNEL. */
@@ -228,14 +240,14 @@ export class SqlStore extends SqlOps implements Store {
     const msg = decodeEvent(payload);
     if (!msg || msg.origin === this.cx.origin) return; // ours: delivered locally at commit
     if ('ev' in msg) {
-      this.fanout.deliver(msg.ev);
+      this.deliver(msg.ev);
       return;
     }
     // Rare (oversized event): fetch it; committed before the NOTIFY was sent, so it is there.
     const ref = msg.ref;
     fetchParkedEvent(this.driver, ref)
       .then((ev) => {
-        if (!this.closed && ev) this.fanout.deliver(ev);
+        if (!this.closed && ev) this.deliver(ev);
       })
       .catch((e: unknown) => {
         if (!this.closed) process.emitWarning(`fleetgate store: cannot fetch parked event ${ref}: ${oneLine(e)}`);
@@ -255,6 +267,7 @@ export class SqlStore extends SqlOps implements Store {
     if (this.closed) return;
     this.closed = true;
     this.fanout.clear();
+    this.activity.clear();
     await this.driver.close();
   }
 }

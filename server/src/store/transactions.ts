@@ -6,7 +6,7 @@
  */
 import { notifyEvent } from './events.js';
 import { rethrowRetryable, type SqlDriver, type SqlExecutor } from './sql-executor.js';
-import type { StoreEvent } from './types.js';
+import type { ChangeEvent } from './types.js';
 
 export type TxRunner = <T>(fn: (cx: SqlContext) => Promise<T>) => Promise<T>;
 
@@ -17,7 +17,7 @@ export class SqlContext {
     private readonly runTx: TxRunner | null,
     /** The owning store instance (its own NOTIFYs are not delivered twice). */
     readonly origin: string,
-    readonly pending: StoreEvent[] = [],
+    readonly pending: ChangeEvent[] = [],
   ) {}
 
   /** Savepoints opened so far in this transaction (names only need to be unique while open). */
@@ -38,7 +38,7 @@ export class SqlContext {
       const value = await fn(inner);
       return { value, pending: inner.pending };
     };
-    let result: { value: T; pending: StoreEvent[] };
+    let result: { value: T; pending: ChangeEvent[] };
     if (this.ex.savepoint) {
       result = await this.ex.savepoint(run).catch(rethrowRetryable);
     } else {
@@ -59,7 +59,7 @@ export class SqlContext {
   }
 
   /** Queues an event for delivery after commit (call inside atomic()). */
-  async raise(ev: StoreEvent): Promise<void> {
+  async raise(ev: ChangeEvent): Promise<void> {
     // Local listeners get it straight after commit, not through a round trip over LISTEN: the
     // broker in this process drops a revoked device as soon as the revoke call returns.
     this.pending.push(ev);

@@ -12,13 +12,47 @@ import type { Page, PageOptions } from './paging.js';
 
 export type { Page, PageOptions } from './paging.js';
 
+/**
+ * Orders of a device page: by id (byte order), creation (enrollment or service issue), last seen
+ * by the broker, or the expiry of the newest unrevoked certificate; `-` for descending. Rows
+ * without a value (never seen, no certificate) come last either way; ties go by id.
+ */
+export const DEVICE_SORTS = [
+  'id',
+  '-id',
+  'createdAt',
+  '-createdAt',
+  'lastSeenAt',
+  '-lastSeenAt',
+  'certNotAfter',
+  '-certNotAfter',
+] as const;
+export type DeviceSort = (typeof DEVICE_SORTS)[number];
+
+/** The paging list a device order's cursors belong to (id order keeps the original name). */
+export function deviceList(sort: DeviceSort): 'devices' | `devices:${string}` {
+  return sort === 'id' ? 'devices' : `devices:${sort}`;
+}
+
+/**
+ * Key types of certified keys (certificates.key_type, migration 6): EC on P-256 / P-384, Ed25519,
+ * RSA by modulus size (rsa-2048 ... rsa-8192), 'other' for a key the store does not recognise.
+ */
+export const KEY_TYPE_PATTERN = /^(ec-p256|ec-p384|ed25519|rsa(-[1-9][0-9]{3})?|other)$/;
+
 /** What Store.pageDevices filters on, besides the page. */
 export type DevicePageOptions = PageOptions & {
-  kind?: IdentityKind;
-  status?: DeviceStatus;
-  online?: boolean;
-  prefix?: string;
-  offset?: number;
+  kind?: IdentityKind | undefined;
+  status?: DeviceStatus | undefined;
+  online?: boolean | undefined;
+  /** Ids starting with this text (byte-wise, the console's search). */
+  prefix?: string | undefined;
+  /** Only devices whose newest unrevoked certificate has this key type and has not expired at `now`. */
+  keyType?: string | undefined;
+  /** The time `keyType` judges expiry at (default: the database's clock at the call). */
+  now?: Date | undefined;
+  sort?: DeviceSort | undefined;
+  offset?: number | undefined;
 };
 
 export type CaRole = 'root' | 'issuing';
@@ -87,6 +121,8 @@ export interface CertificateRecord {
    */
   originIssuedAt: Date;
   keyAssurance: KeyAssurance;
+  /** The certified key's type, read from the DER by the store (KEY_TYPE_PATTERN). */
+  keyType: string;
 }
 
 export interface NewCertificate {
@@ -190,6 +226,27 @@ export interface OperatorCredentialRecord {
 export type StoreEvent =
   | { type: 'revoked'; serial: string; deviceId: string; reason: RevocationReason; at: Date }
   | { type: 'device-revoked'; deviceId: string; serials: string[]; at: Date };
+
+/**
+ * Fleet activity, emitted after commit like StoreEvent but to its own listeners (onActivity), for
+ * views of the fleet such as the console's live stream; security decisions never depend on it.
+ * presence: the entries of a markSeen batch that changed a device's presence (unknown ids and
+ * older entries left out). issued: a certificate was stored (renewedFrom null: an enrollment, a
+ * re-provisioning or a service credential; `kind` says which identity it is for).
+ */
+export type StoreActivity =
+  | { type: 'presence'; entries: { deviceId: string; online: boolean; at: Date }[] }
+  | {
+      type: 'issued';
+      deviceId: string;
+      kind: IdentityKind;
+      serial: string;
+      renewedFrom: string | null;
+      at: Date;
+    };
+
+/** Whatever a transaction raises: delivered after commit to onEvent or onActivity listeners. */
+export type ChangeEvent = StoreEvent | StoreActivity;
 
 /**
  * Operations available inside a transaction. Everything in the body commits or nothing does;
@@ -330,6 +387,11 @@ export interface Store extends StoreTx {
    * this store are delivered before the changing call (or transaction) returns.
    */
   onEvent(listener: (ev: StoreEvent) => void): () => void;
+  /**
+   * Subscribes to fleet activity (presence batches, issued certificates) from any process sharing
+   * the database, delivered like onEvent's events.
+   */
+  onActivity(listener: (ev: StoreActivity) => void): () => void;
   /** Cheap liveness probe. */
   ping(): Promise<void>;
   close(): Promise<void>;

@@ -20,7 +20,7 @@ import type { DeviceView, InventoryService } from '../../inventory/types.js';
 import type { OperatorService } from '../../operators/types.js';
 import type { RevocationService } from '../../revocation/types.js';
 import { parseRevocationReason, REVOCATION_REASON_NAMES, revocationReasonName } from '../../revocation-reasons.js';
-import type { CertificateRecord } from '../../store/types.js';
+import { type CertificateRecord, DEVICE_SORTS, KEY_TYPE_PATTERN } from '../../store/types.js';
 import { actorOf, operatorAuthHook } from '../operator-auth.js';
 
 export interface OperatorApiDeps {
@@ -56,6 +56,7 @@ const CertificateJson = Type.Object({
   keyAssurance: Type.Union([Type.Literal('tpm-attested'), Type.Literal('unattested')], {
     description: 'how the key is held, as proved at issuance (docs/attestation.md)',
   }),
+  keyType: Type.String({ description: 'the certified key: ec-p256, ec-p384, ed25519, rsa-<bits> or other' }),
 });
 const DeviceJson = Type.Object({
   id: Type.String(),
@@ -80,6 +81,7 @@ function certJson(c: CertificateRecord): Static<typeof CertificateJson> {
     revocationReason: c.revocationReason === null ? null : revocationReasonName(c.revocationReason),
     renewedFrom: c.renewedFrom,
     keyAssurance: c.keyAssurance,
+    keyType: c.keyType,
   };
 }
 
@@ -265,6 +267,23 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           ),
           online: Type.Optional(Type.Boolean({ description: 'only devices connected (true) or not (false)' })),
           kind: Type.Optional(Type.Union([Type.Literal('device'), Type.Literal('service')])),
+          keyType: Type.Optional(
+            Type.String({
+              pattern: KEY_TYPE_PATTERN.source,
+              description:
+                'only devices whose current certificate (newest unrevoked, unexpired) has this key type: ec-p256, ec-p384, ed25519, rsa-<bits> (rsa-2048, rsa-3072, ...) or other',
+            }),
+          ),
+          sort: Type.Optional(
+            Type.Union(
+              DEVICE_SORTS.map((s) => Type.Literal(s)),
+              {
+                default: 'id',
+                description:
+                  'order: id (byte order), createdAt (enrollment), lastSeenAt, certNotAfter (current certificate expiry); a leading - reverses it. Rows without a value come last; ties by id. A cursor only continues the order it came from (else 400 CURSOR_INVALID)',
+              },
+            ),
+          ),
           ...PageQuery,
           offset: Type.Optional(
             Type.Integer({ minimum: 0, default: 0, description: 'rows to skip (prefer cursor: stable under inserts)' }),
@@ -277,7 +296,7 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
         {
           schema: {
             ...tags('devices'),
-            summary: 'List devices with their current certificate, in id order (byte order)',
+            summary: 'List devices with their current certificate: search, filter, sort (keyset paging)',
             querystring: ListQuery,
             response: { 200: Type.Object({ devices: Type.Array(DeviceJson), ...PageFields }), ...errors },
           },
@@ -295,6 +314,8 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
             ...(q.prefix !== undefined ? { prefix: q.prefix } : {}),
             ...(q.online !== undefined ? { online: q.online } : {}),
             ...(q.kind !== undefined ? { kind: q.kind } : {}),
+            ...(q.keyType !== undefined ? { keyType: q.keyType } : {}),
+            ...(q.sort !== undefined ? { sort: q.sort } : {}),
           });
           return {
             devices: page.items.map((d) => deviceJson(d, false)),

@@ -2,45 +2,58 @@
 import { FleetgateError } from '../../errors.js';
 import { decodeCursor, KEY, micros, type Page, type PageOptions, toPage } from '../paging.js';
 import { CERT_COLS, mapCert, str, toDate } from '../rows.js';
-import { rethrowConstraint, sqlState } from '../sql-executor.js';
+import { type Row, rethrowConstraint, sqlState } from '../sql-executor.js';
 import type { SqlContext } from '../transactions.js';
-import type { CertificateRecord, NewCertificate, RevocationReason } from '../types.js';
+import type { CertificateRecord, IdentityKind, NewCertificate, RevocationReason } from '../types.js';
 
-export async function insertCertificate(cx: SqlContext, cert: NewCertificate): Promise<CertificateRecord> {
-  try {
-    const rows = await cx.ex.query(
-      // A renewal inherits its predecessor's origin; anything else starts one now.
-      `INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der, renewed_from,
-         origin_issued_at, key_assurance)
-       VALUES ($1::text, $2::text, $3::text, $4::timestamptz, $5::timestamptz, $6::text, $7::bytea, $8::text,
-         COALESCE($9::timestamptz, (SELECT origin_issued_at FROM certificates WHERE serial = $8::text), now()),
-         $10::text)
-       RETURNING ${CERT_COLS}`,
-      [
-        cert.serial,
-        cert.deviceId,
-        cert.subject,
-        cert.notBefore,
-        cert.notAfter,
-        cert.keyFingerprint,
-        cert.der,
-        cert.renewedFrom ?? null,
-        cert.originIssuedAt ?? null,
-        cert.keyAssurance ?? 'unattested',
-      ],
-    );
-    return mapCert(rows[0]!);
-  } catch (e) {
-    if (sqlState(e) === '23503') {
-      throw new FleetgateError(
-        'DEVICE_NOT_FOUND',
-        `device ${JSON.stringify(cert.deviceId)} not found (upsertDevice first)`,
-        undefined,
-        { cause: e },
+export function insertCertificate(cx: SqlContext, cert: NewCertificate): Promise<CertificateRecord> {
+  return cx.atomic(async (tx) => {
+    let row: Row;
+    try {
+      const rows = await tx.ex.query(
+        // A renewal inherits its predecessor's origin; anything else starts one now.
+        `INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der, renewed_from,
+           origin_issued_at, key_assurance)
+         VALUES ($1::text, $2::text, $3::text, $4::timestamptz, $5::timestamptz, $6::text, $7::bytea, $8::text,
+           COALESCE($9::timestamptz, (SELECT origin_issued_at FROM certificates WHERE serial = $8::text), now()),
+           $10::text)
+         RETURNING ${CERT_COLS}, (SELECT kind FROM devices WHERE id = $2::text) AS device_kind`,
+        [
+          cert.serial,
+          cert.deviceId,
+          cert.subject,
+          cert.notBefore,
+          cert.notAfter,
+          cert.keyFingerprint,
+          cert.der,
+          cert.renewedFrom ?? null,
+          cert.originIssuedAt ?? null,
+          cert.keyAssurance ?? 'unattested',
+        ],
       );
+      row = rows[0]!;
+    } catch (e) {
+      if (sqlState(e) === '23503') {
+        throw new FleetgateError(
+          'DEVICE_NOT_FOUND',
+          `device ${JSON.stringify(cert.deviceId)} not found (upsertDevice first)`,
+          undefined,
+          { cause: e },
+        );
+      }
+      rethrowConstraint(e, `certificate ${cert.serial}`);
     }
-    rethrowConstraint(e, `certificate ${cert.serial}`);
-  }
+    const stored = mapCert(row);
+    await tx.raise({
+      type: 'issued',
+      deviceId: stored.deviceId,
+      kind: str(row.device_kind) as IdentityKind,
+      serial: stored.serial,
+      renewedFrom: stored.renewedFrom,
+      at: stored.issuedAt,
+    });
+    return stored;
+  });
 }
 
 export async function getCertificate(cx: SqlContext, serial: string): Promise<CertificateRecord | null> {
