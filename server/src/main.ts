@@ -40,7 +40,7 @@ import { ClusterRegistry, createMetrics } from './metrics.js';
 import { startRoutedBroker } from './mqtt/index.js';
 import type { BrokerObserver } from './mqtt/types.js';
 import { createOperators } from './operators/index.js';
-import { createRevocation } from './revocation/index.js';
+import { createRevocation, crlPathOf } from './revocation/index.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -167,7 +167,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       tokenTtlMs: config.tokenTtlMs,
       serviceSelfRenew: config.serviceSelfRenew,
       serviceMaxLifetimeMs: config.serviceMaxLifetimeMs,
-      crlUrl: `${pkiBase}/crl`,
+      // Each issuing CA's certificates name its own CRL (revocation/crl-urls.ts).
+      crlUrl: `${pkiBase}${crlPathOf(ca)}`,
       ocspUrl: `${pkiBase}/ocsp`,
       allowKeyReuse: config.allowKeyReuse,
       log: log.child({ part: 'enroll' }),

@@ -78,6 +78,29 @@ Example:
     load: async () => (await import('./ca-init.js')).caInitCommand,
   },
   {
+    path: ['ca', 'rotate'],
+    summary: 'create the next issuing CA under the same root (rollover)',
+    help: `Usage: fleetgate ca rotate [--root-key FILE]
+
+Creates the next issuing CA under the same root: a new key where the issuing keys live
+(ca/issuing-<n>.key, 0600, or the token object "<object>-<n>" with FLEETGATE_CA_KEY_URI,
+generated in the token and not extractable) and its certificate ca/issuing-<n>.crt, signed by
+the root. Servers started afterwards issue and renew from it; certificates of the earlier
+issuing CAs stay valid, trusted and answered for (CRL, OCSP) until they expire or are revoked.
+Touches the data dir and the token only. Refuses, changing nothing, on a missing or wrong root
+key, an incomplete CA or a token without the key. See docs/hsm.md.
+
+Options:
+  --root-key FILE   the root key (unencrypted PKCS#8 PEM), read for this one signature; without
+                    it: ca/root.key, else (FLEETGATE_CA_KEY_URI) the token object "<object>-root"
+
+Example:
+  npx fleetgate ca rotate --root-key /media/offline/root.key
+  # then restart every fleetgate serve on this CA
+`,
+    load: async () => (await import('./ca-rotate.js')).caRotateCommand,
+  },
+  {
     path: ['token', 'create'],
     summary: 'create one-time enrollment tokens (one device or a factory batch)',
     help: `Usage: fleetgate token create --device ID [--device ID ...] [--ttl 24h] [--require-attestation tpm] [--json]

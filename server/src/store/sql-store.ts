@@ -30,6 +30,8 @@ import type {
   DeviceRecord,
   DeviceStatus,
   IdentityKind,
+  IssuerFilter,
+  IssuingCaRecord,
   NewAuditEvent,
   NewCertificate,
   NewToken,
@@ -66,6 +68,15 @@ class SqlOps implements StoreTx {
   }
   nextCrlNumber(): Promise<bigint> {
     return ca.nextCrlNumber(this.cx);
+  }
+  listIssuingCas(): Promise<IssuingCaRecord[]> {
+    return ca.listIssuingCas(this.cx);
+  }
+  putIssuingCa(rec: Omit<IssuingCaRecord, 'createdAt'>): Promise<void> {
+    return ca.putIssuingCa(this.cx, rec);
+  }
+  latestNotAfter(issuer: IssuerFilter): Promise<Date | null> {
+    return certificates.latestNotAfter(this.cx, issuer);
   }
 
   upsertDevice(id: string, kind: IdentityKind): Promise<DeviceRecord> {
@@ -119,6 +130,7 @@ class SqlOps implements StoreTx {
   listRevoked(opts?: {
     now?: Date;
     graceMs?: number;
+    issuer?: IssuerFilter;
   }): Promise<{ serial: string; revokedAt: Date; reason: RevocationReason; notAfter: Date }[]> {
     return certificates.listRevoked(this.cx, opts);
   }
