@@ -42,7 +42,10 @@ export interface IssuedCertificate {
   notAfter: Date;
   /** SHA-256 of the canonical form of the certified key, lower-case hex (keys.ts keyFingerprintOf). */
   keyFingerprint: string;
-  /** Fingerprint of the issuing CA certificate that signed it (which CRL and OCSP signer it belongs to). */
+  /**
+   * Fingerprint of the issuing CA certificate that signed it (which CRL and OCSP signer it
+   * belongs to); set by the enrollment use cases, which know which CA they signed with.
+   */
   issuer?: string;
 }
 
@@ -199,11 +202,9 @@ export async function issueIdentityCertificate(
         notBefore: window.value.notBefore,
         notAfter: window.value.notAfter,
         keyFingerprint: keyFingerprintOf(csr.spkiDer),
-        issuer: ca.issuingFingerprint,
       });
     }
-    const issued = await issueWithGenerator(inner, ca.algorithm, csr, opts, subjectUri, window.value, randomSerial());
-    return ok({ ...issued, issuer: ca.issuingFingerprint });
+    return ok(await issueWithGenerator(inner, ca.algorithm, csr, opts, subjectUri, window.value, randomSerial()));
   } catch (e) {
     // The key is unreachable (a token removed): the caller answers 503, never a weaker key.
     if (e instanceof FleetgateError && e.code === 'CA_SIGNER_UNAVAILABLE') return { ok: false, error: e };

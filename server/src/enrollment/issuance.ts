@@ -76,7 +76,7 @@ export async function signCertificate(
     keyAssurance: opts.keyAssurance ?? 'unattested',
   });
   if (!issued.ok) throw issued.error;
-  return issued.value;
+  return { ...issued.value, issuer: ctx.ca.issuingFingerprint };
 }
 
 /** Inserts a signed certificate (the identity row must exist: lockIdentity first). */
