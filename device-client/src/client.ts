@@ -6,7 +6,14 @@
 import type { IClientPublishOptions, IClientSubscribeOptions, IPublishPacket } from 'mqtt';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { type Credential, CredentialStore, credentialFrom } from './credentials.js';
-import { BrokerRefusedError, CredentialError, DeviceClientError, KeyStoreError, RenewalError } from './errors.js';
+import {
+  BrokerRefusedError,
+  CertificateVerificationError,
+  CredentialError,
+  DeviceClientError,
+  KeyStoreError,
+  RenewalError,
+} from './errors.js';
 import { EstClient } from './est.js';
 import { TypedEmitter } from './events.js';
 import { Pkcs11KeyStore, type Pkcs11KeyStoreOptions } from './keys/pkcs11.js';
@@ -15,7 +22,7 @@ import type { DeviceKey, KeyStore } from './keys/types.js';
 import { type ConnectedEvent, type DisconnectedEvent, MqttSession, type RevokedEvent } from './mqtt-session.js';
 import { checkClientOptions } from './options.js';
 import { crlRevocationCheck } from './revocation.js';
-import { createCsr, parseCertificates, verifyIssuedCertificate, type x509 } from './x509.js';
+import { createCsr, parseCertificates, verifyIssuedCertificate, x509 } from './x509.js';
 
 export type KeyStoreConfig = { type: 'software' } | ({ type: 'pkcs11' } & Pkcs11KeyStoreOptions);
 
@@ -149,11 +156,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     try {
       const csr = await createCsr(this.deviceId, key);
       const der = await this.est.simpleEnroll(this.deviceId, token, csr);
-      const { cert, chain } = await verifyIssuedCertificate(der, {
-        deviceId: this.deviceId,
-        key,
-        trusted: this.trusted,
-      });
+      const { cert, chain } = await this.verifyIssued(der, key);
       credential = credentialFrom(this.deviceId, cert, chain, key.ref);
       if (setAside) await this.store.quarantine();
       await this.store.save(credential);
@@ -165,6 +168,34 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     await this.store.clearSession();
     if (previous && previous.key.type === key.ref.type) await this.keyStore.remove(previous.key).catch(() => undefined);
     return credential;
+  }
+
+  /**
+   * Checks a certificate EST returned (verifyIssuedCertificate). After an issuing-CA rollover the
+   * new issuing CA is not in a bundle pinned before it: its certificate then comes from EST
+   * /cacerts (RFC 7030 4.1, fetched over the TLS connection the pinned bundle authenticates) as
+   * an untrusted intermediate; the path must still end at a pinned root. The credential keeps the
+   * chain it verified (issuing CA first), so the broker gets the new chain with no operator step.
+   */
+  private async verifyIssued(
+    der: Uint8Array,
+    key: DeviceKey,
+  ): Promise<{ cert: x509.X509Certificate; chain: x509.X509Certificate[] }> {
+    try {
+      return await verifyIssuedCertificate(der, { deviceId: this.deviceId, key, trusted: this.trusted });
+    } catch (e) {
+      if (!(e instanceof CertificateVerificationError) || !/not issued by the pinned CA bundle/.test(e.message))
+        throw e;
+      const intermediates: x509.X509Certificate[] = [];
+      for (const c of await this.est.cacerts()) {
+        try {
+          intermediates.push(new x509.X509Certificate(c));
+        } catch {
+          // Not a certificate: useless as a path candidate, and the path check decides anyway.
+        }
+      }
+      return verifyIssuedCertificate(der, { deviceId: this.deviceId, key, trusted: this.trusted, intermediates });
+    }
   }
 
   /** The stored credential, checked: CREDENTIAL_MISSING / CREDENTIAL_CORRUPT / CERT_EXPIRED. */
@@ -347,11 +378,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
         chainPem: old.credential.chainPem,
         key: old.key,
       });
-      const { cert, chain } = await verifyIssuedCertificate(der, {
-        deviceId: this.deviceId,
-        key,
-        trusted: this.trusted,
-      });
+      const { cert, chain } = await this.verifyIssued(der, key);
       next = credentialFrom(this.deviceId, cert, chain, key.ref);
       await this.store.savePending(next);
     } catch (e) {

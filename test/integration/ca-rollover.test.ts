@@ -12,6 +12,7 @@ import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileS
 import path from 'node:path';
 import * as pkijs from 'pkijs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DeviceClient } from '../../device-client/src/index.js';
 import { openPkcs11Token } from '../../server/src/hsm/pkcs11-signer.js';
 import { caKeyBackends, softHsmWithPinFile } from '../helpers/ca-key.js';
 import { runCli, tempDir } from '../helpers/cli.js';
@@ -105,6 +106,18 @@ describe.runIf(openssl).each(caKeyBackends().map((b) => [b.name]))('issuing-CA r
   let before: Record<string, Credential>;
   let offlineRootKey: string;
   let pki: string;
+  /** The bundle pinned before the rotation (root + issuing CA 1), as `fleetgate ca export` gave it then. */
+  let pinnedBefore: string;
+  let clientDir: string;
+  const clientOpts = (f: Fleet) => ({
+    deviceId: 'roll-client',
+    credentialDir: clientDir,
+    ca: pinnedBefore,
+    estUrl: f.apiUrl,
+    mqttUrl: f.mqttUrl,
+    renewal: { auto: false },
+    reconnect: { initialMs: 200, maxMs: 2_000 },
+  });
   const tokenInfo: { module: string; pinFile: string; token: string } = { module: '', pinFile: '', token: '' };
 
   beforeAll(async () => {
@@ -126,6 +139,20 @@ describe.runIf(openssl).each(caKeyBackends().map((b) => [b.name]))('issuing-CA r
     fleet = await startFleet({ dataDir, env });
     before = await enrollDevices(fleet, ['roll-a', 'roll-b', 'roll-c']);
     expect(await connectOutcome(fleet, before['roll-a'] as Credential)).toBe('accepted');
+    // A device running the device client, with the bundle of the day pinned.
+    const exported = await runCli(['ca', 'export'], env);
+    expect(exported.code).toBe(0);
+    pinnedBefore = exported.stdout;
+    clientDir = tempDir('fg-rollover-client-');
+    const tokens = await fleet.api<{ tokens: { token: string }[] }>('POST', '/api/v1/tokens', {
+      deviceIds: ['roll-client'],
+    });
+    const client = new DeviceClient(clientOpts(fleet));
+    try {
+      await client.enroll(tokens.json.tokens[0]?.token ?? '');
+    } finally {
+      await client.close();
+    }
     await fleet.stop();
     // The file CA's root key leaves the data dir (kept offline); rotate gets it with --root-key.
     offlineRootKey = path.join(work, 'root.key');
@@ -288,6 +315,35 @@ describe.runIf(openssl).each(caKeyBackends().map((b) => [b.name]))('issuing-CA r
       expect(cert.issuer).toBe(new X509Certificate(issuing2).subject);
       expect(cert.verify(new X509Certificate(issuing2).publicKey)).toBe(true);
       expect(await connectOutcome(fleet, renewed)).toBe('accepted');
+    });
+
+    it('the device client renews onto CA 2 with the bundle pinned before the rotation, and reconnects', async () => {
+      const client = new DeviceClient(clientOpts(fleet));
+      try {
+        const first = await client.credential();
+        expect(new X509Certificate(first.certificatePem).issuer).toBe(new X509Certificate(issuing1).subject);
+        await client.connect();
+        const renewed = await client.renew();
+        expect(new X509Certificate(renewed.certificatePem).issuer).toBe(new X509Certificate(issuing2).subject);
+        // The stored chain is the new one (issuing CA 2, then the root): what the broker is shown.
+        expect(renewed.chainPem.map((c) => new X509Certificate(c).subject)).toEqual([
+          new X509Certificate(issuing2).subject,
+          new X509Certificate(readFileSync(path.join(work, 'root.pem'))).subject,
+        ]);
+      } finally {
+        await client.close();
+      }
+      // A fresh client (a reboot) connects with the stored CA 2 credential.
+      const rebooted = new DeviceClient(clientOpts(fleet));
+      try {
+        const connected = await rebooted.connect();
+        expect(connected).toBeDefined();
+        expect(new X509Certificate((await rebooted.credential()).certificatePem).issuer).toBe(
+          new X509Certificate(issuing2).subject,
+        );
+      } finally {
+        await rebooted.close();
+      }
     });
 
     describe('revocation of a CA 1 device', () => {
