@@ -66,9 +66,14 @@ function invalid(message: string): FleetgateError {
   return new FleetgateError('CA_MATERIAL_INVALID', message);
 }
 
-export async function loadOrCreateCa(
-  opts: CaBootstrapOptions & { tokenCa?: TokenCa },
-): Promise<{ ca: CertificateAuthority; created: boolean; close: () => void; issuers: IssuerState[] }> {
+export async function loadOrCreateCa(opts: CaBootstrapOptions & { tokenCa?: TokenCa }): Promise<{
+  ca: CertificateAuthority;
+  created: boolean;
+  close: () => void;
+  issuers: IssuerState[];
+  /** Every issuing CA with its state now (for `fleetgate ca list`). */
+  listIssuers: (now?: Date) => Promise<IssuerState[]>;
+}> {
   if (opts.caKey?.kind === 'pkcs11') {
     const loaded = opts.tokenCa ?? (await loadTokenCa(opts.layout, opts.caKey, opts.log));
     try {
@@ -179,7 +184,11 @@ export async function loadOrCreateCa(
 async function assembleIssuers(
   opts: CaBootstrapOptions,
   issuers: LoadedIssuer[],
-): Promise<{ ca: CertificateAuthority; issuers: IssuerState[] }> {
+): Promise<{
+  ca: CertificateAuthority;
+  issuers: IssuerState[];
+  listIssuers: (now?: Date) => Promise<IssuerState[]>;
+}> {
   const first = issuers[0];
   const active = issuers.at(-1);
   if (!first || !active) throw invalid('no issuing CA loaded');
@@ -192,18 +201,32 @@ async function assembleIssuers(
         'create the next one with `fleetgate ca rotate`',
     );
   }
-  const states: IssuerState[] = [];
+  const states = await issuerStates(opts.store, issuers, now);
   const served: CertificateAuthority[] = [];
-  for (const i of issuers) {
+  for (const [n, i] of issuers.entries()) {
+    if (states[n]?.state === 'previous')
+      served.unshift(withIssuerHistory(i.ca, { generation: i.generation, previous: [] }));
+  }
+  const ca = withIssuerHistory(active.ca, { generation: active.generation, previous: served });
+  return { ca, issuers: states, listIssuers: (at = new Date()) => issuerStates(opts.store, issuers, at) };
+}
+
+/**
+ * Each issuing CA's state at `now`: the newest is active; an earlier one is previous while
+ * anything it signed is unexpired, else retired (also past its own notAfter: leaves never outlive
+ * their issuer, profile.ts). Retirement is decided at start for what is served; `ca list` asks
+ * again, so a CA that retires while the server runs is listed retired at once.
+ */
+async function issuerStates(store: Store, issuers: LoadedIssuer[], now: Date): Promise<IssuerState[]> {
+  const states: IssuerState[] = [];
+  for (const [n, i] of issuers.entries()) {
     const filter: IssuerFilter = { fingerprint: i.ca.issuingFingerprint, includeUnattributed: i.generation === 1 };
-    const last = await opts.store.latestNotAfter(filter);
+    const last = await store.latestNotAfter(filter);
     let state: IssuerState['state'] = 'previous';
-    if (i === active) state = 'active';
+    if (n === issuers.length - 1) state = 'active';
     else if (now.getTime() >= i.ca.issuingCert.notAfter.getTime() || last === null || last.getTime() <= now.getTime()) {
-      // Leaves never outlive their issuer (profile.ts), so past its own notAfter nothing it signed is valid.
       state = 'retired';
     }
-    if (state === 'previous') served.unshift(withIssuerHistory(i.ca, { generation: i.generation, previous: [] }));
     states.push({
       generation: i.generation,
       fingerprint: i.ca.issuingFingerprint,
@@ -216,8 +239,7 @@ async function assembleIssuers(
       lastCertificateNotAfter: last,
     });
   }
-  const ca = withIssuerHistory(active.ca, { generation: active.generation, previous: served });
-  return { ca, issuers: states };
+  return states;
 }
 
 /**

@@ -121,6 +121,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ca,
       created,
       close: closeCaKey,
+      listIssuers,
     } = await loadOrCreateCa({
       layout,
       store,
@@ -224,7 +225,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // With a separate metrics listener, /metrics is served there only (not to the devices' network).
     if (!config.metricsAddress) registerMetricsRoute(app, metrics.registry, { token: config.metricsToken });
     const sessions = new ConsoleSessions(config.consoleSessions);
-    await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit, sessions });
+    await registerOperatorApi(app, {
+      ca,
+      provisioning,
+      revocation,
+      inventory,
+      operators,
+      audit,
+      sessions,
+      caIssuers: () => listIssuers(),
+    });
     await registerServiceRoutes(app, { provisioning, operators, sessions });
     await registerConsoleRoutes(app, { operators, audit, inventory, sessions, series, live });
     closers.push(() => app.close());

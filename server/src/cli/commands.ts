@@ -101,6 +101,22 @@ Example:
     load: async () => (await import('./ca-rotate.js')).caRotateCommand,
   },
   {
+    path: ['ca', 'list'],
+    summary: 'list every issuing CA: active, previous or retired',
+    help: `Usage: fleetgate ca list [--json]
+
+Lists every issuing CA of the fleet, newest first, with its subject, serial, validity, where its
+key lives (file or the token's pkcs11: URI) and its state: active (new and renewed certificates
+come from it), previous (issues nothing; its certificates stay trusted and their CRL and OCSP
+are still answered) or retired (its last certificate has expired, or it has itself). Asks the
+running server. See docs/hsm.md.
+
+Options:
+  --json   print the list as JSON
+`,
+    load: async () => (await import('./ca-list.js')).caListCommand,
+  },
+  {
     path: ['token', 'create'],
     summary: 'create one-time enrollment tokens (one device or a factory batch)',
     help: `Usage: fleetgate token create --device ID [--device ID ...] [--ttl 24h] [--require-attestation tpm] [--json]

@@ -90,11 +90,13 @@ export function registerRevocationRoutes(
 
   // One CRL per issuing CA (issuing-CA rollover): the certificates of each name this URL
   // (revocation/crl-urls.ts); an unknown or retired issuer is NOT_FOUND.
-  app.get<{ Params: { issuerId: string } }>(
-    '/crl/:issuerId',
+  // A wildcard, not a :param: a parameter longer than the router's limit would be answered 414
+  // outside the error handler, without one of our error codes.
+  app.get<{ Params: { '*': string } }>(
+    '/crl/*',
     { schema: { tags: ['revocation'], summary: 'RFC 5280 CRL (DER) of one issuing CA, signed by that CA' } },
     async (request, reply) => {
-      const crl = await deps.revocation.crlOf(request.params.issuerId);
+      const crl = await deps.revocation.crlOf(request.params['*']);
       return reply
         .headers({
           'Content-Type': 'application/pkix-crl',
