@@ -289,6 +289,21 @@ describe.runIf(openssl).each(caKeyBackends().map((b) => [b.name]))('issuing-CA r
       expect(new URL(crlDistributionPoint(before['roll-a']?.certPem ?? '')).pathname).toBe('/crl');
     });
 
+    it('ca export prints the root, then issuing CA 2, then issuing CA 1', async () => {
+      const r = await runCli(['ca', 'export'], env);
+      expect(r.code).toBe(0);
+      const fps = (r.stdout.match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []).map(
+        (pem) => new X509Certificate(pem).fingerprint256,
+      );
+      expect(fps).toEqual(
+        [readFileSync(path.join(work, 'root.pem'), 'utf8'), issuing2, issuing1].map(
+          (p) => new X509Certificate(p).fingerprint256,
+        ),
+      );
+      const only = await runCli(['ca', 'export', '--issuing-only'], env);
+      expect(only.stdout.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+    });
+
     it('EST cacerts serves both issuing CAs and the root', async () => {
       const r = await httpsRequest(`${fleet.apiUrl}/.well-known/est/cacerts`, { ca: fleet.caPem });
       expect(r.status).toBe(200);

@@ -36,12 +36,13 @@ ${envHelp}
     summary: 'print the CA bundle (root + issuing CA, PEM)',
     help: `Usage: fleetgate ca export [--issuing-only | --root-only]
 
-Prints the PEM certificates devices and clients must trust: the root CA, then the issuing CA.
-Reads them from the data dir (FLEETGATE_DATA_DIR, default ./.fleetgate); never prints keys.
+Prints the PEM certificates devices and clients must trust: the root CA, then the issuing CA
+(after \`ca rotate\`: every issuing CA not yet expired, newest first). Reads them from the data
+dir (FLEETGATE_DATA_DIR, default ./.fleetgate); never prints keys.
 
 Options:
   --root-only      only the root CA certificate
-  --issuing-only   only the issuing CA certificate
+  --issuing-only   only the issuing CA certificate(s)
 
 Example:
   npx fleetgate ca export > ca.pem
