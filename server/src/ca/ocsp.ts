@@ -4,9 +4,10 @@
  * authorized responder), so no delegated responder certificate is needed. After an issuing-CA
  * rollover the previous issuing CAs still served answer too: the CertID's issuerNameHash and
  * issuerKeyHash (4.1.1) pick the CA, and the response is signed by that CA. A response has one
- * signer, so in a request naming certificates of two issuing CAs the first one named decides
- * the signer and the others are answered `unknown` (the signer cannot speak for them; a client
- * asks again, one request per issuer, which is what every client does anyway).
+ * signer, and no issuing CA is authorized for another's certificates, so a request naming
+ * certificates of two of our issuing CAs is answered `unauthorized` (4.2.1; RFC 5019 2.2.3):
+ * relying parties (OpenSSL, pkijs) reject a response whose signer is not authorized for every
+ * CertID in it anyway. Clients ask one request per issuer, as they do.
  *
  * Contract: any input yields a DER OCSPResponse. Bad bytes get malformedRequest (section 4.2.1),
  * a failing status lookup gets tryLater or internalError; nothing throws for input reasons.
@@ -249,6 +250,7 @@ async function build(
   };
   /** The signer: the CA of the first CertID that names one (the active CA when none does). */
   let responder: CertificateAuthority | null = null;
+  let mixedIssuers = false;
 
   const now = wholeSeconds(opts.now);
   const nextUpdate = wholeSeconds(new Date(opts.now.getTime() + Math.max(0, opts.validityMs)));
@@ -274,6 +276,7 @@ async function build(
           }
         }
         if (issuer !== null) responder ??= issuer;
+        if (issuer !== null && issuer !== responder) mixedIssuers = true;
         if (issuer !== null && issuer === responder) {
           const serial = canonicalSerialHex(toBytes(certID.serialNumber.valueBlock.valueHexView));
           status = await lookup(serial, issuer);
@@ -300,6 +303,7 @@ async function build(
     );
   }
 
+  if (mixedIssuers) return statusOnly(OCSP_RESPONSE_STATUS.unauthorized);
   const signer = responder ?? ca;
   const inner = internalsOf(signer);
   try {
