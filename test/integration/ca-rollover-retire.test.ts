@@ -12,7 +12,14 @@ import * as pkijs from 'pkijs';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, tempDir } from '../helpers/cli.js';
-import { type Credential, enrollDevices, type Fleet, pgAvailable, startFleet } from '../helpers/device.js';
+import {
+  type Credential,
+  connectOutcome,
+  enrollDevices,
+  type Fleet,
+  pgAvailable,
+  startFleet,
+} from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.js';
 import { requireTool } from '../helpers/system-tools.js';
@@ -111,10 +118,11 @@ describe.runIf(ready)('issuing-CA rollover over time, several nodes on PostgreSQ
     for (const f of ['issuing-2.crt', 'issuing-2.key']) {
       cpSync(path.join(dataDir, 'ca', f), path.join(staleDir, 'ca', f));
     }
+    // Two broker workers: they get the CA bundle from their primary, so they trust both CAs.
     const other = await startFleet({
       dataDir: staleDir,
       db,
-      env: { FLEETGATE_DATA_DIR: staleDir, DATABASE_URL: db.url },
+      env: { FLEETGATE_DATA_DIR: staleDir, DATABASE_URL: db.url, FLEETGATE_WORKERS: '2' },
     });
     try {
       const made = await enrollDevices(other, ['ret-other']);
@@ -122,6 +130,8 @@ describe.runIf(ready)('issuing-CA rollover over time, several nodes on PostgreSQ
         input: made['ret-other']?.certPem ?? '',
       }).toString();
       expect(issuer).toMatch(/Issuing CA 2/);
+      expect(await connectOutcome(other, made['ret-other'] as Credential)).toBe('accepted');
+      expect(await connectOutcome(other, { ...(first['ret-a'] as Credential), caPem: other.caPem })).toBe('accepted');
     } finally {
       await other.stop();
     }

@@ -8,7 +8,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as pkijs from 'pkijs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -216,6 +216,31 @@ describe.runIf(openssl).each(caKeyBackends().map((b) => [b.name]))('issuing-CA r
       expect(r.stdout).toBe('');
       expect(caSnapshot(dataDir)).toEqual(was);
     });
+  });
+
+  it.runIf(!pkcs11)('ca rotate refuses an unfinished earlier rotate and a data dir without a CA', async () => {
+    const stray = path.join(dataDir, 'ca', 'issuing-2.key');
+    writeFileSync(stray, 'not a key\n', { mode: 0o600 });
+    try {
+      const was = caSnapshot(dataDir);
+      const r = await runCli(['ca', 'rotate', '--root-key', offlineRootKey], env);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/issuing-2\.key exists without issuing-2\.crt: a `fleetgate ca rotate` did not finish/);
+      expect(caSnapshot(dataDir)).toEqual(was);
+      // serve says the same and does not start.
+      const s = await runCli(['serve'], { ...env, FLEETGATE_API_PORT: '0', FLEETGATE_MQTT_PORT: '0' });
+      expect(s.code).not.toBe(0);
+      expect(s.stderr).toMatch(/did not finish/);
+    } finally {
+      rmSync(stray);
+    }
+    const empty = tempDir('fg-rollover-empty-');
+    const none = await runCli(['ca', 'rotate'], { FLEETGATE_DATA_DIR: empty });
+    expect(none.code).toBe(1);
+    expect(none.stderr.trim().split('\n')).toHaveLength(1);
+    expect(none.stderr).toMatch(/no CA in .*: start the server once/);
+    expect(readdirSync(empty)).toEqual([]);
   });
 
   function wrongKeyFile(): string {
