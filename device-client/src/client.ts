@@ -6,6 +6,7 @@
 import type { IClientPublishOptions, IClientSubscribeOptions, IPublishPacket } from 'mqtt';
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { type Credential, CredentialStore, credentialFrom } from './credentials.js';
+import { createCsrWithEvidence } from './csr-evidence.js';
 import {
   BrokerRefusedError,
   CertificateVerificationError,
@@ -18,13 +19,17 @@ import { EstClient } from './est.js';
 import { TypedEmitter } from './events.js';
 import { Pkcs11KeyStore, type Pkcs11KeyStoreOptions } from './keys/pkcs11.js';
 import { SoftwareKeyStore } from './keys/software.js';
+import { TpmKeyStore, type TpmKeyStoreOptions } from './keys/tpm.js';
 import type { DeviceKey, KeyStore } from './keys/types.js';
 import { type ConnectedEvent, type DisconnectedEvent, MqttSession, type RevokedEvent } from './mqtt-session.js';
 import { checkClientOptions } from './options.js';
 import { crlRevocationCheck } from './revocation.js';
 import { createCsr, parseCertificates, verifyIssuedCertificate, x509 } from './x509.js';
 
-export type KeyStoreConfig = { type: 'software' } | ({ type: 'pkcs11' } & Pkcs11KeyStoreOptions);
+export type KeyStoreConfig =
+  | { type: 'software' }
+  | ({ type: 'pkcs11' } & Pkcs11KeyStoreOptions)
+  | ({ type: 'tpm' } & TpmKeyStoreOptions);
 
 export interface RenewalOptions {
   /** Renew automatically while connected (default true). */
@@ -154,7 +159,15 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     const key = await this.keyStore.generate({ deviceId: this.deviceId });
     let credential: Credential;
     try {
-      const csr = await createCsr(this.deviceId, key);
+      // A key store that can prove where its key lives (TPM) attests it first: the evidence,
+      // bound to a nonce the server handed out for this token and device, goes into the CSR.
+      const evidence =
+        this.keyStore.attest && this.keyStore.attests !== false
+          ? await this.keyStore.attest(key, this.est.attestationExchange(this.deviceId, token))
+          : undefined;
+      const csr = evidence
+        ? await createCsrWithEvidence(this.deviceId, key, evidence)
+        : await createCsr(this.deviceId, key);
       const der = await this.est.simpleEnroll(this.deviceId, token, csr);
       const { cert, chain } = await this.verifyIssued(der, key);
       credential = credentialFrom(this.deviceId, cert, chain, key.ref);
@@ -372,6 +385,9 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     const key = await this.keyStore.generate({ deviceId: this.deviceId });
     let next: Credential;
     try {
+      // Renewal sends no evidence yet: the server's re-enrollment does not take it (renewed
+      // certificates are `unattested`, docs/attestation.md). When it does, this is where
+      // `keyStore.attest(key, <re-enrollment exchange over mTLS>)` and createCsrWithEvidence go.
       const csr = await createCsr(this.deviceId, key);
       const der = await this.est.simpleReenroll(csr, {
         certPem: old.credential.certificatePem,
@@ -479,6 +495,10 @@ function makeKeyStore(config: KeyStore | KeyStoreConfig | undefined, dir: string
   if (config.type === 'pkcs11') {
     const { type: _type, ...p11 } = config;
     return new Pkcs11KeyStore(p11);
+  }
+  if (config.type === 'tpm') {
+    const { type: _type, ...tpm } = config;
+    return new TpmKeyStore(tpm);
   }
   throw new DeviceClientError('INVALID_OPTIONS', 'unknown key store type');
 }

@@ -15,6 +15,16 @@ export const DEVICE_ERROR_CODES = [
   'TOKEN_USED',
   'TOKEN_DEVICE_MISMATCH',
   'ENROLLMENT_REFUSED',
+  // TPM attestation refused by the server (its own codes, docs/attestation.md)
+  'ATTESTATION_REQUIRED',
+  'TPM_EK_UNTRUSTED',
+  'TPM_ACTIVATION_FAILED',
+  'TPM_CHALLENGE_INVALID',
+  'TPM_ATTESTATION_INVALID',
+  'TPM_SIGNATURE_INVALID',
+  'TPM_KEY_MISMATCH',
+  'TPM_KEY_NOT_RESIDENT',
+  'TPM_EVIDENCE_MALFORMED',
   // what came back does not prove what it should
   'CERT_VERIFY_FAILED',
   // credentials on disk
@@ -32,6 +42,10 @@ export const DEVICE_ERROR_CODES = [
   'PKCS11_KEY_NOT_FOUND',
   'PKCS11_ENGINE_UNAVAILABLE',
   'PKCS11_ERROR',
+  // the TPM on this device (attestation through tpm2-tools)
+  'TPM_TOOLS_MISSING',
+  'TPM_EK_CERT_MISSING',
+  'TPM_ERROR',
   // the broker
   'NOT_AUTHORIZED',
   'DEVICE_REVOKED',
@@ -154,6 +168,24 @@ export class KeyStoreError extends DeviceClientError {
     options?: { cause?: unknown },
   ) {
     super(code, message, options);
+  }
+}
+
+/**
+ * A TPM step on this device failed: TPM_TOOLS_MISSING (a tpm2-tools or tpm2_ptool command is not
+ * installed), TPM_EK_CERT_MISSING (no EK certificate in the TPM's NV index: the TPM was not
+ * provisioned by its manufacturer, or the other EK type is configured), TPM_ERROR (a tool ran and
+ * failed; `step` names the attestation step and the message carries the tool's stderr).
+ */
+export class TpmError extends DeviceClientError {
+  override name = 'TpmError';
+  constructor(
+    code: 'TPM_TOOLS_MISSING' | 'TPM_EK_CERT_MISSING' | 'TPM_ERROR',
+    readonly step: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, `TPM attestation, step "${step}": ${message}`, options);
   }
 }
 

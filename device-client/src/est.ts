@@ -18,6 +18,7 @@ import {
 import type { DeviceKey } from './keys/types.js';
 import { parseUrl } from './options.js';
 import { clientContext } from './tls-context.js';
+import type { AttestationChallenge, AttestationChallengeRequest, AttestationExchange } from './tpm/attest.js';
 
 export interface EstClientOptions {
   /** Base URL of the server, e.g. https://fleetgate.example:8443 (EST lives under /.well-known/est). */
@@ -46,6 +47,16 @@ const PASS_THROUGH: Partial<Record<string, DeviceErrorCode>> = {
   CERT_REVOKED: 'DEVICE_REVOKED',
   DEVICE_DECOMMISSIONED: 'DEVICE_DECOMMISSIONED',
   CERT_EXPIRED: 'CERT_EXPIRED',
+  // TPM attestation (docs/attestation.md): each names what to fix (token, manufacturer roots, TPM).
+  ATTESTATION_REQUIRED: 'ATTESTATION_REQUIRED',
+  TPM_EK_UNTRUSTED: 'TPM_EK_UNTRUSTED',
+  TPM_ACTIVATION_FAILED: 'TPM_ACTIVATION_FAILED',
+  TPM_CHALLENGE_INVALID: 'TPM_CHALLENGE_INVALID',
+  TPM_ATTESTATION_INVALID: 'TPM_ATTESTATION_INVALID',
+  TPM_SIGNATURE_INVALID: 'TPM_SIGNATURE_INVALID',
+  TPM_KEY_MISMATCH: 'TPM_KEY_MISMATCH',
+  TPM_KEY_NOT_RESIDENT: 'TPM_KEY_NOT_RESIDENT',
+  TPM_EVIDENCE_MALFORMED: 'TPM_EVIDENCE_MALFORMED',
 };
 
 export function mapServerRefusal(status: number, body: Buffer): EnrollmentError {
@@ -80,6 +91,23 @@ export function parseCertsOnly(body: Buffer): Uint8Array[] {
       cause: e,
     });
   }
+}
+
+/** A standard base64 (RFC 4648 4) string field of 1..maxBytes bytes, decoded; else SERVER_ERROR. */
+function base64Field(o: Record<string, unknown>, name: string, maxBytes: number): Buffer {
+  const v = o[name];
+  if (
+    typeof v !== 'string' ||
+    v.length > 4 * Math.ceil(maxBytes / 3) ||
+    !/^(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$|^(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$/.test(
+      v,
+    )
+  )
+    throw new DeviceClientError('SERVER_ERROR', `the server's ${name} is not base64 of at most ${maxBytes} bytes`);
+  const b = Buffer.from(v, 'base64');
+  if (b.length === 0 || b.length > maxBytes)
+    throw new DeviceClientError('SERVER_ERROR', `the server's ${name} is ${b.length} bytes`);
+  return b;
 }
 
 function base64Lines(der: Uint8Array): string {
@@ -141,6 +169,62 @@ export class EstClient {
     return this.certFrom(r);
   }
 
+  /**
+   * The two TPM attestation round trips (docs/attestation.md "Protocol"), authenticated with the
+   * factory token as simpleenroll is (the token is checked, not spent): what TpmKeyStore.attest
+   * needs before the enrollment's simpleenroll.
+   */
+  attestationExchange(deviceId: string, token: string): AttestationExchange {
+    const headers = { Authorization: `Basic ${Buffer.from(`${deviceId}:${token}`, 'utf8').toString('base64')}` };
+    return {
+      challenge: (req) => this.attestChallenge(headers, req),
+      activate: (challengeId, secret) => this.attestActivate(headers, challengeId, secret),
+    };
+  }
+
+  private async attestChallenge(
+    headers: Record<string, string>,
+    req: AttestationChallengeRequest,
+  ): Promise<AttestationChallenge> {
+    const body = {
+      ekCert: req.ekCert.toString('base64'),
+      ekPublic: req.ekPublic.toString('base64'),
+      akPublic: req.akPublic.toString('base64'),
+    };
+    const r = await this.json(this.url('attest/challenge'), headers, body);
+    const challengeId = r.challengeId;
+    if (typeof challengeId !== 'string' || !/^[A-Za-z0-9_-]{1,128}$/.test(challengeId))
+      throw new DeviceClientError('SERVER_ERROR', 'the attestation challenge has no valid challengeId');
+    return { challengeId, credentialFile: base64Field(r, 'credentialFile', 4096) };
+  }
+
+  private async attestActivate(headers: Record<string, string>, challengeId: string, secret: Buffer): Promise<Buffer> {
+    const r = await this.json(this.url('attest/activate'), headers, {
+      challengeId,
+      secret: secret.toString('base64'),
+    });
+    return base64Field(r, 'nonce', 64);
+  }
+
+  /** POST of a JSON body; a 200 JSON object back, or the server's refusal as an EnrollmentError. */
+  private async json(url: URL, headers: Record<string, string>, body: unknown): Promise<Record<string, unknown>> {
+    const r = await this.request('POST', url, {
+      headers: { ...headers, Accept: 'application/json' },
+      body: JSON.stringify(body),
+      contentType: 'application/json',
+    });
+    if (r.status !== 200) throw mapServerRefusal(r.status, r.body);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(r.body.toString('utf8'));
+    } catch (e) {
+      throw new DeviceClientError('SERVER_ERROR', `the server's answer to ${url.pathname} is not JSON`, { cause: e });
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+      throw new DeviceClientError('SERVER_ERROR', `the server's answer to ${url.pathname} is not a JSON object`);
+    return parsed as Record<string, unknown>;
+  }
+
   private certFrom(r: HttpAnswer): Uint8Array {
     if (r.status !== 200) throw mapServerRefusal(r.status, r.body);
     const certs = parseCertsOnly(r.body);
@@ -155,6 +239,8 @@ export class EstClient {
     opts: {
       headers?: Record<string, string>;
       body?: string;
+      /** Default: an EST base64 PKCS#10 body (RFC 7030 4.2.1). */
+      contentType?: string;
       clientCert?: { certPem: string; chainPem: string[]; key: DeviceKey };
     } = {},
   ): Promise<HttpAnswer> {
@@ -177,7 +263,9 @@ export class EstClient {
         headers: {
           Accept: 'application/pkcs7-mime, application/json',
           ...(opts.body !== undefined
-            ? { 'Content-Type': 'application/pkcs10', 'Content-Transfer-Encoding': 'base64' }
+            ? opts.contentType
+              ? { 'Content-Type': opts.contentType }
+              : { 'Content-Type': 'application/pkcs10', 'Content-Transfer-Encoding': 'base64' }
             : {}),
           ...opts.headers,
         },

@@ -9,6 +9,10 @@ export type Scenario = (typeof SCENARIOS)[number];
 export const DROP_MODES = ['socket', 'storm', 'reboot'] as const;
 export type DropMode = (typeof DROP_MODES)[number];
 
+/** --key: where device keys live. */
+export const KEY_TYPES = ['software', 'tpm'] as const;
+export type KeyType = (typeof KEY_TYPES)[number];
+
 /** --mqtt-version: MQTT 5.0 by default, 3.1.1 still selectable. */
 export const MQTT_VERSIONS = ['5', '3.1.1'] as const;
 
@@ -37,6 +41,15 @@ export interface SimOptions {
   keepalive: number;
   /** MQTT protocol version: 5 (MQTT 5.0, the default) or 4 (3.1.1). */
   protocolVersion: 4 | 5;
+  /** Where device keys live: software files (default) or a TPM through tpm2-pkcs11. */
+  key: KeyType;
+  /** --key tpm: attest each key at enrollment; tokens then require attestation. */
+  attest: boolean;
+  /** --key tpm: the tpm2-pkcs11 module, token label, TCTI and store (undefined = defaults). */
+  tpmModule: string | undefined;
+  tpmToken: string;
+  tcti: string | undefined;
+  tpmStore: string | undefined;
 }
 
 export class UsageError extends Error {
@@ -81,6 +94,19 @@ Options:
   --timeout D           deadline of each waiting phase (default 120s)
   --keepalive S         MQTT keepalive in seconds (default 60)
   --mqtt-version V      5 (MQTT 5.0, default) or 3.1.1
+  --key K               where device keys live: software (default: P-256 files in the credential
+                        directories) | tpm (made in a TPM 2.0 through tpm2-pkcs11; enroll scenario only)
+  --attest              --key tpm: attest every key at enrollment (EK certificate from the TPM's NV,
+                        credential activation of a fresh AK, TPM2_Certify of the key with the server's
+                        nonce; needs tpm2-tools and tpm2_ptool) and create the tokens with
+                        --require-attestation tpm, so the server refuses an unattested key; progress
+                        prints each attestation step per device
+  --tpm-module PATH     --key tpm: libtpm2_pkcs11.so (default: the usual install paths)
+  --tpm-token LABEL     --key tpm: tpm2-pkcs11 token label (default fleetgate); its user PIN comes from
+                        FLEETGATE_SIM_TPM_PIN (never from the command line)
+  --tcti TCTI           --key tpm: the TPM, e.g. tabrmd:bus_type=session (tpm2-abrmd), device:/dev/tpmrm0
+                        or swtpm:port=2321 (default: TPM2TOOLS_TCTI, else TPM2_PKCS11_TCTI)
+  --tpm-store DIR       --key tpm: tpm2-pkcs11 store directory (default: TPM2_PKCS11_STORE)
   --quiet               no progress on stderr
   -h, --help            this text
   --version             version
@@ -94,6 +120,13 @@ Finding the server (as the fleetgate CLI does):
   FLEETGATE_TOKEN       operator token (overrides operator.token)
   FLEETGATE_CA_FILE     CA bundle (PEM, root + issuing) to pin; with FLEETGATE_URL and no file, the
                         bundle is fetched from /.well-known/est/cacerts over system-trusted HTTPS
+  FLEETGATE_SIM_TPM_PIN user PIN of the tpm2-pkcs11 token (--key tpm)
+
+A TPM-attested device against swtpm (as the tests run it): swtpm manufactured with
+'swtpm_setup --create-ek-cert', tpm2-abrmd in front of it, a store from 'tpm2_ptool init' +
+'addtoken', the server started with FLEETGATE_TPM_EK_ROOTS = the manufacturer's CA certificates:
+  FLEETGATE_SIM_TPM_PIN=1234 fleetgate-sim --scenario enroll --devices 1 --key tpm --attest \
+    --tcti tabrmd:bus_type=session --tpm-store ~/.tpm2_pkcs11 --tpm-token fleetgate
 
 The server limits new MQTT connections per IP (FLEETGATE_MQTT_CONN_RATE_PER_IP, default 500/s); a
 simulator is one IP, so reconnect storms of thousands are paced by it (devices back off and retry).
@@ -118,8 +151,13 @@ const VALUE_OPTIONS = new Set([
   '--timeout',
   '--keepalive',
   '--mqtt-version',
+  '--key',
+  '--tpm-module',
+  '--tpm-token',
+  '--tcti',
+  '--tpm-store',
 ]);
-const FLAG_OPTIONS = new Set(['--json', '--echo', '--quiet']);
+const FLAG_OPTIONS = new Set(['--json', '--echo', '--quiet', '--attest']);
 
 /** `10s`, `2m`, `500ms`, `1h`, or a bare number of seconds. */
 export function parseDuration(text: string): number | undefined {
@@ -221,6 +259,29 @@ export function parseArgs(argv: string[]): ParsedArgs {
   }
   const dir = values.get('--dir');
   if (dir !== undefined && (dir === '' || dir.includes('\0'))) throw new UsageError('--dir must be a path');
+  const key = oneOf('--key', values.get('--key') ?? 'software', KEY_TYPES);
+  const attest = flags.has('--attest');
+  if (key !== 'tpm') {
+    if (attest) throw new UsageError('--attest needs --key tpm (a software key cannot be attested)');
+    for (const o of ['--tpm-module', '--tpm-token', '--tcti', '--tpm-store'])
+      if (values.has(o)) throw new UsageError(`${o} applies to --key tpm only`);
+  } else if (scenario !== 'enroll') {
+    // TLS with a token key goes through OpenSSL's pkcs11 engine, which a process loads for one
+    // key unless OPENSSL_CONF preloads it: one process of many devices cannot do that reliably.
+    throw new UsageError('--key tpm applies to --scenario enroll only');
+  }
+  for (const o of ['--tpm-module', '--tpm-store']) {
+    const v = values.get(o);
+    if (v !== undefined && (v === '' || v.includes('\0'))) throw new UsageError(`${o} must be a path`);
+  }
+  const tpmToken = values.get('--tpm-token') ?? 'fleetgate';
+  if (tpmToken === '' || tpmToken.length > 32 || /[\0\n]/.test(tpmToken))
+    throw new UsageError('--tpm-token must be a token label of 1-32 characters');
+  const tcti = values.get('--tcti');
+  if (tcti !== undefined && !/^[a-z0-9_-]+(:[^\0\n]*)?$/i.test(tcti))
+    throw new UsageError(
+      `--tcti must look like name:config (e.g. tabrmd:bus_type=session), got ${JSON.stringify(tcti)}`,
+    );
 
   return {
     options: {
@@ -242,6 +303,12 @@ export function parseArgs(argv: string[]): ParsedArgs {
       timeoutMs: duration('--timeout', values.get('--timeout') ?? '120s', 100, 86_400_000),
       keepalive: integer('--keepalive', values.get('--keepalive') ?? '60', 1, 65_535),
       protocolVersion: oneOf('--mqtt-version', values.get('--mqtt-version') ?? '5', MQTT_VERSIONS) === '5' ? 5 : 4,
+      key,
+      attest,
+      tpmModule: values.get('--tpm-module'),
+      tpmToken,
+      tcti,
+      tpmStore: values.get('--tpm-store'),
     },
   };
 }

@@ -14,7 +14,13 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { type ConnectedEvent, CredentialStore, DeviceClient, isDeviceClientError } from '@fleetgate/device-client';
+import {
+  type ConnectedEvent,
+  CredentialStore,
+  DeviceClient,
+  isDeviceClientError,
+  type KeyStoreConfig,
+} from '@fleetgate/device-client';
 import { SimError } from './errors.js';
 import type { Progress } from './progress.js';
 import type { OperatorApi, Target } from './target.js';
@@ -57,6 +63,10 @@ export interface FleetOptions {
   keepalive: number;
   /** MQTT protocol version (5 = MQTT 5.0, 4 = 3.1.1); the device client's default when absent. */
   protocolVersion?: 4 | 5;
+  /** The key store of a device (default: software keys in its credential directory). */
+  keyStore?: (d: SimDevice) => KeyStoreConfig;
+  /** Create the enrollment tokens with requireAttestation 'tpm' (--attest). */
+  requireAttestation?: boolean;
 }
 
 function slotId(prefix: string, slot: number): string {
@@ -219,7 +229,10 @@ export class Fleet {
   private async tokensFor(need: SimDevice[]): Promise<Map<string, string>> {
     for (let attempt = 0; ; attempt++) {
       try {
-        const issued = await this.api.createTokens(need.map((d) => d.id));
+        const issued = await this.api.createTokens(
+          need.map((d) => d.id),
+          this.opts.requireAttestation ? { requireAttestation: 'tpm' } : {},
+        );
         return new Map(issued.map((t) => [t.deviceId, t.token]));
       } catch (e) {
         if (!(e instanceof SimError && e.serverCode === 'CONFLICT') || attempt >= 2) throw e;
@@ -247,6 +260,7 @@ export class Fleet {
         protocolVersion: this.opts.protocolVersion,
       },
       estTimeoutMs: 60_000,
+      ...(this.opts.keyStore ? { keyStore: this.opts.keyStore(d) } : {}),
     });
     client.on('connected', (e) => {
       d.connected = true;

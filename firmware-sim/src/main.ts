@@ -2,7 +2,9 @@
  * `fleetgate-sim` entry: parse arguments, find the server, open the fleet, run one scenario, print
  * the result (human summary, or with --json one JSON object as the last stdout line), exit code.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
+import type { KeyStoreConfig } from '@fleetgate/device-client';
 import { HELP, parseArgs, type SimOptions, UsageError } from './args.js';
 import { SimError } from './errors.js';
 import { Fleet } from './fleet.js';
@@ -25,6 +27,44 @@ const SCENARIO_RUNNERS: Record<SimOptions['scenario'], (ctx: RunContext) => Prom
   reconnect: reconnectScenario,
   revoke: revokeScenario,
 };
+
+/** Where distributions install tpm2-pkcs11's module. */
+const TPM2_PKCS11_MODULES = [
+  '/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so',
+  '/usr/lib/aarch64-linux-gnu/pkcs11/libtpm2_pkcs11.so',
+  '/usr/lib/arm-linux-gnueabihf/pkcs11/libtpm2_pkcs11.so',
+  '/usr/lib64/pkcs11/libtpm2_pkcs11.so',
+  '/usr/lib/pkcs11/libtpm2_pkcs11.so',
+];
+
+/** --key tpm: the TpmKeyStore options every device gets (one token, one TPM, a key per device). */
+function tpmKeyStore(
+  options: SimOptions,
+  env: NodeJS.ProcessEnv,
+  onStep: (deviceId: string, step: string) => void,
+): ((d: { id: string }) => KeyStoreConfig) | undefined {
+  if (options.key !== 'tpm') return undefined;
+  const module = options.tpmModule ?? TPM2_PKCS11_MODULES.find((p) => existsSync(p));
+  if (!module || !existsSync(module))
+    throw new SimError(
+      'CONFIG_INVALID',
+      `--key tpm needs tpm2-pkcs11 (libtpm2_pkcs11.so${module ? ` not found at ${module}` : ' not found'}): install it or pass --tpm-module`,
+    );
+  const pin = env.FLEETGATE_SIM_TPM_PIN;
+  if (!pin) throw new SimError('CONFIG_INVALID', '--key tpm needs the token user PIN in FLEETGATE_SIM_TPM_PIN');
+  const tcti = options.tcti ?? env.TPM2TOOLS_TCTI ?? env.TPM2_PKCS11_TCTI;
+  const store = options.tpmStore ?? env.TPM2_PKCS11_STORE;
+  return (d) => ({
+    type: 'tpm',
+    module,
+    token: options.tpmToken,
+    pin,
+    attest: options.attest,
+    ...(tcti ? { tcti } : {}),
+    ...(store ? { store } : {}),
+    onStep: (step) => onStep(d.id, step),
+  });
+}
 
 function out(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -70,6 +110,13 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     const dir = path.resolve(options.dir ?? target.defaultDir);
     const api = new OperatorApi(target);
     const progress = new Progress(!options.quiet);
+    // Devices whose key got as far as TPM2_Certify (then enrolled or refused by the server).
+    const certified = new Set<string>();
+    const keyStore = tpmKeyStore(options, env, (id, step) => {
+      if (step === 'certify') certified.add(id);
+      // One line per step for small fleets; a big fleet would drown the progress bar.
+      if (options.devices <= 10) progress.note(`${id}: TPM attestation: ${step}`);
+    });
     fleet = await Fleet.open(
       target,
       api,
@@ -80,12 +127,18 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
         connectTimeoutMs: options.connectTimeoutMs,
         keepalive: options.keepalive,
         protocolVersion: options.protocolVersion,
+        ...(keyStore ? { keyStore } : {}),
+        requireAttestation: options.attest,
       },
       options.devices,
     );
     progress.note(
       `fleetgate-sim: ${options.scenario}, ${options.devices} device(s), API ${target.apiUrl}, MQTT ${target.mqttUrl}, credentials in ${dir}`,
     );
+    if (options.key === 'tpm')
+      progress.note(
+        `fleetgate-sim: keys in the TPM (token ${options.tpmToken}, TCTI ${options.tcti ?? env.TPM2TOOLS_TCTI ?? env.TPM2_PKCS11_TCTI ?? 'tpm2-tools default'})${options.attest ? ', attested at enrollment; tokens require attestation' : ''}`,
+      );
     const outcome = await SCENARIO_RUNNERS[options.scenario]({ options, fleet, progress, stop: () => interrupted });
     await fleet.close();
     const failed = options.devices - outcome.ok;
@@ -98,6 +151,14 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
       failed,
       durationMs: Date.now() - started,
       ...outcome.fields,
+      ...(options.key === 'tpm'
+        ? {
+            keyStore: options.key,
+            ...(options.attest
+              ? { attested: fleet.devices.filter((d) => certified.has(d.id) && !d.failure).length }
+              : {}),
+          }
+        : {}),
       failures,
       errors: Object.fromEntries(fleet.errorCounts),
       concurrency: options.concurrency,

@@ -256,13 +256,16 @@ export class OperatorApi {
    * One-time enrollment tokens for these device ids. The API takes up to 10,000 ids per call and
    * a 64 KiB body, so the ids go in batches bounded by both.
    */
-  async createTokens(deviceIds: string[]): Promise<IssuedToken[]> {
+  async createTokens(deviceIds: string[], opts: { requireAttestation?: 'tpm' } = {}): Promise<IssuedToken[]> {
     const out: IssuedToken[] = [];
     let batch: string[] = [];
     let bytes = 0;
     const flush = async () => {
       if (batch.length === 0) return;
-      const r = await this.call<{ tokens: IssuedToken[] }>('POST', '/api/v1/tokens', { deviceIds: batch });
+      const r = await this.call<{ tokens: IssuedToken[] }>('POST', '/api/v1/tokens', {
+        deviceIds: batch,
+        ...(opts.requireAttestation ? { requireAttestation: opts.requireAttestation } : {}),
+      });
       for (const t of r.tokens) out.push({ deviceId: t.deviceId, token: t.token });
       batch = [];
       bytes = 0;

@@ -146,6 +146,11 @@ export interface MqttConfig {
    * instead of the spec's silent acknowledgement / SUBACK 0x80.
    */
   disconnectOnAclViolation: boolean;
+  /**
+   * The least key assurance a device certificate needs to be admitted (its certificatePolicies,
+   * mqtt/key-assurance.ts): `none` admits any, `tpm-attested` only TPM-attested keys.
+   */
+  requireKeyAssurance: 'none' | 'tpm-attested';
 }
 
 type Env = Record<string, string | undefined>;
@@ -696,6 +701,17 @@ export const CONFIG_SCHEMA = {
       help: 'close the connection of a client that publishes or subscribes outside its rights, instead of acknowledging and dropping (see Topics above)',
     },
   }),
+  mqttRequireKeyAssurance: setting({
+    env: 'FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE',
+    section: 'mqtt',
+    parse: p.oneOf(['none', 'tpm-attested'] as const),
+    default: 'none',
+    defaultText: 'none',
+    help: 'tpm-attested: refuse device certificates without the tpm-attested policy',
+    readme: {
+      help: '`tpm-attested`: refuse a device whose certificate lacks the tpm-attested policy (CONNACK 0x05 / 0x87, counted as `key_assurance`; see [docs/attestation.md](docs/attestation.md)); `none`: any key',
+    },
+  }),
 };
 
 type SettingValues = {
@@ -807,6 +823,7 @@ export function loadConfig(env: Env = process.env, cwd: string = process.cwd()):
       revocationMaxAgeMs: v.mqttRevocationMaxAgeMs,
       presenceFlushMs: v.mqttPresenceFlushMs,
       disconnectOnAclViolation: v.mqttDisconnectOnAclViolation,
+      requireKeyAssurance: v.mqttRequireKeyAssurance,
     },
     workers: v.workers,
     workerScheduling: v.workerScheduling,

@@ -158,6 +158,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       pending: store,
     });
     if (attestation.enabled) log.info('TPM attestation on (FLEETGATE_TPM_EK_ROOTS)');
+    else if (config.mqtt.requireKeyAssurance === 'tpm-attested') {
+      // Allowed (devices attested elsewhere, or before the roots were removed, still connect),
+      // but no new device can become tpm-attested here: say so once rather than refuse to start.
+      log.warn(
+        'FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE=tpm-attested while FLEETGATE_TPM_EK_ROOTS is unset: no device can enroll or renew as tpm-attested, so new and renewed devices will be refused by the broker',
+      );
+    }
     const enrolling = createProvisioning({
       attestation,
       store,

@@ -24,6 +24,8 @@ export interface TokenFlowOptions {
   pkcs11: { module: string; token: string; pin: string };
   /** Extra environment of the device processes (SOFTHSM2_CONF, TPM2_PKCS11_TCTI, ...). */
   childEnv: Record<string, string>;
+  /** TpmKeyStore options (attest, tcti, ...): the device uses the TPM key store instead of pkcs11. */
+  tpm?: Record<string, unknown>;
 }
 
 export function agent(
@@ -42,6 +44,7 @@ export function agent(
     pkcs11: opts.pkcs11,
     steps: opts.steps,
     tag: opts.tag,
+    ...(opts.tpm ? { tpm: opts.tpm } : {}),
   };
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [AGENT, JSON.stringify(cfg)], {

@@ -71,11 +71,17 @@ const cert = (fields: Partial<PeerCertificate>): PeerCertificate =>
   ({ serialNumber: '00AB12', valid_to: 'Jan  1 00:00:00 2099 GMT', subject: {}, ...fields }) as PeerCertificate;
 
 describe('identity', () => {
-  it('reads the SAN URI, canonical serial and notAfter', () => {
+  it('reads the SAN URI, canonical serial and notAfter (and no raw certificate: unattested)', () => {
     const r = identityOf(cert({ subject: { CN: 'dev-1' } as never, subjectaltname: 'URI:urn:fleetgate:device:dev-1' }));
     expect(r).toEqual({
       ok: true,
-      identity: { kind: 'device', id: 'dev-1', serial: 'ab12', notAfter: Date.UTC(2099, 0, 1) },
+      identity: {
+        kind: 'device',
+        id: 'dev-1',
+        serial: 'ab12',
+        notAfter: Date.UTC(2099, 0, 1),
+        keyAssurance: 'unattested',
+      },
     });
     const s = identityOf(cert({ subjectaltname: 'DNS:x, URI:urn:fleetgate:service:ingest' }));
     expect(s.ok && s.identity.kind).toBe('service');

@@ -24,6 +24,7 @@ describe('refusalConnack', () => {
     ['client_id_mismatch', '20020005', '2003008500', 'id_mismatch'],
     ['username_mismatch', '20020005', '2003008700', 'id_mismatch'],
     ['revocation_data_stale', '20020003', '2003008800', 'revocation_data_stale'],
+    ['key_assurance', '20020005', '2003008700', 'key_assurance'],
     ['unsupported_level', '20020001', '2003008400', 'bad_packet'],
   ];
 

@@ -37,6 +37,8 @@ const CKR_PIN_INCORRECT = 0xa0;
 const CKR_PIN_LOCKED = 0xa4;
 const CKR_USER_ALREADY_LOGGED_IN = 0x100;
 const CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191;
+// C_Initialize flags (PKCS#11 v2.40 section 5.4, CK_C_INITIALIZE_ARGS).
+const CKF_OS_LOCKING_OK = 0x2;
 
 export interface Pkcs11KeyStoreOptions {
   /** Path of the PKCS#11 module (.so). */
@@ -220,7 +222,11 @@ export class Pkcs11KeyStore implements KeyStore {
       );
     }
     try {
-      mod.initialize();
+      // CKF_OS_LOCKING_OK (PKCS#11 v2.40 5.4): node-webcrypto-p11 runs token calls on libuv's thread
+      // pool, so several keys of one process call the module at once. A module initialised without
+      // it may assume one thread: tpm2-pkcs11 then drives its TPM context from parallel threads and
+      // fails ("Esys called in bad sequence", measured with five devices enrolling at once).
+      mod.initialize({ flags: CKF_OS_LOCKING_OK });
     } catch (e) {
       if ((e as { code?: unknown }).code !== CKR_CRYPTOKI_ALREADY_INITIALIZED)
         throw mapPkcs11Error(e, `C_Initialize of ${this.opts.module}`);

@@ -5,6 +5,7 @@
  * signing through the token's C_Sign.
  */
 import type { webcrypto } from 'node:crypto';
+import type { AttestationExchange, Tpm2CertifyStatement } from '../tpm/attest.js';
 
 export type CryptoKey = webcrypto.CryptoKey;
 export type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -32,7 +33,15 @@ export interface DeviceKey {
 }
 
 export interface KeyStore {
-  readonly type: 'software' | 'pkcs11';
+  readonly type: 'software' | 'pkcs11' | 'tpm';
+  /**
+   * Key stores that can prove where their keys live (the TPM store) return the evidence for a key
+   * they just generated, bound to the nonce obtained through `exchange`; enrollment puts it in the
+   * CSR. Absent (software, plain PKCS#11): the CSR carries no evidence and the certificate is
+   * `unattested`; a token that requires attestation is refused (ATTESTATION_REQUIRED).
+   */
+  readonly attests?: boolean;
+  attest?(key: DeviceKey, exchange: AttestationExchange): Promise<Tpm2CertifyStatement>;
   /** Makes a new P-256 key (on the token for PKCS#11, non-extractable). */
   generate(hint: { deviceId: string }): Promise<DeviceKey>;
   /** Finds a key made earlier. */

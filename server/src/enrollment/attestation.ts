@@ -9,6 +9,13 @@
  *
  * Authentication failures have the codes and unauthenticated reasons of simpleenroll (a token
  * nobody issued proves nothing and is counted by the transport, not audited).
+ *
+ * Renewal (simplereenroll) runs the same two steps authenticated by the device's current
+ * certificate instead (the TLS client certificate, checked as simplereenroll checks it:
+ * renewal.ts currentCertificate), and the AK is bound to that exact certificate (renewalBinding)
+ * and its identity. Every renewal needs a fresh activation, with the EK certificate checked
+ * against the manufacturer roots configured now (docs/attestation.md, "Renewal": why not the AK
+ * of the enrollment).
  */
 import type { AttestationService, Challenge } from '../attest/index.js';
 import { FleetgateError } from '../errors.js';
@@ -16,10 +23,11 @@ import { isValidDeviceId } from '../identifiers.js';
 import type { Store, TokenRecord } from '../store/types.js';
 import { unauthenticated } from './auth-failures.js';
 import type { Clock } from './context.js';
+import { currentCertificate, renewalBinding } from './renewal.js';
 import { ENROLLMENT_TOKEN_PREFIX, hashSecret, looksLikeSecret } from './secrets.js';
 
 export interface AttestationStepsOptions {
-  store: Pick<Store, 'checkToken'>;
+  store: Pick<Store, 'checkToken' | 'getCertificate' | 'getDevice'>;
   service: AttestationService;
   now: Clock;
 }
@@ -28,6 +36,14 @@ export interface DeviceCredentials {
   deviceId: string;
   token: string;
 }
+
+export type ChallengeStep = {
+  ekCert: Uint8Array;
+  ekIntermediates: readonly Uint8Array[];
+  ekPublic: Uint8Array;
+  akPublic: Uint8Array;
+};
+export type ActivateStep = { challengeId: string; secret: Uint8Array };
 
 export interface AttestationSteps {
   challenge(
@@ -42,6 +58,10 @@ export interface AttestationSteps {
     nonce: Buffer;
     expiresAt: Date;
   }>;
+  /** The challenge step of a renewal: authenticated by the current certificate. */
+  renewalChallenge(req: { clientCertDer: Uint8Array } & ChallengeStep): Promise<Challenge>;
+  /** The activation step of a renewal: the nonce then goes into the simplereenroll CSR. */
+  renewalActivate(req: { clientCertDer: Uint8Array } & ActivateStep): Promise<{ nonce: Buffer; expiresAt: Date }>;
 }
 
 export function createAttestationSteps(opts: AttestationStepsOptions): AttestationSteps {
@@ -70,7 +90,39 @@ export function createAttestationSteps(opts: AttestationStepsOptions): Attestati
     }
   }
 
+  /**
+   * The binding of a renewal's steps: the presented certificate must be valid, ours, and its
+   * identity neither revoked nor decommissioned (what simplereenroll's lockIdentity would refuse:
+   * a nonce it could never use is not handed out).
+   */
+  async function authenticateRenewal(clientCertDer: Uint8Array): Promise<{ tokenHash: string; deviceId: string }> {
+    const { current, device } = await currentCertificate(opts.store, clientCertDer, opts.now());
+    if (device.status === 'decommissioned') {
+      throw new FleetgateError('DEVICE_DECOMMISSIONED', `${device.kind} ${device.id} is decommissioned`, {
+        deviceId: device.id,
+      });
+    }
+    if (device.status === 'revoked') {
+      throw new FleetgateError('DEVICE_REVOKED', `${device.kind} ${device.id} is revoked`, { deviceId: device.id });
+    }
+    return { tokenHash: renewalBinding(clientCertDer), deviceId: current.deviceId };
+  }
+
   return {
+    async renewalChallenge(req) {
+      const who = await authenticateRenewal(req.clientCertDer);
+      return opts.service.challenge({
+        ...who,
+        ekCert: req.ekCert,
+        ekIntermediates: req.ekIntermediates,
+        ekPublic: req.ekPublic,
+        akPublic: req.akPublic,
+      });
+    },
+    async renewalActivate(req) {
+      const who = await authenticateRenewal(req.clientCertDer);
+      return opts.service.activate({ ...who, challengeId: req.challengeId, secret: req.secret });
+    },
     async challenge(req) {
       const { tokenHash } = await authenticate(req);
       return opts.service.challenge({

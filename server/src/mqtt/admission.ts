@@ -10,6 +10,7 @@
  */
 import { type IConnectPacket, parser } from 'mqtt-packet';
 import { clientIdAllowed } from './identity.js';
+import { type KeyAssuranceRequirement, meetsKeyAssurance } from './key-assurance.js';
 import type { ConnectRefusal } from './reason-codes.js';
 import type { Identity } from './types.js';
 
@@ -27,7 +28,9 @@ const OK: AdmissionDecision = { ok: true };
 
 /**
  * The CONNECT gate, in order: revocation data fresh enough (else nobody can be vouched for),
- * serial not revoked, certificate not past notAfter (RFC 5280 4.1.2.5), client id and, if sent,
+ * serial not revoked, certificate not past notAfter (RFC 5280 4.1.2.5), a device certificate's
+ * key assurance at least `requireKeyAssurance` (FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE; services
+ * are backends with operator-issued credentials and are not held to it), client id and, if sent,
  * user name bound to the certificate. In MQTT 5.0 the client id must be sent: a zero-length one
  * (the server would assign one, 3.1.3.1) is not the certificate's identity either.
  */
@@ -36,10 +39,14 @@ export function admit(
   identity: Identity,
   now: number,
   revocation: RevocationView,
+  requireKeyAssurance: KeyAssuranceRequirement = 'none',
 ): AdmissionDecision {
   if (!revocation.fresh()) return { refuse: 'revocation_data_stale' };
   if (revocation.isRevoked(identity.serial)) return { refuse: 'revoked' };
   if (now >= identity.notAfter) return { refuse: 'expired' };
+  if (identity.kind === 'device' && !meetsKeyAssurance(identity.keyAssurance, requireKeyAssurance)) {
+    return { refuse: 'key_assurance' };
+  }
   if (typeof connect.clientId !== 'string' || !clientIdAllowed(identity, connect.clientId)) {
     return { refuse: 'client_id_mismatch' };
   }

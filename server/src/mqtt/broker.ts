@@ -8,7 +8,8 @@
  *  3. link.ts: frames what the client sends (first packet CONNECT, max packet size, packet rate)
  *     and holds the first CONNECT back until it is decided.
  *  4. admission.ts: the first CONNECT decided here, before aedes sees the connection: revocation
- *     data fresh, serial not revoked, notAfter not passed, client id / user name bound to the
+ *     data fresh, serial not revoked, notAfter not passed, key assurance as required (read from
+ *     the certificate, key-assurance.ts), client id / user name bound to the
  *     certificate, for MQTT 3.1, 3.1.1 and 5.0 alike. A refusal is answered with reason-codes.ts's CONNACK and
  *     closed; only admitted connections are handed to aedes (`aedes.handle`).
  *  5. connection.ts: each connection's state (handshaken, connect-read, admitted, closing, closed)
@@ -375,11 +376,23 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       link.destroy();
       return false;
     }
-    const decision = admit(packet, c.identity, Date.now(), watcher);
+    const decision = admit(packet, c.identity, Date.now(), watcher, config.requireKeyAssurance);
     if ('refuse' in decision) {
       const reason = decision.refuse;
       if (c.end(refusalMetric(reason))) observer.refused(refusalMetric(reason));
-      log.debug({ id: c.identity.id, clientId: packet.clientId, reason }, 'CONNECT refused');
+      if (reason === 'key_assurance') {
+        // A policy refusal of a device that holds a valid certificate: the operator needs to see
+        // which device (it needs a TPM-attested renewal or re-enrollment), so not at debug level.
+        log.info(
+          {
+            id: c.identity.id,
+            serial: c.identity.serial,
+            keyAssurance: c.identity.keyAssurance ?? 'unattested',
+            required: config.requireKeyAssurance,
+          },
+          'CONNECT refused: key assurance below FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE',
+        );
+      } else log.debug({ id: c.identity.id, clientId: packet.clientId, reason }, 'CONNECT refused');
       link.socket.write(refusalConnack(reason, packet.protocolVersion ?? 4));
       link.destroy(); // without an error: flushes the CONNACK, then closes [MQTT-3.2.2-5]
       return false;

@@ -8,6 +8,7 @@
  */
 import type { DetailedPeerCertificate, PeerCertificate, TLSSocket } from 'node:tls';
 import { isValidDeviceId, SERIAL_HEX_PATTERN } from '../identifiers.js';
+import { keyAssuranceOf } from './key-assurance.js';
 import type { Identity, RefusalReason } from './types.js';
 
 const DEVICE_URI = 'urn:fleetgate:device:';
@@ -36,7 +37,10 @@ function sanUris(altNames: string | undefined): string[] {
     .map((part) => part.slice(4));
 }
 
-/** Identity from a verified certificate: the one fleetgate SAN URI, agreeing with the CN. */
+/**
+ * Identity from a verified certificate: the one fleetgate SAN URI, agreeing with the CN; and the
+ * key assurance its certificatePolicies state (key-assurance.ts).
+ */
 export function identityOf(cert: PeerCertificate): PeerResult {
   const uris = sanUris(cert.subjectaltname).filter((u) => u.startsWith(DEVICE_URI) || u.startsWith(SERVICE_URI));
   const cn = typeof cert.subject?.CN === 'string' ? cert.subject.CN : undefined;
@@ -60,7 +64,9 @@ export function identityOf(cert: PeerCertificate): PeerResult {
   if (!SERIAL_HEX_PATTERN.test(serial)) return { ok: false, reason: 'invalid_cert', detail: 'no serial number' };
   const notAfter = Date.parse(cert.valid_to);
   if (Number.isNaN(notAfter)) return { ok: false, reason: 'invalid_cert', detail: 'unreadable notAfter' };
-  return { ok: true, identity: { kind, id, serial, notAfter } };
+  // Read once per certificate: the identity, this included, is cached by the certificate's signature.
+  const keyAssurance = keyAssuranceOf(cert.raw);
+  return { ok: true, identity: { kind, id, serial, notAfter, keyAssurance } };
 }
 
 /**
@@ -142,8 +148,8 @@ export function sessionPeerKey(session: Buffer): string | null {
 }
 
 /**
- * Identities of the verified peer certificates seen lately, keyed by the certificate's signature
- * (sessionPeerKey), so that a device's next connect, full or resumed, does not pay for Node's
+ * Identities (key assurance included) of the verified peer certificates seen lately, keyed by the
+ * certificate's signature (sessionPeerKey), so that a device's next connect, full or resumed, does not pay for Node's
  * `getPeerCertificate()` (the whole certificate turned into a JavaScript object, fingerprints
  * and public key included: ~75 µs of the connect path against ~25 µs for `getSession()` and the
  * walk). Only what the certificate itself says is cached; revocation and notAfter are decided on

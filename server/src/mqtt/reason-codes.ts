@@ -21,6 +21,8 @@ export type ConnectRefusal =
   /** A user name was sent and is not the certificate's identity. */
   | 'username_mismatch'
   | 'revocation_data_stale'
+  /** A device certificate's key assurance is below FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE. */
+  | 'key_assurance'
   | 'unsupported_level';
 
 /** [metric reason, MQTT 3.1.1 return code, MQTT 5.0 reason code]. */
@@ -32,6 +34,10 @@ const CONNECT: Record<ConnectRefusal, readonly [RefusalReason | 'bad_packet', nu
   // Identifier not valid.
   client_id_mismatch: ['id_mismatch', 0x05, 0x85],
   username_mismatch: ['id_mismatch', 0x05, 0x87],
+  // The device is who it says but its key is not held as required (a software key where a
+  // TPM-attested one is demanded): 0x05 / 0x87 Not authorized, as for any identity the broker
+  // will not admit; the metric and the log tell it apart.
+  key_assurance: ['key_assurance', 0x05, 0x87],
   // 0x03 Server unavailable / 0x88 Server unavailable: the broker cannot vouch for anyone now.
   revocation_data_stale: ['revocation_data_stale', 0x03, 0x88],
   // 0x01 unacceptable protocol level / 0x84 Unsupported Protocol Version.

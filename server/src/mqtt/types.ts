@@ -3,6 +3,8 @@
  * series; the broker knows nothing of prom-client.
  */
 
+import type { KeyAssurance } from '../store/types.js';
+
 /** An authenticated peer: from the SAN URI urn:fleetgate:device:<id> / urn:fleetgate:service:<name>. */
 export interface Identity {
   kind: 'device' | 'service';
@@ -12,6 +14,11 @@ export interface Identity {
   serial: string;
   /** Certificate notAfter, ms since the epoch. */
   notAfter: number;
+  /**
+   * How the certificate says its key is held (its certificatePolicies, key-assurance.ts); absent
+   * counts as `unattested` (fail closed).
+   */
+  keyAssurance?: KeyAssurance;
 }
 
 /** Why a connection (TLS or MQTT CONNECT) or a packet was refused. */
@@ -24,6 +31,8 @@ export type RefusalReason =
   | 'revoked'
   | 'id_mismatch'
   | 'revocation_data_stale'
+  /** The certificate's key assurance is below FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE. */
+  | 'key_assurance'
   | 'acl_publish'
   | 'acl_subscribe'
   | 'ip_rate_limited'

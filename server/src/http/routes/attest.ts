@@ -6,6 +6,12 @@
  *   POST /.well-known/est/attest/challenge  EK certificate, EK and AK TPM2B_PUBLIC -> MakeCredential
  *   POST /.well-known/est/attest/activate   the activated secret -> nonce for TPM2_Certify
  *
+ * The same two routes serve a renewal (simplereenroll with fresh evidence): a request without an
+ * Authorization header, over a TLS connection with the device's current certificate as client
+ * certificate, is authenticated by that certificate (checked as simplereenroll checks it) and
+ * the AK is bound to it. With an Authorization header the token flow applies, whatever
+ * certificate the connection has; with neither: AUTH_REQUIRED.
+ *
  * Byte strings travel as standard base64 (RFC 4648 section 4) inside JSON; their lengths are
  * bounded by the schema before any decoding (a TPM2B_PUBLIC is at most a few hundred bytes, an EK
  * certificate a few KiB).
@@ -18,7 +24,7 @@ import { UnauthenticatedFailureLog, unauthenticatedReason } from '../../enrollme
 import { isFleetgateError } from '../../errors.js';
 import type { EstLimiter } from '../est-limits.js';
 import { requireMediaType } from '../media-type.js';
-import { parseBasicAuth } from './est.js';
+import { clientCertificate, parseBasicAuth } from './est.js';
 
 const ATTEST_BODY_LIMIT = 32 * 1024;
 
@@ -76,6 +82,22 @@ export interface AttestRouteDeps {
 
 const b64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
 
+/**
+ * Who calls: Basic `device id : token` (enrollment), else the TLS client certificate (renewal).
+ * An empty Authorization header counts as sent (parseBasicAuth refuses it: AUTH_REQUIRED).
+ */
+function callerOf(
+  request: FastifyRequest,
+): { kind: 'token'; deviceId: string; token: string } | { kind: 'certificate'; der: Uint8Array } {
+  const header = request.headers.authorization;
+  if (header === undefined) {
+    const der = clientCertificate(request);
+    if (der) return { kind: 'certificate', der };
+  }
+  const { user, password } = parseBasicAuth(header);
+  return { kind: 'token', deviceId: user, token: password };
+}
+
 export function registerAttestRoutes(app: FastifyInstance, deps: AttestRouteDeps): void {
   const jsonOnly = requireMediaType('application/json');
   const limited = deps.limiter ? [deps.limiter.hook(true)] : [];
@@ -93,7 +115,8 @@ export function registerAttestRoutes(app: FastifyInstance, deps: AttestRouteDeps
       deps.limiter?.outcome(request, isFleetgateError(e) ? e.code : 'INTERNAL');
       const reason = unauthenticatedReason(e);
       if (reason) {
-        unauthenticatedLog.record('enroll', reason);
+        const renewal = request.headers.authorization === undefined && clientCertificate(request) !== null;
+        unauthenticatedLog.record(renewal ? 'reenroll' : 'enroll', reason);
         deps.unauthenticated?.(reason);
       }
       throw e;
@@ -108,23 +131,26 @@ export function registerAttestRoutes(app: FastifyInstance, deps: AttestRouteDeps
       ...settle,
       bodyLimit: ATTEST_BODY_LIMIT,
       schema: {
-        ...schema('TPM attestation 1: EK certificate + EK and AK public areas -> TPM2_MakeCredential challenge'),
+        ...schema(
+          'TPM attestation 1: EK certificate + EK and AK public areas -> TPM2_MakeCredential challenge (Basic device id:token, or the current certificate for a renewal)',
+        ),
         body: ChallengeBody,
         response: { 200: ChallengeReply, ...errors },
       },
     },
     async (request, reply) => {
       const c = await observe(request, async () => {
-        const { user, password } = parseBasicAuth(request.headers.authorization);
+        const caller = callerOf(request);
         const b = request.body;
-        return deps.steps.challenge({
-          deviceId: user,
-          token: password,
+        const step = {
           ekCert: b64(b.ekCert),
           ekIntermediates: (b.ekIntermediates ?? []).map(b64),
           ekPublic: b64(b.ekPublic),
           akPublic: b64(b.akPublic),
-        });
+        };
+        return caller.kind === 'certificate'
+          ? deps.steps.renewalChallenge({ clientCertDer: caller.der, ...step })
+          : deps.steps.challenge({ deviceId: caller.deviceId, token: caller.token, ...step });
       });
       return reply.send({
         challengeId: c.challengeId,
@@ -143,20 +169,20 @@ export function registerAttestRoutes(app: FastifyInstance, deps: AttestRouteDeps
       ...settle,
       bodyLimit: ATTEST_BODY_LIMIT,
       schema: {
-        ...schema('TPM attestation 2: the activated secret -> nonce for TPM2_Certify (then simpleenroll)'),
+        ...schema(
+          'TPM attestation 2: the activated secret -> nonce for TPM2_Certify (then simpleenroll or simplereenroll)',
+        ),
         body: ActivateBody,
         response: { 200: ActivateReply, ...errors },
       },
     },
     async (request, reply) => {
       const r = await observe(request, async () => {
-        const { user, password } = parseBasicAuth(request.headers.authorization);
-        return deps.steps.activate({
-          deviceId: user,
-          token: password,
-          challengeId: request.body.challengeId,
-          secret: b64(request.body.secret),
-        });
+        const caller = callerOf(request);
+        const step = { challengeId: request.body.challengeId, secret: b64(request.body.secret) };
+        return caller.kind === 'certificate'
+          ? deps.steps.renewalActivate({ clientCertDer: caller.der, ...step })
+          : deps.steps.activate({ deviceId: caller.deviceId, token: caller.token, ...step });
       });
       return reply.send({ nonce: r.nonce.toString('base64'), expiresAt: r.expiresAt.toISOString() });
     },

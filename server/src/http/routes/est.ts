@@ -44,7 +44,7 @@ function csrFromBody(body: unknown): Uint8Array | string {
 }
 
 /** The TLS client certificate, if the client presented one. */
-function clientCertificate(request: FastifyRequest): Uint8Array | null {
+export function clientCertificate(request: FastifyRequest): Uint8Array | null {
   const socket = request.raw.socket as TLSSocket;
   if (typeof socket.getPeerCertificate !== 'function') return null;
   const peer = socket.getPeerCertificate(false);
