@@ -27,6 +27,7 @@ function cert(o: Partial<CertificateRecord>): CertificateRecord {
     renewedFrom: null,
     originIssuedAt: at(0),
     keyAssurance: 'unattested',
+    issuer: null,
     ...o,
   };
 }
