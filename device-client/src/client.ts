@@ -7,7 +7,14 @@ import type { IClientPublishOptions, IClientSubscribeOptions, IPublishPacket } f
 import { Backoff, type BackoffOptions } from './backoff.js';
 import { type Credential, CredentialStore, credentialFrom } from './credentials.js';
 import { createCsrWithEvidence } from './csr-evidence.js';
-import { BrokerRefusedError, CredentialError, DeviceClientError, KeyStoreError, RenewalError } from './errors.js';
+import {
+  BrokerRefusedError,
+  CertificateVerificationError,
+  CredentialError,
+  DeviceClientError,
+  KeyStoreError,
+  RenewalError,
+} from './errors.js';
 import { EstClient } from './est.js';
 import { TypedEmitter } from './events.js';
 import { Pkcs11KeyStore, type Pkcs11KeyStoreOptions } from './keys/pkcs11.js';
@@ -17,7 +24,7 @@ import type { DeviceKey, KeyStore } from './keys/types.js';
 import { type ConnectedEvent, type DisconnectedEvent, MqttSession, type RevokedEvent } from './mqtt-session.js';
 import { checkClientOptions } from './options.js';
 import { crlRevocationCheck } from './revocation.js';
-import { createCsr, parseCertificates, verifyIssuedCertificate, type x509 } from './x509.js';
+import { createCsr, parseCertificates, verifyIssuedCertificate, x509 } from './x509.js';
 
 export type KeyStoreConfig =
   | { type: 'software' }
@@ -162,11 +169,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
         ? await createCsrWithEvidence(this.deviceId, key, evidence)
         : await createCsr(this.deviceId, key);
       const der = await this.est.simpleEnroll(this.deviceId, token, csr);
-      const { cert, chain } = await verifyIssuedCertificate(der, {
-        deviceId: this.deviceId,
-        key,
-        trusted: this.trusted,
-      });
+      const { cert, chain } = await this.verifyIssued(der, key);
       credential = credentialFrom(this.deviceId, cert, chain, key.ref);
       if (setAside) await this.store.quarantine();
       await this.store.save(credential);
@@ -178,6 +181,34 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     await this.store.clearSession();
     if (previous && previous.key.type === key.ref.type) await this.keyStore.remove(previous.key).catch(() => undefined);
     return credential;
+  }
+
+  /**
+   * Checks a certificate EST returned (verifyIssuedCertificate). After an issuing-CA rollover the
+   * new issuing CA is not in a bundle pinned before it: its certificate then comes from EST
+   * /cacerts (RFC 7030 4.1, fetched over the TLS connection the pinned bundle authenticates) as
+   * an untrusted intermediate; the path must still end at a pinned root. The credential keeps the
+   * chain it verified (issuing CA first), so the broker gets the new chain with no operator step.
+   */
+  private async verifyIssued(
+    der: Uint8Array,
+    key: DeviceKey,
+  ): Promise<{ cert: x509.X509Certificate; chain: x509.X509Certificate[] }> {
+    try {
+      return await verifyIssuedCertificate(der, { deviceId: this.deviceId, key, trusted: this.trusted });
+    } catch (e) {
+      if (!(e instanceof CertificateVerificationError) || !/not issued by the pinned CA bundle/.test(e.message))
+        throw e;
+      const intermediates: x509.X509Certificate[] = [];
+      for (const c of await this.est.cacerts()) {
+        try {
+          intermediates.push(new x509.X509Certificate(c));
+        } catch {
+          // Not a certificate: useless as a path candidate, and the path check decides anyway.
+        }
+      }
+      return verifyIssuedCertificate(der, { deviceId: this.deviceId, key, trusted: this.trusted, intermediates });
+    }
   }
 
   /** The stored credential, checked: CREDENTIAL_MISSING / CREDENTIAL_CORRUPT / CERT_EXPIRED. */
@@ -371,11 +402,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
         ? await createCsrWithEvidence(this.deviceId, key, evidence)
         : await createCsr(this.deviceId, key);
       const der = await this.est.simpleReenroll(csr, client);
-      const { cert, chain } = await verifyIssuedCertificate(der, {
-        deviceId: this.deviceId,
-        key,
-        trusted: this.trusted,
-      });
+      const { cert, chain } = await this.verifyIssued(der, key);
       next = credentialFrom(this.deviceId, cert, chain, key.ref);
       await this.store.savePending(next);
     } catch (e) {

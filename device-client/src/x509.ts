@@ -41,11 +41,15 @@ function sameBytes(a: ArrayBuffer | Uint8Array, b: ArrayBuffer | Uint8Array): bo
 /**
  * Builds the path from `leaf` to a self-signed certificate of the pinned bundle, checking each
  * signature and validity. Returns the CA certificates above the leaf (issuing CA first).
+ * `intermediates` are CA certificates from elsewhere (EST /cacerts after an issuing-CA rollover):
+ * they may sit in the path, but never end it - the anchor is always a pinned self-signed root
+ * (RFC 5280 6.1: untrusted certificates are only path candidates).
  */
 export async function verifyChain(
   leaf: x509.X509Certificate,
   trusted: x509.X509Certificate[],
   now = new Date(),
+  intermediates: x509.X509Certificate[] = [],
 ): Promise<x509.X509Certificate[]> {
   if (trusted.length === 0) throw new CertificateVerificationError('the pinned CA bundle is empty');
   const path: x509.X509Certificate[] = [];
@@ -55,7 +59,11 @@ export async function verifyChain(
       throw new CertificateVerificationError(
         `certificate "${current.subject}" is not valid now (${current.notBefore.toISOString()} .. ${current.notAfter.toISOString()})`,
       );
-    const candidates = trusted.filter((c) => c.subject === current.issuer);
+    const candidates = [
+      ...trusted.filter((c) => c.subject === current.issuer),
+      // Self-issued certificates from outside the pinned bundle are no anchors.
+      ...intermediates.filter((c) => c.subject === current.issuer && c.subject !== c.issuer),
+    ];
     let issuer: x509.X509Certificate | undefined;
     for (const c of candidates) {
       if (await current.verify({ publicKey: c, signatureOnly: true })) {
@@ -85,7 +93,14 @@ export async function verifyChain(
  */
 export async function verifyIssuedCertificate(
   der: Uint8Array,
-  opts: { deviceId: string; key: DeviceKey; trusted: x509.X509Certificate[]; now?: Date },
+  opts: {
+    deviceId: string;
+    key: DeviceKey;
+    trusted: x509.X509Certificate[];
+    now?: Date;
+    /** Untrusted CA certificates that may complete the path (verifyChain). */
+    intermediates?: x509.X509Certificate[];
+  },
 ): Promise<{ cert: x509.X509Certificate; chain: x509.X509Certificate[] }> {
   let cert: x509.X509Certificate;
   try {
@@ -98,7 +113,7 @@ export async function verifyIssuedCertificate(
     throw new CertificateVerificationError(`the certificate names "${cn}", not this device "${opts.deviceId}"`);
   if (!sameBytes(cert.publicKey.rawData, await opts.key.spki()))
     throw new CertificateVerificationError('the certificate does not carry this device key');
-  const chain = await verifyChain(cert, opts.trusted, opts.now);
+  const chain = await verifyChain(cert, opts.trusted, opts.now, opts.intermediates);
   return { cert, chain };
 }
 

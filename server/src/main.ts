@@ -40,7 +40,7 @@ import { ClusterRegistry, createMetrics } from './metrics.js';
 import { startRoutedBroker } from './mqtt/index.js';
 import type { BrokerObserver } from './mqtt/types.js';
 import { createOperators } from './operators/index.js';
-import { createRevocation } from './revocation/index.js';
+import { createRevocation, crlPathOf } from './revocation/index.js';
 import { openStore } from './store/index.js';
 import type { Store } from './store/types.js';
 
@@ -121,6 +121,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ca,
       created,
       close: closeCaKey,
+      listIssuers,
     } = await loadOrCreateCa({
       layout,
       store,
@@ -173,7 +174,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       tokenTtlMs: config.tokenTtlMs,
       serviceSelfRenew: config.serviceSelfRenew,
       serviceMaxLifetimeMs: config.serviceMaxLifetimeMs,
-      crlUrl: `${pkiBase}/crl`,
+      // Each issuing CA's certificates name its own CRL (revocation/crl-urls.ts).
+      crlUrl: `${pkiBase}${crlPathOf(ca)}`,
       ocspUrl: `${pkiBase}/ocsp`,
       allowKeyReuse: config.allowKeyReuse,
       log: log.child({ part: 'enroll' }),
@@ -228,7 +230,16 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     // With a separate metrics listener, /metrics is served there only (not to the devices' network).
     if (!config.metricsAddress) registerMetricsRoute(app, metrics.registry, { token: config.metricsToken });
     const sessions = new ConsoleSessions(config.consoleSessions);
-    await registerOperatorApi(app, { ca, provisioning, revocation, inventory, operators, audit, sessions });
+    await registerOperatorApi(app, {
+      ca,
+      provisioning,
+      revocation,
+      inventory,
+      operators,
+      audit,
+      sessions,
+      caIssuers: () => listIssuers(),
+    });
     await registerServiceRoutes(app, { provisioning, operators, sessions });
     await registerConsoleRoutes(app, { operators, audit, inventory, sessions, series, live });
     closers.push(() => app.close());

@@ -17,6 +17,7 @@ import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';
 import type { SoftHsmToken } from '../helpers/softhsm.js';
 import { softhsmModule } from '../helpers/softhsm.js';
 import { requireTool } from '../helpers/system-tools.js';
+import { waitFor } from '../helpers/wait.js';
 
 const tools = requireTool('softhsm2-util') && requireTool('openssl') && softhsmModule() !== undefined;
 
@@ -208,8 +209,14 @@ describe.runIf(tools)('issuing CA key in a SoftHSM2 token (fleetgate ca init --p
         await expect(enrollDevices(fleet, ['hsm-dev-2'])).rejects.toThrow(
           /simpleenroll hsm-dev-2: 503 .*CA_SIGNER_UNAVAILABLE/,
         );
-        const log = fleet.server.stdout() + fleet.server.stderr();
-        expect(log).toContain('CA signing key unreachable: signing fails closed (503) until the token is back');
+        // The log line is written by the server's logger, which may flush after the 503 is sent.
+        await waitFor('the signer outage log line', () =>
+          (fleet.server.stdout() + fleet.server.stderr()).includes(
+            'CA signing key unreachable: signing fails closed (503) until the token is back',
+          )
+            ? true
+            : undefined,
+        );
         // What needs no signature is still served: the CRL already published.
         const crl = await fetch(crlUrl);
         expect(crl.status).toBe(200);

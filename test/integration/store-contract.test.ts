@@ -1109,6 +1109,69 @@ function storeContract(backend: Backend): void {
       expect(withGrace).toEqual(expect.arrayContaining([live.serial, expired.serial]));
     });
 
+    describe('issuing CAs (rollover)', () => {
+      const rec = (generation: number, fingerprint = sha()) => ({
+        generation,
+        fingerprint,
+        subject: `O=fleetgate, CN=fleetgate Issuing CA ${generation}`,
+        certPem: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n',
+        keyLocation: generation === 1 ? 'file' : "pkcs11:token=t;object=issuing-ca-2?'--",
+        notBefore: new Date('2025-01-01T00:00:00.000Z'),
+        notAfter: new Date('2030-01-01T00:00:00.000Z'),
+      });
+
+      it('records every generation once, oldest first; a repeated generation or fingerprint is CONFLICT', async () => {
+        // Other tests of this file do not record issuing CAs: the list is this test's.
+        expect(await store.listIssuingCas()).toEqual([]);
+        const one = rec(1);
+        const two = rec(2);
+        await store.putIssuingCa(two);
+        await store.putIssuingCa(one);
+        const got = await store.listIssuingCas();
+        expect(got.map((r) => r.generation)).toEqual([1, 2]);
+        expect(got[1]).toMatchObject(two);
+        expect(got[1]?.createdAt).toBeInstanceOf(Date);
+        await expect(store.putIssuingCa(rec(2))).rejects.toMatchObject({ code: 'CONFLICT' });
+        await expect(store.putIssuingCa(rec(3, one.fingerprint))).rejects.toMatchObject({ code: 'CONFLICT' });
+        await expect(store.putIssuingCa(rec(0))).rejects.toThrow();
+        expect((await store.listIssuingCas()).map((r) => r.generation)).toEqual([1, 2]);
+      });
+
+      it('keeps the issuer of each certificate and filters revocations and expiry by issuer', async () => {
+        const dev = uid('iss');
+        await store.upsertDevice(dev, 'device');
+        const ca1 = sha();
+        const ca2 = sha();
+        const legacy = await store.insertCertificate(newCert(dev, { notAfter: new Date('2033-01-01T00:00:00.000Z') }));
+        const of1 = await store.insertCertificate(
+          newCert(dev, { issuer: ca1, notAfter: new Date('2033-02-01T00:00:00.000Z') }),
+        );
+        const of2 = await store.insertCertificate(
+          newCert(dev, { issuer: ca2, notAfter: new Date('2033-03-01T00:00:00.000Z') }),
+        );
+        expect(legacy.issuer).toBeNull();
+        expect(of1.issuer).toBe(ca1);
+        expect((await store.getCertificate(of2.serial))?.issuer).toBe(ca2);
+        const at = new Date('2032-12-01T00:00:00.000Z');
+        for (const c of [legacy, of1, of2]) await store.revokeCertificate(c.serial, 1, at);
+
+        const serialsOf = async (issuer: { fingerprint: string; includeUnattributed?: boolean }) =>
+          (await store.listRevoked({ issuer }))
+            .map((r) => r.serial)
+            .filter((s) => [legacy, of1, of2].some((c) => c.serial === s));
+        expect(await serialsOf({ fingerprint: ca1 })).toEqual([of1.serial].sort());
+        expect((await serialsOf({ fingerprint: ca1, includeUnattributed: true })).sort()).toEqual(
+          [legacy.serial, of1.serial].sort(),
+        );
+        expect(await serialsOf({ fingerprint: ca2 })).toEqual([of2.serial]);
+        expect(await serialsOf({ fingerprint: "' OR 1=1 --" })).toEqual([]);
+
+        expect(await store.latestNotAfter({ fingerprint: ca2 })).toEqual(of2.notAfter);
+        expect(await store.latestNotAfter({ fingerprint: ca1 })).toEqual(of1.notAfter);
+        expect(await store.latestNotAfter({ fingerprint: sha() })).toBeNull();
+      });
+    });
+
     describe('enrollment tokens', () => {
       const now = new Date('2025-05-01T00:00:00.000Z');
       const later = new Date(now.getTime() + DAY);

@@ -196,6 +196,42 @@ describe('issued certificate checks', () => {
   });
 });
 
+describe('issued certificate checks after an issuing-CA rollover', () => {
+  it('an untrusted intermediate may complete the path to a pinned root, never end it', async () => {
+    const root = await testCa('Rollover Root');
+    // A new issuing CA signed by the pinned root, known only from EST /cacerts.
+    const issuingKeys = (await webcrypto.subtle.generateKey(ALG, false, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const issuing = await x509.X509CertificateGenerator.create({
+      serialNumber: '02',
+      subject: 'CN=Rollover Issuing CA 2',
+      issuer: root.cert.subject,
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 86_400_000),
+      publicKey: issuingKeys.publicKey,
+      signingKey: root.keys.privateKey,
+      signingAlgorithm: ALG,
+      extensions: [new x509.BasicConstraintsExtension(true, 0, true)],
+    });
+    const ca2 = { keys: issuingKeys, cert: issuing };
+    const store = new SoftwareKeyStore(tempDir('fg-dc-unit-'));
+    const key = await store.generate({ deviceId: 'dev' });
+    const leaf = new Uint8Array((await issue(ca2, 'dev', key)).rawData);
+    const verify = (intermediates: x509.X509Certificate[], trusted = [root.cert]) =>
+      verifyIssuedCertificate(leaf, { deviceId: 'dev', key, trusted, intermediates }).catch((e) => e);
+    // Pinned root only: not enough on its own.
+    expect(await verify([])).toMatchObject({ code: 'CERT_VERIFY_FAILED' });
+    const ok = await verify([issuing]);
+    expect(ok.chain.map((c: x509.X509Certificate) => c.subject)).toEqual([
+      'CN=Rollover Issuing CA 2',
+      'CN=Rollover Root',
+    ]);
+    // An intermediate chaining to a root that is not pinned is refused, even when that root is
+    // offered as an "intermediate" too: self-signed certificates from outside are no anchors.
+    const other = await testCa('Rollover Root');
+    expect(await verify([issuing, root.cert], [other.cert])).toMatchObject({ code: 'CERT_VERIFY_FAILED' });
+  });
+});
+
 describe('credential directory', () => {
   it('round-trips atomically with 0700/0600, reports missing and corrupt files, binds tickets', async () => {
     const dir = path.join(tempDir('fg-dc-unit-'), 'creds');

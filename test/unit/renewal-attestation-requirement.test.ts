@@ -28,6 +28,7 @@ function cert(o: Partial<CertificateRecord>): CertificateRecord {
     originIssuedAt: at(0),
     keyAssurance: 'unattested',
     keyType: 'ec-p256',
+    issuer: null,
     ...o,
   };
 }

@@ -38,6 +38,24 @@ export interface CertificateAuthority {
   readonly hasRootKey: boolean;
   /** Where the issuing CA key lives: a PKCS#8 file in the data dir or a PKCS#11 token. */
   readonly keyBackend: CaSigner['backend'];
+  /**
+   * Issuing-CA rollover (docs/hsm.md): 1 for the first issuing CA of the fleet, n for the CA
+   * the (n-1)th `fleetgate ca rotate` created. This object is the CA that issues.
+   */
+  readonly generation: number;
+  /** Short stable name of this issuing CA in URLs (`/crl/<issuerId>`): 16 hex digits of its fingerprint. */
+  readonly issuerId: string;
+  /**
+   * Earlier issuing CAs under the same root that still have valid certificates out (newest
+   * first): their certificates stay trusted, and their CRLs and OCSP answers are still signed,
+   * each by its own key; they issue nothing new.
+   */
+  readonly previousIssuers: readonly CertificateAuthority[];
+}
+
+/** The first 16 hex digits of an issuing CA's fingerprint: its name in URLs. */
+export function issuerIdOf(fingerprint: string): string {
+  return fingerprint.slice(0, 16);
 }
 
 /** What signing needs; never reachable from the public object. */
@@ -69,10 +87,19 @@ class LoadedAuthority implements CertificateAuthority {
     readonly algorithm: CaKeyAlgorithm,
     readonly hasRootKey: boolean,
     readonly keyBackend: CaSigner['backend'],
+    readonly generation = 1,
+    readonly previousIssuers: readonly CertificateAuthority[] = [],
   ) {}
 
+  get issuerId(): string {
+    return issuerIdOf(this.issuingFingerprint);
+  }
+
+  /** Root, the issuing CA, then every previous issuing CA still served: what relying parties trust. */
   get bundlePem(): string {
-    return `${this.rootCert.toString('pem')}\n${this.issuingCert.toString('pem')}\n`;
+    return [this.rootCert, this.issuingCert, ...this.previousIssuers.map((p) => p.issuingCert)]
+      .map((c) => `${c.toString('pem')}\n`)
+      .join('');
   }
 
   toString(): string {
@@ -85,8 +112,42 @@ class LoadedAuthority implements CertificateAuthority {
       keyBackend: this.keyBackend,
       root: { subject: this.rootCert.subject, fingerprint: this.rootFingerprint },
       issuing: { subject: this.issuingCert.subject, fingerprint: this.issuingFingerprint },
+      generation: this.generation,
+      previousIssuers: this.previousIssuers.map((p) => p.issuingFingerprint),
     };
   }
+}
+
+/**
+ * The active issuing CA with its generation and the previous issuing CAs still served. Every one
+ * must hang under the same root (the same root certificate); a new object is returned, signing
+ * through the same signer.
+ */
+export function withIssuerHistory(
+  active: CertificateAuthority,
+  history: { generation: number; previous: readonly CertificateAuthority[] },
+): CertificateAuthority {
+  if (!Number.isInteger(history.generation) || history.generation < 1) {
+    throw new Error('generation must be a positive integer');
+  }
+  for (const p of history.previous) {
+    if (p.rootFingerprint !== active.rootFingerprint) {
+      throw invalidError(`issuing CA ${p.issuingFingerprint} is not under the root ${active.rootFingerprint}`);
+    }
+  }
+  const ca = new LoadedAuthority(
+    active.rootCert,
+    active.issuingCert,
+    active.rootFingerprint,
+    active.issuingFingerprint,
+    active.algorithm,
+    active.hasRootKey,
+    active.keyBackend,
+    history.generation,
+    history.previous,
+  );
+  internals.set(ca, internalsOf(active));
+  return ca;
 }
 
 const invalid = <T>(message: string, details?: Record<string, unknown>): Result<T> =>
@@ -153,7 +214,14 @@ export type IssuingMaterial = KeyMaterial | { certPem: string; signer: CaSigner 
 
 export async function loadCertificateAuthority(
   m: { root: { certPem: string; keyPem?: string }; issuing: IssuingMaterial },
-  opts: { now?: Date } = {},
+  opts: {
+    now?: Date;
+    /**
+     * Load an issuing CA past its notAfter too (a previous issuing CA, to report it retired);
+     * nothing can be issued with it (profile.ts checks the window).
+     */
+    expiredIssuingOk?: boolean;
+  } = {},
 ): Promise<Result<CertificateAuthority>> {
   const now = opts.now ?? new Date();
   const root = parseCert(m.root.certPem, 'root');
@@ -181,7 +249,7 @@ export async function loadCertificateAuthority(
   ] as const) {
     const notCa = checkIsCa(cert, which);
     if (notCa) return { ok: false, error: notCa };
-    if (now.getTime() > cert.notAfter.getTime()) {
+    if (now.getTime() > cert.notAfter.getTime() && !(which === 'issuing' && opts.expiredIssuingOk === true)) {
       return invalid(`${which} certificate expired at ${cert.notAfter.toISOString()}`, { notAfter: cert.notAfter });
     }
   }

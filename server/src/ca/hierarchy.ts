@@ -192,3 +192,66 @@ async function certifyHierarchy(o: {
 
   return { root: root.toString('pem'), issuing: issuing.toString('pem') };
 }
+
+/** ub-common-name (RFC 5280 Appendix A). */
+const MAX_CN = 64;
+
+/**
+ * The next issuing CA under an existing root (issuing-CA rollover, `fleetgate ca rotate`): the
+ * root signs a certificate for `issuingSpki` through `rootSigner` (a file key or a token key, held
+ * only for this call). Same profile as the first issuing CA (certifyHierarchy); its subject names
+ * the generation ("<O> Issuing CA 2") so that no two issuing CAs of one root share a name: path
+ * builders and CRL issuer matching (RFC 5280 6.3.3 (b)) then never confuse them.
+ */
+export async function createNextIssuingCa(opts: {
+  rootCertPem: string;
+  rootSigner: CaSigner;
+  issuingSpki: Uint8Array;
+  issuingAlgorithm: CaKeyAlgorithm;
+  generation: number;
+  now: Date;
+  issuingValidityDays?: number;
+}): Promise<{ certPem: string }> {
+  if (!Number.isInteger(opts.generation) || opts.generation < 2) throw configInvalid('generation must be 2 or more');
+  const days = opts.issuingValidityDays ?? DEFAULT_ISSUING_VALIDITY_DAYS;
+  checkDays(days, 'issuingValidityDays');
+  if (!CA_KEY_ALGORITHMS.includes(opts.issuingAlgorithm)) {
+    throw configInvalid(`CA key algorithm must be one of ${CA_KEY_ALGORITHMS.join(', ')}`);
+  }
+  const root = new x509.X509Certificate(opts.rootCertPem);
+  if (opts.now.getTime() >= root.notAfter.getTime()) {
+    throw new FleetgateError('CA_MATERIAL_INVALID', `the root CA expired at ${root.notAfter.toISOString()}`);
+  }
+  const rootSki = root.getExtension(x509.SubjectKeyIdentifierExtension);
+  if (!rootSki) throw new FleetgateError('CA_MATERIAL_INVALID', 'the root certificate has no subjectKeyIdentifier');
+  const organization = new x509.Name(root.subjectName.toArrayBuffer()).getField('O')[0] ?? DEFAULT_CA_NAME;
+  const suffix = ` Issuing CA ${opts.generation}`;
+  const cn = `${organization.slice(0, MAX_CN - suffix.length).trimEnd()}${suffix}`;
+  const issuingPublicKey = await importSpki(opts.issuingSpki, opts.issuingAlgorithm);
+  const signing = signingBinding(opts.rootSigner);
+  const notBefore = new Date(opts.now.getTime() - CLOCK_SKEW_MS);
+  const notAfter = new Date(Math.min(opts.now.getTime() + days * DAY_MS, root.notAfter.getTime()));
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: randomSerial(),
+      subject: caName(organization, cn),
+      issuer: root.subjectName,
+      notBefore,
+      notAfter,
+      publicKey: issuingPublicKey,
+      signingKey: signing.key,
+      signingAlgorithm: signingAlgorithm(opts.rootSigner.algorithm),
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(
+          x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature,
+          true,
+        ),
+        await x509.SubjectKeyIdentifierExtension.create(issuingPublicKey, false, crypto),
+        new x509.AuthorityKeyIdentifierExtension(rootSki.keyId, false),
+      ],
+    },
+    signing.crypto,
+  );
+  return { certPem: cert.toString('pem') };
+}

@@ -7,8 +7,10 @@ export {
   type CaMaterial,
   type CertificateAuthority,
   type IssuingMaterial,
+  issuerIdOf,
   type KeyMaterial,
   loadCertificateAuthority,
+  withIssuerHistory,
 } from './authority.js';
 export { buildCrl, type RevokedEntry } from './crl.js';
 export {
@@ -22,6 +24,7 @@ export {
 } from './csr-policy.js';
 export {
   createCaHierarchy,
+  createNextIssuingCa,
   createSignerCaHierarchy,
   DEFAULT_CA_NAME,
   DEFAULT_ISSUING_VALIDITY_DAYS,

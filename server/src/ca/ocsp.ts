@@ -1,7 +1,13 @@
 /**
  * OCSP responder core (RFC 6960). The issuing CA answers for its own certificates and signs the
  * responses itself (section 4.2.2.2: "the CA who issued the certificate in question" is an
- * authorized responder), so no delegated responder certificate is needed.
+ * authorized responder), so no delegated responder certificate is needed. After an issuing-CA
+ * rollover the previous issuing CAs still served answer too: the CertID's issuerNameHash and
+ * issuerKeyHash (4.1.1) pick the CA, and the response is signed by that CA. A response has one
+ * signer, and no issuing CA is authorized for another's certificates, so a request naming
+ * certificates of two of our issuing CAs is answered `unauthorized` (4.2.1; RFC 5019 2.2.3):
+ * relying parties (OpenSSL, pkijs) reject a response whose signer is not authorized for every
+ * CertID in it anyway. Clients ask one request per issuer, as they do.
  *
  * Contract: any input yields a DER OCSPResponse. Bad bytes get malformedRequest (section 4.2.1),
  * a failing status lookup gets tryLater or internalError; nothing throws for input reasons.
@@ -181,7 +187,8 @@ function cacheKeyOf(req: pkijs.OCSPRequest): string {
 export async function respondOcsp(
   ca: CertificateAuthority,
   requestDer: Uint8Array,
-  lookup: (serialHex: string) => Promise<OcspCertStatus>,
+  /** The status of a certificate `issuer` (the active CA or one of its previousIssuers) signed. */
+  lookup: (serialHex: string, issuer: CertificateAuthority) => Promise<OcspCertStatus>,
   opts: {
     now: Date;
     validityMs: number;
@@ -223,22 +230,27 @@ async function build(
   ca: CertificateAuthority,
   req: pkijs.OCSPRequest,
   nonce: pkijs.Extension | null,
-  lookup: (serialHex: string) => Promise<OcspCertStatus>,
+  lookup: (serialHex: string, issuer: CertificateAuthority) => Promise<OcspCertStatus>,
   opts: { now: Date; validityMs: number },
   ticket: Extract<ReturnType<OcspResponseCache['lookup']>, { keep: unknown }> | null,
 ): Promise<Uint8Array> {
-  const inner = internalsOf(ca);
-  const issuerHashes = new Map<HashName, { name: Uint8Array; key: Uint8Array }>();
-  const hashesFor = async (hash: HashName) => {
-    let h = issuerHashes.get(hash);
+  const candidates = [ca, ...ca.previousIssuers];
+  const issuerHashes = new Map<string, { name: Uint8Array; key: Uint8Array }>();
+  const hashesFor = async (issuer: CertificateAuthority, hash: HashName) => {
+    const k = `${issuer.issuingFingerprint}/${hash}`;
+    let h = issuerHashes.get(k);
     if (!h) {
       // issuerNameHash: hash of the issuer's DN DER; issuerKeyHash: hash of the issuer's
       // subjectPublicKey BIT STRING value (4.1.1).
-      h = { name: await digest(hash, inner.issuing.subjectDer), key: await digest(hash, inner.issuing.publicKeyBits) };
-      issuerHashes.set(hash, h);
+      const parts = internalsOf(issuer).issuing;
+      h = { name: await digest(hash, parts.subjectDer), key: await digest(hash, parts.publicKeyBits) };
+      issuerHashes.set(k, h);
     }
     return h;
   };
+  /** The signer: the CA of the first CertID that names one (the active CA when none does). */
+  let responder: CertificateAuthority | null = null;
+  let mixedIssuers = false;
 
   const now = wholeSeconds(opts.now);
   const nextUpdate = wholeSeconds(new Date(opts.now.getTime() + Math.max(0, opts.validityMs)));
@@ -252,13 +264,22 @@ async function build(
       const hash = CERT_ID_HASHES[certID.hashAlgorithm.algorithmId];
       let status: OcspCertStatus = { status: 'unknown' };
       if (hash) {
-        const h = await hashesFor(hash);
-        const ours =
-          bytesEqual(toBytes(certID.issuerNameHash.valueBlock.valueHexView), h.name) &&
-          bytesEqual(toBytes(certID.issuerKeyHash.valueBlock.valueHexView), h.key);
-        if (ours) {
+        let issuer: CertificateAuthority | null = null;
+        for (const c of candidates) {
+          const h = await hashesFor(c, hash);
+          if (
+            bytesEqual(toBytes(certID.issuerNameHash.valueBlock.valueHexView), h.name) &&
+            bytesEqual(toBytes(certID.issuerKeyHash.valueBlock.valueHexView), h.key)
+          ) {
+            issuer = c;
+            break;
+          }
+        }
+        if (issuer !== null) responder ??= issuer;
+        if (issuer !== null && issuer !== responder) mixedIssuers = true;
+        if (issuer !== null && issuer === responder) {
           const serial = canonicalSerialHex(toBytes(certID.serialNumber.valueBlock.valueHexView));
-          status = await lookup(serial);
+          status = await lookup(serial, issuer);
           if (status.status !== 'unknown') knownSerials?.push(serial);
         }
       }
@@ -282,6 +303,9 @@ async function build(
     );
   }
 
+  if (mixedIssuers) return statusOnly(OCSP_RESPONSE_STATUS.unauthorized);
+  const signer = responder ?? ca;
+  const inner = internalsOf(signer);
   try {
     const tbsResponseData = new pkijs.ResponseData({
       // ResponderID byKey: SHA-1 of the responder's subjectPublicKey BIT STRING value (4.2.1).
@@ -295,10 +319,10 @@ async function build(
     const basic = new pkijs.BasicOCSPResponse({
       tbsResponseData,
       // Not required when the CA itself signs, but lets clients without the chain verify.
-      certs: [pkijs.Certificate.fromBER(toArrayBuffer(toBytes(ca.issuingCert.rawData)))],
+      certs: [pkijs.Certificate.fromBER(toArrayBuffer(toBytes(signer.issuingCert.rawData)))],
     });
-    await basic.sign(inner.signing.key, hashOf(ca.algorithm), inner.signing.engine);
-    if (ca.algorithm === 'RSA-3072') {
+    await basic.sign(inner.signing.key, hashOf(signer.algorithm), inner.signing.engine);
+    if (signer.algorithm === 'RSA-3072') {
       // RFC 4055 section 5: sha256WithRSAEncryption parameters MUST be NULL (pkijs leaves them out).
       basic.signatureAlgorithm.algorithmParams = new asn1js.Null();
     }

@@ -42,6 +42,11 @@ export interface IssuedCertificate {
   notAfter: Date;
   /** SHA-256 of the canonical form of the certified key, lower-case hex (keys.ts keyFingerprintOf). */
   keyFingerprint: string;
+  /**
+   * Fingerprint of the issuing CA certificate that signed it (which CRL and OCSP signer it
+   * belongs to); set by the enrollment use cases, which know which CA they signed with.
+   */
+  issuer?: string;
 }
 
 export interface IssueOptions {

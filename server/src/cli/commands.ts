@@ -36,12 +36,13 @@ ${envHelp}
     summary: 'print the CA bundle (root + issuing CA, PEM)',
     help: `Usage: fleetgate ca export [--issuing-only | --root-only]
 
-Prints the PEM certificates devices and clients must trust: the root CA, then the issuing CA.
-Reads them from the data dir (FLEETGATE_DATA_DIR, default ./.fleetgate); never prints keys.
+Prints the PEM certificates devices and clients must trust: the root CA, then the issuing CA
+(after \`ca rotate\`: every issuing CA not yet expired, newest first). Reads them from the data
+dir (FLEETGATE_DATA_DIR, default ./.fleetgate); never prints keys.
 
 Options:
   --root-only      only the root CA certificate
-  --issuing-only   only the issuing CA certificate
+  --issuing-only   only the issuing CA certificate(s)
 
 Example:
   npx fleetgate ca export > ca.pem
@@ -76,6 +77,45 @@ Example:
   npx fleetgate ca init --pkcs11
 `,
     load: async () => (await import('./ca-init.js')).caInitCommand,
+  },
+  {
+    path: ['ca', 'rotate'],
+    summary: 'create the next issuing CA under the same root (rollover)',
+    help: `Usage: fleetgate ca rotate [--root-key FILE]
+
+Creates the next issuing CA under the same root: a new key where the issuing keys live
+(ca/issuing-<n>.key, 0600, or the token object "<object>-<n>" with FLEETGATE_CA_KEY_URI,
+generated in the token and not extractable) and its certificate ca/issuing-<n>.crt, signed by
+the root. Servers started afterwards issue and renew from it; certificates of the earlier
+issuing CAs stay valid, trusted and answered for (CRL, OCSP) until they expire or are revoked.
+Touches the data dir and the token only. Refuses, changing nothing, on a missing or wrong root
+key, an incomplete CA or a token without the key. See docs/hsm.md.
+
+Options:
+  --root-key FILE   the root key (unencrypted PKCS#8 PEM), read for this one signature; without
+                    it: ca/root.key, else (FLEETGATE_CA_KEY_URI) the token object "<object>-root"
+
+Example:
+  npx fleetgate ca rotate --root-key /media/offline/root.key
+  # then restart every fleetgate serve on this CA
+`,
+    load: async () => (await import('./ca-rotate.js')).caRotateCommand,
+  },
+  {
+    path: ['ca', 'list'],
+    summary: 'list every issuing CA: active, previous or retired',
+    help: `Usage: fleetgate ca list [--json]
+
+Lists every issuing CA of the fleet, newest first, with its subject, serial, validity, where its
+key lives (file or the token's pkcs11: URI) and its state: active (new and renewed certificates
+come from it), previous (issues nothing; its certificates stay trusted and their CRL and OCSP
+are still answered) or retired (its last certificate has expired, or it has itself). Asks the
+running server. See docs/hsm.md.
+
+Options:
+  --json   print the list as JSON
+`,
+    load: async () => (await import('./ca-list.js')).caListCommand,
   },
   {
     path: ['token', 'create'],

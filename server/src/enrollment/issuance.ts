@@ -76,7 +76,7 @@ export async function signCertificate(
     keyAssurance: opts.keyAssurance ?? 'unattested',
   });
   if (!issued.ok) throw issued.error;
-  return issued.value;
+  return { ...issued.value, issuer: ctx.ca.issuingFingerprint };
 }
 
 /** Inserts a signed certificate (the identity row must exist: lockIdentity first). */
@@ -98,6 +98,8 @@ export async function storeCertificate(
     originIssuedAt: opts.renewedFrom ? null : opts.now,
     // Said by whoever signed it with that assurance (signCertificate's keyAssurance).
     keyAssurance: opts.keyAssurance ?? 'unattested',
+    // Which issuing CA signed it: its CRL and OCSP answers come from that CA (issuing-CA rollover).
+    issuer: cert.issuer ?? null,
   });
 }
 

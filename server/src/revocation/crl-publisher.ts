@@ -20,7 +20,7 @@ import { buildCrl, type CertificateAuthority } from '../ca/index.js';
 import type { Clock } from '../enrollment/context.js';
 import type { FailureLog } from '../enrollment/group-commit.js';
 import type { ProvisioningObserver } from '../enrollment/types.js';
-import type { Store } from '../store/types.js';
+import type { IssuerFilter, Store } from '../store/types.js';
 
 export interface PublishedCrl {
   der: Uint8Array;
@@ -54,7 +54,10 @@ export class CrlPublisher {
   constructor(
     private readonly deps: {
       store: Store;
+      /** The issuing CA whose CRL this is (RFC 5280 5.1.2.3: the CRL issuer is the certificates' issuer). */
       ca: CertificateAuthority;
+      /** Its certificates in the store; every revoked certificate when absent. */
+      issuer?: IssuerFilter | undefined;
       now: Clock;
       validityMs: number;
       observer?: ProvisioningObserver | undefined;
@@ -132,13 +135,13 @@ export class CrlPublisher {
 
   private async build(): Promise<PublishedCrl> {
     this.starts += 1;
-    const { store, ca, now, validityMs } = this.deps;
+    const { store, ca, now, validityMs, issuer } = this.deps;
     const { number, revoked, thisUpdate } = await store.transaction(async (tx) => {
       const number = await tx.nextCrlNumber();
       // Whole seconds, as in the DER (RFC 5280 times have no fractions), so what currentCrl()
       // reports is exactly what the CRL says.
       const thisUpdate = new Date(Math.floor(now().getTime() / 1000) * 1000);
-      const revoked = await tx.listRevoked({ now: thisUpdate, graceMs: validityMs });
+      const revoked = await tx.listRevoked({ now: thisUpdate, graceMs: validityMs, ...(issuer ? { issuer } : {}) });
       return { number, revoked, thisUpdate };
     });
     const nextUpdate = new Date(thisUpdate.getTime() + Math.ceil(validityMs / 1000) * 1000);

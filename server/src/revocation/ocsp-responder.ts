@@ -144,10 +144,24 @@ export class OcspCache implements OcspResponseCache {
   }
 }
 
-export function ocspLookup(store: Store): (serialHex: string) => Promise<OcspCertStatus> {
-  return async (serialHex) => {
+/**
+ * The status of a certificate by serial, as `issuer` signed it: a serial another issuing CA of
+ * the fleet signed is not this CA's to answer for (unknown). Rows from before rollover carry no
+ * issuer: the first issuing CA (generation 1) signed them.
+ */
+export function ocspLookup(
+  store: Store,
+): (
+  serialHex: string,
+  issuer?: Pick<CertificateAuthority, 'issuingFingerprint' | 'generation'>,
+) => Promise<OcspCertStatus> {
+  return async (serialHex, issuer) => {
     const cert = await store.getCertificate(serialHex.toLowerCase());
     if (!cert) return { status: 'unknown' };
+    if (issuer !== undefined) {
+      const signedBy = cert.issuer ?? (issuer.generation === 1 ? issuer.issuingFingerprint : null);
+      if (signedBy !== issuer.issuingFingerprint) return { status: 'unknown' };
+    }
     if (cert.status === 'revoked') {
       return { status: 'revoked', revokedAt: cert.revokedAt ?? cert.issuedAt, reason: cert.revocationReason ?? 0 };
     }

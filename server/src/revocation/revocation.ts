@@ -24,6 +24,7 @@ import { isSerialHex } from '../identifiers.js';
 import { assertRevocationReason } from '../revocation-reasons.js';
 import type { RevocationReason, Store } from '../store/types.js';
 import { CrlPublisher } from './crl-publisher.js';
+import { issuerFilterOf, legacyCrlIssuer } from './crl-urls.js';
 import { createOcspResponder, type OcspObserver } from './ocsp-responder.js';
 import type { RevocationService } from './types.js';
 
@@ -57,7 +58,25 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
   if (!(crlValidityMs >= 2_000) || !Number.isFinite(crlValidityMs)) {
     throw new FleetgateError('CONFIG_INVALID', 'crlValidityMs must be at least 2 seconds');
   }
-  const crl = new CrlPublisher({ store, ca, now, validityMs: crlValidityMs, observer, log: opts.log });
+  // One CRL per issuing CA served, each signed by its own CA and listing only what it signed
+  // (RFC 5280 5.1.2.3, 5.2.1); the CRL numbers come from one sequence, so each CA's still grow.
+  const crls = new Map<string, CrlPublisher>();
+  for (const issuer of [ca, ...ca.previousIssuers]) {
+    crls.set(
+      issuer.issuerId,
+      new CrlPublisher({
+        store,
+        ca: issuer,
+        issuer: issuerFilterOf(issuer),
+        now,
+        validityMs: crlValidityMs,
+        observer,
+        log: opts.log,
+      }),
+    );
+  }
+  const legacy = legacyCrlIssuer(ca);
+  const crl = crls.get(legacy.issuerId) as CrlPublisher;
   const ocsp = createOcspResponder({
     store,
     ca,
@@ -73,7 +92,7 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
   // before returning, without waiting for the event.)
   const unsubscribe = store.onEvent((ev) => {
     ocsp.invalidate(ev.type === 'revoked' ? [ev.serial] : ev.serials);
-    crl.refreshSoon();
+    for (const c of crls.values()) c.refreshSoon();
   });
 
   /** After our own commit: drop the kept OCSP answers, count, and publish the CRL before answering. */
@@ -81,7 +100,9 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
     if (serials.length === 0) return;
     ocsp.invalidate(serials);
     observer?.revoked(serials.length);
-    await crl.refresh();
+    // Which CA signed each serial is a store read away; rebuilding every served CA's CRL (one or
+    // two, a few while a rollover drains) costs less than being wrong about it.
+    await Promise.all([...crls.values()].map((c) => c.refresh()));
   }
 
   return {
@@ -176,11 +197,22 @@ export function createRevocation(opts: RevocationOptions): RevocationService {
       return crl.current();
     },
 
+    async crlOf(issuerId: string) {
+      const found = typeof issuerId === 'string' ? crls.get(issuerId.toLowerCase()) : undefined;
+      if (!found) {
+        throw new FleetgateError(
+          'NOT_FOUND',
+          `no CRL ${JSON.stringify(printable(String(issuerId), 64))}: not an issuing CA this server serves (unknown or retired)`,
+        );
+      }
+      return found.current();
+    },
+
     ocsp: ocsp.respond,
 
     async close() {
       unsubscribe();
-      await crl.close();
+      await Promise.all([...crls.values()].map((c) => c.close()));
     },
   };
 }

@@ -283,6 +283,31 @@ CREATE INDEX devices_cert_not_after_idx ON devices (cert_not_after, (id COLLATE 
 CREATE INDEX devices_cert_key_type_idx ON devices (cert_key_type, (id COLLATE "C"));
 `,
   },
+  {
+    version: 7,
+    name: 'issuing-CA rollover: every issuing CA and the issuer of each certificate (issue 18 item 3)',
+    // issuing_cas: every issuing CA of this fleet by generation (1 is the CA of ca_material
+    // 'issuing', created by the first start or `ca init`; `ca rotate` adds the next), so that a
+    // node whose data dir lacks a newer CA refuses to start instead of issuing from an old one.
+    // certificates.issuer: SHA-256 fingerprint of the issuing CA certificate that signed it (one
+    // CRL per issuing CA, RFC 5280 5.1.2.3; OCSP answers signed by the issuer, RFC 6960
+    // 4.2.2.2). Rows from before rollover existed were all signed by the first issuing CA.
+    sql: `
+CREATE TABLE issuing_cas (
+  generation integer PRIMARY KEY CHECK (generation >= 1),
+  fingerprint text NOT NULL UNIQUE,
+  subject text NOT NULL,
+  cert_pem text NOT NULL,
+  key_location text NOT NULL,
+  not_before timestamptz NOT NULL,
+  not_after timestamptz NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE certificates ADD COLUMN issuer text;
+UPDATE certificates SET issuer = (SELECT fingerprint FROM ca_material WHERE role = 'issuing');
+CREATE INDEX certificates_issuer_idx ON certificates (issuer, not_after);
+`,
+  },
 ];
 
 export const LATEST_SCHEMA_VERSION = MIGRATIONS.reduce((max, m) => Math.max(max, m.version), 0);

@@ -13,6 +13,7 @@ import type {
   DeviceRecord,
   DeviceStatus,
   IdentityKind,
+  IssuingCaRecord,
   KeyAssurance,
   OperatorCredentialRecord,
   RevocationReason,
@@ -58,7 +59,7 @@ export function mapDevice(r: Row): DeviceRecord {
 }
 
 export const CERT_COLS =
-  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from, origin_issued_at, key_assurance, key_type';
+  'serial, device_id, subject, not_before, not_after, status, revoked_at, revocation_reason, key_fingerprint, der, issued_at, renewed_from, origin_issued_at, key_assurance, key_type, issuer';
 export function mapCert(r: Row): CertificateRecord {
   return {
     serial: str(r.serial),
@@ -76,6 +77,7 @@ export function mapCert(r: Row): CertificateRecord {
     originIssuedAt: toDate(r.origin_issued_at),
     keyAssurance: str(r.key_assurance) as KeyAssurance,
     keyType: str(r.key_type),
+    issuer: strOrNull(r.issuer),
   };
 }
 
@@ -141,6 +143,21 @@ export function mapCa(r: Row): CaRecord {
     subject: str(r.subject),
     certPem: str(r.cert_pem),
     keyAlgorithm: str(r.key_algorithm),
+    notBefore: toDate(r.not_before),
+    notAfter: toDate(r.not_after),
+    createdAt: toDate(r.created_at),
+  };
+}
+
+export const ISSUING_CA_COLS =
+  'generation, fingerprint, subject, cert_pem, key_location, not_before, not_after, created_at';
+export function mapIssuingCa(r: Row): IssuingCaRecord {
+  return {
+    generation: Number(r.generation),
+    fingerprint: str(r.fingerprint),
+    subject: str(r.subject),
+    certPem: str(r.cert_pem),
+    keyLocation: str(r.key_location),
     notBefore: toDate(r.not_before),
     notAfter: toDate(r.not_after),
     createdAt: toDate(r.created_at),

@@ -31,6 +31,8 @@ import type {
   DeviceRecord,
   DeviceStatus,
   IdentityKind,
+  IssuerFilter,
+  IssuingCaRecord,
   NewAuditEvent,
   NewCertificate,
   NewToken,
@@ -68,6 +70,15 @@ class SqlOps implements StoreTx {
   }
   nextCrlNumber(): Promise<bigint> {
     return ca.nextCrlNumber(this.cx);
+  }
+  listIssuingCas(): Promise<IssuingCaRecord[]> {
+    return ca.listIssuingCas(this.cx);
+  }
+  putIssuingCa(rec: Omit<IssuingCaRecord, 'createdAt'>): Promise<void> {
+    return ca.putIssuingCa(this.cx, rec);
+  }
+  latestNotAfter(issuer: IssuerFilter): Promise<Date | null> {
+    return certificates.latestNotAfter(this.cx, issuer);
   }
 
   upsertDevice(id: string, kind: IdentityKind): Promise<DeviceRecord> {
@@ -121,6 +132,7 @@ class SqlOps implements StoreTx {
   listRevoked(opts?: {
     now?: Date;
     graceMs?: number;
+    issuer?: IssuerFilter;
   }): Promise<{ serial: string; revokedAt: Date; reason: RevocationReason; notAfter: Date }[]> {
     return certificates.listRevoked(this.cx, opts);
   }

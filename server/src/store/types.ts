@@ -69,6 +69,30 @@ export interface CaRecord {
   createdAt: Date;
 }
 
+/**
+ * One issuing CA of the fleet (issuing-CA rollover, docs/hsm.md): generation 1 is the first,
+ * each `fleetgate ca rotate` adds the next; the highest is the one that issues.
+ */
+export interface IssuingCaRecord {
+  generation: number;
+  /** SHA-256 of the certificate DER, lower-case hex. */
+  fingerprint: string;
+  subject: string;
+  certPem: string;
+  /** `file` or the key's pkcs11: URI (never a PIN). */
+  keyLocation: string;
+  notBefore: Date;
+  notAfter: Date;
+  createdAt: Date;
+}
+
+/** Which issuing CA's certificates a query means (unattributed rows: those from before rollover). */
+export interface IssuerFilter {
+  fingerprint: string;
+  /** Also rows with no recorded issuer (issued before issue 18 by the first issuing CA). */
+  includeUnattributed?: boolean;
+}
+
 export type IdentityKind = 'device' | 'service';
 /**
  * reprovisioning: revoked, then let back in by an operator with exactly one new enrollment token;
@@ -123,6 +147,8 @@ export interface CertificateRecord {
   keyAssurance: KeyAssurance;
   /** The certified key's type, read from the DER by the store (KEY_TYPE_PATTERN). */
   keyType: string;
+  /** Fingerprint of the issuing CA that signed it; null for rows from before rollover existed. */
+  issuer: string | null;
 }
 
 export interface NewCertificate {
@@ -138,6 +164,8 @@ export interface NewCertificate {
   originIssuedAt?: Date | null;
   /** Defaults to 'unattested'. */
   keyAssurance?: KeyAssurance;
+  /** Fingerprint of the issuing CA that signed it (SHA-256 of its certificate, lower-case hex). */
+  issuer?: string | null;
 }
 
 export interface TokenRecord {
@@ -256,6 +284,15 @@ export interface StoreTx {
   // CA material metadata (the keys themselves live in the data dir, 0600)
   getCa(role: CaRole): Promise<CaRecord | null>;
   putCa(rec: Omit<CaRecord, 'createdAt'>): Promise<void>;
+  /** Every issuing CA the fleet has had, by generation. */
+  listIssuingCas(): Promise<IssuingCaRecord[]>;
+  /** Records an issuing CA; a generation or fingerprint already recorded: CONFLICT. */
+  putIssuingCa(rec: Omit<IssuingCaRecord, 'createdAt'>): Promise<void>;
+  /**
+   * The latest notAfter among the certificates of an issuing CA, revoked or not (null: none).
+   * A previous issuing CA whose latest is past is retired: nothing it signed is valid any more.
+   */
+  latestNotAfter(issuer: IssuerFilter): Promise<Date | null>;
 
   // devices and services
   /** Creates the device, or returns the existing one unchanged (kind and status kept). */
@@ -306,6 +343,8 @@ export interface StoreTx {
   listRevoked(opts?: {
     now?: Date;
     graceMs?: number;
+    /** Only the certificates of this issuing CA (one CRL per issuing CA). */
+    issuer?: IssuerFilter;
   }): Promise<{ serial: string; revokedAt: Date; reason: RevocationReason; notAfter: Date }[]>;
 
   // enrollment tokens

@@ -80,7 +80,13 @@ export interface EstDeps {
 
 export function registerEstRoutes(app: FastifyInstance, deps: EstDeps): void {
   const cacerts = base64Body(
-    certsOnly([deps.ca.issuingCert.rawData, deps.ca.rootCert.rawData].map((b) => new Uint8Array(b))),
+    // RFC 7030 4.1.3: the current CA certificates; after an issuing-CA rollover that is every
+    // issuing CA still served (the active one first), so relying parties trust both.
+    certsOnly(
+      [deps.ca.issuingCert, ...deps.ca.previousIssuers.map((p) => p.issuingCert), deps.ca.rootCert].map(
+        (c) => new Uint8Array(c.rawData),
+      ),
+    ),
   );
   const csrattrs = base64Body(csrAttrsDer());
 

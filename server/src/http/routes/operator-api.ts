@@ -32,6 +32,21 @@ export interface OperatorApiDeps {
   audit: AuditService;
   /** Console sessions (cookie + CSRF token) accepted besides bearer tokens. */
   sessions?: ConsoleSessions;
+  /** Every issuing CA with its rollover state now (`fleetgate ca list`); absent: the one CA only. */
+  caIssuers?: () => Promise<IssuerStateView[]>;
+}
+
+/** One issuing CA as GET /api/v1/ca/issuers lists it (ca-bootstrap.ts IssuerState). */
+export interface IssuerStateView {
+  generation: number;
+  fingerprint: string;
+  subject: string;
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+  keyLocation: string;
+  state: 'active' | 'previous' | 'retired';
+  lastCertificateNotAfter: Date | null;
 }
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
@@ -630,6 +645,61 @@ export async function registerOperatorApi(app: FastifyInstance, deps: OperatorAp
           rootFingerprint: deps.ca.rootFingerprint,
           issuingFingerprint: deps.ca.issuingFingerprint,
         }),
+      );
+
+      // Issuing-CA rollover (docs/hsm.md): every issuing CA and whether it issues (active),
+      // is still answered for (previous) or has nothing valid left (retired).
+      api.get(
+        '/ca/issuers',
+        {
+          schema: {
+            ...tags('ca'),
+            summary: 'Every issuing CA with its rollover state',
+            response: {
+              200: Type.Object({
+                issuers: Type.Array(
+                  Type.Object({
+                    generation: Type.Integer(),
+                    fingerprint: Type.String(),
+                    subject: Type.String(),
+                    serial: Type.String(),
+                    notBefore: Type.String({ format: 'date-time' }),
+                    notAfter: Type.String({ format: 'date-time' }),
+                    keyLocation: Type.String({ description: '"file" or the key\'s pkcs11: URI' }),
+                    state: Type.Union([Type.Literal('active'), Type.Literal('previous'), Type.Literal('retired')]),
+                    lastCertificateNotAfter: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+                  }),
+                ),
+              }),
+              ...errors,
+            },
+          },
+        },
+        async () => {
+          const list = deps.caIssuers
+            ? await deps.caIssuers()
+            : [
+                {
+                  generation: deps.ca.generation,
+                  fingerprint: deps.ca.issuingFingerprint,
+                  subject: deps.ca.issuingCert.subject,
+                  serial: deps.ca.issuingCert.serialNumber.toLowerCase(),
+                  notBefore: deps.ca.issuingCert.notBefore,
+                  notAfter: deps.ca.issuingCert.notAfter,
+                  keyLocation: deps.ca.keyBackend,
+                  state: 'active' as const,
+                  lastCertificateNotAfter: null,
+                },
+              ];
+          return {
+            issuers: list.map((i) => ({
+              ...i,
+              notBefore: i.notBefore.toISOString(),
+              notAfter: i.notAfter.toISOString(),
+              lastCertificateNotAfter: i.lastCertificateNotAfter?.toISOString() ?? null,
+            })),
+          };
+        },
       );
     },
     { prefix: '/api/v1' },

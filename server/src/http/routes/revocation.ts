@@ -88,6 +88,25 @@ export function registerRevocationRoutes(
     },
   );
 
+  // One CRL per issuing CA (issuing-CA rollover): the certificates of each name this URL
+  // (revocation/crl-urls.ts); an unknown or retired issuer is NOT_FOUND.
+  // A wildcard, not a :param: a parameter longer than the router's limit would be answered 414
+  // outside the error handler, without one of our error codes.
+  app.get<{ Params: { '*': string } }>(
+    '/crl/*',
+    { schema: { tags: ['revocation'], summary: 'RFC 5280 CRL (DER) of one issuing CA, signed by that CA' } },
+    async (request, reply) => {
+      const crl = await deps.revocation.crlOf(request.params['*']);
+      return reply
+        .headers({
+          'Content-Type': 'application/pkix-crl',
+          'Cache-Control': `public, max-age=${Math.max(0, Math.floor((crl.nextUpdate.getTime() - Date.now()) / 1000 / 2))}`,
+          'Last-Modified': crl.thisUpdate.toUTCString(),
+        })
+        .send(Buffer.from(crl.der));
+    },
+  );
+
   const answer = async (der: Uint8Array) => Buffer.from(await deps.revocation.ocsp(der));
 
   /**

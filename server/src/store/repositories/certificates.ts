@@ -4,7 +4,7 @@ import { decodeCursor, KEY, micros, type Page, type PageOptions, toPage } from '
 import { CERT_COLS, mapCert, str, toDate } from '../rows.js';
 import { type Row, rethrowConstraint, sqlState } from '../sql-executor.js';
 import type { SqlContext } from '../transactions.js';
-import type { CertificateRecord, IdentityKind, NewCertificate, RevocationReason } from '../types.js';
+import type { CertificateRecord, IdentityKind, IssuerFilter, NewCertificate, RevocationReason } from '../types.js';
 
 export function insertCertificate(cx: SqlContext, cert: NewCertificate): Promise<CertificateRecord> {
   return cx.atomic(async (tx) => {
@@ -13,10 +13,10 @@ export function insertCertificate(cx: SqlContext, cert: NewCertificate): Promise
       const rows = await tx.ex.query(
         // A renewal inherits its predecessor's origin; anything else starts one now.
         `INSERT INTO certificates (serial, device_id, subject, not_before, not_after, key_fingerprint, der, renewed_from,
-           origin_issued_at, key_assurance)
+           origin_issued_at, key_assurance, issuer)
          VALUES ($1::text, $2::text, $3::text, $4::timestamptz, $5::timestamptz, $6::text, $7::bytea, $8::text,
            COALESCE($9::timestamptz, (SELECT origin_issued_at FROM certificates WHERE serial = $8::text), now()),
-           $10::text)
+           $10::text, $11::text)
          RETURNING ${CERT_COLS}, (SELECT kind FROM devices WHERE id = $2::text) AS device_kind`,
         [
           cert.serial,
@@ -29,6 +29,7 @@ export function insertCertificate(cx: SqlContext, cert: NewCertificate): Promise
           cert.renewedFrom ?? null,
           cert.originIssuedAt ?? null,
           cert.keyAssurance ?? 'unattested',
+          cert.issuer ?? null,
         ],
       );
       row = rows[0]!;
@@ -124,15 +125,16 @@ export function revokeDevice(cx: SqlContext, deviceId: string, reason: Revocatio
 
 export async function listRevoked(
   cx: SqlContext,
-  opts: { now?: Date; graceMs?: number } = {},
+  opts: { now?: Date; graceMs?: number; issuer?: IssuerFilter } = {},
 ): Promise<{ serial: string; revokedAt: Date; reason: RevocationReason; notAfter: Date }[]> {
   // "not yet past notAfter + grace" is notAfter > now - grace; without `now`, everything.
   const cutoff = opts.now ? new Date(opts.now.getTime() - Math.max(0, opts.graceMs ?? 0)) : null;
   const rows = await cx.ex.query(
     `SELECT serial, revoked_at, revocation_reason, not_after FROM certificates
      WHERE status = 'revoked' AND ($1::timestamptz IS NULL OR not_after > $1::timestamptz)
+       AND ($2::text IS NULL OR issuer = $2::text OR ($3::boolean AND issuer IS NULL))
      ORDER BY revoked_at, serial`,
-    [cutoff],
+    [cutoff, opts.issuer?.fingerprint ?? null, opts.issuer?.includeUnattributed === true],
   );
   return rows.map((r) => ({
     serial: str(r.serial),
@@ -159,4 +161,15 @@ export async function pageExpiring(
   );
   const total = await cx.ex.query(`SELECT count(*)::text AS n FROM certificates WHERE ${filter}`, [opts.before]);
   return toPage('expiring', rows, opts.limit, Number(total[0]?.n), (r) => [str(r.k_at), str(r.serial)], mapCert);
+}
+
+/** Latest notAfter among the certificates of one issuing CA, revoked or not (null: none). */
+export async function latestNotAfter(cx: SqlContext, issuer: IssuerFilter): Promise<Date | null> {
+  const rows = await cx.ex.query(
+    `SELECT max(not_after) AS latest FROM certificates
+     WHERE (issuer = $1::text OR ($2::boolean AND issuer IS NULL))`,
+    [issuer.fingerprint, issuer.includeUnattributed === true],
+  );
+  const latest = rows[0]?.latest;
+  return latest === null || latest === undefined ? null : toDate(latest);
 }
