@@ -197,8 +197,7 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
     try {
       return await verifyIssuedCertificate(der, { deviceId: this.deviceId, key, trusted: this.trusted });
     } catch (e) {
-      if (!(e instanceof CertificateVerificationError) || !/not issued by the pinned CA bundle/.test(e.message))
-        throw e;
+      if (!(e instanceof CertificateVerificationError) || e.reason !== 'issuer-unknown') throw e;
       const intermediates: x509.X509Certificate[] = [];
       for (const c of await this.est.cacerts()) {
         try {

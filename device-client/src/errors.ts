@@ -127,8 +127,14 @@ export class EnrollmentError extends DeviceClientError {
 /** The issued certificate does not chain to the pinned CA, does not hold our key, or names someone else. */
 export class CertificateVerificationError extends DeviceClientError {
   override name = 'CertificateVerificationError';
-  constructor(message: string) {
+  /**
+   * `issuer-unknown`: no certificate of the pinned bundle (or the intermediates offered) signed
+   * it, the one failure an issuing-CA rollover explains; `invalid` for every other check.
+   */
+  readonly reason: 'issuer-unknown' | 'invalid';
+  constructor(message: string, reason: 'issuer-unknown' | 'invalid' = 'invalid') {
     super('CERT_VERIFY_FAILED', message);
+    this.reason = reason;
   }
 }
 

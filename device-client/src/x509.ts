@@ -74,6 +74,7 @@ export async function verifyChain(
     if (!issuer)
       throw new CertificateVerificationError(
         `certificate "${current.subject}" was not issued by the pinned CA bundle (issuer "${current.issuer}")`,
+        'issuer-unknown',
       );
     if (sameBytes(issuer.rawData, current.rawData)) return path; // a pinned self-signed root
     path.push(issuer);

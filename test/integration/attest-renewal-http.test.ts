@@ -5,9 +5,9 @@
  * the credential and certifies the new key with the nonce, and `simplereenroll` over the same
  * mTLS gets a certificate with the tpm-attested policy (openssl x509 -text) and
  * `keyAssurance: tpm-attested` in the API. The device starts from an unattested software-key
- * certificate, since Node's TLS client signs with a key in memory; renewals from a tpm-attested
- * certificate (whose key is in the TPM) are tested at the use-case layer
- * (attest-renewal.test.ts).
+ * certificate, since this test's TLS client signs with a key in memory; renewals from a
+ * tpm-attested certificate (whose key is in the TPM) go through the device client in
+ * device-client-tpm-attest-renewal.test.ts, and at the use-case layer in attest-renewal.test.ts.
  *
  * Hostile callers of the certificate branch: a certificate this CA never issued, a revoked one,
  * no credentials, an empty Authorization header, garbage Basic credentials next to a valid

@@ -218,30 +218,36 @@ describe.runIf(openssl).each(caKeyBackends().map((b) => [b.name]))('issuing-CA r
     });
   });
 
-  it.runIf(!pkcs11)('ca rotate refuses an unfinished earlier rotate and a data dir without a CA', async () => {
-    const stray = path.join(dataDir, 'ca', 'issuing-2.key');
-    writeFileSync(stray, 'not a key\n', { mode: 0o600 });
-    try {
-      const was = caSnapshot(dataDir);
-      const r = await runCli(['ca', 'rotate', '--root-key', offlineRootKey], env);
-      expect(r.code).toBe(1);
-      expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(r.stderr).toMatch(/issuing-2\.key exists without issuing-2\.crt: a `fleetgate ca rotate` did not finish/);
-      expect(caSnapshot(dataDir)).toEqual(was);
-      // serve says the same and does not start.
-      const s = await runCli(['serve'], { ...env, FLEETGATE_API_PORT: '0', FLEETGATE_MQTT_PORT: '0' });
-      expect(s.code).not.toBe(0);
-      expect(s.stderr).toMatch(/did not finish/);
-    } finally {
-      rmSync(stray);
-    }
-    const empty = tempDir('fg-rollover-empty-');
-    const none = await runCli(['ca', 'rotate'], { FLEETGATE_DATA_DIR: empty });
-    expect(none.code).toBe(1);
-    expect(none.stderr.trim().split('\n')).toHaveLength(1);
-    expect(none.stderr).toMatch(/no CA in .*: start the server once/);
-    expect(readdirSync(empty)).toEqual([]);
-  });
+  // A stray key file is how an unfinished rotate looks with file keys; with a token the new key
+  // lives in the token (its refusals are above), so the case exists only for the file backend and
+  // is not registered at all for the token, rather than reported as skipped.
+  if (!pkcs11)
+    it('ca rotate refuses an unfinished earlier rotate and a data dir without a CA', async () => {
+      const stray = path.join(dataDir, 'ca', 'issuing-2.key');
+      writeFileSync(stray, 'not a key\n', { mode: 0o600 });
+      try {
+        const was = caSnapshot(dataDir);
+        const r = await runCli(['ca', 'rotate', '--root-key', offlineRootKey], env);
+        expect(r.code).toBe(1);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+        expect(r.stderr).toMatch(
+          /issuing-2\.key exists without issuing-2\.crt: a `fleetgate ca rotate` did not finish/,
+        );
+        expect(caSnapshot(dataDir)).toEqual(was);
+        // serve says the same and does not start.
+        const s = await runCli(['serve'], { ...env, FLEETGATE_API_PORT: '0', FLEETGATE_MQTT_PORT: '0' });
+        expect(s.code).not.toBe(0);
+        expect(s.stderr).toMatch(/did not finish/);
+      } finally {
+        rmSync(stray);
+      }
+      const empty = tempDir('fg-rollover-empty-');
+      const none = await runCli(['ca', 'rotate'], { FLEETGATE_DATA_DIR: empty });
+      expect(none.code).toBe(1);
+      expect(none.stderr.trim().split('\n')).toHaveLength(1);
+      expect(none.stderr).toMatch(/no CA in .*: start the server once/);
+      expect(readdirSync(empty)).toEqual([]);
+    });
 
   function wrongKeyFile(): string {
     const f = path.join(work, 'wrong.key');
