@@ -147,6 +147,24 @@ export const caRotateCommand: CommandImpl = {
         throw invalid(`the root key is not in ${layout.caDir} (kept offline?): pass it with --root-key FILE`);
       }
 
+      /** Certifies the next generation's key with the root and checks the pair loads as a CA. */
+      const certifyNext = async (
+        issuingSpki: Uint8Array,
+        key: { signer: CaSigner } | { keyPem: string },
+      ): Promise<string> => {
+        const { certPem } = await createNextIssuingCa({
+          rootCertPem,
+          rootSigner,
+          issuingSpki,
+          issuingAlgorithm: algorithm,
+          generation,
+          now: new Date(),
+        });
+        const check = await loadCertificateAuthority({ root: { certPem: rootCertPem }, issuing: { certPem, ...key } });
+        if (!check.ok) throw invalid(`the new issuing CA is not usable: ${check.error.message}`);
+        return certPem;
+      };
+
       // From here on something is created; every failure takes it away again.
       let certPem: string;
       let keyLocation: string;
@@ -157,19 +175,7 @@ export const caRotateCommand: CommandImpl = {
         if (t.hasKey()) throw invalid(`the token already holds a key ${formatPkcs11Uri(uri)}; refusing to replace it`);
         const spki = await t.generateKeyPair(algorithm);
         try {
-          ({ certPem } = await createNextIssuingCa({
-            rootCertPem,
-            rootSigner,
-            issuingSpki: spki,
-            issuingAlgorithm: algorithm,
-            generation,
-            now: new Date(),
-          }));
-          const check = await loadCertificateAuthority({
-            root: { certPem: rootCertPem },
-            issuing: { certPem, signer: t.signer() },
-          });
-          if (!check.ok) throw invalid(`the new issuing CA is not usable: ${check.error.message}`);
+          certPem = await certifyNext(spki, { signer: t.signer() });
           if (!(await writeNew(next.certFile, certPem, 0o644))) throw invalid(`${next.certFile} appeared meanwhile`);
         } catch (e) {
           t.destroyKeyPair();
@@ -180,16 +186,7 @@ export const caRotateCommand: CommandImpl = {
         const pair = await generateKeyPair(algorithm);
         const keyPem = await exportPkcs8Pem(pair.privateKey);
         const spki = toBytes(await subtle.exportKey('spki', pair.publicKey));
-        ({ certPem } = await createNextIssuingCa({
-          rootCertPem,
-          rootSigner,
-          issuingSpki: spki,
-          issuingAlgorithm: algorithm,
-          generation,
-          now: new Date(),
-        }));
-        const check = await loadCertificateAuthority({ root: { certPem: rootCertPem }, issuing: { certPem, keyPem } });
-        if (!check.ok) throw invalid(`the new issuing CA is not usable: ${check.error.message}`);
+        certPem = await certifyNext(spki, { keyPem });
         // Key first, then the certificate: a crash in between leaves a key without a certificate,
         // which the next start and rotate report (ca-generations.ts) instead of a CA without a key.
         if (!(await writeNew(next.keyFile, keyPem, 0o600))) throw invalid(`${next.keyFile} appeared meanwhile`);

@@ -6,6 +6,7 @@ import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { AuditService } from '../../audit/types.js';
 import type { CertificateAuthority } from '../../ca/index.js';
+import type { IssuerState } from '../../ca-bootstrap.js';
 import { parseDuration } from '../../config.js';
 import type { ConsoleSessions } from '../../console/sessions.js';
 import type { ProvisioningService, TokenView } from '../../enrollment/types.js';
@@ -36,18 +37,8 @@ export interface OperatorApiDeps {
   caIssuers?: () => Promise<IssuerStateView[]>;
 }
 
-/** One issuing CA as GET /api/v1/ca/issuers lists it (ca-bootstrap.ts IssuerState). */
-export interface IssuerStateView {
-  generation: number;
-  fingerprint: string;
-  subject: string;
-  serial: string;
-  notBefore: Date;
-  notAfter: Date;
-  keyLocation: string;
-  state: 'active' | 'previous' | 'retired';
-  lastCertificateNotAfter: Date | null;
-}
+/** One issuing CA as GET /api/v1/ca/issuers lists it. */
+export type IssuerStateView = IssuerState;
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() });
 const DeviceId = Type.String({ pattern: DEVICE_ID_SOURCE, description: 'device id' });
