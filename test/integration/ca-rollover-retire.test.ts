@@ -11,6 +11,7 @@ import path from 'node:path';
 import * as pkijs from 'pkijs';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CaListIssuer } from '../../server/src/cli/ca-list.js';
 import { runCli, tempDir } from '../helpers/cli.js';
 import {
   type Credential,
@@ -26,23 +27,11 @@ import { requireTool } from '../helpers/system-tools.js';
 
 const ready = requireTool('openssl') && (await pgAvailable());
 
-interface Listed {
-  generation: number;
-  fingerprint: string;
-  subject: string;
-  serial: string;
-  notBefore: string;
-  notAfter: string;
-  keyLocation: string;
-  state: string;
-  lastCertificateNotAfter: string | null;
-}
-
-async function caList(env: Record<string, string>): Promise<Listed[]> {
+async function caList(env: Record<string, string>): Promise<CaListIssuer[]> {
   const r = await runCli(['ca', 'list', '--json'], env);
   expect(r.stderr).toBe('');
   expect(r.code).toBe(0);
-  return JSON.parse(r.stdout) as Listed[];
+  return JSON.parse(r.stdout) as CaListIssuer[];
 }
 
 async function cacertsCount(fleet: Fleet): Promise<number> {

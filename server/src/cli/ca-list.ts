@@ -9,7 +9,8 @@ import type { CommandImpl } from './command.js';
 import { parseCommandArgs } from './command.js';
 import { colonHex, EXIT_OK, out } from './output.js';
 
-interface Issuer {
+/** One issuing CA as `fleetgate ca list --json` prints it. */
+export interface CaListIssuer {
   generation: number;
   fingerprint: string;
   subject: string;
@@ -25,7 +26,7 @@ export const caListCommand: CommandImpl = {
   async run(argv) {
     const { values } = parseCommandArgs(argv, { json: { type: 'boolean' } });
     const api = await connect();
-    const { issuers } = await api.call<{ issuers: Issuer[] }>('GET', '/api/v1/ca/issuers');
+    const { issuers } = await api.call<{ issuers: CaListIssuer[] }>('GET', '/api/v1/ca/issuers');
     if (values.json) {
       out(JSON.stringify(issuers));
       return EXIT_OK;
