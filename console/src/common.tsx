@@ -1,5 +1,6 @@
 import type { ComponentChildren } from 'preact';
-import { ApiError } from './api.js';
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, api } from './api.js';
 
 export function ErrorState(props: { error: unknown; retry?: () => void }) {
   const e = props.error;
@@ -26,3 +27,74 @@ export function Empty(props: { children: ComponentChildren }) {
 }
 
 export const when = (iso: string | null): string => (iso ? new Date(iso).toLocaleString() : '—');
+
+/** An API failure as a form shows it: the message and its code. */
+export const apiMessage = (e: unknown): string => (e instanceof ApiError ? `${e.message} (${e.code})` : String(e));
+
+/** A form's error line (nothing while there is none). */
+export function FormError(props: { text: string }) {
+  return props.text ? (
+    <p class="error" role="alert">
+      {props.text}
+    </p>
+  ) : null;
+}
+
+/** A table's column headings; `action`: a last, unlabelled column for row buttons. */
+export function ColumnHeads(props: { names: string[]; action?: boolean }) {
+  return (
+    <thead>
+      <tr>
+        {props.names.map((n) => (
+          <th key={n} scope="col">
+            {n}
+          </th>
+        ))}
+        {props.action && (
+          <th scope="col">
+            <span class="sr-only">Action</span>
+          </th>
+        )}
+      </tr>
+    </thead>
+  );
+}
+
+/** Previous (browser history) and next (`onNext`, shown while there is a next cursor) page buttons. */
+export function Pager(props: { cursor: string; nextCursor: string | null; onNext: (cursor: string) => void }) {
+  const next = props.nextCursor;
+  return (
+    <nav class="pager" aria-label="Pages">
+      {props.cursor && (
+        <button type="button" class="secondary" onClick={() => history.back()}>
+          Previous page
+        </button>
+      )}
+      {next && (
+        <button type="button" class="secondary" onClick={() => props.onNext(next)}>
+          Next page
+        </button>
+      )}
+    </nav>
+  );
+}
+
+/** GET `path` once on mount: `key`'s rows and the total; `load` fetches again. */
+export function useListing<T>(path: string, key: string) {
+  const [rows, setRows] = useState<T[] | null>(null);
+  const [total, setTotal] = useState(0);
+  const [error, setError] = useState<unknown>(null);
+  const load = () =>
+    api<{ total: number; [key: string]: unknown }>('GET', path).then(
+      (r) => {
+        setRows(r[key] as T[]);
+        setTotal(r.total);
+        setError(null);
+      },
+      (e: unknown) => setError(e),
+    );
+  useEffect(() => {
+    void load();
+  }, []);
+  return { rows, total, error, setError, load };
+}

@@ -5,6 +5,7 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api, type Session, setSession, whenSignedOut } from './api.js';
+import { FormError } from './common.js';
 import { startLive, stopLive } from './live.js';
 import { AuditPage, OperatorsPage, TokensPage } from './pages-admin.js';
 import { DevicePage, DevicesPage } from './pages-devices.js';
@@ -63,11 +64,7 @@ function SignIn(props: { notice: string; onSignedIn: (s: Session) => void }) {
         <button type="submit" disabled={busy}>
           Sign in
         </button>
-        {error && (
-          <p class="error" role="alert">
-            {error}
-          </p>
-        )}
+        <FormError text={error} />
       </form>
     </main>
   );

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, api, download, query } from './api.js';
-import { Empty, ErrorState, when } from './common.js';
+import { api, download, query } from './api.js';
+import { apiMessage, ColumnHeads, Empty, ErrorState, FormError, Pager, useListing, when } from './common.js';
 import { navigate } from './router.js';
 
 interface TokenRow {
@@ -17,8 +17,6 @@ interface Issued {
   expiresAt: string;
 }
 
-const message = (e: unknown) => (e instanceof ApiError ? `${e.message} (${e.code})` : String(e));
-
 function toCsv(rows: Issued[]): string {
   // RFC 4180: CRLF line ends; the values (ids, base64url tokens, ISO dates) need no quoting.
   return (
@@ -27,9 +25,10 @@ function toCsv(rows: Issued[]): string {
 }
 
 export function TokensPage() {
-  const [rows, setRows] = useState<TokenRow[] | null>(null);
-  const [total, setTotal] = useState(0);
-  const [error, setError] = useState<unknown>(null);
+  const { rows, total, error, setError, load } = useListing<TokenRow>(
+    `/tokens${query({ state: 'unused', limit: 100 })}`,
+    'tokens',
+  );
   const [mode, setMode] = useState<'one' | 'batch'>('batch');
   const [deviceId, setDeviceId] = useState('');
   const [prefix, setPrefix] = useState('');
@@ -37,18 +36,6 @@ export function TokensPage() {
   const [ttl, setTtl] = useState('24h');
   const [issued, setIssued] = useState<Issued[] | null>(null);
   const [formError, setFormError] = useState('');
-  const load = () =>
-    api<{ tokens: TokenRow[]; total: number }>('GET', `/tokens${query({ state: 'unused', limit: 100 })}`).then(
-      (r) => {
-        setRows(r.tokens);
-        setTotal(r.total);
-        setError(null);
-      },
-      (e: unknown) => setError(e),
-    );
-  useEffect(() => {
-    void load();
-  }, []);
   const create = async (e: Event) => {
     e.preventDefault();
     setFormError('');
@@ -59,7 +46,7 @@ export function TokensPage() {
       setIssued(r.tokens);
       void load();
     } catch (err) {
-      setFormError(message(err));
+      setFormError(apiMessage(err));
     }
   };
   const expire = async (id: string) => {
@@ -125,11 +112,7 @@ export function TokensPage() {
           <input id="token-ttl" value={ttl} onInput={(e) => setTtl((e.target as HTMLInputElement).value)} />
         </div>
         <button type="submit">Create tokens</button>
-        {formError && (
-          <p class="error" role="alert">
-            {formError}
-          </p>
-        )}
+        <FormError text={formError} />
       </form>
       {issued && (
         <div class="panel secret" role="status">
@@ -160,17 +143,7 @@ export function TokensPage() {
         <Empty>No unused token.</Empty>
       ) : (
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Device</th>
-              <th scope="col">Created</th>
-              <th scope="col">Expires</th>
-              <th scope="col">By</th>
-              <th scope="col">
-                <span class="sr-only">Action</span>
-              </th>
-            </tr>
-          </thead>
+          <ColumnHeads names={['Device', 'Created', 'Expires', 'By']} action />
           <tbody>
             {rows.map((t) => (
               <tr key={t.id}>
@@ -226,7 +199,7 @@ export function AuditPage(props: { params: URLSearchParams }) {
     try {
       setVerify(await api<Verify>('GET', '/audit/verify'));
     } catch (e) {
-      setVerifyError(message(e));
+      setVerifyError(apiMessage(e));
     }
   };
   return (
@@ -253,15 +226,7 @@ export function AuditPage(props: { params: URLSearchParams }) {
       ) : (
         <>
           <table>
-            <thead>
-              <tr>
-                <th scope="col">Seq</th>
-                <th scope="col">At</th>
-                <th scope="col">Actor</th>
-                <th scope="col">Action</th>
-                <th scope="col">Subject</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['Seq', 'At', 'Actor', 'Action', 'Subject']} />
             <tbody>
               {page.events.map((e) => (
                 <tr key={e.seq}>
@@ -274,22 +239,11 @@ export function AuditPage(props: { params: URLSearchParams }) {
               ))}
             </tbody>
           </table>
-          <nav class="pager" aria-label="Pages">
-            {cursor && (
-              <button type="button" class="secondary" onClick={() => history.back()}>
-                Previous page
-              </button>
-            )}
-            {page.nextCursor && (
-              <button
-                type="button"
-                class="secondary"
-                onClick={() => navigate(`/audit${query({ cursor: page.nextCursor })}`)}
-              >
-                Next page
-              </button>
-            )}
-          </nav>
+          <Pager
+            cursor={cursor}
+            nextCursor={page.nextCursor}
+            onNext={(next) => navigate(`/audit${query({ cursor: next })}`)}
+          />
         </>
       )}
     </section>
@@ -326,7 +280,7 @@ export function OperatorsPage() {
       setName('');
       void load();
     } catch (err) {
-      setFormError(message(err));
+      setFormError(apiMessage(err));
     }
   };
   const revoke = async (id: string) => {
@@ -335,7 +289,7 @@ export function OperatorsPage() {
       await api('DELETE', `/operators/${encodeURIComponent(id)}`);
       void load();
     } catch (err) {
-      setFormError(message(err));
+      setFormError(apiMessage(err));
     }
   };
   return (
@@ -350,11 +304,7 @@ export function OperatorsPage() {
           onInput={(e) => setName((e.target as HTMLInputElement).value)}
         />
         <button type="submit">Create operator</button>
-        {formError && (
-          <p class="error" role="alert">
-            {formError}
-          </p>
-        )}
+        <FormError text={formError} />
       </form>
       {created && (
         <div class="panel secret" role="status">
@@ -378,17 +328,7 @@ export function OperatorsPage() {
         <p class="loading">Loading…</p>
       ) : (
         <table>
-          <thead>
-            <tr>
-              <th scope="col">Name</th>
-              <th scope="col">Id</th>
-              <th scope="col">Created</th>
-              <th scope="col">Revoked</th>
-              <th scope="col">
-                <span class="sr-only">Action</span>
-              </th>
-            </tr>
-          </thead>
+          <ColumnHeads names={['Name', 'Id', 'Created', 'Revoked']} action />
           <tbody>
             {rows.map((o) => (
               <tr key={o.id}>

@@ -1,7 +1,7 @@
 import type { DeviceJson } from '@fleetgate/device-client/operator-api';
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, api, query } from './api.js';
-import { Empty, ErrorState, when } from './common.js';
+import { api, query } from './api.js';
+import { apiMessage, ColumnHeads, Empty, ErrorState, FormError, Pager, when } from './common.js';
 import { onLive } from './live.js';
 import { linkClick, navigate } from './router.js';
 
@@ -160,16 +160,7 @@ export function DevicesPage(props: { params: URLSearchParams }) {
             {page.total} matching, sorted by {SORTS.find(([v]) => v === sort)?.[1] ?? sort}
           </p>
           <table>
-            <thead>
-              <tr>
-                <th scope="col">Id</th>
-                <th scope="col">Status</th>
-                <th scope="col">Presence</th>
-                <th scope="col">Last seen</th>
-                <th scope="col">Key type</th>
-                <th scope="col">Certificate expires</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['Id', 'Status', 'Presence', 'Last seen', 'Key type', 'Certificate expires']} />
             <tbody>
               {page.devices.map((d) => (
                 <tr key={d.id}>
@@ -190,18 +181,7 @@ export function DevicesPage(props: { params: URLSearchParams }) {
               ))}
             </tbody>
           </table>
-          <nav class="pager" aria-label="Pages">
-            {cursor && (
-              <button type="button" class="secondary" onClick={() => history.back()}>
-                Previous page
-              </button>
-            )}
-            {page.nextCursor && (
-              <button type="button" class="secondary" onClick={() => go({ cursor: page.nextCursor ?? '' })}>
-                Next page
-              </button>
-            )}
-          </nav>
+          <Pager cursor={cursor} nextCursor={page.nextCursor} onNext={(next) => go({ cursor: next })} />
         </>
       )}
     </section>
@@ -267,17 +247,9 @@ export function DevicePage(props: { id: string }) {
       ) : (
         // biome-ignore lint/a11y/noNoninteractiveTabindex: a table wider than the window scrolls sideways; focusable so the keyboard can scroll it (WCAG 2.1.1, axe scrollable-region-focusable)
         <table tabIndex={0} aria-label="Certificates">
-          <thead>
-            <tr>
-              <th scope="col">Serial</th>
-              <th scope="col">Status</th>
-              <th scope="col">Key type</th>
-              <th scope="col">Valid from</th>
-              <th scope="col">Valid until</th>
-              <th scope="col">Revocation reason</th>
-              <th scope="col">Renewed from</th>
-            </tr>
-          </thead>
+          <ColumnHeads
+            names={['Serial', 'Status', 'Key type', 'Valid from', 'Valid until', 'Revocation reason', 'Renewed from']}
+          />
           <tbody>
             {(device.certificates ?? []).map((c) => (
               <tr key={c.serial}>
@@ -333,7 +305,7 @@ function RevokeForm(props: { id: string; done: () => void }) {
       setConfirm('');
       props.done();
     } catch (err) {
-      setError(err instanceof ApiError ? `${err.message} (${err.code})` : String(err));
+      setError(apiMessage(err));
     } finally {
       setBusy(false);
     }
@@ -362,11 +334,7 @@ function RevokeForm(props: { id: string; done: () => void }) {
       <button type="submit" class="danger" disabled={busy || confirm !== props.id}>
         Revoke device
       </button>
-      {error && (
-        <p class="error" role="alert">
-          {error}
-        </p>
-      )}
+      <FormError text={error} />
     </form>
   );
 }

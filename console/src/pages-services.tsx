@@ -5,9 +5,9 @@
  * the operator as actor. The key, the certificate and the CA chain are offered for download
  * until "Done, forget them" or leaving the page; nothing of them is stored anywhere.
  */
-import { useEffect, useState } from 'preact/hooks';
-import { ApiError, api, download, query } from './api.js';
-import { Empty, ErrorState, when } from './common.js';
+import { useState } from 'preact/hooks';
+import { api, download, query } from './api.js';
+import { apiMessage, ColumnHeads, Empty, ErrorState, FormError, useListing, when } from './common.js';
 
 interface ServiceRow {
   id: string;
@@ -32,28 +32,15 @@ interface Credential extends Issued {
 /** The server's service name grammar (server/src/identifiers.ts), checked here for a quick answer. */
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-const message = (e: unknown) => (e instanceof ApiError ? `${e.message} (${e.code})` : String(e));
-
 export function ServicesPage() {
-  const [rows, setRows] = useState<ServiceRow[] | null>(null);
-  const [total, setTotal] = useState(0);
-  const [error, setError] = useState<unknown>(null);
+  const { rows, total, error, load } = useListing<ServiceRow>(
+    `/devices${query({ kind: 'service', limit: 100 })}`,
+    'devices',
+  );
   const [name, setName] = useState('');
   const [busy, setBusy] = useState(false);
   const [formError, setFormError] = useState('');
   const [credential, setCredential] = useState<Credential | null>(null);
-  const load = () =>
-    api<{ devices: ServiceRow[]; total: number }>('GET', `/devices${query({ kind: 'service', limit: 100 })}`).then(
-      (r) => {
-        setRows(r.devices);
-        setTotal(r.total);
-        setError(null);
-      },
-      (e: unknown) => setError(e),
-    );
-  useEffect(() => {
-    void load();
-  }, []);
   const create = async (e: Event) => {
     e.preventDefault();
     setFormError('');
@@ -71,7 +58,7 @@ export function ServicesPage() {
       setName('');
       void load();
     } catch (err) {
-      setFormError(message(err));
+      setFormError(apiMessage(err));
     } finally {
       setBusy(false);
     }
@@ -100,11 +87,7 @@ export function ServicesPage() {
         <button type="submit" disabled={busy}>
           Create credential
         </button>
-        {formError && (
-          <p class="error" role="alert">
-            {formError}
-          </p>
-        )}
+        <FormError text={formError} />
       </form>
       {c && (
         <div class="panel secret" role="status">
@@ -153,14 +136,7 @@ export function ServicesPage() {
           <p class="muted">{total} services</p>
           {/* biome-ignore lint/a11y/noNoninteractiveTabindex: a table wider than the window scrolls sideways; focusable so the keyboard can scroll it (WCAG 2.1.1, axe scrollable-region-focusable) */}
           <table tabIndex={0} aria-label="Services">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Status</th>
-                <th scope="col">Created</th>
-                <th scope="col">Certificate expires</th>
-              </tr>
-            </thead>
+            <ColumnHeads names={['Name', 'Status', 'Created', 'Certificate expires']} />
             <tbody>
               {rows.map((r) => (
                 <tr key={r.id}>
