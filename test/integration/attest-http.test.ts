@@ -11,18 +11,17 @@
  * a software key with a token requiring attestation. The second block sends hostile input to the
  * two routes of a server with attestation off: always a 4xx with a stable code.
  */
-import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import * as asn1js from 'asn1js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ATTR_EVIDENCE, evidenceAttributeValue, POLICY_KEY_TPM_ATTESTED } from '../../server/src/attest/index.js';
+import { POLICY_KEY_TPM_ATTESTED, type Tpm2CertifyStatement } from '../../server/src/attest/index.js';
 import { attestTools, createAttestKeys, createEkAk, startTpmPair } from '../helpers/attest.js';
 import { runCli, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
 import { makeCsr } from '../helpers/csr.js';
 import { type HttpsResponse, httpsRequest } from '../helpers/https.js';
 import { OpensslDir } from '../helpers/openssl.js';
-import { activateCredential, readTpmFile as read, type SoftTpm, tpmTool as t } from '../helpers/swtpm.js';
+import { activateCredential, readTpmFile as read, type SoftTpm } from '../helpers/swtpm.js';
+import { certifyStatement, tpmCsr as signedTpmCsr } from '../helpers/tpm-csr.js';
 
 const tools = attestTools('tpm2_sign', 'tpm2_send');
 
@@ -124,64 +123,12 @@ describe.runIf(tools)('TPM attestation over HTTP (swtpm, fleetgate serve)', () =
   }
 
   /** TPM2_Certify of `key` by the AK with the nonce, as the CSR's evidence statement. */
-  const evidence = (key: KeyName, nonce: Buffer) => ({
-    keyPublic: read(a, `${key}.pub`),
-    ...a.certify(HANDLES[key], HANDLES.ak, nonce),
-  });
+  const evidence = (key: KeyName, nonce: Buffer) =>
+    certifyStatement(a, { name: key, handle: HANDLES[key] }, HANDLES.ak, nonce);
 
   /** A PKCS#10 request for `cn` whose key is TPM key `key`, signed in the TPM (tpm2_sign). */
-  function tpmCsr(cn: string, key: KeyName, statement?: ReturnType<typeof evidence>): Buffer {
-    const oid = (v: string) => new asn1js.ObjectIdentifier({ value: v });
-    const attrs = statement
-      ? [
-          new asn1js.Sequence({
-            value: [oid(ATTR_EVIDENCE), new asn1js.Set({ value: [evidenceAttributeValue(statement)] })],
-          }),
-        ]
-      : [];
-    const subject = new asn1js.Sequence({
-      value: [
-        new asn1js.Set({
-          value: [new asn1js.Sequence({ value: [oid('2.5.4.3'), new asn1js.Utf8String({ value: cn })] })],
-        }),
-      ],
-    });
-    const info = new asn1js.Sequence({
-      value: [
-        new asn1js.Integer({ value: 0 }),
-        subject,
-        asn1js.fromBER(new Uint8Array(read(a, `${key}.spki`))).result,
-        new asn1js.Constructed({ idBlock: { tagClass: 3, tagNumber: 0 }, value: attrs }),
-      ],
-    });
-    const infoDer = Buffer.from(info.toBER(false));
-    writeFileSync(path.join(a.dir, `${cn}.digest`), createHash('sha256').update(infoDer).digest());
-    const handle = `0x${HANDLES[key].toString(16)}`;
-    t(
-      a,
-      'tpm2_sign',
-      '-c',
-      handle,
-      '-g',
-      'sha256',
-      '-s',
-      'ecdsa',
-      '-d',
-      '-f',
-      'plain',
-      '-o',
-      `${cn}.sig`,
-      `${cn}.digest`,
-    );
-    const csr = new asn1js.Sequence({
-      value: [
-        asn1js.fromBER(new Uint8Array(infoDer)).result,
-        new asn1js.Sequence({ value: [oid('1.2.840.10045.4.3.2')] }),
-        new asn1js.BitString({ valueHex: new Uint8Array(read(a, `${cn}.sig`)) }),
-      ],
-    });
-    return Buffer.from(csr.toBER(false));
-  }
+  const tpmCsr = (cn: string, key: KeyName, statement?: Tpm2CertifyStatement): Buffer =>
+    signedTpmCsr(a, cn, { name: key, handle: HANDLES[key] }, statement);
 
   const enroll = (deviceId: string, token: string, csrDer: Buffer) =>
     post(api, '/.well-known/est/simpleenroll', b64(csrDer), basic(deviceId, token), 'application/pkcs10');
