@@ -4,19 +4,15 @@
  * OPENSSL_CONF preloading the pkcs11 engine, which must be set before node starts. A second
  * process on the same directory is the reboot; a third waits to be revoked.
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { pkcs11OpenSslConfig } from '../../device-client/src/index.js';
+import { DEVICE_CLIENT_DIST, type Line, runAgentProcess, stepLine as step } from './agent-process.js';
 import { REPO_ROOT, tempDir } from './cli.js';
 import type { FleetgateEnv } from './device-client-env.js';
 import { waitFor } from './wait.js';
 
 const AGENT = path.join(REPO_ROOT, 'test/fixtures/device-client/agent.mjs');
-const DIST = path.join(REPO_ROOT, 'device-client/dist/index.js');
-
-type Line = Record<string, unknown>;
 
 export interface TokenFlowOptions {
   env: FleetgateEnv;
@@ -32,10 +28,8 @@ export function agent(
   opts: TokenFlowOptions & { dir: string; caFile: string; steps: string[]; tag: string },
   onLine?: (line: Line) => void,
 ): Promise<Line[]> {
-  const conf = path.join(tempDir('fg-dc-ossl-'), 'openssl.cnf');
-  writeFileSync(conf, pkcs11OpenSslConfig());
   const cfg = {
-    dist: DIST,
+    dist: DEVICE_CLIENT_DIST,
     deviceId: opts.deviceId,
     dir: opts.dir,
     caFile: opts.caFile,
@@ -46,48 +40,15 @@ export function agent(
     tag: opts.tag,
     ...(opts.tpm ? { tpm: opts.tpm } : {}),
   };
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [AGENT, JSON.stringify(cfg)], {
-      env: { ...process.env, ...opts.childEnv, OPENSSL_CONF: conf },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const lines: Line[] = [];
-    let buf = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      buf += d;
-      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const text = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        try {
-          const line = JSON.parse(text) as Line;
-          lines.push(line);
-          onLine?.(line);
-        } catch {
-          stderr += `${text}\n`;
-        }
-      }
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(lines);
-      else
-        reject(
-          new Error(`device process failed (${code}):\n${lines.map((l) => JSON.stringify(l)).join('\n')}\n${stderr}`),
-        );
-    });
+  return runAgentProcess({
+    script: AGENT,
+    cfg,
+    env: opts.childEnv,
+    confPrefix: 'fg-dc-ossl-',
+    timeoutMs: 90_000,
+    onLine,
   });
 }
-
-const step = (lines: Line[], name: string, nth = 0): Line => {
-  const found = lines.filter((l) => l.step === name)[nth];
-  if (!found) throw new Error(`no ${name} #${nth} in ${JSON.stringify(lines)}`);
-  return found;
-};
 
 export async function runTokenFlow(opts: TokenFlowOptions): Promise<{ firstKey: unknown; renewedKey: unknown }> {
   const { env, deviceId } = opts;
