@@ -21,20 +21,23 @@
  * with good evidence works. This is the renewal from a tpm-attested certificate over HTTP that
  * attest-renewal-http.test.ts could not do (Node's TLS there signs with a key in memory).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attestTools } from '../helpers/attest.js';
 import { runCli, tempDir } from '../helpers/cli.js';
-import { type FleetgateEnv, startFleetgate } from '../helpers/device-client-env.js';
-import { httpsRequest } from '../helpers/https.js';
+import type { FleetgateEnv } from '../helpers/device-client-env.js';
 import { OpensslDir } from '../helpers/openssl.js';
 import { type SoftTpm, startSoftTpm } from '../helpers/swtpm.js';
 import { requireTool } from '../helpers/system-tools.js';
+import {
+  attestedToken as attestedTokenFor,
+  certificatesOf as certificatesOfDevice,
+  POLICY_TPM_ATTESTED,
+  startAttestFleetgate,
+} from '../helpers/tpm-attest-fleet.js';
 import { type Line, stepLine, type TpmRenewAgentOptions, tpmRenewAgent } from '../helpers/tpm-renew-agent.js';
 import { waitFor } from '../helpers/wait.js';
-
-const POLICY_TPM_ATTESTED = '2.25.127469064901324527733723878858303000103.1.1';
 
 const tools = attestTools('tpm2_send', 'tpm2_nvread', 'tpm2_evictcontrol') && requireTool('tpm2_ptool');
 
@@ -54,11 +57,7 @@ describe.runIf(tools)('device client renewal with fresh TPM evidence (swtpm, fle
 
   beforeAll(async () => {
     tpm = await startSoftTpm('fg-renew-dev', '1234', { ekCert: true });
-    const roots = path.join(tpm.dir, 'ek-roots.pem');
-    writeFileSync(roots, `${tpm.ekRootPem!}\n${tpm.ekIssuerPem!}`);
-    env = await startFleetgate({ FLEETGATE_TPM_EK_ROOTS: roots });
-    caFile = path.join(tempDir('fg-dc-renew-ca-'), 'ca.pem');
-    writeFileSync(caFile, env.bundle);
+    ({ env, caFile } = await startAttestFleetgate(tpm, 'fg-dc-renew-ca-'));
     ossl = new OpensslDir('fg-dc-renew-ossl-');
   }, 180_000);
 
@@ -68,25 +67,8 @@ describe.runIf(tools)('device client renewal with fresh TPM evidence (swtpm, fle
     ossl?.cleanup();
   });
 
-  async function attestedToken(deviceId: string): Promise<string> {
-    const r = await runCli(
-      ['token', 'create', '--device', deviceId, '--require-attestation', 'tpm', '--json'],
-      env.env,
-    );
-    expect(r.code, r.stderr).toBe(0);
-    return (JSON.parse(r.stdout) as { token: string }[])[0]!.token;
-  }
-
-  async function certificatesOf(deviceId: string): Promise<CertJson[]> {
-    const admin = readFileSync(path.join(env.env.FLEETGATE_DATA_DIR!, 'operator.token'), 'utf8').trim();
-    const r = await httpsRequest(`${env.apiUrl}/api/v1/devices/${deviceId}`, {
-      ca: env.bundle,
-      headers: { authorization: `Bearer ${admin}` },
-    });
-    if (r.status === 404) return [];
-    expect(r.status, r.body.toString()).toBe(200);
-    return r.json<{ certificates: CertJson[] }>().certificates;
-  }
+  const attestedToken = (deviceId: string) => attestedTokenFor(env, deviceId);
+  const certificatesOf = (deviceId: string) => certificatesOfDevice<CertJson>(env, deviceId);
 
   /** The labels of this device's key objects on the TPM token (private and public share one). */
   function tokenKeys(deviceId: string): string[] {

@@ -14,7 +14,7 @@
  * enrolls one attested device.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AttestationExchange, collectTpmEvidence, DeviceClient, TpmTools } from '../../device-client/src/index.js';
@@ -27,15 +27,19 @@ import {
 } from '../../server/src/attest/index.js';
 import { attestTools } from '../helpers/attest.js';
 import { type CliResult, REPO_ROOT, runBin, runCli, tempDir } from '../helpers/cli.js';
-import { type FleetgateEnv, startFleetgate } from '../helpers/device-client-env.js';
+import type { FleetgateEnv } from '../helpers/device-client-env.js';
 import { agent } from '../helpers/device-client-token-flow.js';
-import { httpsRequest } from '../helpers/https.js';
 import { OpensslDir } from '../helpers/openssl.js';
 import { readTpmFile, type SoftTpm, startSoftTpm, tpmTool } from '../helpers/swtpm.js';
 import { requireTool } from '../helpers/system-tools.js';
+import {
+  attestedToken as attestedTokenFor,
+  certificatesOf as certificatesOfDevice,
+  POLICY_TPM_ATTESTED,
+  startAttestFleetgate,
+} from '../helpers/tpm-attest-fleet.js';
 import { waitFor } from '../helpers/wait.js';
 
-const POLICY_TPM_ATTESTED = '2.25.127469064901324527733723878858303000103.1.1';
 const SIM_BIN = path.join(REPO_ROOT, 'firmware-sim/bin/fleetgate-sim.js');
 
 const tools = attestTools('tpm2_send', 'tpm2_nvread', 'tpm2_evictcontrol') && requireTool('tpm2_ptool');
@@ -55,11 +59,7 @@ describe.runIf(tools)('device client TPM attestation (swtpm + tpm2-abrmd + tpm2-
       // Not manufactured: no EK certificate in NV.
       startSoftTpm('fg-attest-bare', '1234'),
     ]);
-    const roots = path.join(tpm.dir, 'ek-roots.pem');
-    writeFileSync(roots, `${tpm.ekRootPem!}\n${tpm.ekIssuerPem!}`);
-    env = await startFleetgate({ FLEETGATE_TPM_EK_ROOTS: roots });
-    caFile = path.join(tempDir('fg-dc-attest-ca-'), 'ca.pem');
-    writeFileSync(caFile, env.bundle);
+    ({ env, caFile } = await startAttestFleetgate(tpm, 'fg-dc-attest-ca-'));
     ossl = new OpensslDir('fg-dc-attest-ossl-');
   }, 180_000);
 
@@ -70,25 +70,9 @@ describe.runIf(tools)('device client TPM attestation (swtpm + tpm2-abrmd + tpm2-
     ossl?.cleanup();
   });
 
-  async function attestedToken(deviceId: string): Promise<string> {
-    const r = await runCli(
-      ['token', 'create', '--device', deviceId, '--require-attestation', 'tpm', '--json'],
-      env.env,
-    );
-    expect(r.code, r.stderr).toBe(0);
-    return (JSON.parse(r.stdout) as { token: string }[])[0]!.token;
-  }
-
-  async function certificatesOf(deviceId: string): Promise<{ keyAssurance: string; serial: string }[]> {
-    const admin = readFileSync(path.join(env.env.FLEETGATE_DATA_DIR!, 'operator.token'), 'utf8').trim();
-    const r = await httpsRequest(`${env.apiUrl}/api/v1/devices/${deviceId}`, {
-      ca: env.bundle,
-      headers: { authorization: `Bearer ${admin}` },
-    });
-    if (r.status === 404) return [];
-    expect(r.status, r.body.toString()).toBe(200);
-    return r.json<{ certificates: { keyAssurance: string; serial: string }[] }>().certificates;
-  }
+  const attestedToken = (deviceId: string) => attestedTokenFor(env, deviceId);
+  const certificatesOf = (deviceId: string) =>
+    certificatesOfDevice<{ keyAssurance: string; serial: string }>(env, deviceId);
 
   const device = (t: SoftTpm, deviceId: string, dir: string, steps: string[], tag: string) =>
     agent({
