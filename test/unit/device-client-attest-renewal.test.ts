@@ -13,7 +13,6 @@
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import * as x509 from '@peculiar/x509';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -33,8 +32,8 @@ import {
 } from '../../device-client/src/index.js';
 import { csrParts } from '../../server/src/attest/index.js';
 import { tempDir } from '../helpers/cli.js';
+import { issueTestCert, listenLocal, type TestCa, testServerTls } from '../helpers/test-ca.js';
 
-const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 x509.cryptoProvider.set(webcrypto as never);
 
 const statement: Tpm2CertifyStatement = {
@@ -77,42 +76,20 @@ class AttestingStore implements KeyStore {
 }
 
 describe('renewal with TPM evidence (device client, no TPM)', () => {
-  let caCert: x509.X509Certificate;
-  let caKeys: webcrypto.CryptoKeyPair;
+  let ca: TestCa;
   let server: https.Server;
   let url: string;
   let answers: Record<string, { status: number; body: string }> = {};
   const seen: { path: string; hasAuthorization: boolean; peer: Buffer | undefined; body: string }[] = [];
 
   beforeAll(async () => {
-    caKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-    caCert = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: '01',
-      name: 'CN=renewal test CA',
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      keys: caKeys,
-      signingAlgorithm: ALG,
-      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
-    });
-    const leafKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-    const leaf = await x509.X509CertificateGenerator.create({
-      serialNumber: '02',
-      subject: 'CN=127.0.0.1',
-      issuer: caCert.subject,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      publicKey: leafKeys.publicKey,
-      signingKey: caKeys.privateKey,
-      signingAlgorithm: ALG,
-      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'ip', value: '127.0.0.1' }])],
-    });
-    const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', leafKeys.privateKey)).toString('base64');
+    const tls = await testServerTls('renewal test CA');
+    ca = tls.ca;
     server = https.createServer(
       {
-        cert: leaf.toString('pem'),
-        key: `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n`,
-        ca: caCert.toString('pem'),
+        cert: tls.cert,
+        key: tls.key,
+        ca: ca.cert.toString('pem'),
         requestCert: true,
         rejectUnauthorized: false,
       },
@@ -134,8 +111,7 @@ describe('renewal with TPM evidence (device client, no TPM)', () => {
         });
       },
     );
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    url = await listenLocal(server);
   });
   afterAll(async () => {
     await new Promise((resolve) => server.close(resolve));
@@ -154,23 +130,18 @@ describe('renewal with TPM evidence (device client, no TPM)', () => {
     const dir = tempDir('fg-dc-renew-unit-');
     const store = new AttestingStore(dir, behave);
     const key = await store.generate({ deviceId: 'dev-r' });
-    const cert = await x509.X509CertificateGenerator.create({
+    const cert = await issueTestCert(ca, {
       serialNumber: '0a0b0c',
       subject: 'CN=dev-r',
-      issuer: caCert.subject,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
       publicKey: key.keys.publicKey,
-      signingKey: caKeys.privateKey,
-      signingAlgorithm: ALG,
     });
     const credentials = new CredentialStore(dir);
     await credentials.init();
-    await credentials.save(credentialFrom('dev-r', cert, [caCert], key.ref));
+    await credentials.save(credentialFrom('dev-r', cert, [ca.cert], key.ref));
     const client = new DeviceClient({
       deviceId: 'dev-r',
       credentialDir: dir,
-      ca: caCert.toString('pem'),
+      ca: ca.cert.toString('pem'),
       estUrl: url,
       keyStore: store,
       estTimeoutMs: 5_000,

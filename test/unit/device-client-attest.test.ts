@@ -10,7 +10,6 @@ import 'reflect-metadata';
 import { createPublicKey, verify, webcrypto } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import * as x509 from '@peculiar/x509';
 import * as asn1js from 'asn1js';
@@ -30,8 +29,8 @@ import { certifyCommand, parseCertifyResponse } from '../../device-client/src/tp
 import { parseArgs, UsageError } from '../../firmware-sim/src/args.js';
 import { csrParts, mayCarryEvidence, ATTR_EVIDENCE as SERVER_ATTR_EVIDENCE } from '../../server/src/attest/index.js';
 import { tempDir } from '../helpers/cli.js';
+import { listenLocal, testServerTls } from '../helpers/test-ca.js';
 
-const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 x509.cryptoProvider.set(webcrypto as never);
 
 const statement = {
@@ -256,46 +255,20 @@ describe('attestation exchange against a hostile EST server', () => {
   const seen: { path: string; auth: string | undefined; type: string | undefined; body: string }[] = [];
 
   beforeAll(async () => {
-    const caKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-    const caCert = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: '01',
-      name: 'CN=hostile test CA',
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      keys: caKeys,
-      signingAlgorithm: ALG,
-      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+    const tls = await testServerTls('hostile test CA');
+    ca = tls.ca.cert.toString('pem');
+    server = https.createServer({ cert: tls.cert, key: tls.key }, (req, res) => {
+      let body = '';
+      req.on('data', (d) => {
+        body += d;
+      });
+      req.on('end', () => {
+        seen.push({ path: req.url ?? '', auth: req.headers.authorization, type: req.headers['content-type'], body });
+        res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json' });
+        res.end(answer.body);
+      });
     });
-    const leafKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
-    const leaf = await x509.X509CertificateGenerator.create({
-      serialNumber: '02',
-      subject: 'CN=127.0.0.1',
-      issuer: caCert.subject,
-      notBefore: new Date(Date.now() - 60_000),
-      notAfter: new Date(Date.now() + 86_400_000),
-      publicKey: leafKeys.publicKey,
-      signingKey: caKeys.privateKey,
-      signingAlgorithm: ALG,
-      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'ip', value: '127.0.0.1' }])],
-    });
-    const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', leafKeys.privateKey)).toString('base64');
-    ca = caCert.toString('pem');
-    server = https.createServer(
-      { cert: leaf.toString('pem'), key: `-----BEGIN PRIVATE KEY-----\n${pkcs8}\n-----END PRIVATE KEY-----\n` },
-      (req, res) => {
-        let body = '';
-        req.on('data', (d) => {
-          body += d;
-        });
-        req.on('end', () => {
-          seen.push({ path: req.url ?? '', auth: req.headers.authorization, type: req.headers['content-type'], body });
-          res.writeHead(answer.status, { 'content-type': answer.type ?? 'application/json' });
-          res.end(answer.body);
-        });
-      },
-    );
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    url = await listenLocal(server);
   });
   afterAll(async () => {
     await new Promise((resolve) => server.close(resolve));
