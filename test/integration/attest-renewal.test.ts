@@ -74,6 +74,28 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     return (await steps.renewalActivate({ clientCertDer: cert, challengeId: c.challengeId, secret: secret! })).nonce;
   }
 
+  /** A CSR for `cn` whose key is `k`, with TPM2_Certify of `certified` (default `k`) by the AK over `nonce`. */
+  const attestedCsr = (cn: string, k: TpmKey, nonce: Uint8Array, certified: TpmKey = k) =>
+    tpmCsr(a, cn, k, certifyStatement(a, certified, AK, nonce));
+
+  /** A renewal presenting `clientCertDer` with an attested CSR (attestedCsr). */
+  const renewAttested = (clientCertDer: Uint8Array, cn: string, k: TpmKey, nonce: Uint8Array, certified: TpmKey = k) =>
+    provisioning.reenroll({ clientCertDer, csr: attestedCsr(cn, k, nonce, certified) });
+
+  /** The use cases on the harness, with `attestation` or without it (attestation off). */
+  const provisioningWith = (attestation?: AttestationService) =>
+    createProvisioning({
+      store: h.store,
+      ca: h.ca,
+      audit: h.audit,
+      now: h.clock.now,
+      certValidityDays: CERT_VALIDITY_DAYS,
+      tokenTtlMs: TOKEN_TTL_MS,
+      ...URLS,
+      allowKeyReuse: false,
+      ...(attestation ? { attestation } : {}),
+    });
+
   const countOf = async (id: string) => (await h.store.listCertificates(id)).length;
 
   /** A tpm-attested first certificate: a token requiring attestation, the enrollment steps, TPM key `k`. */
@@ -86,7 +108,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     const r = await provisioning.enroll({
       deviceId: id,
       token,
-      csr: tpmCsr(a, id, k, certifyStatement(a, k, AK, nonce)),
+      csr: attestedCsr(id, k, nonce),
     });
     expect((await h.store.getCertificate(r.certificate.serial))?.keyAssurance).toBe('tpm-attested');
     return r.certificate.der;
@@ -103,17 +125,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
       roots: parseEkRoots(`${a.ekRootPem!}\n${a.ekIssuerPem!}`),
       pending: h.store,
     });
-    provisioning = createProvisioning({
-      store: h.store,
-      ca: h.ca,
-      audit: h.audit,
-      now: h.clock.now,
-      certValidityDays: CERT_VALIDITY_DAYS,
-      tokenTtlMs: TOKEN_TTL_MS,
-      ...URLS,
-      allowKeyReuse: false,
-      attestation: service,
-    });
+    provisioning = provisioningWith(service);
     steps = createAttestationSteps({ store: h.store, service, now: h.clock.now });
     ossl = new OpensslDir('fg-attest-renew-ossl-');
   }, 180_000);
@@ -129,10 +141,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     const first = await enrollAttested('rn-ok', key('ok1'));
     const nonce = await renewalNonce(first, 'rn-ok');
     const k2 = key('ok2');
-    const r = await provisioning.reenroll({
-      clientCertDer: first,
-      csr: tpmCsr(a, 'rn-ok', k2, certifyStatement(a, k2, AK, nonce)),
-    });
+    const r = await renewAttested(first, 'rn-ok', k2, nonce);
     ossl.write('rn-ok.pem', r.certificate.pem);
     const text = ossl.ok(['x509', '-in', 'rn-ok.pem', '-noout', '-text']).stdout;
     expect(/X509v3 Certificate Policies: ?\n\s+Policy: (\S+)\n/.exec(text)?.[1]).toBe(POLICY_KEY_TPM_ATTESTED);
@@ -153,10 +162,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     // And again from the renewed certificate (its key is in the TPM too): the chain stays attested.
     const nonce2 = await renewalNonce(r.certificate.der, 'rn-ok-2');
     const k3 = key('ok3');
-    const r2 = await provisioning.reenroll({
-      clientCertDer: r.certificate.der,
-      csr: tpmCsr(a, 'rn-ok', k3, certifyStatement(a, k3, AK, nonce2)),
-    });
+    const r2 = await renewAttested(r.certificate.der, 'rn-ok', k3, nonce2);
     expect((await h.store.getCertificate(r2.certificate.serial))?.keyAssurance).toBe('tpm-attested');
   });
 
@@ -183,13 +189,10 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     const first = await enrollAttested('rn-replay', key('rp1'));
     const nonce = await renewalNonce(first, 'rn-replay');
     const k2 = key('rp2');
-    const r = await provisioning.reenroll({
-      clientCertDer: first,
-      csr: tpmCsr(a, 'rn-replay', k2, certifyStatement(a, k2, AK, nonce)),
-    });
+    const r = await renewAttested(first, 'rn-replay', k2, nonce);
     // The spent nonce again, for a new key, from the new certificate and from the old one.
     const k3 = key('rp3');
-    const replay = tpmCsr(a, 'rn-replay', k3, certifyStatement(a, k3, AK, nonce));
+    const replay = attestedCsr('rn-replay', k3, nonce);
     await rejectsWith(
       provisioning.reenroll({ clientCertDer: r.certificate.der, csr: replay }),
       'TPM_CHALLENGE_INVALID',
@@ -198,7 +201,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     // A nonce handed to the holder of one certificate does not serve a renewal presenting another
     // (here: the device's older, still valid one). Refused, and the nonce stays usable.
     const fresh = await renewalNonce(r.certificate.der, 'rn-replay-2');
-    const other = tpmCsr(a, 'rn-replay', k3, certifyStatement(a, k3, AK, fresh));
+    const other = attestedCsr('rn-replay', k3, fresh);
     await rejectsWith(provisioning.reenroll({ clientCertDer: first, csr: other }), 'TPM_CHALLENGE_INVALID');
     const ok = await provisioning.reenroll({ clientCertDer: r.certificate.der, csr: other });
     expect((await h.store.getCertificate(ok.certificate.serial))?.keyAssurance).toBe('tpm-attested');
@@ -211,13 +214,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     // The other device's renewal nonce.
     const theirs = await renewalNonce(second, 'rn-bind-theirs');
     const k3 = key('bd3');
-    await rejectsWith(
-      provisioning.reenroll({
-        clientCertDer: first,
-        csr: tpmCsr(a, 'rn-bind', k3, certifyStatement(a, k3, AK, theirs)),
-      }),
-      'TPM_CHALLENGE_INVALID',
-    );
+    await rejectsWith(renewAttested(first, 'rn-bind', k3, theirs), 'TPM_CHALLENGE_INVALID');
     // A nonce from the token flow (bound to a token's hash, not to a certificate).
     const [tok] = await provisioning.createTokens({ deviceIds: ['rn-bind'] }, { actor: OPERATOR });
     const c = await steps.challenge({ deviceId: 'rn-bind', token: tok!.token, ...challengeBody() });
@@ -228,13 +225,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
       challengeId: c.challengeId,
       secret: secret!,
     });
-    await rejectsWith(
-      provisioning.reenroll({
-        clientCertDer: first,
-        csr: tpmCsr(a, 'rn-bind', k3, certifyStatement(a, k3, AK, nonce)),
-      }),
-      'TPM_CHALLENGE_INVALID',
-    );
+    await rejectsWith(renewAttested(first, 'rn-bind', k3, nonce), 'TPM_CHALLENGE_INVALID');
     expect(await countOf('rn-bind')).toBe(1);
   });
 
@@ -242,13 +233,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     const first = await enrollAttested('rn-mismatch', key('mm1'));
     const nonce = await renewalNonce(first, 'rn-mismatch');
     const [k2, k3] = [key('mm2'), key('mm3')];
-    await rejectsWith(
-      provisioning.reenroll({
-        clientCertDer: first,
-        csr: tpmCsr(a, 'rn-mismatch', k2, certifyStatement(a, k3, AK, nonce)),
-      }),
-      'TPM_KEY_MISMATCH',
-    );
+    await rejectsWith(renewAttested(first, 'rn-mismatch', k2, nonce, k3), 'TPM_KEY_MISMATCH');
     expect(await countOf('rn-mismatch')).toBe(1);
   });
 
@@ -278,10 +263,7 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     expect(ossl.ok(['x509', '-in', 'rn-soft.pem', '-noout', '-text']).stdout).not.toContain('Certificate Policies');
     const nonce = await renewalNonce(plain.certificate.der, 'rn-soft');
     const k = key('soft-up');
-    const up = await provisioning.reenroll({
-      clientCertDer: plain.certificate.der,
-      csr: tpmCsr(a, 'rn-soft', k, certifyStatement(a, k, AK, nonce)),
-    });
+    const up = await renewAttested(plain.certificate.der, 'rn-soft', k, nonce);
     expect((await h.store.getCertificate(up.certificate.serial))?.keyAssurance).toBe('tpm-attested');
   });
 
@@ -289,28 +271,16 @@ describe.runIf(tools)('renewal with fresh TPM evidence (use cases, swtpm)', () =
     const first = await enrollAttested('rn-off', key('off1'));
     const nonce = await renewalNonce(first, 'rn-off');
     // The same store and CA, no manufacturer CAs configured (FLEETGATE_TPM_EK_ROOTS unset).
-    const off = createProvisioning({
-      store: h.store,
-      ca: h.ca,
-      audit: h.audit,
-      now: h.clock.now,
-      certValidityDays: CERT_VALIDITY_DAYS,
-      tokenTtlMs: TOKEN_TTL_MS,
-      ...URLS,
-      allowKeyReuse: false,
-    });
+    const off = provisioningWith();
     const k2 = key('off2');
     await rejectsWith(
-      off.reenroll({ clientCertDer: first, csr: tpmCsr(a, 'rn-off', k2, certifyStatement(a, k2, AK, nonce)) }),
+      off.reenroll({ clientCertDer: first, csr: attestedCsr('rn-off', k2, nonce) }),
       'TPM_EK_UNTRUSTED',
     );
     await rejectsWith(off.reenroll({ clientCertDer: first, csr: tpmCsr(a, 'rn-off', k2) }), 'ATTESTATION_REQUIRED');
     expect(await countOf('rn-off')).toBe(1);
     // The refused renewals left the nonce unspent: with attestation on it still serves.
-    const ok = await provisioning.reenroll({
-      clientCertDer: first,
-      csr: tpmCsr(a, 'rn-off', k2, certifyStatement(a, k2, AK, nonce)),
-    });
+    const ok = await renewAttested(first, 'rn-off', k2, nonce);
     expect((await h.store.getCertificate(ok.certificate.serial))?.keyAssurance).toBe('tpm-attested');
   });
 
