@@ -9,11 +9,33 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pkcs11OpenSslConfig } from '../../device-client/src/index.js';
 import { REPO_ROOT, tempDir } from './cli.js';
+import type { FleetgateEnv } from './device-client-env.js';
 
 /** The compiled device-client the fixtures import. */
 export const DEVICE_CLIENT_DIST = path.join(REPO_ROOT, 'device-client/dist/index.js');
 
 export type Line = Record<string, unknown>;
+
+/** What every fixture's config holds: the library, the device, its directory, the CA file, the URLs, the steps. */
+export function agentConfig(opts: {
+  env: FleetgateEnv;
+  deviceId: string;
+  dir: string;
+  caFile: string;
+  steps: string[];
+  tag: string;
+}): Record<string, unknown> {
+  return {
+    dist: DEVICE_CLIENT_DIST,
+    deviceId: opts.deviceId,
+    dir: opts.dir,
+    caFile: opts.caFile,
+    estUrl: opts.env.apiUrl,
+    mqttUrl: opts.env.mqttUrl,
+    steps: opts.steps,
+    tag: opts.tag,
+  };
+}
 
 export interface AgentProcessOptions {
   /** The fixture script. */

@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { DEVICE_CLIENT_DIST, type Line, runAgentProcess, stepLine as step } from './agent-process.js';
+import { agentConfig, type Line, runAgentProcess, stepLine as step } from './agent-process.js';
 import { REPO_ROOT, tempDir } from './cli.js';
 import type { FleetgateEnv } from './device-client-env.js';
 import { waitFor } from './wait.js';
@@ -28,18 +28,7 @@ export function agent(
   opts: TokenFlowOptions & { dir: string; caFile: string; steps: string[]; tag: string },
   onLine?: (line: Line) => void,
 ): Promise<Line[]> {
-  const cfg = {
-    dist: DEVICE_CLIENT_DIST,
-    deviceId: opts.deviceId,
-    dir: opts.dir,
-    caFile: opts.caFile,
-    estUrl: opts.env.apiUrl,
-    mqttUrl: opts.env.mqttUrl,
-    pkcs11: opts.pkcs11,
-    steps: opts.steps,
-    tag: opts.tag,
-    ...(opts.tpm ? { tpm: opts.tpm } : {}),
-  };
+  const cfg = { ...agentConfig(opts), pkcs11: opts.pkcs11, ...(opts.tpm ? { tpm: opts.tpm } : {}) };
   return runAgentProcess({
     script: AGENT,
     cfg,

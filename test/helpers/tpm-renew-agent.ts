@@ -4,7 +4,7 @@
  * rejects with every line and its stderr otherwise.
  */
 import path from 'node:path';
-import { DEVICE_CLIENT_DIST, type Line, runAgentProcess } from './agent-process.js';
+import { agentConfig, type Line, runAgentProcess } from './agent-process.js';
 import { REPO_ROOT } from './cli.js';
 import type { FleetgateEnv } from './device-client-env.js';
 import type { SoftTpm } from './swtpm.js';
@@ -30,16 +30,9 @@ export interface TpmRenewAgentOptions {
 export function tpmRenewAgent(opts: TpmRenewAgentOptions): Promise<Line[]> {
   const t = opts.tpm;
   const cfg = {
-    dist: DEVICE_CLIENT_DIST,
-    deviceId: opts.deviceId,
-    dir: opts.dir,
-    caFile: opts.caFile,
-    estUrl: opts.env.apiUrl,
-    mqttUrl: opts.env.mqttUrl,
+    ...agentConfig(opts),
     pkcs11: { module: t.module, token: t.token, pin: t.pin },
     tpm: { attest: opts.attest ?? true, tcti: t.env.TPM2TOOLS_TCTI, store: t.env.TPM2_PKCS11_STORE },
-    steps: opts.steps,
-    tag: opts.tag,
     autoRenew: opts.autoRenew ?? false,
   };
   return runAgentProcess({ script: AGENT, cfg, env: t.env, confPrefix: 'fg-dc-renew-ossl-', timeoutMs: 150_000 });
