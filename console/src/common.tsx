@@ -1,4 +1,4 @@
-import type { ComponentChildren } from 'preact';
+import type { ComponentChildren, InputHTMLAttributes } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api } from './api.js';
 
@@ -97,4 +97,47 @@ export function useListing<T>(path: string, key: string) {
     void load();
   }, []);
   return { rows, total, error, setError, load };
+}
+
+/** An audit event as GET /api/v1/audit lists it. */
+export interface AuditEvent {
+  seq: number;
+  at: string;
+  actor: string;
+  action: string;
+  subject: string | null;
+  details: Record<string, unknown>;
+}
+
+/** A labelled text input in its own block; `onValue` gets what is typed. */
+export function TextField(props: {
+  id: string;
+  label: string;
+  value: string;
+  onValue: (value: string) => void;
+  name?: string;
+  type?: 'text' | 'number';
+  min?: number;
+  max?: number;
+  required?: boolean;
+  autoComplete?: string;
+}) {
+  const { id, label, value, onValue, ...rest } = props;
+  // The optional attributes as given (the union of input types in Preact's JSX cannot narrow them).
+  const attrs = rest as InputHTMLAttributes<HTMLInputElement>;
+  return (
+    <div>
+      <label for={id}>{label}</label>
+      <input id={id} {...attrs} value={value} onInput={(e) => onValue((e.target as HTMLInputElement).value)} />
+    </div>
+  );
+}
+
+/** A table row's action button; `label` names it for screen readers (the row's subject in it). */
+export function RowAction(props: { label: string; onClick: () => void; children: ComponentChildren }) {
+  return (
+    <button type="button" class="secondary" onClick={props.onClick} aria-label={props.label}>
+      {props.children}
+    </button>
+  );
 }

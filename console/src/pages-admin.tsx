@@ -1,6 +1,18 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, download, query } from './api.js';
-import { apiMessage, ColumnHeads, Empty, ErrorState, FormError, Pager, useListing, when } from './common.js';
+import {
+  type AuditEvent,
+  apiMessage,
+  ColumnHeads,
+  Empty,
+  ErrorState,
+  FormError,
+  Pager,
+  RowAction,
+  TextField,
+  useListing,
+  when,
+} from './common.js';
 import { navigate } from './router.js';
 
 interface TokenRow {
@@ -73,44 +85,23 @@ export function TokensPage() {
           </label>
         </fieldset>
         {mode === 'one' ? (
-          <div>
-            <label for="token-device">Device id</label>
-            <input
-              id="token-device"
-              required
-              value={deviceId}
-              onInput={(e) => setDeviceId((e.target as HTMLInputElement).value)}
-            />
-          </div>
+          <TextField id="token-device" label="Device id" required value={deviceId} onValue={setDeviceId} />
         ) : (
           <div class="row">
-            <div>
-              <label for="token-prefix">Id prefix</label>
-              <input
-                id="token-prefix"
-                required
-                value={prefix}
-                onInput={(e) => setPrefix((e.target as HTMLInputElement).value)}
-              />
-            </div>
-            <div>
-              <label for="token-count">How many</label>
-              <input
-                id="token-count"
-                type="number"
-                min={1}
-                max={10000}
-                required
-                value={count}
-                onInput={(e) => setCount((e.target as HTMLInputElement).value)}
-              />
-            </div>
+            <TextField id="token-prefix" label="Id prefix" required value={prefix} onValue={setPrefix} />
+            <TextField
+              id="token-count"
+              label="How many"
+              type="number"
+              min={1}
+              max={10000}
+              required
+              value={count}
+              onValue={setCount}
+            />
           </div>
         )}
-        <div>
-          <label for="token-ttl">Valid for</label>
-          <input id="token-ttl" value={ttl} onInput={(e) => setTtl((e.target as HTMLInputElement).value)} />
-        </div>
+        <TextField id="token-ttl" label="Valid for" value={ttl} onValue={setTtl} />
         <button type="submit">Create tokens</button>
         <FormError text={formError} />
       </form>
@@ -152,14 +143,9 @@ export function TokensPage() {
                 <td>{when(t.expiresAt)}</td>
                 <td>{t.createdBy}</td>
                 <td>
-                  <button
-                    type="button"
-                    class="secondary"
-                    onClick={() => expire(t.id)}
-                    aria-label={`Expire token for ${t.deviceId}`}
-                  >
+                  <RowAction label={`Expire token for ${t.deviceId}`} onClick={() => expire(t.id)}>
                     Expire
-                  </button>
+                  </RowAction>
                 </td>
               </tr>
             ))}
@@ -170,13 +156,6 @@ export function TokensPage() {
   );
 }
 
-interface AuditEvent {
-  seq: number;
-  at: string;
-  actor: string;
-  action: string;
-  subject: string | null;
-}
 type Verify = { ok: boolean; count: number; brokenAtSeq?: number; reason?: string };
 
 export function AuditPage(props: { params: URLSearchParams }) {
@@ -340,14 +319,9 @@ export function OperatorsPage() {
                 <td>{when(o.revokedAt)}</td>
                 <td>
                   {!o.revokedAt && (
-                    <button
-                      type="button"
-                      class="secondary"
-                      onClick={() => revoke(o.id)}
-                      aria-label={`Revoke operator ${o.name}`}
-                    >
+                    <RowAction label={`Revoke operator ${o.name}`} onClick={() => revoke(o.id)}>
                       Revoke
-                    </button>
+                    </RowAction>
                   )}
                 </td>
               </tr>

@@ -1,7 +1,17 @@
 import type { DeviceJson } from '@fleetgate/device-client/operator-api';
 import { useEffect, useState } from 'preact/hooks';
 import { api, query } from './api.js';
-import { apiMessage, ColumnHeads, Empty, ErrorState, FormError, Pager, when } from './common.js';
+import {
+  type AuditEvent,
+  apiMessage,
+  ColumnHeads,
+  Empty,
+  ErrorState,
+  FormError,
+  Pager,
+  TextField,
+  when,
+} from './common.js';
 import { onLive } from './live.js';
 import { linkClick, navigate } from './router.js';
 
@@ -18,7 +28,15 @@ interface DevicePage {
   nextCursor: string | null;
 }
 
-const STATUSES = ['', 'active', 'revoked', 'reprovisioning', 'decommissioned'];
+const STATUS_OPTIONS = ['', 'active', 'revoked', 'reprovisioning', 'decommissioned'].map((s): [string, string] => [
+  s,
+  s || 'any',
+]);
+const PRESENCES: [string, string][] = [
+  ['', 'any'],
+  ['true', 'online'],
+  ['false', 'offline'],
+];
 /** The key types the server recognises (GET /api/v1/devices?keyType=, docs/console.md). */
 const KEY_TYPES: [string, string][] = [
   ['', 'any'],
@@ -41,6 +59,32 @@ const SORTS: [string, string][] = [
   ['certNotAfter', 'certificate expiry, soonest first'],
   ['-certNotAfter', 'certificate expiry, latest first'],
 ];
+
+/** A filter whose id is its URL parameter: picking an option navigates with it. */
+function Filter(props: {
+  id: string;
+  label: string;
+  value: string;
+  options: [string, string][];
+  onPick: (next: Record<string, string>) => void;
+}) {
+  return (
+    <div>
+      <label for={props.id}>{props.label}</label>
+      <select
+        id={props.id}
+        value={props.value}
+        onChange={(e) => props.onPick({ [props.id]: (e.target as HTMLSelectElement).value })}
+      >
+        {props.options.map(([v, label]) => (
+          <option key={v} value={v}>
+            {label}
+          </option>
+        ))}
+      </select>
+    </div>
+  );
+}
 
 /** Search, filters and the page cursor live in the URL, so back/forward and links restore them. */
 export function DevicesPage(props: { params: URLSearchParams }) {
@@ -99,53 +143,11 @@ export function DevicesPage(props: { params: URLSearchParams }) {
           go({ prefix: text.trim() });
         }}
       >
-        <div>
-          <label for="prefix">Device id starts with</label>
-          <input
-            id="prefix"
-            name="prefix"
-            value={text}
-            onInput={(e) => setText((e.target as HTMLInputElement).value)}
-          />
-        </div>
-        <div>
-          <label for="status">Status</label>
-          <select id="status" value={status} onChange={(e) => go({ status: (e.target as HTMLSelectElement).value })}>
-            {STATUSES.map((s) => (
-              <option key={s} value={s}>
-                {s || 'any'}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div>
-          <label for="online">Presence</label>
-          <select id="online" value={online} onChange={(e) => go({ online: (e.target as HTMLSelectElement).value })}>
-            <option value="">any</option>
-            <option value="true">online</option>
-            <option value="false">offline</option>
-          </select>
-        </div>
-        <div>
-          <label for="keyType">Key type</label>
-          <select id="keyType" value={keyType} onChange={(e) => go({ keyType: (e.target as HTMLSelectElement).value })}>
-            {KEY_TYPES.map(([v, label]) => (
-              <option key={v} value={v}>
-                {label}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div>
-          <label for="sort">Sort by</label>
-          <select id="sort" value={sort} onChange={(e) => go({ sort: (e.target as HTMLSelectElement).value })}>
-            {SORTS.map(([v, label]) => (
-              <option key={v} value={v}>
-                {label}
-              </option>
-            ))}
-          </select>
-        </div>
+        <TextField id="prefix" label="Device id starts with" name="prefix" value={text} onValue={setText} />
+        <Filter id="status" label="Status" value={status} options={STATUS_OPTIONS} onPick={go} />
+        <Filter id="online" label="Presence" value={online} options={PRESENCES} onPick={go} />
+        <Filter id="keyType" label="Key type" value={keyType} options={KEY_TYPES} onPick={go} />
+        <Filter id="sort" label="Sort by" value={sort} options={SORTS} onPick={go} />
         <button type="submit">Search</button>
       </form>
       {error ? (
@@ -186,15 +188,6 @@ export function DevicesPage(props: { params: URLSearchParams }) {
       )}
     </section>
   );
-}
-
-interface AuditEvent {
-  seq: number;
-  at: string;
-  actor: string;
-  action: string;
-  subject: string | null;
-  details: Record<string, unknown>;
 }
 
 export function DevicePage(props: { id: string }) {

@@ -7,7 +7,7 @@
  */
 import { useState } from 'preact/hooks';
 import { api, download, query } from './api.js';
-import { apiMessage, ColumnHeads, Empty, ErrorState, FormError, useListing, when } from './common.js';
+import { apiMessage, ColumnHeads, Empty, ErrorState, FormError, TextField, useListing, when } from './common.js';
 
 interface ServiceRow {
   id: string;
@@ -74,16 +74,7 @@ export function ServicesPage() {
           and the CA chain are offered for download once: keep them on the service's machine. (From a shell on that
           machine: <code>fleetgate service create NAME --out DIR</code>.)
         </p>
-        <div>
-          <label for="service-name">Service name</label>
-          <input
-            id="service-name"
-            required
-            autoComplete="off"
-            value={name}
-            onInput={(e) => setName((e.target as HTMLInputElement).value)}
-          />
-        </div>
+        <TextField id="service-name" label="Service name" required autoComplete="off" value={name} onValue={setName} />
         <button type="submit" disabled={busy}>
           Create credential
         </button>
