@@ -332,9 +332,17 @@ export function publishPacket(topic: string, payload: Buffer | string): Buffer {
  * connection ends without a CONNACK.
  */
 export function connectOutcome(fleet: Fleet, cred: Credential, extra: MqttExtra = {}): Promise<number | string> {
+  return mqttOutcome(() => mqtt.connect(mqttOptions(fleet, cred, extra)));
+}
+
+/** How the broker answers the CONNECT of the client `connect` makes (MQTT.js), as connectOutcome. */
+export function mqttOutcome(connect: () => MqttClient): Promise<number | string> {
   return new Promise((resolve) => {
-    const c = mqtt.connect(mqttOptions(fleet, cred, extra));
+    const c = connect();
+    let done = false;
     const finish = (v: number | string) => {
+      if (done) return;
+      done = true;
       c.end(true);
       resolve(v);
     };

@@ -5,16 +5,19 @@
  * as a file or in a SoftHSM2 token (./ca-key.ts): `backends()` pairs PGlite with the token too,
  * so every suite over it (EST, renewal, CRL, OCSP, ...) runs once with each key backend.
  */
+import { webcrypto } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { createAudit } from '../../server/src/audit/index.js';
 import type { CertificateAuthority } from '../../server/src/ca/index.js';
+import { encodePem } from '../../server/src/ca/pem.js';
 import { createProvisioning, type ProvisioningObserver } from '../../server/src/enrollment/index.js';
 import { createInventory } from '../../server/src/inventory/index.js';
 import { createOperators } from '../../server/src/operators/index.js';
 import { createRevocation } from '../../server/src/revocation/index.js';
 import { openStore } from '../../server/src/store/index.js';
 import type { Store } from '../../server/src/store/types.js';
+import { makeCsr } from './ca.js';
 import { type CaKeyBackend, caKeyBackends, fileCaKey, type TestCaKey } from './ca-key.js';
 import { tempDir } from './cli.js';
 import { createTestDatabase, postgresAvailable } from './pg.js';
@@ -191,4 +194,20 @@ export async function rejectsWith(p: Promise<unknown>, code: string): Promise<Er
     return err as Error & { code: string };
   }
   throw new Error(`expected ${code}, but it succeeded`);
+}
+
+/** A device's TLS credential as PEM, for a TLS or MQTT client. */
+export interface DeviceTls {
+  id: string;
+  key: string;
+  cert: string;
+}
+
+/** A device enrolled on `h` with a token: an unattested certificate, stored, and its key. */
+export async function enrolledTls(h: Harness, id: string): Promise<DeviceTls> {
+  const [t] = await h.provisioning.createTokens({ deviceIds: [id] }, { actor: OPERATOR });
+  const csr = await makeCsr(id);
+  const r = await h.provisioning.enroll({ deviceId: id, token: t!.token, csr: csr.der });
+  const pkcs8 = new Uint8Array(await webcrypto.subtle.exportKey('pkcs8', csr.keys.privateKey));
+  return { id, key: encodePem('PRIVATE KEY', pkcs8), cert: r.certificate.pem };
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CliResult, REPO_ROOT, runBin, type ServeHandle, startServe, tempDir } from '../helpers/cli.js';
+import { mqttOutcome } from '../helpers/device.js';
 
 const SIM_BIN = path.join(REPO_ROOT, 'firmware-sim/bin/fleetgate-sim.js');
 
@@ -68,8 +69,8 @@ async function directConnect(mqttUrl: string, caPem: string, credDir: string, id
     key: { file: string };
   };
   const key = await fs.readFile(path.join(credDir, cred.key.file), 'utf8');
-  return new Promise((resolve) => {
-    const c = mqtt.connect(mqttUrl, {
+  return mqttOutcome(() =>
+    mqtt.connect(mqttUrl, {
       clientId: id,
       ca: caPem,
       cert: [cred.certificate, ...cred.chain].join('\n'),
@@ -77,21 +78,8 @@ async function directConnect(mqttUrl: string, caPem: string, credDir: string, id
       rejectUnauthorized: true,
       reconnectPeriod: 0,
       connectTimeout: 10_000,
-    });
-    let done = false;
-    const finish = (v: number | string) => {
-      if (done) return;
-      done = true;
-      c.end(true);
-      resolve(v);
-    };
-    c.once('connect', () => finish('accepted'));
-    c.once('error', (e) => {
-      const code = (e as { code?: unknown }).code;
-      finish(typeof code === 'number' ? code : 'closed');
-    });
-    c.once('close', () => finish('closed'));
-  });
+    }),
+  );
 }
 
 describe('fleetgate-sim: bad arguments', () => {

@@ -1,34 +1,19 @@
-/**
- * Admission before aedes, in process so aedes itself can be watched: a broker over a real PGlite
- * store and CA, real TLS sockets. A revoked device that reconnects 50 times gets the refusal
- * CONNACK (3.1.1: 0x05; MQTT 5: 0x87) every time and never allocates an aedes client: no
- * 'client' event, aedes' client count stays 0. A device whose CONNECT is admitted does reach
- * aedes (the same probe sees it), so the probe can fail.
- */
-import { webcrypto } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
 import { generate, type IConnectPacket } from 'mqtt-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodePem } from '../../server/src/ca/pem.js';
 import { issueServerCertificate } from '../../server/src/ca/profile.js';
 import { loadConfig } from '../../server/src/config.js';
 import { createLogger } from '../../server/src/log.js';
 import { NULL_BROKER_OBSERVER, type RunningBroker, startBroker } from '../../server/src/mqtt/index.js';
-import { makeCsr } from '../helpers/ca.js';
-import { type Harness, OPERATOR, openHarness, pgliteBackend, tokenBackends } from '../helpers/provisioning.js';
-
-interface DeviceTls {
-  key: string;
-  cert: string;
-}
-
-async function enrolled(h: Harness, id: string): Promise<DeviceTls> {
-  const [t] = await h.provisioning.createTokens({ deviceIds: [id] }, { actor: OPERATOR });
-  const csr = await makeCsr(id);
-  const r = await h.provisioning.enroll({ deviceId: id, token: t!.token, csr: csr.der });
-  const pkcs8 = new Uint8Array(await webcrypto.subtle.exportKey('pkcs8', csr.keys.privateKey));
-  return { key: encodePem('PRIVATE KEY', pkcs8), cert: r.certificate.pem };
-}
+import {
+  type DeviceTls,
+  enrolledTls,
+  type Harness,
+  OPERATOR,
+  openHarness,
+  pgliteBackend,
+  tokenBackends,
+} from '../helpers/provisioning.js';
 
 /** One TLS connection that sends a CONNECT and resolves with the first bytes the broker answers. */
 function connackOf(broker: RunningBroker, ca: string, dev: DeviceTls, connect: Partial<IConnectPacket>) {
@@ -66,8 +51,8 @@ describe.each([pgliteBackend, ...tokenBackends()])('admission before aedes (in p
 
   beforeAll(async () => {
     h = await openHarness(backend);
-    revoked = await enrolled(h, 'adm-revoked');
-    good = await enrolled(h, 'adm-good');
+    revoked = await enrolledTls(h, 'adm-revoked');
+    good = await enrolledTls(h, 'adm-good');
     await h.revocation.revokeDevice('adm-revoked', 1, OPERATOR);
     const server = await issueServerCertificate(h.ca, {
       now: new Date(),

@@ -28,22 +28,15 @@ import {
 import type { RefusalReason } from '../../server/src/mqtt/types.js';
 import { makeCsr } from '../helpers/ca.js';
 import { runCli, startServe, tempDir } from '../helpers/cli.js';
-import { type Harness, OPERATOR, openHarness, pgliteBackend, URLS } from '../helpers/provisioning.js';
-
-interface DeviceTls {
-  id: string;
-  key: string;
-  cert: string;
-}
-
-/** A device enrolled with a token: an unattested certificate, stored. */
-async function enrolled(h: Harness, id: string): Promise<DeviceTls> {
-  const [t] = await h.provisioning.createTokens({ deviceIds: [id] }, { actor: OPERATOR });
-  const csr = await makeCsr(id);
-  const r = await h.provisioning.enroll({ deviceId: id, token: t!.token, csr: csr.der });
-  const pkcs8 = new Uint8Array(await webcrypto.subtle.exportKey('pkcs8', csr.keys.privateKey));
-  return { id, key: encodePem('PRIVATE KEY', pkcs8), cert: r.certificate.pem };
-}
+import { mqttOutcome } from '../helpers/device.js';
+import {
+  type DeviceTls,
+  enrolledTls,
+  type Harness,
+  openHarness,
+  pgliteBackend,
+  URLS,
+} from '../helpers/provisioning.js';
 
 /** A device certificate with fleetgate's tpm-attested policy, signed by the same CA. */
 async function attested(h: Harness, id: string): Promise<DeviceTls> {
@@ -63,8 +56,8 @@ async function attested(h: Harness, id: string): Promise<DeviceTls> {
 
 /** 'accepted', the CONNACK refusal code MQTT.js reports, or 'closed'. */
 function outcome(broker: RunningBroker, ca: string, dev: DeviceTls, protocolVersion: 4 | 5): Promise<number | string> {
-  return new Promise((resolve) => {
-    const c = mqtt.connect({
+  return mqttOutcome(() =>
+    mqtt.connect({
       protocol: 'mqtts',
       host: '127.0.0.1',
       port: broker.port,
@@ -76,21 +69,8 @@ function outcome(broker: RunningBroker, ca: string, dev: DeviceTls, protocolVers
       protocolVersion,
       reconnectPeriod: 0,
       connectTimeout: 10_000,
-    });
-    let done = false;
-    const finish = (v: number | string) => {
-      if (done) return;
-      done = true;
-      c.end(true);
-      resolve(v);
-    };
-    c.once('connect', () => finish('accepted'));
-    c.once('error', (e) => {
-      const code = (e as { code?: unknown }).code;
-      finish(typeof code === 'number' ? code : 'closed');
-    });
-    c.once('close', () => finish('closed'));
-  });
+    }),
+  );
 }
 
 describe('FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE at the broker (in process, MQTT.js)', () => {
@@ -105,7 +85,7 @@ describe('FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE at the broker (in process, MQTT.j
   beforeAll(async () => {
     h = await openHarness(pgliteBackend);
     tpmDevice = await attested(h, 'ka-tpm');
-    softDevice = await enrolled(h, 'ka-soft');
+    softDevice = await enrolledTls(h, 'ka-soft');
     const server = await issueServerCertificate(h.ca, {
       now: new Date(),
       dnsNames: ['localhost'],
