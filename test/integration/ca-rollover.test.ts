@@ -7,7 +7,7 @@
  * and refused by the broker, both CRLs and both OCSP signers checked with openssl.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createHash, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as pkijs from 'pkijs';
@@ -26,22 +26,10 @@ import {
   startFleet,
 } from '../helpers/device.js';
 import { httpsRequest } from '../helpers/https.js';
+import { snapshot } from '../helpers/snapshot.js';
 import { requireTool } from '../helpers/system-tools.js';
 
 const openssl = requireTool('openssl');
-
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const p = path.join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else out[path.relative(dir, p)] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  if (existsSync(dir)) walk(dir);
-  return out;
-}
 
 /** The CA files only (the database changes while a server runs; rotate must not touch CA files on refusal). */
 function caSnapshot(dataDir: string): Record<string, string> {

@@ -6,34 +6,20 @@
  * closed (503 and a log line) while what needs no signature (the published CRL) is still served.
  */
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openPkcs11Token } from '../../server/src/hsm/pkcs11-signer.js';
 import { softHsmWithPinFile } from '../helpers/ca-key.js';
 import { runCli, tempDir } from '../helpers/cli.js';
 import { enrollDevices, type Fleet, startFleet } from '../helpers/device.js';
+import { snapshot } from '../helpers/snapshot.js';
 import type { SoftHsmToken } from '../helpers/softhsm.js';
 import { softhsmModule } from '../helpers/softhsm.js';
 import { requireTool } from '../helpers/system-tools.js';
 import { waitFor } from '../helpers/wait.js';
 
 const tools = requireTool('softhsm2-util') && requireTool('openssl') && softhsmModule() !== undefined;
-
-/** Every file under `dir` with a hash of its content: "nothing changed" is this being equal. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const p = path.join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else out[path.relative(dir, p)] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  if (existsSync(dir)) walk(dir);
-  return out;
-}
 
 /** The files of the token directory SoftHSM2 keeps for `label` (its objects are files there). */
 function tokenDirOf(softhsm: SoftHsmToken): string {
