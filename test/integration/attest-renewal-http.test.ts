@@ -207,27 +207,12 @@ describe.runIf(tools)('renewal with fresh TPM evidence over mTLS (swtpm, fleetga
     const stranger = { cert: issued.value.pem, key: await keyPem(csr.keys) };
     const refused = await post('/.well-known/est/attest/challenge', challengeBody(), { tls: stranger });
     expectRefused(refused, 'CERT_INVALID');
-    expectRefused(
-      await post(
-        '/.well-known/est/attest/activate',
-        { challengeId: 'A'.repeat(43), secret: b64(Buffer.alloc(32)) },
-        {
-          tls: stranger,
-        },
-      ),
-      'CERT_INVALID',
-    );
+    // An activation of a challenge id nobody was handed.
+    const activateUnknown = (tls: Tls) =>
+      post('/.well-known/est/attest/activate', { challengeId: 'A'.repeat(43), secret: b64(Buffer.alloc(32)) }, { tls });
+    expectRefused(await activateUnknown(stranger), 'CERT_INVALID');
     // An unknown challenge id from a valid certificate; bodies outside the schema.
-    expectRefused(
-      await post(
-        '/.well-known/est/attest/activate',
-        { challengeId: 'A'.repeat(43), secret: b64(Buffer.alloc(32)) },
-        {
-          tls: dev,
-        },
-      ),
-      'TPM_CHALLENGE_INVALID',
-    );
+    expectRefused(await activateUnknown(dev), 'TPM_CHALLENGE_INVALID');
     expectRefused(await post('/.well-known/est/attest/challenge', { ekCert: '!!' }, { tls: dev }), 'BAD_REQUEST', 400);
     expectRefused(
       await post('/.well-known/est/attest/challenge', 'not json', { tls: dev, type: 'text/plain' }),
