@@ -232,7 +232,7 @@ export async function createHttpApp(opts: HttpAppOptions): Promise<FastifyInstan
         title: 'fleetgate operator API',
         version: '1',
         description:
-          'Operator API of fleetgate. Devices use EST (RFC 7030) under /.well-known/est/; revocation is published at /crl and /ocsp.',
+          'Operator API of fleetgate. Devices use EST (RFC 7030) under /.well-known/est/; revocation is published at /crl (/crl/{issuerId} per issuing CA after a rollover) and /ocsp.',
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
     },

@@ -1,5 +1,6 @@
 /**
- * The plain-HTTP listener for revocation data: GET /crl and OCSP (POST /ocsp, GET /ocsp/{base64})
+ * The plain-HTTP listener for revocation data: GET /crl (and /crl/<issuerId>, one per issuing CA
+ * after a rollover) and OCSP (POST /ocsp, GET /ocsp/{base64})
  * and nothing else (404). RFC 5280 (4.2.1.13, 4.2.2.1) and RFC 6960 (appendix A) expect http://
  * URLs for these signed objects, and a client checking revocation while it validates a TLS
  * certificate cannot depend on TLS to fetch them. The objects are signed, so TLS adds nothing to
@@ -24,7 +25,7 @@ export async function createPkiHttpApp(opts: {
   const app = fastify({
     loggerInstance: opts.log.child({ part: 'pki-http' }),
     disableRequestLogging: true,
-    // An OCSP POST is a few KiB (the route caps it at 8 KiB); GET /crl has no body.
+    // An OCSP POST is a few KiB (the route caps it at 8 KiB); GET /crl[/<issuerId>] has no body.
     bodyLimit: 16 * 1024,
     requestTimeout: 10_000,
     connectionTimeout: 30_000,
