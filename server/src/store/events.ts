@@ -62,22 +62,37 @@ export function encodeEvent(ev: ChangeEvent, origin: string): string[] {
   }
   // A device with very many certificates would exceed the NOTIFY payload limit: split the serials
   // over several device-revoked events (each one is complete in itself for a listener).
-  const payloads: string[] = [];
-  let chunk: string[] = [];
   // Splitting only helps when the serials are what makes it big; an absurdly long device id
   // yields one oversized payload, which notifyEvent() parks in the outbox.
   if (Buffer.byteLength(encodeChunk(ev, origin, [])) > MAX_PAYLOAD_BYTES / 2) {
     return [encodeChunk(ev, origin, ev.serials)];
   }
   const encode = (serials: string[]) => encodeChunk(ev, origin, serials);
-  for (const s of ev.serials) {
-    if (chunk.length > 0 && Buffer.byteLength(encode([...chunk, s])) > MAX_PAYLOAD_BYTES) {
+  // No serials (nothing left to revoke) is still one event: listeners drop by device id.
+  return ev.serials.length === 0 ? [encode([])] : splitPayloads(ev.serials, encode);
+}
+
+/**
+ * Items spread over as few payloads as MAX_PAYLOAD_BYTES allows, each `encode(chunk)` with at
+ * least one item. Sizes are counted as the JSON array elements they become (the item plus its
+ * comma, so a chunk is over-counted by a byte at most): no payload is encoded twice.
+ */
+function splitPayloads<T>(items: readonly T[], encode: (chunk: T[]) => string): string[] {
+  const empty = Buffer.byteLength(encode([]));
+  const payloads: string[] = [];
+  let chunk: T[] = [];
+  let bytes = empty;
+  for (const item of items) {
+    const size = Buffer.byteLength(JSON.stringify(item)) + 1;
+    if (chunk.length > 0 && bytes + size > MAX_PAYLOAD_BYTES) {
       payloads.push(encode(chunk));
       chunk = [];
+      bytes = empty;
     }
-    chunk.push(s);
+    chunk.push(item);
+    bytes += size;
   }
-  payloads.push(encode(chunk));
+  if (chunk.length > 0) payloads.push(encode(chunk));
   return payloads;
 }
 
@@ -88,22 +103,8 @@ export function encodeEvent(ev: ChangeEvent, origin: string): string[] {
 function encodePresence(ev: Extract<StoreActivity, { type: 'presence' }>, origin: string): string[] {
   const encode = (e: WirePresence['e']) =>
     JSON.stringify({ v: 1, o: origin, type: 'presence', e } satisfies WirePresence);
-  const payloads: string[] = [];
-  let chunk: WirePresence['e'] = [];
-  let bytes = Buffer.byteLength(encode([]));
-  for (const entry of ev.entries) {
-    const item: [string, boolean, string] = [entry.deviceId, entry.online, entry.at.toISOString()];
-    const size = Buffer.byteLength(JSON.stringify(item)) + 1;
-    if (chunk.length > 0 && bytes + size > MAX_PAYLOAD_BYTES) {
-      payloads.push(encode(chunk));
-      chunk = [];
-      bytes = Buffer.byteLength(encode([]));
-    }
-    chunk.push(item);
-    bytes += size;
-  }
-  if (chunk.length > 0) payloads.push(encode(chunk));
-  return payloads;
+  const items = ev.entries.map((e): [string, boolean, string] => [e.deviceId, e.online, e.at.toISOString()]);
+  return splitPayloads(items, encode);
 }
 
 function encodeChunk(ev: { deviceId: string; at: Date }, origin: string, serials: string[]): string {
