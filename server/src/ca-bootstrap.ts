@@ -26,7 +26,8 @@ import { type DataDirLayout, isTooOpen, readOptional, writeNew } from './data-di
 import { FleetgateError, isFleetgateError } from './errors.js';
 import { openPkcs11Token } from './hsm/pkcs11-signer.js';
 import { formatPkcs11Uri } from './hsm/pkcs11-uri.js';
-import type { IssuerFilter, Store } from './store/types.js';
+import { issuerFilterOf } from './revocation/crl-urls.js';
+import type { Store } from './store/types.js';
 
 /** One issuing CA generation as loaded (its own signer), before the history is assembled. */
 export interface LoadedIssuer {
@@ -166,7 +167,7 @@ export async function loadOrCreateCa(opts: CaBootstrapOptions & { tokenCa?: Toke
     issuers.push({ generation: g.files.generation, ca: r.value, keyLocation: 'file' });
   }
 
-  const keyFiles = [...issuers.map((i) => generationFiles(layout, i.generation).keyFile)];
+  const keyFiles = issuers.map((i) => generationFiles(layout, i.generation).keyFile);
   if (files.rootKey !== null) keyFiles.push(layout.rootKey);
   for (const keyFile of keyFiles) {
     if (await isTooOpen(keyFile))
@@ -220,8 +221,9 @@ async function assembleIssuers(
 async function issuerStates(store: Store, issuers: LoadedIssuer[], now: Date): Promise<IssuerState[]> {
   const states: IssuerState[] = [];
   for (const [n, i] of issuers.entries()) {
-    const filter: IssuerFilter = { fingerprint: i.ca.issuingFingerprint, includeUnattributed: i.generation === 1 };
-    const last = await store.latestNotAfter(filter);
+    const last = await store.latestNotAfter(
+      issuerFilterOf({ issuingFingerprint: i.ca.issuingFingerprint, generation: i.generation }),
+    );
     let state: IssuerState['state'] = 'previous';
     if (n === issuers.length - 1) state = 'active';
     else if (now.getTime() >= i.ca.issuingCert.notAfter.getTime() || last === null || last.getTime() <= now.getTime()) {

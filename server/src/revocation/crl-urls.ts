@@ -29,3 +29,12 @@ export function legacyCrlIssuer(ca: CertificateAuthority): CertificateAuthority 
 export function issuerFilterOf(ca: Pick<CertificateAuthority, 'issuingFingerprint' | 'generation'>): IssuerFilter {
   return { fingerprint: ca.issuingFingerprint, includeUnattributed: ca.generation === 1 };
 }
+
+/** Whether one stored certificate is among the rows issuerFilterOf(ca) selects. */
+export function signedBy(
+  cert: { issuer: string | null },
+  ca: Pick<CertificateAuthority, 'issuingFingerprint' | 'generation'>,
+): boolean {
+  const f = issuerFilterOf(ca);
+  return cert.issuer === null ? f.includeUnattributed === true : cert.issuer === f.fingerprint;
+}

@@ -34,6 +34,7 @@ import { type CertificateAuthority, type OcspCertStatus, respondOcsp } from '../
 import type { OcspResponseCache } from '../ca/ocsp.js';
 import type { Clock } from '../enrollment/context.js';
 import type { Store } from '../store/types.js';
+import { signedBy } from './crl-urls.js';
 
 export const DEFAULT_OCSP_VALIDITY_MS = 3_600_000;
 /** Answers kept at most (one answer for one certificate is about 1 KiB with the issuing CA's certificate). */
@@ -158,10 +159,7 @@ export function ocspLookup(
   return async (serialHex, issuer) => {
     const cert = await store.getCertificate(serialHex.toLowerCase());
     if (!cert) return { status: 'unknown' };
-    if (issuer !== undefined) {
-      const signedBy = cert.issuer ?? (issuer.generation === 1 ? issuer.issuingFingerprint : null);
-      if (signedBy !== issuer.issuingFingerprint) return { status: 'unknown' };
-    }
+    if (issuer !== undefined && !signedBy(cert, issuer)) return { status: 'unknown' };
     if (cert.status === 'revoked') {
       return { status: 'revoked', revokedAt: cert.revokedAt ?? cert.issuedAt, reason: cert.revocationReason ?? 0 };
     }
