@@ -116,6 +116,11 @@ function base64Field(o: Record<string, unknown>, name: string, maxBytes: number)
   return b;
 }
 
+/** HTTP Basic credentials (RFC 7617) of the device id and its factory token. */
+function basicAuth(deviceId: string, token: string): string {
+  return `Basic ${Buffer.from(`${deviceId}:${token}`, 'utf8').toString('base64')}`;
+}
+
 function base64Lines(der: Uint8Array): string {
   return `${(
     Buffer.from(der)
@@ -155,9 +160,8 @@ export class EstClient {
 
   /** RFC 7030 4.2.1: enroll with HTTP Basic (device id : factory token). Returns the certificate DER. */
   async simpleEnroll(deviceId: string, token: string, csrDer: Uint8Array): Promise<Uint8Array> {
-    const auth = `Basic ${Buffer.from(`${deviceId}:${token}`, 'utf8').toString('base64')}`;
     const r = await this.request('POST', this.url('simpleenroll'), {
-      headers: { Authorization: auth },
+      headers: { Authorization: basicAuth(deviceId, token) },
       body: base64Lines(csrDer),
     });
     return this.certFrom(r);
@@ -181,13 +185,7 @@ export class EstClient {
    * needs before the enrollment's simpleenroll.
    */
   attestationExchange(deviceId: string, token: string): AttestationExchange {
-    const caller: Caller = {
-      headers: { Authorization: `Basic ${Buffer.from(`${deviceId}:${token}`, 'utf8').toString('base64')}` },
-    };
-    return {
-      challenge: (req) => this.attestChallenge(caller, req),
-      activate: (challengeId, secret) => this.attestActivate(caller, challengeId, secret),
-    };
+    return this.attestationAs({ headers: { Authorization: basicAuth(deviceId, token) } });
   }
 
   /**
@@ -198,7 +196,10 @@ export class EstClient {
    * the nonce to that exact certificate: it is good only for a simplereenroll presenting it.
    */
   renewalAttestationExchange(client: { certPem: string; chainPem: string[]; key: DeviceKey }): AttestationExchange {
-    const caller: Caller = { clientCert: client };
+    return this.attestationAs({ clientCert: client });
+  }
+
+  private attestationAs(caller: Caller): AttestationExchange {
     return {
       challenge: (req) => this.attestChallenge(caller, req),
       activate: (challengeId, secret) => this.attestActivate(caller, challengeId, secret),
