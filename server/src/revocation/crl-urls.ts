@@ -30,11 +30,15 @@ export function issuerFilterOf(ca: Pick<CertificateAuthority, 'issuingFingerprin
   return { fingerprint: ca.issuingFingerprint, includeUnattributed: ca.generation === 1 };
 }
 
-/** Whether one stored certificate is among the rows issuerFilterOf(ca) selects. */
+/**
+ * Whether one stored certificate is among the rows issuerFilterOf(ca) selects. A row with no
+ * recorded issuer (null, or absent in a record built by hand) is the first issuing CA's.
+ */
 export function signedBy(
-  cert: { issuer: string | null },
+  cert: { issuer?: string | null | undefined },
   ca: Pick<CertificateAuthority, 'issuingFingerprint' | 'generation'>,
 ): boolean {
   const f = issuerFilterOf(ca);
-  return cert.issuer === null ? f.includeUnattributed === true : cert.issuer === f.fingerprint;
+  const issuer = cert.issuer ?? null;
+  return issuer === null ? f.includeUnattributed === true : issuer === f.fingerprint;
 }
