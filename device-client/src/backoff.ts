@@ -38,6 +38,15 @@ export class Backoff {
     return Math.round(ceiling * (1 - this.jitter * this.random()));
   }
 
+  /**
+   * The ceiling's delay (jittered like any other), for an attempt that should not be retried soon
+   * but not given up either; counts one attempt.
+   */
+  nextAtCeiling(): number {
+    this.n++;
+    return Math.round(this.maxMs * (1 - this.jitter * this.random()));
+  }
+
   reset(): void {
     this.n = 0;
   }

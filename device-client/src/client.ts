@@ -470,20 +470,23 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
       } catch (e) {
         const cause = asDeviceError(e);
         this.emit('error', new RenewalError(expiresAt, backoff.attempts + 1, { cause }), false);
-        // Final answers: retrying cannot succeed. A decommissioned device's certificates are
-        // revoked too (cessationOfOperation), so its session stops as a revoked one does; after an
-        // attestation refusal the current certificate stays good and the session goes on.
-        if (FINAL_RENEWAL_CODES.has(cause.code)) {
-          if (cause.code === 'DEVICE_REVOKED' || cause.code === 'DEVICE_DECOMMISSIONED') {
-            const error = new BrokerRefusedError('DEVICE_REVOKED', cause.message, undefined, { cause });
-            if (this.session) this.session.stopRevoked(error);
-            else this.emit('revoked', { serial: this.current.credential.serial, error });
-          }
+        // A decommissioned device's certificates are revoked too (cessationOfOperation), so its
+        // session stops as a revoked one does.
+        if (cause.code === 'DEVICE_REVOKED' || cause.code === 'DEVICE_DECOMMISSIONED') {
+          const error = new BrokerRefusedError('DEVICE_REVOKED', cause.message, undefined, { cause });
+          if (this.session) this.session.stopRevoked(error);
+          else this.emit('revoked', { serial: this.current.credential.serial, error });
           return;
         }
+        if (cause.code === 'CLIENT_STOPPED') return;
         const left = expiresAt.getTime() - Date.now();
         if (left <= 0) return;
-        const wait = Math.min(backoff.next(), Math.max(1_000, left / 2));
+        // A final answer (see FINAL_RENEWAL_CODES) is asked again only at the backoff's ceiling:
+        // no retry soon can change it, but an operator can (a manufacturer CA added, a device
+        // re-provisioned), and a device that is never restarted must not expire for that. The
+        // current certificate stays good meanwhile, so the session goes on.
+        const delay = FINAL_RENEWAL_CODES.has(cause.code) ? backoff.nextAtCeiling() : backoff.next();
+        const wait = Math.min(delay, Math.max(1_000, left / 2));
         await new Promise<void>((resolve) => {
           this.renewTimer = setTimeout(resolve, wait);
           this.renewTimer.unref?.();
@@ -494,18 +497,19 @@ export class DeviceClient extends TypedEmitter<DeviceClientEvents> {
 }
 
 /**
- * Renewal failures that retrying cannot cure, so the automatic renewal stops instead of asking
- * again until the certificate expires (the error event has reported it; a later connect() tries
- * once more, e.g. after an operator has acted):
- * - the device is revoked or decommissioned, or the client was closed;
+ * Renewal failures that retrying soon cannot cure. The automatic renewal does not ask again
+ * with its short backoff after them (the error event has reported each):
+ * - the device is revoked or decommissioned, or the client was closed: it stops for good;
  * - attestation answers that depend only on things that stay the same from one attempt to the
  *   next (docs/attestation.md "What the server checks"): the device must attest and this key
  *   store does not (ATTESTATION_REQUIRED), the TPM's EK certificate is not from a configured
  *   manufacturer or attestation is off (TPM_EK_UNTRUSTED), the AK or the key does not have the
  *   attributes the server requires (TPM_ATTESTATION_INVALID, TPM_KEY_NOT_RESIDENT), the evidence
  *   does not parse (TPM_EVIDENCE_MALFORMED), and on the device the TPM has no EK certificate or
- *   the tools are missing (TPM_EK_CERT_MISSING, TPM_TOOLS_MISSING).
- * Retried with backoff: whatever involves this attempt's fresh challenge, nonce or TPM state
+ *   the tools are missing (TPM_EK_CERT_MISSING, TPM_TOOLS_MISSING). Only an operator's act (or a
+ *   device update) changes these, so they are asked again at the backoff's ceiling (default
+ *   1 h, never past half the remaining lifetime) until the certificate expires.
+ * Retried with the backoff: whatever involves this attempt's fresh challenge, nonce or TPM state
  * (TPM_ACTIVATION_FAILED, TPM_CHALLENGE_INVALID, TPM_SIGNATURE_INVALID, TPM_KEY_MISMATCH,
  * TPM_ERROR), the network and the server's 5xx.
  */

@@ -5,8 +5,9 @@
  * all (any Authorization header, even empty, would select the token flow on the server), the
  * statement the key store returned goes into the simplereenroll CSR, and the server's refusals
  * keep their codes. A TPM failure keeps its TpmError (code and step), removes the key made for
- * the attempt and leaves the credential as it was. The automatic renewal stops on final answers
- * (ATTESTATION_REQUIRED, TPM_EK_UNTRUSTED, TPM_EK_CERT_MISSING, ...) and retries the others.
+ * the attempt and leaves the credential as it was. After a final answer (ATTESTATION_REQUIRED,
+ * TPM_EK_UNTRUSTED, TPM_EK_CERT_MISSING, ...) the automatic renewal asks again only at its
+ * backoff's ceiling; the others are retried with the short backoff.
  * The key store is the software one with an `attest` of the test's (the real TPM store is tested
  * against swtpm in test/integration/device-client-tpm-attest-renewal.test.ts).
  */
@@ -295,26 +296,52 @@ describe('renewal with TPM evidence (device client, no TPM)', () => {
     ['TPM_KEY_NOT_RESIDENT', () => new EnrollmentError('TPM_KEY_NOT_RESIDENT', 403, 'TPM_KEY_NOT_RESIDENT', 'no')],
     ['TPM_EK_CERT_MISSING', () => new TpmError('TPM_EK_CERT_MISSING', 'ek-certificate', 'no EK certificate')],
     ['TPM_TOOLS_MISSING', () => new TpmError('TPM_TOOLS_MISSING', 'ak', 'tpm2_createak not found')],
-  ])('the automatic renewal stops at a final %s: one attempt, one error, no retry timer', async (code, make) => {
-    const d = await device(async () => {
-      throw make();
-    });
-    try {
-      expect(FINAL_RENEWAL_CODES.has(code)).toBe(true);
-      await d.client.renew().catch(() => undefined); // loads the current credential
-      d.store.calls = 0;
-      const errors: { code: string; cause?: string }[] = [];
-      d.client.on('error', (e) => errors.push({ code: e.code, cause: (e.cause as { code?: string }).code }));
-      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-      // Resolves: the loop ended instead of waiting to try again.
-      await autoRenew(d.client);
-      expect(d.store.calls).toBe(1);
-      expect(errors).toEqual([{ code: 'RENEWAL_FAILED', cause: code }]);
-      expect(vi.getTimerCount()).toBe(0);
-    } finally {
-      await d.client.close();
-    }
-  });
+  ])(
+    'after a final %s the automatic renewal asks again only at the backoff ceiling, not with its short backoff',
+    async (code, make) => {
+      // initial 1 s: a retry with the short backoff would come within 1 s. Ceiling 10 s, jitter 0.5:
+      // the final answer is asked again 5-10 s later (an operator may have acted by then).
+      const d = await device(
+        async () => {
+          throw make();
+        },
+        { retry: { initialMs: 1_000, maxMs: 10_000 } },
+      );
+      try {
+        expect(FINAL_RENEWAL_CODES.has(code)).toBe(true);
+        await d.client.renew().catch(() => undefined); // loads the current credential
+        d.store.calls = 0;
+        const errors: { code: string; cause?: string }[] = [];
+        let second!: () => void;
+        const twice = new Promise<void>((resolve) => {
+          second = resolve;
+        });
+        const first = new Promise<void>((resolve) =>
+          d.client.on('error', (e) => {
+            errors.push({ code: e.code, cause: (e.cause as { code?: string }).code });
+            if (errors.length === 1) resolve();
+            if (errors.length === 2) second();
+          }),
+        );
+        vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+        void autoRenew(d.client);
+        await first;
+        await vi.waitFor(() => expect(vi.getTimerCount()).toBe(1));
+        await vi.advanceTimersByTimeAsync(4_500);
+        expect(d.store.calls).toBe(1);
+        expect(errors).toEqual([{ code: 'RENEWAL_FAILED', cause: code }]);
+        await vi.advanceTimersByTimeAsync(6_000);
+        await twice;
+        expect(d.store.calls).toBe(2);
+        expect(errors).toEqual([
+          { code: 'RENEWAL_FAILED', cause: code },
+          { code: 'RENEWAL_FAILED', cause: code },
+        ]);
+      } finally {
+        await d.client.close();
+      }
+    },
+  );
 
   it.each([
     ['TPM_ERROR', () => new TpmError('TPM_ERROR', 'activate-credential', 'TPM_RC 0x902')],

@@ -80,6 +80,15 @@ describe('Backoff', () => {
       expect(d).toBeLessThanOrEqual(60_000);
     }
   });
+
+  it('nextAtCeiling: the ceiling, jittered, counted as an attempt, whatever the attempt', () => {
+    const high = new Backoff({ initialMs: 100, maxMs: 1_000, jitter: 0.5 }, () => 0);
+    expect(high.nextAtCeiling()).toBe(1_000);
+    expect(high.attempts).toBe(1);
+    expect(high.next()).toBe(200);
+    const low = new Backoff({ initialMs: 100, maxMs: 1_000, jitter: 0.5 }, () => 0.999999);
+    expect(low.nextAtCeiling()).toBe(500);
+  });
 });
 
 describe('renewalDueAt', () => {
