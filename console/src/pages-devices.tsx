@@ -15,13 +15,8 @@ import {
 import { onLive } from './live.js';
 import { linkClick, navigate } from './router.js';
 
-// The operator API's shapes, written once in the device client (types only: nothing of it is bundled),
-// with the certificate's key type the API added for the console's filter (issue 17.3).
-type Certificate = NonNullable<DeviceJson['current']> & { keyType?: string };
-type Device = Omit<DeviceJson, 'current' | 'certificates'> & {
-  current: Certificate | null;
-  certificates?: Certificate[];
-};
+// The operator API's shapes, written once in the device client (types only: nothing of it is bundled).
+type Device = DeviceJson;
 interface DevicePage {
   devices: Device[];
   total: number;
@@ -250,7 +245,7 @@ export function DevicePage(props: { id: string }) {
                   <code>{c.serial}</code>
                 </td>
                 <td>{c.status}</td>
-                <td>{c.keyType ?? '—'}</td>
+                <td>{c.keyType}</td>
                 <td>{when(c.notBefore)}</td>
                 <td>{when(c.notAfter)}</td>
                 <td>{c.revocationReason ?? '—'}</td>

@@ -53,6 +53,8 @@ export interface CertificateJson {
   renewedFrom: string | null;
   /** How the key is held, as proved at issuance (docs/attestation.md). */
   keyAssurance: 'tpm-attested' | 'unattested';
+  /** The certified key: ec-p256, ec-p384, ed25519, rsa-<bits> or other. */
+  keyType: string;
 }
 
 /** A device as GET /api/v1/devices[/:id] answers (the server's schema, operator-api.ts). */
