@@ -13,6 +13,7 @@
  * (identity state, CSR policy) stay audited by the use cases.
  */
 import { type ErrorCode, FleetgateError, isFleetgateError } from '../errors.js';
+import { LogThrottle } from '../log-throttle.js';
 
 export const UNAUTHENTICATED_REASONS = [
   'auth_missing',
@@ -63,26 +64,16 @@ export interface UnauthenticatedFailureLogOptions {
 export const UNAUTHENTICATED_LOG_INTERVAL_MS = 60_000;
 
 export class UnauthenticatedFailureLog {
-  private readonly last = new Map<string, { at: number; suppressed: number }>();
-  private readonly intervalMs: number;
-  private readonly now: () => number;
+  private readonly throttle: LogThrottle;
 
   constructor(private readonly opts: UnauthenticatedFailureLogOptions) {
-    this.intervalMs = opts.intervalMs ?? UNAUTHENTICATED_LOG_INTERVAL_MS;
-    this.now = opts.now ?? Date.now;
+    this.throttle = new LogThrottle({ intervalMs: opts.intervalMs ?? UNAUTHENTICATED_LOG_INTERVAL_MS, now: opts.now });
   }
 
   record(kind: EstKind, reason: UnauthenticatedReason): void {
     this.opts.count?.(kind, reason);
-    const key = `${kind}:${reason}`;
-    const t = this.now();
-    const seen = this.last.get(key);
-    if (seen && t - seen.at < this.intervalMs) {
-      seen.suppressed++;
-      return;
-    }
-    const suppressed = seen?.suppressed ?? 0;
-    this.last.set(key, { at: t, suppressed: 0 });
+    const suppressed = this.throttle.admit(`${kind}:${reason}`);
+    if (suppressed === null) return;
     this.opts.log(
       { kind, reason, suppressed },
       suppressed > 0

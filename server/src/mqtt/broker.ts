@@ -28,6 +28,7 @@ import { writeToStream } from 'mqtt-packet';
 import type { Logger } from 'pino';
 import { advertisedUrl, type MqttConfig } from '../config.js';
 import { listenError } from '../listen-error.js';
+import { LogThrottle } from '../log-throttle.js';
 import type { Store } from '../store/types.js';
 import { rightsFor } from './acl.js';
 import { admit, parseConnect } from './admission.js';
@@ -118,6 +119,8 @@ const MAX_INCOMING_PER_SESSION = 1_000;
 const memoryPersistence = createRequire(import.meta.url)('aedes-persistence') as () => unknown;
 /** Slow consumers: a socket that does not drain within this is closed (aedes drainTimeout). */
 const DRAIN_TIMEOUT_MS = 10_000;
+/** A device refused for key assurance is logged at most once per this (every refusal is counted). */
+const KEY_ASSURANCE_LOG_INTERVAL_MS = 10 * 60_000;
 
 /**
  * aedes announces every disconnect, subscribe and unsubscribe on `$SYS/<broker>/...`. No client
@@ -359,6 +362,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     c.link.destroy();
   };
 
+  const keyAssuranceLog = new LogThrottle({ intervalMs: KEY_ASSURANCE_LOG_INTERVAL_MS });
   /** The first CONNECT, whole: admitted and handed to aedes, or refused here (true = admitted). */
   const decideConnect = (c: BrokerConnection, bytes: Buffer): boolean => {
     const link = c.link;
@@ -382,16 +386,20 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       if (c.end(refusalMetric(reason))) observer.refused(refusalMetric(reason));
       if (reason === 'key_assurance') {
         // A policy refusal of a device that holds a valid certificate: the operator needs to see
-        // which device (it needs a TPM-attested renewal or re-enrollment), so not at debug level.
-        log.info(
-          {
-            id: c.identity.id,
-            serial: c.identity.serial,
-            keyAssurance: c.identity.keyAssurance ?? 'unattested',
-            required: config.requireKeyAssurance,
-          },
-          'CONNECT refused: key assurance below FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE',
-        );
+        // which device (it needs a TPM-attested renewal or re-enrollment), so not at debug level;
+        // once per device per interval, since the device keeps reconnecting on its backoff.
+        const suppressed = keyAssuranceLog.admit(c.identity.id);
+        if (suppressed !== null)
+          log.info(
+            {
+              id: c.identity.id,
+              serial: c.identity.serial,
+              keyAssurance: c.identity.keyAssurance ?? 'unattested',
+              required: config.requireKeyAssurance,
+              suppressed,
+            },
+            'CONNECT refused: key assurance below FLEETGATE_MQTT_REQUIRE_KEY_ASSURANCE',
+          );
       } else log.debug({ id: c.identity.id, clientId: packet.clientId, reason }, 'CONNECT refused');
       link.socket.write(refusalConnack(reason, packet.protocolVersion ?? 4));
       link.destroy(); // without an error: flushes the CONNACK, then closes [MQTT-3.2.2-5]
