@@ -238,7 +238,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       operators,
       audit,
       sessions,
-      caIssuers: () => listIssuers(),
+      caIssuers: listIssuers,
     });
     await registerServiceRoutes(app, { provisioning, operators, sessions });
     await registerConsoleRoutes(app, { operators, audit, inventory, sessions, series, live });
