@@ -290,6 +290,40 @@ describe('renewal with TPM evidence (device client, no TPM)', () => {
 
   const autoRenew = (c: DeviceClient) => (c as unknown as { autoRenew(): Promise<void> }).autoRenew();
 
+  /** The client's error events as `code:cause`, and promises for the first and the second. */
+  function firstTwoErrors(client: DeviceClient) {
+    const seen: string[] = [];
+    const arrived: (() => void)[] = [];
+    const first = new Promise<void>((resolve) => arrived.push(resolve));
+    const second = new Promise<void>((resolve) => arrived.push(resolve));
+    client.on('error', (e) => {
+      seen.push(`${e.code}:${(e.cause as { code?: string } | undefined)?.code}`);
+      arrived[seen.length - 1]?.();
+    });
+    return { seen, first, second };
+  }
+
+  /**
+   * A device whose every attestation fails with `make()`, its automatic renewal started under
+   * fake timers and past its first failure, waiting on its one retry timer.
+   */
+  async function failingAutoRenewal(make: () => Error, retry: { initialMs: number; maxMs: number }) {
+    const d = await device(
+      async () => {
+        throw make();
+      },
+      { retry },
+    );
+    await d.client.renew().catch(() => undefined); // loads the current credential
+    d.store.calls = 0;
+    const errors = firstTwoErrors(d.client);
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    void autoRenew(d.client);
+    await errors.first;
+    await vi.waitFor(() => expect(vi.getTimerCount()).toBe(1));
+    return { ...d, errors };
+  }
+
   it.each([
     ['ATTESTATION_REQUIRED', () => new EnrollmentError('ATTESTATION_REQUIRED', 403, 'ATTESTATION_REQUIRED', 'no')],
     ['TPM_EK_UNTRUSTED', () => new EnrollmentError('TPM_EK_UNTRUSTED', 403, 'TPM_EK_UNTRUSTED', 'no')],
@@ -301,42 +335,17 @@ describe('renewal with TPM evidence (device client, no TPM)', () => {
     async (code, make) => {
       // initial 1 s: a retry with the short backoff would come within 1 s. Ceiling 10 s, jitter 0.5:
       // the final answer is asked again 5-10 s later (an operator may have acted by then).
-      const d = await device(
-        async () => {
-          throw make();
-        },
-        { retry: { initialMs: 1_000, maxMs: 10_000 } },
-      );
+      expect(FINAL_RENEWAL_CODES.has(code)).toBe(true);
+      const d = await failingAutoRenewal(make, { initialMs: 1_000, maxMs: 10_000 });
+      const { errors } = d;
       try {
-        expect(FINAL_RENEWAL_CODES.has(code)).toBe(true);
-        await d.client.renew().catch(() => undefined); // loads the current credential
-        d.store.calls = 0;
-        const errors: { code: string; cause?: string }[] = [];
-        let second!: () => void;
-        const twice = new Promise<void>((resolve) => {
-          second = resolve;
-        });
-        const first = new Promise<void>((resolve) =>
-          d.client.on('error', (e) => {
-            errors.push({ code: e.code, cause: (e.cause as { code?: string }).code });
-            if (errors.length === 1) resolve();
-            if (errors.length === 2) second();
-          }),
-        );
-        vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-        void autoRenew(d.client);
-        await first;
-        await vi.waitFor(() => expect(vi.getTimerCount()).toBe(1));
         await vi.advanceTimersByTimeAsync(4_500);
         expect(d.store.calls).toBe(1);
-        expect(errors).toEqual([{ code: 'RENEWAL_FAILED', cause: code }]);
+        expect(errors.seen).toEqual([`RENEWAL_FAILED:${code}`]);
         await vi.advanceTimersByTimeAsync(6_000);
-        await twice;
+        await errors.second;
         expect(d.store.calls).toBe(2);
-        expect(errors).toEqual([
-          { code: 'RENEWAL_FAILED', cause: code },
-          { code: 'RENEWAL_FAILED', cause: code },
-        ]);
+        expect(errors.seen).toEqual([`RENEWAL_FAILED:${code}`, `RENEWAL_FAILED:${code}`]);
       } finally {
         await d.client.close();
       }
@@ -351,36 +360,14 @@ describe('renewal with TPM evidence (device client, no TPM)', () => {
     ],
     ['TPM_ACTIVATION_FAILED', () => new EnrollmentError('TPM_ACTIVATION_FAILED', 403, 'TPM_ACTIVATION_FAILED', 'no')],
   ])('the automatic renewal retries after %s', async (code, make) => {
-    const d = await device(
-      async () => {
-        throw make();
-      },
-      { retry: { initialMs: 1_000, maxMs: 1_000 } },
-    );
+    expect(FINAL_RENEWAL_CODES.has(code)).toBe(false);
+    const d = await failingAutoRenewal(make, { initialMs: 1_000, maxMs: 1_000 });
+    const { errors } = d;
     try {
-      expect(FINAL_RENEWAL_CODES.has(code)).toBe(false);
-      await d.client.renew().catch(() => undefined);
-      d.store.calls = 0;
-      const causes: string[] = [];
-      let second!: () => void;
-      const twice = new Promise<void>((resolve) => {
-        second = resolve;
-      });
-      const first = new Promise<void>((resolve) =>
-        d.client.on('error', (e) => {
-          causes.push((e.cause as { code: string }).code);
-          if (causes.length === 1) resolve();
-          if (causes.length === 2) second();
-        }),
-      );
-      vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-      void autoRenew(d.client);
-      await first;
       // Waiting to try again: the backoff timer is the one pending.
-      await vi.waitFor(() => expect(vi.getTimerCount()).toBe(1));
       await vi.advanceTimersByTimeAsync(1_500);
-      await twice;
-      expect(causes).toEqual([code, code]);
+      await errors.second;
+      expect(errors.seen).toEqual([`RENEWAL_FAILED:${code}`, `RENEWAL_FAILED:${code}`]);
       expect(d.store.calls).toBe(2);
     } finally {
       await d.client.close();
