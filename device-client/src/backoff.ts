@@ -35,7 +35,7 @@ export class Backoff {
   next(): number {
     const ceiling = Math.min(this.maxMs, this.initialMs * this.factor ** this.n);
     this.n++;
-    return Math.round(ceiling * (1 - this.jitter * this.random()));
+    return this.jittered(ceiling);
   }
 
   /**
@@ -44,10 +44,14 @@ export class Backoff {
    */
   nextAtCeiling(): number {
     this.n++;
-    return Math.round(this.maxMs * (1 - this.jitter * this.random()));
+    return this.jittered(this.maxMs);
   }
 
   reset(): void {
     this.n = 0;
+  }
+
+  private jittered(delay: number): number {
+    return Math.round(delay * (1 - this.jitter * this.random()));
   }
 }
